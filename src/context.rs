@@ -1,0 +1,643 @@
+//! [`Context`]: the per-request handle every layer, handler, hook and task can hold.
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock, Weak};
+
+use atomic_waker::AtomicWaker;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Extensions, Method, Request, Response, StatusCode, Uri, Version};
+use tokio::sync::Notify;
+
+use crate::connection::Connection;
+use crate::cookies::Cookies;
+use crate::error::HttpError;
+use crate::events::Listeners;
+use crate::hooks::Hook;
+use crate::layer::Config;
+use crate::{Body, BoxError};
+
+/// The per-request context: Toa's `ctx` for tower.
+///
+/// [`ContextLayer`](crate::ContextLayer) makes one for every request and puts it in
+/// the request extensions; handlers take it as an axum extractor, tower services find
+/// it with `req.extensions().get::<Context>()`. It is a cheap handle (one `Arc`):
+/// clone it into hooks, listeners and tasks freely. Everything it holds that could
+/// point back at it (hooks, listeners, task handles) is released when the request
+/// completes, so a hook that captured a clone does not leak the request.
+///
+/// ```
+/// use axum::{Router, routing::get, http::HeaderValue};
+/// use tower_context::{Context, ContextLayer};
+///
+/// async fn handler(ctx: Context) -> &'static str {
+///     ctx.set_header(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+///     ctx.after(|mut res| async move {
+///         res.headers_mut().insert("x-hooked", HeaderValue::from_static("yes"));
+///         Ok(res)
+///     })
+///     .expect("hooks have not started yet");
+///     ctx.on_finish(|ctx| println!("{} finished", ctx.id()));
+///     "hello"
+/// }
+///
+/// let app: Router = Router::new().route("/", get(handler)).layer(ContextLayer::new());
+/// ```
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// The state behind a [`Context`].
+pub(crate) struct Inner {
+    id: Id,
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    pub(crate) version: Version,
+    pub(crate) headers: Captured,
+    pub(crate) config: Arc<Config>,
+    pub(crate) flags: AtomicU32,
+    /// Wakes the layer's response future when `end` or an error arrives.
+    pub(crate) waker: AtomicWaker,
+    /// Wakes `done()` waiters on Finish or Close.
+    pub(crate) done: Notify,
+    pub(crate) shared: Mutex<Shared>,
+    state: Mutex<Extensions>,
+    /// Made on first use: a request nobody asks about parses no cookies.
+    pub(crate) cookies: OnceLock<Cookies>,
+    connection: Option<Connection>,
+}
+
+/// What the layer and the handle share, behind one lock that is never held across an
+/// await or while user code runs.
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub(crate) hooks: Vec<Hook>,
+    /// The response given to `end`, until the layer takes it.
+    pub(crate) ended: Option<Response<Body>>,
+    /// An error from `emit_error` or a task, until the layer takes it.
+    pub(crate) error: Option<HttpError>,
+    pub(crate) edits: Vec<Edit>,
+    pub(crate) listeners: Listeners,
+    pub(crate) tasks: Vec<tokio::task::AbortHandle>,
+}
+
+/// Flag bits of `Inner::flags`.
+pub(crate) mod flag {
+    /// `end()` was accepted.
+    pub(crate) const END_CALLED: u32 = 1;
+    /// `Shared::ended` or `Shared::error` holds something for the layer.
+    pub(crate) const SIGNAL: u32 = 1 << 1;
+    /// After-hooks have started: no more can be added.
+    pub(crate) const HOOKS_STARTED: u32 = 1 << 2;
+    /// The response head has left the layer (Toa's `ended`).
+    pub(crate) const RESPONDED: u32 = 1 << 3;
+    pub(crate) const FINISHED: u32 = 1 << 4;
+    pub(crate) const CLOSED: u32 = 1 << 5;
+    /// Something to apply to the response: hooks or deferred edits exist.
+    pub(crate) const WORK: u32 = 1 << 6;
+    /// Some listener is registered.
+    pub(crate) const LISTENERS: u32 = 1 << 7;
+    /// The request is on the error path: new errors are reported, not rendered.
+    pub(crate) const ERROR_PATH: u32 = 1 << 8;
+}
+
+/// A response edit made before there was a response to edit.
+pub(crate) enum Edit {
+    Status(StatusCode),
+    Insert(HeaderName, HeaderValue),
+    Append(HeaderName, HeaderValue),
+    Remove(HeaderName),
+    Vary(HeaderName),
+}
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// How many contexts exist right now in this process. For leak tests.
+#[doc(hidden)]
+pub fn live_contexts() -> usize {
+    LIVE.load(Ordering::SeqCst)
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What `end` returned: whether this call decided the response.
+///
+/// Only the first `end` of a request wins; later calls, and calls after the
+/// response has left the layer, are ignored. A handler may return it (under the
+/// "axum" feature it is a response; the layer sends the ended one instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "`end` may have been ignored; check `is_first` or return it from the handler"]
+pub struct Ended {
+    first: bool,
+}
+
+impl Ended {
+    /// True when this call's response is the one that will be sent.
+    pub fn is_first(self) -> bool {
+        self.first
+    }
+}
+
+/// Returned by [`Context::after`] once hooks can no longer be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HooksStarted;
+
+impl fmt::Display for HooksStarted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("can't add a hook after the hooks have started")
+    }
+}
+
+impl std::error::Error for HooksStarted {}
+
+impl From<HooksStarted> for HttpError {
+    fn from(err: HooksStarted) -> Self {
+        HttpError::from_error(err)
+    }
+}
+
+impl Context {
+    pub(crate) fn new<B>(request: &Request<B>, config: Arc<Config>) -> Context {
+        LIVE.fetch_add(1, Ordering::Relaxed);
+        let id = request
+            .extensions()
+            .get::<tower_http::request_id::RequestId>()
+            .and_then(|id| Id::adopt(id.header_value()))
+            .unwrap_or_else(Id::generate);
+        Context {
+            inner: Arc::new(Inner {
+                id,
+                method: request.method().clone(),
+                uri: request.uri().clone(),
+                version: request.version(),
+                headers: Captured::capture(request.headers()),
+                config,
+                flags: AtomicU32::new(0),
+                waker: AtomicWaker::new(),
+                done: Notify::new(),
+                shared: Mutex::new(Shared::default()),
+                state: Mutex::new(Extensions::new()),
+                cookies: OnceLock::new(),
+                connection: Connection::from_extensions(request.extensions()),
+            }),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A panic in user code never happens while this lock is held (user code is
+        // always called after it is released), so poisoning can only come from a bug
+        // here; the data is still consistent enough to go on.
+        self.inner.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn flags(&self) -> u32 {
+        self.inner.flags.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn has(&self, bits: u32) -> bool {
+        self.flags() & bits != 0
+    }
+
+    pub(crate) fn set(&self, bits: u32) {
+        self.inner.flags.fetch_or(bits, Ordering::AcqRel);
+    }
+
+    pub(crate) fn clear(&self, bits: u32) {
+        self.inner.flags.fetch_and(!bits, Ordering::AcqRel);
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub(crate) fn downgrade(&self) -> Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    /// The request's id: tower-http's [`RequestId`](tower_http::request_id::RequestId)
+    /// when a `SetRequestIdLayer` ran before this layer, else one made here, unique
+    /// within the process.
+    pub fn id(&self) -> &str {
+        self.inner.id.as_str()
+    }
+
+    /// The request method.
+    pub fn method(&self) -> &Method {
+        &self.inner.method
+    }
+
+    /// The request URI as it reached the layer.
+    pub fn uri(&self) -> &Uri {
+        &self.inner.uri
+    }
+
+    /// The HTTP version of the request.
+    pub fn version(&self) -> Version {
+        self.inner.version
+    }
+
+    /// A request header the context keeps (case-insensitive name).
+    ///
+    /// The context does not copy the whole header map; it keeps the headers the crate
+    /// itself reads: `accept`, `accept-charset`, `accept-encoding`, `accept-language`,
+    /// `content-type`, `cookie`, `forwarded`, `host`, `if-modified-since`,
+    /// `if-none-match`, `origin`, `referer`, `user-agent`, `x-forwarded-for`,
+    /// `x-forwarded-host`, `x-forwarded-proto` and `x-sessionid`. Several lines of one
+    /// header are joined into one value (`; ` for cookies, `, ` for the rest). For any
+    /// other header, read the request itself.
+    pub fn header(&self, name: impl AsRef<str>) -> Option<&HeaderValue> {
+        self.inner.headers.get(name.as_ref())
+    }
+
+    /// The connection the request came on, when the server recorded one (see
+    /// [`Connection`]).
+    pub fn connection(&self) -> Option<&Connection> {
+        self.inner.connection.as_ref()
+    }
+
+    /// The request's cookie jar (Toa's `ctx.cookies`). The `Cookie` header is parsed
+    /// on first use; changes become `Set-Cookie` headers on whatever response goes
+    /// out, on every path.
+    pub fn cookies(&self) -> &Cookies {
+        self.inner.cookies.get_or_init(|| {
+            Cookies::new(self.header("cookie").cloned(), &self.config().cookies, self.is_secure())
+        })
+    }
+
+    /// Whether the request came over TLS, as far as the layer may believe.
+    pub(crate) fn is_secure(&self) -> bool {
+        self.uri().scheme() == Some(&http::uri::Scheme::HTTPS)
+    }
+
+    /// The typed per-request map (Toa's `ctx.state`).
+    ///
+    /// ```
+    /// # use tower_context::Context;
+    /// # fn f(ctx: Context) {
+    /// #[derive(Clone)]
+    /// struct User(String);
+    /// ctx.state().insert(User("ann".into()));
+    /// let user: Option<User> = ctx.state().get();
+    /// # }
+    /// ```
+    pub fn state(&self) -> State<'_> {
+        State { ctx: self }
+    }
+
+    /// Stops processing and responds with `response`: Toa's `ctx.end`.
+    ///
+    /// Callable from anywhere: a handler, an inner layer, a hook, a spawned task. The
+    /// layer drops the inner future at once (the handler does not run past its current
+    /// await point), runs the after-hooks that have not run yet, and sends this
+    /// response. Called from inside a hook, the remaining hooks are skipped. The first
+    /// call wins; [`Ended::is_first`] says whether this one did.
+    pub fn end<B>(&self, response: Response<B>) -> Ended
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let response = response.map(Body::new);
+        let mut shared = self.lock();
+        if self.has(flag::END_CALLED | flag::RESPONDED) {
+            return Ended { first: false };
+        }
+        shared.ended = Some(response);
+        self.set(flag::END_CALLED | flag::SIGNAL);
+        drop(shared);
+        self.inner.waker.wake();
+        Ended { first: true }
+    }
+
+    /// Ends with a small JSON body, Toa's `ctx.end(message)`: status 200 and
+    /// `{"message":"…"}`.
+    ///
+    /// ```
+    /// # use tower_context::Context;
+    /// # fn f(ctx: Context) {
+    /// let _ = ctx.end_with_message("process stopped");
+    /// # }
+    /// ```
+    pub fn end_with_message(&self, message: &str) -> Ended {
+        let body = serde_json::json!({ "message": message }).to_string();
+        let mut response = Response::new(Body::from(body));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        self.end(response)
+    }
+
+    /// Reports an error, Toa's `ctx.emit('error', err)`.
+    ///
+    /// While the response has not left the layer, the request stops and the error is
+    /// rendered (the first such error wins). After that the response can no longer
+    /// change: the error goes to the `on_error` listeners and the layer's error hook
+    /// only.
+    pub fn emit_error(&self, error: impl Into<HttpError>) {
+        let error = error.into();
+        let mut shared = self.lock();
+        if self.has(flag::RESPONDED | flag::ERROR_PATH) || shared.error.is_some() {
+            drop(shared);
+            self.report_error(&error);
+            return;
+        }
+        shared.error = Some(error);
+        self.set(flag::SIGNAL);
+        drop(shared);
+        self.inner.waker.wake();
+    }
+
+    /// Runs `task` on the Tokio runtime, bound to this request (Toa's `ctx.thunk`
+    /// scope).
+    ///
+    /// The task is aborted if the client goes away (Close) or the request takes the
+    /// error path. If it returns an error while the response has not left the layer,
+    /// the request takes the error path with it; later, the error is reported to
+    /// listeners. The task holds the context weakly, so it does not keep the request
+    /// alive.
+    ///
+    /// # Panics
+    ///
+    /// Like `tokio::spawn`, when called outside a Tokio runtime.
+    pub fn spawn<F, E>(&self, task: F) -> tokio::task::JoinHandle<()>
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<HttpError> + 'static,
+    {
+        let weak = self.downgrade();
+        let handle = tokio::spawn(async move {
+            if let Err(err) = task.await {
+                if let Some(inner) = weak.upgrade() {
+                    Context { inner }.emit_error(err);
+                }
+            }
+        });
+        let mut shared = self.lock();
+        let flags = self.flags();
+        if flags & flag::CLOSED != 0 {
+            handle.abort();
+        } else if flags & flag::FINISHED == 0 {
+            shared.tasks.retain(|task| !task.is_finished());
+            shared.tasks.push(handle.abort_handle());
+        }
+        handle
+    }
+
+    fn edit(&self, edit: Edit) {
+        let mut shared = self.lock();
+        shared.edits.push(edit);
+        self.set(flag::WORK);
+    }
+
+    /// Sets the response status, applied when the response leaves the inner service
+    /// (before the hooks run), so a layer or handler without the response in hand
+    /// can still shape it.
+    pub fn set_status(&self, status: StatusCode) {
+        self.edit(Edit::Status(status));
+    }
+
+    /// Sets a response header (replacing any value), applied like [`set_status`](Self::set_status).
+    /// On the error path only headers the error rendering keeps survive.
+    pub fn set_header(&self, name: HeaderName, value: HeaderValue) {
+        self.edit(Edit::Insert(name, value));
+    }
+
+    /// Appends a response header value, applied like [`set_status`](Self::set_status).
+    pub fn append_header(&self, name: HeaderName, value: HeaderValue) {
+        self.edit(Edit::Append(name, value));
+    }
+
+    /// Removes a response header, applied like [`set_status`](Self::set_status).
+    pub fn remove_header(&self, name: HeaderName) {
+        self.edit(Edit::Remove(name));
+    }
+
+    /// Adds a field to the response's `Vary` header (merged, no duplicates, `*` wins),
+    /// applied like [`set_status`](Self::set_status).
+    pub fn vary(&self, field: HeaderName) {
+        self.edit(Edit::Vary(field));
+    }
+
+    /// Toa's `ended`: the response head has left the layer (End has fired).
+    pub fn is_ended(&self) -> bool {
+        self.has(flag::RESPONDED)
+    }
+
+    /// Toa's `finished`: the whole response body was handed to the server.
+    pub fn is_finished(&self) -> bool {
+        self.has(flag::FINISHED)
+    }
+
+    /// Toa's `closed`: the response was dropped before it finished (the client went
+    /// away, or the server gave up on it).
+    pub fn is_closed(&self) -> bool {
+        self.has(flag::CLOSED)
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("id", &self.id())
+            .field("method", self.method())
+            .field("uri", self.uri())
+            .field("ended", &self.is_ended())
+            .field("finished", &self.is_finished())
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Applies the deferred edits to a response's head.
+pub(crate) fn apply_edits(edits: Vec<Edit>, status: &mut StatusCode, headers: &mut HeaderMap) {
+    for edit in edits {
+        match edit {
+            Edit::Status(s) => *status = s,
+            Edit::Insert(name, value) => {
+                headers.insert(name, value);
+            }
+            Edit::Append(name, value) => {
+                headers.append(name, value);
+            }
+            Edit::Remove(name) => {
+                headers.remove(name);
+            }
+            Edit::Vary(field) => crate::response::vary(headers, field.as_str()),
+        }
+    }
+}
+
+/// The typed per-request map: see [`Context::state`].
+///
+/// Each call takes a short lock of the map alone, never held while other context
+/// methods run; do not call `state()` methods from inside [`State::with_mut`].
+pub struct State<'a> {
+    ctx: &'a Context,
+}
+
+impl State<'_> {
+    fn map(&self) -> MutexGuard<'_, Extensions> {
+        self.ctx.inner.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Inserts a value, returning the one of the same type it replaced.
+    pub fn insert<T: Clone + Send + Sync + 'static>(&self, value: T) -> Option<T> {
+        self.map().insert(value)
+    }
+
+    /// A clone of the value of type `T`.
+    pub fn get<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.map().get::<T>().cloned()
+    }
+
+    /// Whether a value of type `T` is present.
+    pub fn contains<T: Send + Sync + 'static>(&self) -> bool {
+        self.map().get::<T>().is_some()
+    }
+
+    /// Removes and returns the value of type `T`.
+    pub fn remove<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.map().remove::<T>()
+    }
+
+    /// Runs `f` on the value of type `T` in place.
+    pub fn with_mut<T: Send + Sync + 'static, R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        self.map().get_mut::<T>().map(f)
+    }
+}
+
+/// The request id: one adopted from tower-http, or one made here, kept inline.
+enum Id {
+    Made { buf: [u8; 26], len: u8 },
+    Adopted(HeaderValue),
+}
+
+static PREFIX: LazyLock<u32> = LazyLock::new(|| {
+    // Random per process, so ids from two runs of a server do not collide in logs.
+    #[allow(clippy::cast_possible_truncation)]
+    let bits = RandomState::new().build_hasher().finish() as u32;
+    bits
+});
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+impl Id {
+    fn adopt(value: &HeaderValue) -> Option<Id> {
+        value.to_str().ok().filter(|s| !s.is_empty()).map(|_| Id::Adopted(value.clone()))
+    }
+
+    fn generate() -> Id {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0_u8; 26];
+        let prefix = *PREFIX;
+        for (i, slot) in buf[..8].iter_mut().enumerate() {
+            *slot = HEX[((prefix >> (28 - 4 * i)) & 0xf) as usize];
+        }
+        buf[8] = b'-';
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+        for i in 0..digits {
+            buf[9 + i] = HEX[((n >> (4 * (digits - 1 - i))) & 0xf) as usize];
+        }
+        #[allow(clippy::cast_possible_truncation)]
+        let len = (9 + digits) as u8;
+        Id::Made { buf, len }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Id::Made { buf, len } => std::str::from_utf8(&buf[..usize::from(*len)]).unwrap_or_default(),
+            Id::Adopted(value) => value.to_str().unwrap_or_default(),
+        }
+    }
+}
+
+/// The request headers the crate reads, captured in one pass over the header map.
+pub(crate) struct Captured([Option<HeaderValue>; CAPTURED.len()]);
+
+const CAPTURED: [&str; 17] = [
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "content-type",
+    "cookie",
+    "forwarded",
+    "host",
+    "if-modified-since",
+    "if-none-match",
+    "origin",
+    "referer",
+    "user-agent",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-sessionid",
+];
+
+const COOKIE_SLOT: usize = 5;
+
+impl Captured {
+    fn capture(headers: &HeaderMap) -> Captured {
+        let mut slots: [Option<HeaderValue>; CAPTURED.len()] = Default::default();
+        for (name, value) in headers {
+            let Some(index) = CAPTURED.iter().position(|c| *c == name.as_str()) else {
+                continue;
+            };
+            let slot = &mut slots[index];
+            *slot = Some(match slot.take() {
+                None => value.clone(),
+                Some(first) => {
+                    let separator: &[u8] = if index == COOKIE_SLOT { b"; " } else { b", " };
+                    let mut joined = Vec::with_capacity(first.len() + 2 + value.len());
+                    joined.extend_from_slice(first.as_bytes());
+                    joined.extend_from_slice(separator);
+                    joined.extend_from_slice(value.as_bytes());
+                    // Two valid values joined by a visible separator stay valid.
+                    HeaderValue::from_bytes(&joined).unwrap_or(first)
+                }
+            });
+        }
+        Captured(slots)
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&HeaderValue> {
+        let index = CAPTURED.iter().position(|c| c.eq_ignore_ascii_case(name))?;
+        self.0[index].as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_ids_are_unique_and_well_formed() {
+        let a = Id::generate();
+        let b = Id::generate();
+        assert_ne!(a.as_str(), b.as_str());
+        assert!(a.as_str().chars().all(|c| c.is_ascii_hexdigit() || c == '-'));
+        assert_eq!(a.as_str().as_bytes()[8], b'-');
+    }
+
+    #[test]
+    fn capture_joins_repeated_headers() {
+        let mut headers = HeaderMap::new();
+        headers.append("cookie", HeaderValue::from_static("a=1"));
+        headers.append("cookie", HeaderValue::from_static("b=2"));
+        headers.append("accept", HeaderValue::from_static("text/html"));
+        headers.append("accept", HeaderValue::from_static("*/*"));
+        headers.append("x-other", HeaderValue::from_static("x"));
+        let captured = Captured::capture(&headers);
+        assert_eq!(captured.get("Cookie").unwrap(), "a=1; b=2");
+        assert_eq!(captured.get("accept").unwrap(), "text/html, */*");
+        assert!(captured.get("x-other").is_none());
+    }
+}

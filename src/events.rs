@@ -1,0 +1,312 @@
+//! Lifecycle events: End, Finish, Close and Error, their listeners, and `done()`.
+//!
+//! The order is fixed: End (the head left the layer) comes before Finish (the body
+//! was fully handed to the server); exactly one of Finish or Close (the response was
+//! dropped first: the client went away) fires for every request; each fires at most
+//! once. Error fires once for every error the request meets, rendered or not.
+
+use std::mem;
+use std::pin::pin;
+
+use crate::BoxError;
+use crate::context::{Context, flag};
+use crate::error::HttpError;
+
+type OnceListener = Box<dyn FnOnce(&Context) + Send>;
+type ErrorListener = Box<dyn FnMut(&HttpError) + Send>;
+
+/// Registered listeners, kept until the request completes.
+#[derive(Default)]
+pub(crate) struct Listeners {
+    end: Vec<OnceListener>,
+    finish: Vec<OnceListener>,
+    close: Vec<OnceListener>,
+    error: Vec<ErrorListener>,
+}
+
+/// How a request completed: see [`Context::done`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The whole response was handed to the server (Finish).
+    Finished,
+    /// The response was dropped before it finished: the client went away (Close).
+    Closed,
+}
+
+impl Context {
+    /// Calls `f` when the response head leaves the layer (Toa's `end` event).
+    ///
+    /// Added after that moment, `f` runs at once.
+    pub fn on_end(&self, f: impl FnOnce(&Context) + Send + 'static) {
+        let mut shared = self.lock();
+        if self.has(flag::RESPONDED) {
+            drop(shared);
+            call_quietly(|| f(self));
+            return;
+        }
+        shared.listeners.end.push(Box::new(f));
+        self.set(flag::LISTENERS);
+    }
+
+    /// Calls `f` when the whole response has been handed to the server (Toa's
+    /// `finish`). Added after Finish, `f` runs at once; after Close, never.
+    pub fn on_finish(&self, f: impl FnOnce(&Context) + Send + 'static) {
+        let mut shared = self.lock();
+        match self.outcome() {
+            Some(Outcome::Finished) => {
+                drop(shared);
+                call_quietly(|| f(self));
+            }
+            Some(Outcome::Closed) => {}
+            None => {
+                shared.listeners.finish.push(Box::new(f));
+                self.set(flag::LISTENERS);
+            }
+        }
+    }
+
+    /// Calls `f` when the response is dropped before it finished: the client went away
+    /// mid-handler or mid-body (Toa's `close`). Added after Close, `f` runs at once;
+    /// after Finish, never.
+    pub fn on_close(&self, f: impl FnOnce(&Context) + Send + 'static) {
+        let mut shared = self.lock();
+        match self.outcome() {
+            Some(Outcome::Closed) => {
+                drop(shared);
+                call_quietly(|| f(self));
+            }
+            Some(Outcome::Finished) => {}
+            None => {
+                shared.listeners.close.push(Box::new(f));
+                self.set(flag::LISTENERS);
+            }
+        }
+    }
+
+    /// Calls `f` for every error this request meets, once each: rendered errors
+    /// (before the error response is made) and errors after the head was sent (a body
+    /// failing mid-stream, a late task error), which can only be reported.
+    ///
+    /// Listeners are released when the request completes.
+    pub fn on_error(&self, f: impl FnMut(&HttpError) + Send + 'static) {
+        let mut shared = self.lock();
+        if self.outcome().is_none() {
+            shared.listeners.error.push(Box::new(f));
+            self.set(flag::LISTENERS);
+        }
+    }
+
+    /// How the request completed, or `None` while it is still going.
+    pub fn outcome(&self) -> Option<Outcome> {
+        let flags = self.flags();
+        if flags & flag::FINISHED != 0 {
+            Some(Outcome::Finished)
+        } else if flags & flag::CLOSED != 0 {
+            Some(Outcome::Closed)
+        } else {
+            None
+        }
+    }
+
+    /// Waits until the request completes: Finished or Closed.
+    ///
+    /// ```
+    /// # use tower_context::{Context, Outcome};
+    /// # fn f(ctx: Context) {
+    /// let watcher = ctx.clone();
+    /// tokio::spawn(async move {
+    ///     if watcher.done().await == Outcome::Closed {
+    ///         eprintln!("{} left early", watcher.id());
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    pub async fn done(&self) -> Outcome {
+        loop {
+            let mut notified = pin!(self.inner.done.notified());
+            notified.as_mut().enable();
+            if let Some(outcome) = self.outcome() {
+                return outcome;
+            }
+            notified.await;
+        }
+    }
+
+    /// Fires End. The caller has set `RESPONDED` under the lock.
+    pub(crate) fn emit_end(&self) {
+        if !self.has(flag::LISTENERS) {
+            return;
+        }
+        let listeners = mem::take(&mut self.lock().listeners.end);
+        for listener in listeners {
+            call_quietly(|| listener(self));
+        }
+    }
+
+    /// Fires Error for one error.
+    pub(crate) fn emit_error_event(&self, err: &HttpError) {
+        #[cfg(feature = "tracing")]
+        if !err.is_exposed() || err.status().is_server_error() {
+            tracing::error!(request_id = self.id(), error = ?err, "request error");
+        }
+        if !self.has(flag::LISTENERS) {
+            return;
+        }
+        let mut listeners = mem::take(&mut self.lock().listeners.error);
+        if listeners.is_empty() {
+            return;
+        }
+        for listener in &mut listeners {
+            call_quietly(|| listener(err));
+        }
+        let mut shared = self.lock();
+        if self.outcome().is_none() {
+            // Keep the order: these first, then any added while they ran.
+            listeners.append(&mut shared.listeners.error);
+            shared.listeners.error = listeners;
+        }
+    }
+
+    /// An error that can no longer change the response: listeners and the layer's
+    /// error hook hear of it.
+    pub(crate) fn report_error(&self, err: &HttpError) {
+        self.emit_error_event(err);
+        if let Some(hook) = &self.config().on_error {
+            // The response is gone: the hook is told, its answer cannot apply.
+            drop(hook(err.clone(), self));
+        }
+    }
+
+    /// Fires Finish or Close, once, and releases everything that could keep the
+    /// request alive.
+    pub(crate) fn complete(&self, outcome: Outcome) {
+        let mut shared = self.lock();
+        if self.outcome().is_some() {
+            return;
+        }
+        self.set(match outcome {
+            Outcome::Finished => flag::FINISHED,
+            Outcome::Closed => flag::CLOSED,
+        });
+        let listeners = mem::take(&mut shared.listeners);
+        let tasks = mem::take(&mut shared.tasks);
+        let hooks = mem::take(&mut shared.hooks);
+        let ended = shared.ended.take();
+        let error = shared.error.take();
+        let edits = mem::take(&mut shared.edits);
+        drop(shared);
+        if outcome == Outcome::Closed {
+            for task in &tasks {
+                task.abort();
+            }
+        }
+        let mut error_listeners = listeners.error;
+        if let Some(error) = error {
+            // An error that arrived when nothing could render it any more.
+            for listener in &mut error_listeners {
+                call_quietly(|| listener(&error));
+            }
+        }
+        let fire = match outcome {
+            Outcome::Finished => listeners.finish,
+            Outcome::Closed => listeners.close,
+        };
+        for listener in fire {
+            call_quietly(|| listener(self));
+        }
+        // User closures are dropped here, outside the lock: their drop code may call
+        // back into the context.
+        drop((listeners.end, error_listeners, tasks, hooks, ended, edits));
+        self.inner.done.notify_waiters();
+    }
+
+    /// Aborts the request's tasks (the error path cancels the request's scope).
+    pub(crate) fn abort_tasks(&self) {
+        let tasks = mem::take(&mut self.lock().tasks);
+        for task in tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Runs a listener; a panic in it is contained (listeners run inside the response
+/// future or a body's drop, where unwinding would take the connection down).
+fn call_quietly(f: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        #[cfg(feature = "tracing")]
+        tracing::error!("a tower-context listener panicked");
+    }
+}
+
+/// The right to complete a request: it fires Finish or Close exactly once. The layer's
+/// response future holds it until the response leaves, then the body does.
+pub(crate) struct Completion {
+    ctx: Option<Context>,
+    expected: Option<u64>,
+    sent: u64,
+}
+
+impl Completion {
+    pub(crate) fn new(ctx: Context) -> Self {
+        Completion { ctx: Some(ctx), expected: None, sent: 0 }
+    }
+
+    /// The body's exact length, when known (0 for a body already at its end): a body
+    /// that sent that much is complete even if the server drops it without polling
+    /// it to the end (hyper does so after an exact Content-Length, and for HEAD).
+    pub(crate) fn expect(&mut self, exact: Option<u64>) {
+        self.expected = exact;
+    }
+
+    pub(crate) fn sent(&mut self, bytes: u64) {
+        self.sent = self.sent.saturating_add(bytes);
+    }
+
+    pub(crate) fn sent_all(&self) -> bool {
+        self.expected == Some(self.sent)
+    }
+
+    pub(crate) fn finish(mut self) {
+        if let Some(ctx) = self.ctx.take() {
+            ctx.complete(Outcome::Finished);
+        }
+    }
+
+    pub(crate) fn close(mut self) {
+        if let Some(ctx) = self.ctx.take() {
+            ctx.complete(Outcome::Closed);
+        }
+    }
+
+    /// The body failed mid-stream: Error, then Close.
+    pub(crate) fn fail(mut self, err: &BoxError) {
+        if let Some(ctx) = self.ctx.take() {
+            let err = match err.downcast_ref::<HttpError>() {
+                Some(http) => http.clone(),
+                None => HttpError::new(500).source(BodyError(err.to_string())),
+            };
+            ctx.report_error(&err);
+            ctx.complete(Outcome::Closed);
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if let Some(ctx) = self.ctx.take() {
+            ctx.complete(Outcome::Closed);
+        }
+    }
+}
+
+/// A response body's own error, as the source of the `HttpError` listeners see.
+#[derive(Debug)]
+struct BodyError(String);
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "response body failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for BodyError {}

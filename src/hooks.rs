@@ -1,0 +1,76 @@
+//! After-hooks: Toa's `ctx.after`, run last-added-first once the inner service has
+//! produced its response, before the response leaves the layer.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use http::Response;
+
+use crate::Body;
+use crate::context::{Context, HooksStarted, flag};
+use crate::error::HttpError;
+
+pub(crate) type HookFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, HttpError>> + Send>>;
+pub(crate) type Hook = Box<dyn FnOnce(Response<Body>) -> HookFuture + Send>;
+
+impl Context {
+    /// Adds an after-hook (Toa's `ctx.after`).
+    ///
+    /// Hooks run in LIFO order after the inner service returned its response (or after
+    /// [`end`](Context::end)), before the response leaves the layer. Each receives the
+    /// response and returns the next one: it may change the status, headers or body.
+    /// A hook that fails sends the request down the error path; a hook that calls
+    /// `end` makes its response the final one and the remaining hooks are skipped.
+    /// Hooks do not run on the error path.
+    ///
+    /// Returns [`HooksStarted`] once hooks have begun to run (or the request has
+    /// already responded or failed): as in Toa, a hook cannot add hooks.
+    ///
+    /// ```
+    /// # use tower_context::Context;
+    /// # fn f(ctx: Context) -> Result<(), tower_context::HooksStarted> {
+    /// let started = std::time::Instant::now();
+    /// ctx.after(move |mut res| async move {
+    ///     let took = format!("{}us", started.elapsed().as_micros());
+    ///     if let Ok(value) = took.parse() {
+    ///         res.headers_mut().insert("x-response-time", value);
+    ///     }
+    ///     Ok::<_, tower_context::HttpError>(res)
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn after<F, Fut, E>(&self, hook: F) -> Result<(), HooksStarted>
+    where
+        F: FnOnce(Response<Body>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Response<Body>, E>> + Send + 'static,
+        E: Into<HttpError>,
+    {
+        let mut shared = self.lock();
+        if self.has(flag::HOOKS_STARTED | flag::RESPONDED | flag::ERROR_PATH) {
+            return Err(HooksStarted);
+        }
+        shared.hooks.push(Box::new(move |response| {
+            let future = hook(response);
+            Box::pin(async move { future.await.map_err(Into::into) })
+        }));
+        self.set(flag::WORK);
+        Ok(())
+    }
+
+    /// Marks the hooks as started and takes the deferred edits.
+    pub(crate) fn start_hooks(&self) -> Vec<crate::context::Edit> {
+        let mut shared = self.lock();
+        self.set(flag::HOOKS_STARTED);
+        std::mem::take(&mut shared.edits)
+    }
+
+    /// The next hook to run, last added first.
+    pub(crate) fn next_hook(&self) -> Option<Hook> {
+        self.lock().hooks.pop()
+    }
+
+    /// Drops the hooks that have not run (after `end` inside a hook).
+    pub(crate) fn skip_hooks(&self) -> Vec<Hook> {
+        std::mem::take(&mut self.lock().hooks)
+    }
+}

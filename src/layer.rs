@@ -1,0 +1,593 @@
+//! [`ContextLayer`], [`ContextService`] and [`ResponseFuture`]: the life of a request.
+//!
+//! 1. `call` finds the request's [`Context`] in its extensions (a nested layer reuses
+//!    it and only passes through) or makes one and inserts it.
+//! 2. The response future polls the inner future, and before each poll looks for a
+//!    signal from the context: an `end` or an error from anywhere.
+//! 3. An inner response goes out untouched when nothing asked to change it. Otherwise
+//!    the deferred edits apply, then the after-hooks run, last added first.
+//! 4. Every error (inner `Err`, a response carrying an `HttpError`, a hook's error, a
+//!    panic, `emit_error`, a task's error) takes one error path: Error fires, the
+//!    app's error hook decides, and the error is rendered.
+//! 5. On every path: Set-Cookie for the jar's changes, no body for HEAD and
+//!    204/205/304, End fires, and the body takes over the request's completion
+//!    (Finish at its end, Close if dropped first).
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, ready};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use crate::body::ResponseBody;
+use crate::context::{Context, apply_edits, flag};
+use crate::error::{ErrorFormat, HttpError, Thrown, panic_error, render};
+use crate::events::Completion;
+use crate::hooks::HookFuture;
+use crate::{Body, BoxError};
+
+/// What the app-level error hook ([`ContextLayer::on_error`]) decides.
+#[derive(Debug)]
+pub enum ErrorAction {
+    /// Render this error (the one given, or a replacement).
+    Render(HttpError),
+    /// Send this response instead of a rendered error.
+    Respond(Response<Body>),
+    /// Swallow the error and send the response that was about to go out (Toa's
+    /// `onerror` returning `true`): the response that carried the error, or an empty
+    /// one with the deferred edits applied.
+    Swallow,
+}
+
+type ErrorHook = dyn Fn(HttpError, &Context) -> ErrorAction + Send + Sync;
+type Renderer = dyn Fn(&HttpError, &Context) -> Response<Body> + Send + Sync;
+
+/// The layer's settings, shared by every request through the context.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) catch_panic: bool,
+    pub(crate) error_format: ErrorFormat,
+    pub(crate) on_error: Option<Arc<ErrorHook>>,
+    pub(crate) renderer: Option<Arc<Renderer>>,
+    pub(crate) cookies: crate::cookies::CookieConfig,
+    pub(crate) trust_proxy: crate::proxy::TrustProxy,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            catch_panic: true,
+            error_format: ErrorFormat::Negotiate,
+            on_error: None,
+            renderer: None,
+            cookies: crate::cookies::CookieConfig::default(),
+            trust_proxy: crate::proxy::TrustProxy::default(),
+        }
+    }
+}
+
+/// Gives every request a [`Context`]: the one line to adopt the crate.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use tower_context::{Context, ContextLayer};
+///
+/// let app: Router = Router::new()
+///     .route("/", get(|ctx: Context| async move { format!("request {}", ctx.id()) }))
+///     .layer(ContextLayer::new());
+/// ```
+///
+/// The service it makes never fails (`Error = Infallible`): every error becomes a
+/// rendered response, so it fits under `axum::Router::layer` as it is.
+#[derive(Clone, Default)]
+pub struct ContextLayer {
+    config: Arc<Config>,
+}
+
+impl fmt::Debug for ContextLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContextLayer")
+            .field("catch_panic", &self.config.catch_panic)
+            .field("error_format", &self.config.error_format)
+            .field("on_error", &self.config.on_error.is_some())
+            .field("render_error", &self.config.renderer.is_some())
+            .finish()
+    }
+}
+
+impl ContextLayer {
+    /// Every feature with its defaults: panics caught, errors negotiated.
+    pub fn new() -> Self {
+        ContextLayer::default()
+    }
+
+    /// Changes the settings; other modules' builder methods go through here.
+    pub(crate) fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(Arc::make_mut(&mut self.config));
+        self
+    }
+
+    /// Whether a panic in the inner service or a hook becomes a 500 response (the
+    /// default) or unwinds to the server.
+    #[must_use]
+    pub fn catch_panic(self, enabled: bool) -> Self {
+        self.with(|c| c.catch_panic = enabled)
+    }
+
+    /// How error bodies are written; [`ErrorFormat::Negotiate`] by default.
+    #[must_use]
+    pub fn error_format(self, format: ErrorFormat) -> Self {
+        self.with(|c| c.error_format = format)
+    }
+
+    /// The app-level error hook, Toa's `options.onerror`: it sees every error with the
+    /// request's context and decides what goes out (see [`ErrorAction`]).
+    ///
+    /// It is also told of errors that come after the response head left (a body that
+    /// fails mid-stream); its answer cannot change anything then.
+    ///
+    /// ```
+    /// use tower_context::{ContextLayer, ErrorAction};
+    ///
+    /// let layer = ContextLayer::new().on_error(|err, ctx| {
+    ///     if err.status() == 404 && ctx.uri().path().starts_with("/legacy/") {
+    ///         return ErrorAction::Render(err.message("gone for good").expose(true));
+    ///     }
+    ///     ErrorAction::Render(err)
+    /// });
+    /// ```
+    #[must_use]
+    pub fn on_error<F>(self, hook: F) -> Self
+    where
+        F: Fn(HttpError, &Context) -> ErrorAction + Send + Sync + 'static,
+    {
+        self.with(|c| c.on_error = Some(Arc::new(hook)))
+    }
+
+    /// Replaces the built-in error bodies with your own schema.
+    ///
+    /// The renderer makes the status and body; the layer still keeps the whitelisted
+    /// headers, applies the error's own headers and `x-content-type-options: nosniff`,
+    /// writes cookies and drops the body of a HEAD response.
+    #[must_use]
+    pub fn render_error<F>(self, renderer: F) -> Self
+    where
+        F: Fn(&HttpError, &Context) -> Response<Body> + Send + Sync + 'static,
+    {
+        self.with(|c| c.renderer = Some(Arc::new(renderer)))
+    }
+}
+
+impl<S> Layer<S> for ContextLayer {
+    type Service = ContextService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ContextService { inner, config: self.config.clone(), not_ready: None }
+    }
+}
+
+/// The service [`ContextLayer`] makes.
+pub struct ContextService<S> {
+    inner: S,
+    config: Arc<Config>,
+    /// An error the inner service gave in `poll_ready`, rendered by the next `call`.
+    not_ready: Option<HttpError>,
+}
+
+impl<S: Clone> Clone for ContextService<S> {
+    fn clone(&self) -> Self {
+        ContextService { inner: self.inner.clone(), config: self.config.clone(), not_ready: None }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for ContextService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContextService").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ContextService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = Infallible;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        if self.not_ready.is_none() {
+            if let Err(err) = ready!(self.inner.poll_ready(cx)) {
+                self.not_ready = Some(HttpError::from_error(err));
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let (ctx, completion) = match request.extensions().get::<Context>() {
+            Some(ctx) => (ctx.clone(), None),
+            None => {
+                let ctx = Context::new(&request, self.config.clone());
+                request.extensions_mut().insert(ctx.clone());
+                let completion = Completion::new(ctx.clone());
+                (ctx, Some(completion))
+            }
+        };
+        let state = if let Some(err) = self.not_ready.take() {
+            State::Failed { error: Some(err) }
+        } else if self.config.catch_panic {
+            match catch_unwind(AssertUnwindSafe(|| self.inner.call(request))) {
+                Ok(future) => State::Inner { future },
+                Err(panic) => State::Failed { error: Some(panic_error(panic)) },
+            }
+        } else {
+            State::Inner { future: self.inner.call(request) }
+        };
+        let owner = completion.is_some();
+        ResponseFuture { state, ctx, completion, owner, catch_panic: self.config.catch_panic }
+    }
+}
+
+pin_project! {
+    /// The future of [`ContextService`]. Not boxed: its states are pinned in place.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+        ctx: Context,
+        // Present while this layer owns the request's lifecycle (it made the context)
+        // and the response has not left. Dropped with the future: Close.
+        completion: Option<Completion>,
+        owner: bool,
+        catch_panic: bool,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Inner { #[pin] future: F },
+        Hooks { response: Option<Response<Body>>, running: Option<HookFuture> },
+        Failed { error: Option<HttpError> },
+        Done,
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").field("ctx", &self.ctx).finish_non_exhaustive()
+    }
+}
+
+/// What the context holds for the layer.
+enum Signal {
+    Error(HttpError),
+    End(Response<Body>),
+}
+
+impl Context {
+    fn take_signal(&self) -> Option<Signal> {
+        if !self.has(flag::SIGNAL) {
+            return None;
+        }
+        let mut shared = self.lock();
+        let signal = match shared.error.take() {
+            Some(err) => Some(Signal::Error(err)),
+            None => shared.ended.take().map(Signal::End),
+        };
+        if shared.error.is_none() && shared.ended.is_none() {
+            self.clear(flag::SIGNAL);
+        }
+        signal
+    }
+}
+
+/// Runs user code (a poll, a hook call), turning a panic into a 500 when `catch` is on.
+fn guarded<T>(catch: bool, f: impl FnOnce() -> T) -> Result<T, HttpError> {
+    if catch { catch_unwind(AssertUnwindSafe(f)).map_err(panic_error) } else { Ok(f()) }
+}
+
+type Output<B> = Result<Response<ResponseBody<B>>, Infallible>;
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Output = Output<B>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let output = if *this.owner {
+            ready!(poll_owner(this.state.as_mut(), this.ctx, this.completion, *this.catch_panic, cx))
+        } else {
+            ready!(this.state.as_mut().poll_passthrough(*this.catch_panic, cx))
+        };
+        // Whatever the state still holds (the inner future, a hook) is dropped now.
+        this.state.set(State::Done);
+        Poll::Ready(output)
+    }
+}
+
+/// The request's life when this layer owns it; see the module docs.
+fn poll_owner<F, B, E>(
+    mut state: Pin<&mut State<F>>,
+    ctx: &Context,
+    completion: &mut Option<Completion>,
+    catch_panic: bool,
+    cx: &mut TaskContext<'_>,
+) -> Poll<Output<B>>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+        loop {
+            match state.as_mut().project() {
+                StateProj::Inner { future } => {
+                    ctx.inner.waker.register(cx.waker());
+                    let polled = match ctx.take_signal() {
+                        Some(signal) => Ok(Poll::Ready(Err(signal))),
+                        None => guarded(catch_panic, || future.poll(cx))
+                            .map(|p| p.map(Ok)),
+                    };
+                    let response = match polled {
+                        Ok(Poll::Pending) => return Poll::Pending,
+                        Err(panic) => return Poll::Ready(fail(ctx, completion, panic, None)),
+                        Ok(Poll::Ready(Err(Signal::Error(err)))) => {
+                            return Poll::Ready(fail(ctx, completion, err, None));
+                        }
+                        Ok(Poll::Ready(Err(Signal::End(ended)))) => ended,
+                        Ok(Poll::Ready(Ok(Err(err)))) => {
+                            let err = match ctx.take_signal() {
+                                Some(Signal::Error(signalled)) => signalled,
+                                Some(Signal::End(ended)) => {
+                                    state.set(start_hooks(ctx, ended));
+                                    continue;
+                                }
+                                None => HttpError::from_error(err),
+                            };
+                            return Poll::Ready(fail(ctx, completion, err, None));
+                        }
+                        Ok(Poll::Ready(Ok(Ok(mut response)))) => {
+                            match ctx.take_signal() {
+                                Some(Signal::Error(err)) => {
+                                    let prior = response.map(Body::new);
+                                    return Poll::Ready(fail(ctx, completion, err, Some(prior)));
+                                }
+                                Some(Signal::End(ended)) => ended,
+                                None => {
+                                    if let Some(Thrown(err)) = response.extensions_mut().remove::<Thrown>() {
+                                        let prior = response.map(Body::new);
+                                        return Poll::Ready(fail(ctx, completion, err, Some(prior)));
+                                    }
+                                    if !ctx.has(flag::WORK) {
+                                        // Nothing asked to change the response: it goes
+                                        // out with the inner body as it is.
+                                        let response = response.map(ResponseBody::inner);
+                                        return Poll::Ready(respond(ctx, completion, response, false));
+                                    }
+                                    response.map(Body::new)
+                                }
+                            }
+                        }
+                    };
+                    state.set(start_hooks(ctx, response));
+                }
+                StateProj::Hooks { response, running } => {
+                    if running.is_none() {
+                        let Some(hook) = ctx.next_hook() else {
+                            let response = response.take().unwrap_or_default();
+                            state.set(State::Done);
+                            let response = response.map(ResponseBody::replaced);
+                            return Poll::Ready(respond(ctx, completion, response, false));
+                        };
+                        let input = response.take().unwrap_or_default();
+                        match guarded(catch_panic, || hook(input)) {
+                            Ok(future) => *running = Some(future),
+                            Err(panic) => return Poll::Ready(fail(ctx, completion, panic, None)),
+                        }
+                    }
+                    ctx.inner.waker.register(cx.waker());
+                    match ctx.take_signal() {
+                        Some(Signal::Error(err)) => {
+                            *running = None;
+                            return Poll::Ready(fail(ctx, completion, err, None));
+                        }
+                        Some(Signal::End(ended)) => {
+                            *running = None;
+                            return Poll::Ready(end_in_hook(ctx, completion, ended));
+                        }
+                        None => {}
+                    }
+                    let Some(future) = running.as_mut() else { continue };
+                    match guarded(catch_panic, || future.as_mut().poll(cx)) {
+                        Ok(Poll::Pending) => return Poll::Pending,
+                        Err(err) | Ok(Poll::Ready(Err(err))) => {
+                            *running = None;
+                            return Poll::Ready(fail(ctx, completion, err, None));
+                        }
+                        Ok(Poll::Ready(Ok(next))) => {
+                            *running = None;
+                            match ctx.take_signal() {
+                                Some(Signal::Error(err)) => {
+                                    return Poll::Ready(fail(ctx, completion, err, Some(next)));
+                                }
+                                Some(Signal::End(ended)) => {
+                                    return Poll::Ready(end_in_hook(ctx, completion, ended));
+                                }
+                                None => *response = Some(next),
+                            }
+                        }
+                    }
+                }
+                StateProj::Failed { error } => {
+                    let err = error.take().unwrap_or_else(|| HttpError::new(500));
+                    state.set(State::Done);
+                    return Poll::Ready(fail(ctx, completion, err, None));
+                }
+                StateProj::Done => panic!("ResponseFuture polled after completion"),
+            }
+        }
+}
+
+impl<F, B, E> State<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    /// A nested layer: the outer one owns the request. Errors and panics become
+    /// responses that carry the error, for the outer layer to render.
+    fn poll_passthrough(self: Pin<&mut Self>, catch: bool, cx: &mut TaskContext<'_>) -> Poll<Output<B>> {
+        let err = match self.project() {
+            StateProj::Inner { future } => match guarded(catch, || future.poll(cx)) {
+                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(Ok(response))) => return Poll::Ready(Ok(response.map(ResponseBody::inner))),
+                Ok(Poll::Ready(Err(err))) => HttpError::from_error(err),
+                Err(panic) => panic,
+            },
+            StateProj::Failed { error } => error.take().unwrap_or_else(|| HttpError::new(500)),
+            StateProj::Hooks { .. } | StateProj::Done => panic!("ResponseFuture polled after completion"),
+        };
+        Poll::Ready(Ok(err.into_response().map(ResponseBody::replaced)))
+    }
+}
+
+/// Applies the deferred edits and moves to the hooks.
+fn start_hooks<F>(ctx: &Context, response: Response<Body>) -> State<F> {
+    let edits = ctx.start_hooks();
+    let response = if edits.is_empty() {
+        response
+    } else {
+        let (mut parts, body) = response.into_parts();
+        apply_edits(edits, &mut parts.status, &mut parts.headers);
+        Response::from_parts(parts, body)
+    };
+    State::Hooks { response: Some(response), running: None }
+}
+
+/// `end` was called while a hook ran: its response is final, later hooks are skipped.
+fn end_in_hook<B>(ctx: &Context, completion: &mut Option<Completion>, ended: Response<Body>) -> Output<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    drop(ctx.skip_hooks());
+    respond(ctx, completion, ended.map(ResponseBody::replaced), false)
+}
+
+/// The error path: Error fires, the app's hook decides, the error is rendered.
+fn fail<B>(
+    ctx: &Context,
+    completion: &mut Option<Completion>,
+    err: HttpError,
+    prior: Option<Response<Body>>,
+) -> Output<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    ctx.set(flag::ERROR_PATH);
+    ctx.abort_tasks();
+    let edits = std::mem::take(&mut ctx.lock().edits);
+    ctx.emit_error_event(&err);
+    let action = match &ctx.config().on_error {
+        Some(hook) => catch_unwind(AssertUnwindSafe(|| hook(err, ctx))).unwrap_or_else(|panic| {
+            ErrorAction::Render(panic_error(panic))
+        }),
+        None => ErrorAction::Render(err),
+    };
+    let response = match action {
+        ErrorAction::Render(err) => {
+            let (mut before, _) = prior.unwrap_or_default().into_parts();
+            apply_edits(edits, &mut before.status, &mut before.headers);
+            let mut response = match &ctx.config().renderer {
+                Some(renderer) => catch_unwind(AssertUnwindSafe(|| renderer(&err, ctx)))
+                    .unwrap_or_else(|panic| render::render_body(&panic_error(panic), ErrorFormat::Json)),
+                None => {
+                    let format = ctx.config().error_format.resolve(ctx.header("accept"));
+                    render::render_body(&err, format)
+                }
+            };
+            render::apply_headers(&mut response, &err, Some(&before.headers));
+            response
+        }
+        ErrorAction::Respond(response) => response,
+        ErrorAction::Swallow => {
+            let (mut parts, body) = prior.unwrap_or_default().into_parts();
+            apply_edits(edits, &mut parts.status, &mut parts.headers);
+            Response::from_parts(parts, body)
+        }
+    };
+    respond(ctx, completion, response.map(ResponseBody::replaced), true)
+}
+
+/// Every path ends here: cookies, body rules, End, and the body takes over the
+/// request's completion.
+fn respond<B>(
+    ctx: &Context,
+    completion: &mut Option<Completion>,
+    mut response: Response<ResponseBody<B>>,
+    on_error_path: bool,
+) -> Output<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let mut shared = ctx.lock();
+    if !on_error_path {
+        if let Some(err) = shared.error.take() {
+            // An error arrived while the last hook finished: it still wins.
+            drop(shared);
+            let prior = response.map(|_| Body::empty());
+            return fail(ctx, completion, err, Some(prior));
+        }
+        if let Some(ended) = shared.ended.take() {
+            // `end` arrived after the hooks were done but before the response left.
+            response = ended.map(ResponseBody::replaced);
+        }
+    }
+    ctx.set(flag::RESPONDED);
+    let late_error = shared.error.take();
+    drop(shared);
+
+    if let Some(jar) = ctx.inner.cookies.get() {
+        jar.write(response.headers_mut());
+    }
+
+    let status = response.status();
+    let head = ctx.method() == Method::HEAD;
+    let no_body = matches!(status.as_u16(), 204 | 205 | 304);
+    if head || no_body {
+        let hint = http_body::Body::size_hint(response.body());
+        if head && !no_body && !response.headers().contains_key(header::CONTENT_LENGTH) {
+            if let Some(length) = hint.exact() {
+                response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            }
+        }
+        if !http_body::Body::is_end_stream(response.body()) {
+            *response.body_mut() = ResponseBody::replaced(Body::empty());
+        }
+    }
+    ctx.emit_end();
+    if let Some(err) = late_error {
+        ctx.report_error(&err);
+    }
+    if let Some(completion) = completion.take() {
+        response.body_mut().watch(completion);
+    }
+    Ok(response)
+}

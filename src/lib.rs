@@ -1,0 +1,129 @@
+//! A per-request [`Context`] for tower and axum: Toa's context and Actionhero's
+//! connection, as tower layers.
+//!
+//! Add one layer and every request carries a `Context`:
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use tower_context::{Context, ContextLayer, HttpError, throw};
+//!
+//! async fn hello(ctx: Context) -> Result<String, HttpError> {
+//!     let Some(name) = ctx.uri().query() else {
+//!         throw!(400, "say who you are: /?ann");
+//!     };
+//!     Ok(format!("hello {name}, this is request {}", ctx.id()))
+//! }
+//!
+//! let app: Router = Router::new().route("/", get(hello)).layer(ContextLayer::new());
+//! ```
+//!
+//! # A tour
+//!
+//! ## After-hooks and deferred edits
+//!
+//! [`Context::after`] adds a hook that runs once the handler has produced its
+//! response, before the response leaves the layer; hooks run last-added-first, and
+//! each can replace the response. [`Context::set_header`] and its siblings shape a
+//! response you do not hold yet.
+//!
+//! ```
+//! use http::HeaderValue;
+//! use tower_context::{Context, HttpError};
+//!
+//! async fn handler(ctx: Context) -> &'static str {
+//!     ctx.set_header(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+//!     ctx.after(|mut res| async move {
+//!         res.headers_mut().insert("x-powered-by", HeaderValue::from_static("tower-context"));
+//!         Ok::<_, HttpError>(res)
+//!     })
+//!     .expect("hooks have not started");
+//!     "done"
+//! }
+//! ```
+//!
+//! ## Ending early
+//!
+//! [`Context::end`] answers now, from anywhere: the handler's future is dropped at
+//! its next await point and the ended response goes out (after the hooks).
+//!
+//! ```
+//! use tower_context::{Context, Ended};
+//! use http::Response;
+//!
+//! async fn handler(ctx: Context) -> Ended {
+//!     ctx.end(Response::new(String::from("short answer")))
+//! }
+//! ```
+//!
+//! ## Errors
+//!
+//! [`throw!`], [`ensure!`] and [`HttpError`] make errors that the layer renders one
+//! way everywhere: JSON, problem+json or text by the request's `Accept` header, 5xx
+//! details hidden, CORS and rate-limit headers kept. Inner `Err`s, panics, failing
+//! hooks and [`Context::emit_error`] all take that path.
+//!
+//! ## Lifecycle events
+//!
+//! End (head sent), Finish (body done) and Close (client gone first) fire in that
+//! order, exactly one of Finish and Close per request: [`Context::on_end`],
+//! [`Context::on_finish`], [`Context::on_close`], [`Context::on_error`] and
+//! [`Context::done`].
+//!
+//! ```
+//! use tower_context::Context;
+//!
+//! async fn handler(ctx: Context) -> &'static str {
+//!     ctx.on_close(|ctx| eprintln!("{}: client went away", ctx.id()));
+//!     ctx.on_finish(|ctx| eprintln!("{}: sent", ctx.id()));
+//!     "hello"
+//! }
+//! ```
+//!
+//! ## Tasks bound to the request
+//!
+//! [`Context::spawn`] runs a task that is aborted when the client goes away, and whose
+//! error becomes the request's error while the response has not left.
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `axum` | yes | `Context` extractor, `IntoResponse` for `HttpError` and `Ended` |
+//! | `server` | yes | reserved for the connection-tracking server |
+//! | `tracing` | no | logs errors that are not exposed or are 5xx |
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod body;
+pub mod connection;
+mod context;
+pub mod cookies;
+pub mod error;
+mod events;
+mod hooks;
+mod layer;
+mod negotiate;
+pub mod proxy;
+pub mod request;
+pub mod response;
+
+#[cfg(feature = "axum")]
+mod axum;
+
+pub use body::{Body, ResponseBody};
+pub use connection::Connection;
+pub use cookies::Cookies;
+pub use proxy::TrustProxy;
+pub use context::{Context, Ended, HooksStarted, State, live_contexts};
+pub use error::{BoxError, ErrorFormat, HttpError, IntoStatus};
+pub use events::Outcome;
+pub use layer::{ContextLayer, ContextService, ErrorAction, ResponseFuture};
+
+pub use http;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::error::macros::{ErrorArg, __start};
+    pub use serde_json::json;
+}

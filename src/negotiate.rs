@@ -1,0 +1,207 @@
+//! Content negotiation over `Accept`-style headers: q-values, wildcards, specificity.
+//!
+//! One algorithm serves the error renderer and the request helpers. It follows the
+//! `negotiator` module that Koa's `accepts` uses: each offered value takes the
+//! q-value of the most specific header entry that matches it; the offer with the
+//! highest q wins; ties go to the more specific match, then to the earlier offer.
+
+use http::HeaderValue;
+
+/// One parsed entry of an `Accept`-style header.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entry<'a> {
+    /// The value before any `;` parameters, trimmed.
+    pub(crate) value: &'a str,
+    /// The entry's parameters other than q, as written (for media-type matching).
+    pub(crate) params: &'a str,
+    /// Quality in thousandths (0..=1000).
+    pub(crate) q: u16,
+}
+
+/// Parses a q-value; `None` when it is not a number. Values above 1 count as 1 and
+/// values below 0 as 0.
+fn parse_q(raw: &str) -> Option<u16> {
+    let q: f64 = raw.trim().parse().ok()?;
+    if q.is_nan() {
+        return None;
+    }
+    // Clamped to 0..=1 first, so the product fits in u16.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Some((q.clamp(0.0, 1.0) * 1000.0).round() as u16)
+}
+
+/// The entries of a header, skipping malformed ones (empty, or a q that is not a
+/// number). At most `MAX_ENTRIES` entries are read: a longer header is hostile.
+pub(crate) fn entries(header: &str) -> impl Iterator<Item = Entry<'_>> {
+    const MAX_ENTRIES: usize = 64;
+    header.split(',').take(MAX_ENTRIES).filter_map(|part| {
+        let mut pieces = part.split(';');
+        let value = pieces.next()?.trim();
+        if value.is_empty() {
+            return None;
+        }
+        let mut q = 1000;
+        let params_start = part.find(';').map_or(part.len(), |i| i + 1);
+        let mut params_end = part.len();
+        let mut offset = params_start;
+        for piece in pieces {
+            let (name, val) = piece.split_once('=').unwrap_or((piece, ""));
+            if name.trim().eq_ignore_ascii_case("q") {
+                q = parse_q(val)?;
+                // Parameters after q are accept-extensions, not media-type parameters.
+                params_end = offset.saturating_sub(1).max(params_start);
+                break;
+            }
+            offset += piece.len() + 1;
+        }
+        let params = part.get(params_start..params_end).unwrap_or("").trim();
+        Some(Entry { value, params, q })
+    })
+}
+
+/// How specifically an entry matched an offer; higher is more specific.
+pub(crate) type Specificity = u8;
+
+/// The index into `offers` of the best offer, or `None` when none is acceptable.
+///
+/// `matches(entry, offer)` says whether an entry covers an offer and how specifically.
+/// With no header at all, every offer is acceptable and the first wins.
+pub(crate) fn best<T>(
+    header: Option<&HeaderValue>,
+    offers: &[T],
+    matches: impl Fn(&Entry<'_>, &T) -> Option<Specificity>,
+) -> Option<usize> {
+    let Some(header) = header else {
+        return if offers.is_empty() { None } else { Some(0) };
+    };
+    // A header that is not visible ASCII accepts nothing we could match.
+    let header = header.to_str().ok()?;
+    let mut best: Option<(usize, u16, Specificity)> = None;
+    for (index, offer) in offers.iter().enumerate() {
+        let mut found: Option<(u16, Specificity)> = None;
+        for entry in entries(header) {
+            if let Some(spec) = matches(&entry, offer) {
+                if found.is_none_or(|(_, s)| spec > s) {
+                    found = Some((entry.q, spec));
+                }
+            }
+        }
+        if let Some((q, spec)) = found {
+            if q == 0 {
+                continue;
+            }
+            if best.is_none_or(|(_, bq, bs)| q > bq || (q == bq && spec > bs)) {
+                best = Some((index, q, spec));
+            }
+        }
+    }
+    best.map(|(index, _, _)| index)
+}
+
+/// Matches a media-type entry (`type/subtype`, `type/*`, `*/*`, with parameters)
+/// against a full media type offer such as `application/json`.
+pub(crate) fn media_match(entry: &Entry<'_>, offer: &str) -> Option<Specificity> {
+    let (etype, esub) = entry.value.split_once('/')?;
+    let (otype, osub_full) = offer.split_once('/')?;
+    let (osub, oparams) = match osub_full.split_once(';') {
+        Some((sub, params)) => (sub.trim(), params),
+        None => (osub_full.trim(), ""),
+    };
+    let mut spec = 0;
+    if etype != "*" {
+        if !etype.eq_ignore_ascii_case(otype) {
+            return None;
+        }
+        spec += 4;
+    }
+    if esub != "*" {
+        if !esub.trim().eq_ignore_ascii_case(osub) {
+            return None;
+        }
+        spec += 2;
+    }
+    if !entry.params.is_empty() {
+        // Every parameter the entry names must be on the offer with the same value.
+        for param in entry.params.split(';') {
+            let param = param.trim();
+            if param.is_empty() {
+                continue;
+            }
+            let found = oparams.split(';').any(|p| p.trim().eq_ignore_ascii_case(param));
+            if !found {
+                return None;
+            }
+        }
+        spec += 1;
+    }
+    Some(spec)
+}
+
+/// Matches a token entry (`gzip`, `en-US`, `utf-8`, `*`) against a token offer.
+/// With `prefix`, `en` also covers `en-US` (languages).
+pub(crate) fn token_match(entry: &Entry<'_>, offer: &str, prefix: bool) -> Option<Specificity> {
+    if entry.value == "*" {
+        return Some(0);
+    }
+    if entry.value.eq_ignore_ascii_case(offer) {
+        return Some(2);
+    }
+    if prefix {
+        let (head, _) = offer.split_once('-')?;
+        if entry.value.eq_ignore_ascii_case(head) {
+            return Some(1);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pick<'a>(accept: &str, offers: &[&'a str]) -> Option<&'a str> {
+        let header = HeaderValue::from_str(accept).ok();
+        best(header.as_ref(), offers, |e, o| media_match(e, o)).map(|i| offers[i])
+    }
+
+    #[test]
+    fn q_values_and_wildcards() {
+        let offers = ["application/json", "text/plain"];
+        assert_eq!(pick("text/plain, application/json;q=0.5", &offers), Some("text/plain"));
+        assert_eq!(pick("*/*", &offers), Some("application/json"));
+        assert_eq!(pick("text/*", &offers), Some("text/plain"));
+        assert_eq!(pick("image/png", &offers), None);
+        assert_eq!(pick("application/json;q=0, */*;q=0.1", &offers), Some("text/plain"));
+        assert_eq!(pick("", &offers), None);
+    }
+
+    #[test]
+    fn the_most_specific_entry_decides_an_offers_q() {
+        let offers = ["text/html", "text/plain"];
+        assert_eq!(pick("text/*;q=0.9, text/html;q=0.1", &offers), Some("text/plain"));
+    }
+
+    #[test]
+    fn malformed_entries_are_skipped() {
+        let offers = ["application/json", "text/plain"];
+        assert_eq!(pick("text/plain;q=abc, application/json", &offers), Some("application/json"));
+        assert_eq!(pick(",,;;,garbage", &offers), None);
+        assert_eq!(pick("text/plain;q=1e309", &offers), Some("text/plain"));
+        assert_eq!(pick("text/plain;q=-4, application/json;q=NaN", &offers), None);
+    }
+
+    #[test]
+    fn parameters_must_match() {
+        let offers = ["text/html;level=1", "text/html"];
+        assert_eq!(pick("text/html;level=1", &offers), Some("text/html;level=1"));
+        assert_eq!(pick("text/html;level=2, text/html;q=0.5", &offers), Some("text/html;level=1"));
+    }
+
+    #[test]
+    fn languages_match_by_prefix() {
+        let header = HeaderValue::from_static("en;q=0.8, fr");
+        let offers = ["en-US", "fr-CA"];
+        let got = best(Some(&header), &offers, |e, o| token_match(e, o, true));
+        assert_eq!(got, Some(1));
+    }
+}

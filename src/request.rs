@@ -1,0 +1,1 @@
+//! Request helpers (placeholder, being built).
