@@ -35,24 +35,20 @@ impl Context {
     ///     if let Ok(value) = took.parse() {
     ///         res.headers_mut().insert("x-response-time", value);
     ///     }
-    ///     Ok::<_, tower_context::HttpError>(res)
+    ///     Ok(res)
     /// })?;
     /// # Ok(()) }
     /// ```
-    pub fn after<F, Fut, E>(&self, hook: F) -> Result<(), HooksStarted>
+    pub fn after<F, Fut>(&self, hook: F) -> Result<(), HooksStarted>
     where
         F: FnOnce(Response<Body>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Response<Body>, E>> + Send + 'static,
-        E: Into<HttpError>,
+        Fut: Future<Output = Result<Response<Body>, HttpError>> + Send + 'static,
     {
         let mut shared = self.lock();
         if self.has(flag::HOOKS_STARTED | flag::RESPONDED | flag::ERROR_PATH) {
             return Err(HooksStarted);
         }
-        shared.hooks.push(Box::new(move |response| {
-            let future = hook(response);
-            Box::pin(async move { future.await.map_err(Into::into) })
-        }));
+        shared.hooks.push(Box::new(move |response| Box::pin(hook(response))));
         self.set(flag::WORK);
         Ok(())
     }

@@ -84,6 +84,15 @@
 //! [`Context::spawn`] runs a task that is aborted when the client goes away, and whose
 //! error becomes the request's error while the response has not left.
 //!
+//! ## Bypassing the context (Toa's `ctx.respond = false`)
+//!
+//! There is no flag to set: a handler that must write to the connection itself
+//! (a WebSocket or another protocol upgrade) returns the `101 Switching Protocols`
+//! response as usual and takes over the upgraded connection through hyper's
+//! `hyper::upgrade::on`. The layer passes such a response through; the context then
+//! completes when that response's (empty) body is done, not when the upgraded
+//! connection closes.
+//!
 //! # Features
 //!
 //! | feature | default | what it adds |

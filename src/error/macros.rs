@@ -165,18 +165,22 @@ macro_rules! ensure {
 #[macro_export]
 macro_rules! ensure_eq {
     ($left:expr, $right:expr $(,)?) => {
-        $crate::ensure!(
-            $left == $right,
-            ::core::concat!(
-                "assertion failed: ",
-                ::core::stringify!($left),
-                " == ",
-                ::core::stringify!($right)
-            )
-        )
+        match (&$left, &$right) {
+            (left, right) => $crate::ensure!(
+                *left == *right,
+                ::core::concat!(
+                    "assertion failed: ",
+                    ::core::stringify!($left),
+                    " == ",
+                    ::core::stringify!($right)
+                )
+            ),
+        }
     };
     ($left:expr, $right:expr, $($args:tt)+) => {
-        $crate::ensure!($left == $right, $($args)+)
+        match (&$left, &$right) {
+            (left, right) => $crate::ensure!(*left == *right, $($args)+),
+        }
     };
 }
 
@@ -194,18 +198,22 @@ macro_rules! ensure_eq {
 #[macro_export]
 macro_rules! ensure_ne {
     ($left:expr, $right:expr $(,)?) => {
-        $crate::ensure!(
-            $left != $right,
-            ::core::concat!(
-                "assertion failed: ",
-                ::core::stringify!($left),
-                " != ",
-                ::core::stringify!($right)
-            )
-        )
+        match (&$left, &$right) {
+            (left, right) => $crate::ensure!(
+                *left != *right,
+                ::core::concat!(
+                    "assertion failed: ",
+                    ::core::stringify!($left),
+                    " != ",
+                    ::core::stringify!($right)
+                )
+            ),
+        }
     };
     ($left:expr, $right:expr, $($args:tt)+) => {
-        $crate::ensure!($left != $right, $($args)+)
+        match (&$left, &$right) {
+            (left, right) => $crate::ensure!(*left != *right, $($args)+),
+        }
     };
 }
 

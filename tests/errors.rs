@@ -1,0 +1,309 @@
+//! Errors: every source takes one rendering path; negotiation, kept headers, the
+//! app-level hook, error events.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::routing::get;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, StreamBody};
+use tower::{Layer, ServiceExt, service_fn};
+use tower_context::{
+    Body, BoxError, Context, ContextLayer, ErrorAction, ErrorFormat, HttpError, ensure, ensure_eq, http_error,
+    throw,
+};
+
+fn ctx_of<B>(req: &Request<B>) -> Context {
+    req.extensions().get::<Context>().cloned().expect("ContextLayer inserts a Context")
+}
+
+async fn text<B>(response: Response<B>) -> String
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
+
+fn req(uri: &str, accept: Option<&str>) -> Request<axum::body::Body> {
+    let mut builder = Request::get(uri);
+    if let Some(accept) = accept {
+        builder = builder.header(header::ACCEPT, accept);
+    }
+    builder.body(axum::body::Body::empty()).unwrap()
+}
+
+async fn user(ctx: Context) -> Result<String, HttpError> {
+    let query = ctx.uri().query().unwrap_or_default().to_owned();
+    ensure!(!query.is_empty(), 401, "User not found. Please login!");
+    ensure_eq!(query.len() < 10, true, 414, "name too long");
+    if query == "root" {
+        throw!(403, "access_denied", { "user": query });
+    }
+    if query == "boom" {
+        throw!("something exploded");
+    }
+    Ok(format!("hello {query}"))
+}
+
+fn app(layer: ContextLayer) -> Router {
+    Router::new().route("/user", get(user)).layer(layer)
+}
+
+#[tokio::test]
+async fn axum_handler_errors_are_negotiated() {
+    let res = app(ContextLayer::new()).oneshot(req("/user", None)).await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(text(res).await, r#"{"status":401,"error":"Unauthorized","message":"User not found. Please login!"}"#);
+
+    let res = app(ContextLayer::new()).oneshot(req("/user?root", Some("application/problem+json"))).await.unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        text(res).await,
+        r#"{"type":"about:blank","title":"Forbidden","status":403,"detail":"access_denied","user":"root"}"#
+    );
+
+    let res = app(ContextLayer::new()).oneshot(req("/user?abcdefghijkl", Some("text/html"))).await.unwrap();
+    assert_eq!(res.status(), 414);
+    assert_eq!(res.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(text(res).await, "name too long");
+
+    // A 500 from a bare message: the message is never shown.
+    let res = app(ContextLayer::new()).oneshot(req("/user?boom", Some("text/plain"))).await.unwrap();
+    assert_eq!(res.status(), 500);
+    assert_eq!(text(res).await, "Internal Server Error");
+
+    let res = app(ContextLayer::new()).oneshot(req("/user?ann", None)).await.unwrap();
+    assert_eq!(text(res).await, "hello ann");
+}
+
+#[tokio::test]
+async fn fixed_formats_ignore_accept() {
+    let layer = ContextLayer::new().error_format(ErrorFormat::Text);
+    let res = app(layer).oneshot(req("/user", Some("application/json"))).await.unwrap();
+    assert_eq!(res.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(text(res).await, "User not found. Please login!");
+
+    let layer = ContextLayer::new().error_format(ErrorFormat::ProblemJson);
+    let res = app(layer).oneshot(req("/user", Some("text/plain"))).await.unwrap();
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn head_requests_get_no_error_body() {
+    let request = Request::builder().method(Method::HEAD).uri("/user").body(axum::body::Body::empty()).unwrap();
+    let res = app(ContextLayer::new()).oneshot(request).await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(text(res).await, "");
+}
+
+#[tokio::test]
+async fn errors_render_without_the_layer_too() {
+    async fn plain() -> Result<&'static str, HttpError> {
+        throw!(401, "User not found. Please login!")
+    }
+    let app = Router::new().route("/plain", get(plain)).route("/user", get(user));
+    let res = app.clone().oneshot(req("/plain", None)).await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(text(res).await, r#"{"status":401,"error":"Unauthorized","message":"User not found. Please login!"}"#);
+
+    // The Context extractor without the layer: a 500 that does not expose why.
+    let res = app.oneshot(req("/user", None)).await.unwrap();
+    assert_eq!(res.status(), 500);
+    assert_eq!(
+        text(res).await,
+        r#"{"status":500,"error":"Internal Server Error","message":"Internal Server Error"}"#
+    );
+}
+
+#[tokio::test]
+async fn plain_tower_services_throw_boxed_errors() {
+    let svc = ContextLayer::new().layer(service_fn(|req: Request<Empty<Bytes>>| async move {
+        if req.uri().path() == "/gone" {
+            throw!(410, "moved away");
+        }
+        Ok::<_, BoxError>(Response::new(Empty::<Bytes>::new()))
+    }));
+    let res = svc.oneshot(Request::get("/gone").body(Empty::new()).unwrap()).await.unwrap();
+    assert_eq!(res.status(), 410);
+    assert_eq!(text(res).await, r#"{"status":410,"error":"Gone","message":"moved away"}"#);
+}
+
+#[tokio::test]
+async fn throw_works_in_hooks_and_emit_error_stops_the_request() {
+    let svc = ContextLayer::new().layer(service_fn(|req: Request<Empty<Bytes>>| {
+        let ctx = ctx_of(&req);
+        ctx.after(|res| async move {
+            if res.status() == 200 {
+                throw!(451, "hook refused");
+            }
+            Ok(res)
+        })
+        .unwrap();
+        async { Ok::<_, Infallible>(Response::new(Body::empty())) }
+    }));
+    let res = svc.oneshot(Request::get("/").body(Empty::new()).unwrap()).await.unwrap();
+    assert_eq!(res.status(), 451);
+
+    let svc = ContextLayer::new().layer(service_fn(|req: Request<Empty<Bytes>>| async move {
+        ctx_of(&req).emit_error(http_error!(400, "bad input", { "field": "q" }));
+        std::future::pending::<()>().await;
+        Ok::<_, Infallible>(Response::new(Body::empty()))
+    }));
+    let res = svc.oneshot(Request::get("/").body(Empty::new()).unwrap()).await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(text(res).await, r#"{"status":400,"error":"Bad Request","message":"bad input","field":"q"}"#);
+}
+
+#[tokio::test]
+async fn only_whitelisted_headers_survive_and_the_errors_own_headers_apply() {
+    let svc = ContextLayer::new().layer(service_fn(|req: Request<Empty<Bytes>>| async move {
+        let ctx = ctx_of(&req);
+        ctx.set_header(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+        ctx.set_header(HeaderName::from_static("x-ratelimit-remaining"), HeaderValue::from_static("0"));
+        ctx.vary(header::ACCEPT);
+        Err::<Response<Body>, _>(
+            HttpError::new(429).header(header::RETRY_AFTER, "30").header("x-extra", "1").message("slow down"),
+        )
+    }));
+    let res = svc.oneshot(Request::get("/").body(Empty::new()).unwrap()).await.unwrap();
+    let h = res.headers();
+    assert_eq!(res.status(), 429);
+    assert!(h.get(header::CACHE_CONTROL).is_none());
+    assert_eq!(h["x-ratelimit-remaining"], "0");
+    assert_eq!(h["vary"], "accept");
+    assert_eq!(h["retry-after"], "30");
+    assert_eq!(h["x-extra"], "1");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+}
+
+#[tokio::test]
+async fn cors_headers_from_an_inner_layer_survive_an_axum_error() {
+    use tower_http::cors::{Any, CorsLayer};
+    let app = Router::new()
+        .route("/user", get(user))
+        .layer(CorsLayer::new().allow_origin(Any))
+        .layer(ContextLayer::new());
+    let request = Request::get("/user")
+        .header(header::ORIGIN, "https://example.com")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let res = app.oneshot(request).await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["access-control-allow-origin"], "*");
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+}
+
+#[tokio::test]
+async fn message_bytes_never_reach_headers() {
+    let svc = ContextLayer::new().layer(service_fn(|_: Request<Empty<Bytes>>| async {
+        Err::<Response<Body>, _>(HttpError::new(400).message("line\r\nset-cookie: evil=1"))
+    }));
+    let res = svc.oneshot(Request::get("/").body(Empty::new()).unwrap()).await.unwrap();
+    assert!(res.headers().get(header::SET_COOKIE).is_none());
+    assert_eq!(text(res).await, r#"{"status":400,"error":"Bad Request","message":"line\r\nset-cookie: evil=1"}"#);
+}
+
+fn failing(status: u16) -> impl tower::Service<
+    Request<Empty<Bytes>>,
+    Response = Response<Body>,
+    Error = HttpError,
+    Future = impl Future<Output = Result<Response<Body>, HttpError>> + Send,
+> + Clone {
+    service_fn(move |req: Request<Empty<Bytes>>| async move {
+        ctx_of(&req).set_status(StatusCode::ACCEPTED);
+        Err::<Response<Body>, _>(HttpError::new(status).message("original"))
+    })
+}
+
+#[tokio::test]
+async fn the_app_error_hook_can_render_replace_respond_or_swallow() {
+    let get = || Request::get("/legacy").body(Empty::new()).unwrap();
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let layer = ContextLayer::new().on_error(move |err, ctx| {
+        s.lock().unwrap().push(format!("{} {}", ctx.uri().path(), err.status()));
+        ErrorAction::Render(err)
+    });
+    let res = layer.layer(failing(404)).oneshot(get()).await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(*seen.lock().unwrap(), ["/legacy 404 Not Found"]);
+
+    let layer = ContextLayer::new().on_error(|err, _| ErrorAction::Render(err.message("replaced").expose(true)));
+    let res = layer.layer(failing(404)).oneshot(get()).await.unwrap();
+    assert_eq!(text(res).await, r#"{"status":404,"error":"Not Found","message":"replaced"}"#);
+
+    let layer = ContextLayer::new().on_error(|_, _| {
+        ErrorAction::Respond(Response::builder().status(418).body(Body::from("custom")).unwrap())
+    });
+    let res = layer.layer(failing(404)).oneshot(get()).await.unwrap();
+    assert_eq!(res.status(), 418);
+    assert_eq!(text(res).await, "custom");
+
+    // Swallowed: the response as it stood, with the deferred edits applied.
+    let layer = ContextLayer::new().on_error(|_, _| ErrorAction::Swallow);
+    let res = layer.layer(failing(404)).oneshot(get()).await.unwrap();
+    assert_eq!(res.status(), 202);
+    assert_eq!(text(res).await, "");
+}
+
+#[tokio::test]
+async fn a_custom_renderer_writes_the_body_and_the_layer_keeps_its_rules() {
+    let layer = ContextLayer::new().render_error(|err, ctx| {
+        let body = format!("<error code={} request={}>", err.status().as_u16(), !ctx.id().is_empty());
+        Response::builder().status(err.status()).body(Body::from(body)).unwrap()
+    });
+    let res = layer
+        .layer(service_fn(|_: Request<Empty<Bytes>>| async {
+            Err::<Response<Body>, _>(HttpError::new(402).header("x-pay", "now"))
+        }))
+        .oneshot(Request::get("/").body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 402);
+    assert_eq!(res.headers()["x-pay"], "now");
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(text(res).await, "<error code=402 request=true>");
+}
+
+#[tokio::test]
+async fn error_listeners_see_each_error_once_even_after_the_head_left() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let hooked = Arc::new(Mutex::new(Vec::new()));
+    let (s, h) = (seen.clone(), hooked.clone());
+    let layer = ContextLayer::new().on_error(move |err, _| {
+        h.lock().unwrap().push(err.status().as_u16());
+        ErrorAction::Render(err)
+    });
+    let svc = layer.layer(service_fn(move |req: Request<Empty<Bytes>>| {
+        let ctx = ctx_of(&req);
+        let s1 = s.clone();
+        ctx.on_error(move |err| s1.lock().unwrap().push(format!("error {}", err.status().as_u16())));
+        let s2 = s.clone();
+        ctx.on_close(move |_| s2.lock().unwrap().push("close".into()));
+        async {
+            let frames = futures_util::stream::iter(vec![
+                Ok(http_body::Frame::data(Bytes::from_static(b"first"))),
+                Err::<http_body::Frame<Bytes>, BoxError>("upstream broke".into()),
+            ]);
+            Ok::<_, Infallible>(Response::new(StreamBody::new(frames)))
+        }
+    }));
+    let res = svc.oneshot(Request::get("/").body(Empty::new()).unwrap()).await.unwrap();
+    assert_eq!(res.status(), 200, "the head went out before the body failed");
+    let mut body = res.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "first");
+    assert!(body.frame().await.unwrap().is_err());
+    assert_eq!(*seen.lock().unwrap(), ["error 500", "close"]);
+    assert_eq!(*hooked.lock().unwrap(), [500], "the app hook is told too");
+}
