@@ -251,7 +251,8 @@ where
                     if let Some(data) = frame.data_ref() {
                         completion.sent(data.remaining() as u64);
                     }
-                    if end {
+                    // Trailers are always the last frame; servers stop polling there.
+                    if end || frame.is_trailers() {
                         if let Some(completion) = this.completion.take() {
                             completion.finish();
                         }

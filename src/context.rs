@@ -104,6 +104,8 @@ pub(crate) mod flag {
     pub(crate) const LISTENERS: u32 = 1 << 7;
     /// The request is on the error path: new errors are reported, not rendered.
     pub(crate) const ERROR_PATH: u32 = 1 << 8;
+    /// `catch_stream` was called.
+    pub(crate) const STREAM_CAUGHT: u32 = 1 << 9;
 }
 
 /// A response edit made before there was a response to edit.

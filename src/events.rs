@@ -281,11 +281,14 @@ impl Completion {
     /// The body failed mid-stream: Error, then Close.
     pub(crate) fn fail(mut self, err: &BoxError) {
         if let Some(ctx) = self.ctx.take() {
-            let err = match err.downcast_ref::<HttpError>() {
-                Some(http) => http.clone(),
-                None => HttpError::new(500).source(BodyError(err.to_string())),
-            };
-            ctx.report_error(&err);
+            // A caught stream has reported its own error already.
+            if !err.is::<crate::stream::StreamFailed>() {
+                let err = match err.downcast_ref::<HttpError>() {
+                    Some(http) => http.clone(),
+                    None => HttpError::new(500).with_source(BodyError(err.to_string())),
+                };
+                ctx.report_error(&err);
+            }
             ctx.complete(Outcome::Closed);
         }
     }

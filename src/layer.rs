@@ -23,6 +23,7 @@ use std::task::{Context as TaskContext, Poll, ready};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
+use http_body::Body as _;
 use http::{Method, Request, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
@@ -32,6 +33,7 @@ use crate::context::{Context, apply_edits, flag};
 use crate::error::{ErrorFormat, HttpError, Thrown, panic_error, render};
 use crate::events::Completion;
 use crate::hooks::HookFuture;
+use crate::stream::{FirstFrame, Prefixed, StreamFailed};
 use crate::{Body, BoxError};
 
 /// What the app-level error hook ([`ContextLayer::on_error`]) decides.
@@ -59,6 +61,7 @@ pub(crate) struct Config {
     pub(crate) renderer: Option<Arc<Renderer>>,
     pub(crate) cookies: crate::cookies::CookieConfig,
     pub(crate) trust_proxy: crate::proxy::TrustProxy,
+    pub(crate) first_frame: bool,
 }
 
 impl Default for Config {
@@ -70,6 +73,7 @@ impl Default for Config {
             renderer: None,
             cookies: crate::cookies::CookieConfig::default(),
             trust_proxy: crate::proxy::TrustProxy::default(),
+            first_frame: false,
         }
     }
 }
@@ -258,6 +262,8 @@ pin_project! {
     enum State<F> {
         Inner { #[pin] future: F },
         Hooks { response: Option<Response<Body>>, running: Option<HookFuture> },
+        // Waiting for the body's first frame before the head may go (first-frame mode).
+        FirstFrame { response: Option<Response<Body>> },
         Failed { error: Option<HttpError> },
         Done,
     }
@@ -375,6 +381,11 @@ where
                                         return Poll::Ready(fail(ctx, completion, err, Some(prior)));
                                     }
                                     if !ctx.has(flag::WORK) {
+                                        if wants_first_frame(ctx, &response) {
+                                            let response = Some(response.map(Body::new));
+                                            state.set(State::FirstFrame { response });
+                                            continue;
+                                        }
                                         // Nothing asked to change the response: it goes
                                         // out with the inner body as it is.
                                         let response = response.map(ResponseBody::inner);
@@ -391,6 +402,10 @@ where
                     if running.is_none() {
                         let Some(hook) = ctx.next_hook() else {
                             let response = response.take().unwrap_or_default();
+                            if wants_first_frame(ctx, &response) {
+                                state.set(State::FirstFrame { response: Some(response) });
+                                continue;
+                            }
                             state.set(State::Done);
                             let response = response.map(ResponseBody::replaced);
                             return Poll::Ready(respond(ctx, completion, response, false));
@@ -434,6 +449,40 @@ where
                         }
                     }
                 }
+                StateProj::FirstFrame { response } => {
+                    ctx.inner.waker.register(cx.waker());
+                    match ctx.take_signal() {
+                        Some(Signal::Error(err)) => return Poll::Ready(fail(ctx, completion, err, None)),
+                        Some(Signal::End(ended)) => {
+                            return Poll::Ready(respond(ctx, completion, ended.map(ResponseBody::replaced), false));
+                        }
+                        None => {}
+                    }
+                    let Some(pending) = response.as_mut() else { continue };
+                    let polled = guarded(catch_panic, || Pin::new(pending.body_mut()).poll_frame(cx));
+                    let first = match polled {
+                        Ok(Poll::Pending) => return Poll::Pending,
+                        Ok(Poll::Ready(Some(Ok(frame)))) => Some(frame),
+                        Ok(Poll::Ready(None)) => None,
+                        Ok(Poll::Ready(Some(Err(err)))) => {
+                            // A caught stream reported its error to the context: that
+                            // error is the one to render.
+                            let err = match (err.is::<StreamFailed>(), ctx.take_signal()) {
+                                (true, Some(Signal::Error(reported))) => reported,
+                                _ => HttpError::from_error(err),
+                            };
+                            return Poll::Ready(fail(ctx, completion, err, None));
+                        }
+                        Err(panic) => return Poll::Ready(fail(ctx, completion, panic, None)),
+                    };
+                    let (parts, rest) = response.take().unwrap_or_default().into_parts();
+                    let body = match first {
+                        Some(frame) => Prefixed::body(frame, rest),
+                        None => Body::empty(),
+                    };
+                    let response = Response::from_parts(parts, ResponseBody::replaced(body));
+                    return Poll::Ready(respond(ctx, completion, response, false));
+                }
                 StateProj::Failed { error } => {
                     let err = error.take().unwrap_or_else(|| HttpError::new(500));
                     state.set(State::Done);
@@ -442,6 +491,14 @@ where
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             }
         }
+}
+
+/// Whether the layer should poll this response's first frame before sending the head.
+fn wants_first_frame<T: http_body::Body>(ctx: &Context, response: &Response<T>) -> bool {
+    (ctx.config().first_frame || response.extensions().get::<FirstFrame>().is_some())
+        && !response.body().is_end_stream()
+        && ctx.method() != Method::HEAD
+        && !matches!(response.status().as_u16(), 204 | 205 | 304)
 }
 
 impl<F, B, E> State<F>
@@ -460,7 +517,9 @@ where
                 Err(panic) => panic,
             },
             StateProj::Failed { error } => error.take().unwrap_or_else(|| HttpError::new(500)),
-            StateProj::Hooks { .. } | StateProj::Done => panic!("ResponseFuture polled after completion"),
+            StateProj::Hooks { .. } | StateProj::FirstFrame { .. } | StateProj::Done => {
+                panic!("ResponseFuture polled after completion")
+            }
         };
         Poll::Ready(Ok(err.into_response().map(ResponseBody::replaced)))
     }

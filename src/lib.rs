@@ -116,6 +116,7 @@ mod negotiate;
 pub mod proxy;
 pub mod request;
 pub mod response;
+pub mod stream;
 
 #[cfg(feature = "axum")]
 mod axum;
@@ -128,6 +129,7 @@ pub use context::{Context, Ended, HooksStarted, State, live_contexts};
 pub use error::{BoxError, ErrorFormat, HttpError, IntoStatus};
 pub use events::Outcome;
 pub use layer::{ContextLayer, ContextService, ErrorAction, ResponseFuture};
+pub use stream::{CaughtBody, FirstFrame, StreamAlreadyCaught};
 
 pub use http;
 

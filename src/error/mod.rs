@@ -193,8 +193,11 @@ impl HttpError {
     }
 
     /// Sets the underlying cause, kept for logging and [`std::error::Error::source`].
+    ///
+    /// (Named `with_source` so that `err.source()` keeps meaning the standard
+    /// [`Error::source`](std::error::Error::source).)
     #[must_use]
-    pub fn source(mut self, source: impl Into<BoxError>) -> Self {
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
         self.0.source = Some(Arc::from(source.into()));
         self
     }

@@ -30,5 +30,5 @@ pub(crate) fn panic_error(payload: Box<dyn Any + Send>) -> HttpError {
     };
     HttpError::new(StatusCode::INTERNAL_SERVER_ERROR)
         .expose(false)
-        .source(PanicError(message))
+        .with_source(PanicError(message))
 }
