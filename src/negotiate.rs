@@ -138,21 +138,87 @@ pub(crate) fn media_match(entry: &Entry<'_>, offer: &str) -> Option<Specificity>
 }
 
 /// Matches a token entry (`gzip`, `en-US`, `utf-8`, `*`) against a token offer.
-/// With `prefix`, `en` also covers `en-US` (languages).
+/// With `prefix` (languages), `en` covers `en-US`, and `en-US` covers `en` less
+/// specifically, as in `negotiator`.
 pub(crate) fn token_match(entry: &Entry<'_>, offer: &str, prefix: bool) -> Option<Specificity> {
     if entry.value == "*" {
         return Some(0);
     }
     if entry.value.eq_ignore_ascii_case(offer) {
+        return Some(3);
+    }
+    if !prefix {
+        return None;
+    }
+    fn head(tag: &str) -> Option<&str> {
+        tag.split_once('-').map(|(head, _)| head)
+    }
+    if head(entry.value).is_some_and(|h| h.eq_ignore_ascii_case(offer)) {
         return Some(2);
     }
-    if prefix {
-        let (head, _) = offer.split_once('-')?;
-        if entry.value.eq_ignore_ascii_case(head) {
-            return Some(1);
-        }
+    if head(offer).is_some_and(|h| h.eq_ignore_ascii_case(entry.value)) {
+        return Some(1);
     }
     None
+}
+
+/// Common file extensions and short names and their media types, sorted by name.
+/// Text types carry their charset, as Koa's `type` setter adds it.
+const TYPES: &[(&str, &str)] = &[
+    ("avif", "image/avif"),
+    ("bin", "application/octet-stream"),
+    ("css", "text/css; charset=utf-8"),
+    ("csv", "text/csv; charset=utf-8"),
+    ("form", "application/x-www-form-urlencoded"),
+    ("gif", "image/gif"),
+    ("gz", "application/gzip"),
+    ("htm", "text/html; charset=utf-8"),
+    ("html", "text/html; charset=utf-8"),
+    ("ico", "image/vnd.microsoft.icon"),
+    ("jpeg", "image/jpeg"),
+    ("jpg", "image/jpeg"),
+    ("js", "text/javascript; charset=utf-8"),
+    ("json", "application/json"),
+    ("md", "text/markdown; charset=utf-8"),
+    ("mjs", "text/javascript; charset=utf-8"),
+    ("mp3", "audio/mpeg"),
+    ("mp4", "video/mp4"),
+    ("multipart", "multipart/*"),
+    ("ogg", "audio/ogg"),
+    ("otf", "font/otf"),
+    ("pdf", "application/pdf"),
+    ("png", "image/png"),
+    ("svg", "image/svg+xml"),
+    ("tar", "application/x-tar"),
+    ("text", "text/plain; charset=utf-8"),
+    ("ttf", "font/ttf"),
+    ("txt", "text/plain; charset=utf-8"),
+    ("urlencoded", "application/x-www-form-urlencoded"),
+    ("wasm", "application/wasm"),
+    ("wav", "audio/wav"),
+    ("webm", "video/webm"),
+    ("webp", "image/webp"),
+    ("woff", "font/woff"),
+    ("woff2", "font/woff2"),
+    ("xml", "application/xml"),
+    ("yaml", "application/yaml"),
+    ("yml", "application/yaml"),
+    ("zip", "application/zip"),
+];
+
+/// The media type for a short name or extension (`json`, `.png`, `urlencoded`,
+/// `multipart`), or the name itself when it already is a valid media type
+/// (`text/plain`, `image/*`). `None` for anything else.
+pub(crate) fn media_type(name: &str) -> Option<std::borrow::Cow<'_, str>> {
+    let name = name.trim();
+    if name.contains('/') {
+        let media = name.parse::<mime::Mime>().ok()?;
+        let complete = !media.type_().as_str().is_empty() && !media.subtype().as_str().is_empty();
+        return complete.then_some(std::borrow::Cow::Borrowed(name));
+    }
+    let ext = name.strip_prefix('.').unwrap_or(name).to_ascii_lowercase();
+    let index = TYPES.binary_search_by(|(n, _)| (*n).cmp(ext.as_str())).ok()?;
+    TYPES.get(index).map(|(_, media)| std::borrow::Cow::Borrowed(*media))
 }
 
 #[cfg(test)]
@@ -203,5 +269,20 @@ mod tests {
         let offers = ["en-US", "fr-CA"];
         let got = best(Some(&header), &offers, |e, o| token_match(e, o, true));
         assert_eq!(got, Some(1));
+    }
+
+    #[test]
+    fn short_names_become_media_types() {
+        assert!(TYPES.windows(2).all(|w| w[0].0 < w[1].0), "TYPES must stay sorted");
+        assert_eq!(media_type("json").as_deref(), Some("application/json"));
+        assert_eq!(media_type(".PNG").as_deref(), Some("image/png"));
+        assert_eq!(media_type("urlencoded").as_deref(), Some("application/x-www-form-urlencoded"));
+        assert_eq!(media_type("text/plain").as_deref(), Some("text/plain"));
+        assert_eq!(media_type("multipart/*").as_deref(), Some("multipart/*"));
+        assert_eq!(media_type("nope"), None);
+        assert_eq!(media_type("a/b/c;;"), None);
+        assert_eq!(media_type("nope/"), None);
+        assert_eq!(media_type("/json"), None);
+        assert_eq!(media_type(""), None);
     }
 }
