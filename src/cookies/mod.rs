@@ -1,24 +1,556 @@
-//! Cookies: a per-request jar with rotating keys (placeholder, being built).
+//! Cookies: the request's jar ([`Cookies`]), signing and encryption [`Keys`] that
+//! rotate, and signatures a Koa or Toa app can read ([`SignedFormat::Keygrip`]).
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use tower_context::cookies::{Cookie, Cookies, Keys, SameSite};
+//! use tower_context::{ContextLayer, HttpError};
+//!
+//! async fn visit(cookies: Cookies) -> Result<String, HttpError> {
+//!     let visits: u32 = cookies.get_signed("visits").and_then(|v| v.parse().ok()).unwrap_or(0);
+//!     cookies.set_signed(Cookie::build(("visits", (visits + 1).to_string())).same_site(SameSite::Lax))?;
+//!     Ok(format!("visit number {}", visits + 1))
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/", get(visit))
+//!     .layer(ContextLayer::new().keys(Keys::new(["newest secret", "older secret"])));
+//! ```
+//!
+//! # The jar
+//!
+//! [`Context::cookies`](crate::Context::cookies) (or the [`Cookies`] extractor) gives
+//! the request's jar. The `Cookie` header is parsed on the first read; a request whose
+//! handlers never touch cookies costs nothing. Every change becomes one `Set-Cookie`
+//! on the response, whatever path it takes: a normal response, [`end`](crate::Context::end),
+//! or an error. Changes can come from any layer inside [`ContextLayer`](crate::ContextLayer),
+//! the handler, an after-hook or a [spawned](crate::Context::spawn) task, as long as
+//! they are made before the response leaves the layer. Setting a name twice sends the
+//! last one only.
+//!
+//! Cookies set through the jar get Koa's defaults: `Path=/`, `HttpOnly`, and `Secure`
+//! when the request is secure (TLS, or https said by a trusted proxy). A `Secure`
+//! cookie on a plain-http request is refused with [`CookieError::SecureOverHttp`]
+//! unless [`ContextLayer::allow_secure_cookies_over_http`](crate::ContextLayer::allow_secure_cookies_over_http)
+//! says otherwise. Any default can be overridden on the [`Cookie`] you pass.
+//!
+//! # Signed and private cookies
+//!
+//! Both need [`Keys`] on the layer. They sign (or encrypt) with the first key and
+//! verify (or decrypt) with any; a cookie that only an older key verifies is sent again
+//! signed with the first key on the same response, so rotating keys does not log
+//! anyone out. A cookie that fails to verify reads as absent. Signatures and
+//! authentication tags are compared in constant time.
+//!
+//! Signed cookies come in two formats, chosen with
+//! [`ContextLayer::signed_format`](crate::ContextLayer::signed_format):
+//! - [`SignedFormat::Cookie`] (the default): the cookie crate's, a MAC inside the value,
+//!   as axum-extra's `SignedCookieJar` and tower-cookies write it (they percent-encode
+//!   it; both spellings are read).
+//! - [`SignedFormat::Keygrip`]: the Node `cookies` + `keygrip` modules' (Koa, Toa,
+//!   Express), a companion `name.sig` cookie. With the same keys, a Rust service and a
+//!   Koa service read each other's signed cookies. A `name.sig` that does not match is
+//!   cleared, as Koa does.
+//!
+//! Private cookies are encrypted and authenticated (AES-256-GCM, the cookie crate's
+//! format) and may hold any string.
+//!
+//! # Where this differs from Koa's `cookies`
+//!
+//! - [`Cookies::get`] sees this response's changes: a cookie just set reads back, a
+//!   removed one reads as absent. Koa reads the request only.
+//! - An empty value is a cookie with an empty value; [`Cookies::remove`] deletes. Koa
+//!   deletes on an empty value.
+//! - A cookie re-signed or re-encrypted for key rotation is sent with the default
+//!   attributes (Koa does the same for `name.sig`); set it again with your own
+//!   attributes in the same response if it needs them: the last set wins.
+//! - `Max-Age` is sent as `Max-Age` (Koa turns it into `Expires`); removals send both.
+//!
+//! As in Koa, values are sent and read as they are, neither percent-encoded nor
+//! decoded (only a signed or private value in the cookie crate's format that fails as
+//! sent is tried once more percent-decoded), and of two cookies with one name in a
+//! request the first counts (browsers put the most specific path first).
 
+mod error;
+mod jar;
+mod keygrip;
+mod keys;
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use cookie::CookieJar;
+pub use cookie::{Cookie, CookieBuilder, Expiration, Key, SameSite, time};
 use http::HeaderMap;
 use http::header::HeaderValue;
 
-/// The request's cookie jar: see [`Context::cookies`](crate::Context::cookies).
-#[derive(Debug)]
-pub struct Cookies {
-    _header: Option<HeaderValue>,
+pub use error::CookieError;
+pub use keys::Keys;
+
+use jar::Jar;
+
+/// How signed cookies are written and read: see the [module docs](self).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SignedFormat {
+    /// The cookie crate's format: the value is prefixed with its base64 HMAC-SHA256.
+    /// Readable by axum-extra's `SignedCookieJar` and tower-cookies with the same
+    /// [`cookie::Key`] (see [`Keys::from_cookie_keys`]).
+    #[default]
+    Cookie,
+    /// The Node `keygrip` format: the value as it is, and a companion `name.sig`
+    /// cookie holding the HMAC of `name=value`, base64url without padding.
+    Keygrip(KeygripHash),
 }
 
-/// Cookie settings of the layer.
+impl SignedFormat {
+    /// Keygrip with its default hash, HMAC-SHA1: what Koa and Toa use unless told
+    /// otherwise.
+    ///
+    /// ```
+    /// use tower_context::ContextLayer;
+    /// use tower_context::cookies::{Keys, SignedFormat};
+    ///
+    /// let layer = ContextLayer::new()
+    ///     .keys(Keys::new(["keyboard cat"]))
+    ///     .signed_format(SignedFormat::KEYGRIP);
+    /// ```
+    pub const KEYGRIP: SignedFormat = SignedFormat::Keygrip(KeygripHash::Sha1);
+}
+
+/// The HMAC hash of [`SignedFormat::Keygrip`]: Keygrip's `algorithm` option.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KeygripHash {
+    /// `sha1`, Keygrip's default.
+    #[default]
+    Sha1,
+    /// `sha256`.
+    Sha256,
+    /// `sha512`.
+    Sha512,
+}
+
+/// The layer's cookie settings.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct CookieConfig {}
+pub(crate) struct CookieConfig {
+    keys: Option<Keys>,
+    format: SignedFormat,
+    secure_over_http: bool,
+}
+
+impl crate::ContextLayer {
+    /// The keys for signed and private cookies, newest first (see [`Keys`]).
+    ///
+    /// ```
+    /// use tower_context::ContextLayer;
+    /// use tower_context::cookies::Keys;
+    ///
+    /// let layer = ContextLayer::new().keys(Keys::new(["2025-06 secret", "2025-01 secret"]));
+    /// ```
+    #[must_use]
+    pub fn keys(self, keys: Keys) -> Self {
+        self.with(|c| c.cookies.keys = Some(keys))
+    }
+
+    /// The format of signed cookies: [`SignedFormat::Cookie`] by default, or
+    /// [`SignedFormat::Keygrip`] to share signed cookies with Koa, Toa or Express.
+    #[must_use]
+    pub fn signed_format(self, format: SignedFormat) -> Self {
+        self.with(|c| c.cookies.format = format)
+    }
+
+    /// Whether a `Secure` cookie may be set on a request that is not secure. Off by
+    /// default: such a cookie is refused with [`CookieError::SecureOverHttp`], as Koa
+    /// does, since the browser would not send it back over http. Turn it on behind a
+    /// TLS-terminating proxy you cannot mark as trusted.
+    #[must_use]
+    pub fn allow_secure_cookies_over_http(self, allow: bool) -> Self {
+        self.with(|c| c.cookies.secure_over_http = allow)
+    }
+}
+
+/// The request's cookie jar: read the request's cookies, set and remove cookies on
+/// the response (see the [module docs](self)).
+///
+/// Get it from [`Context::cookies`](crate::Context::cookies), or as an axum extractor.
+/// It is a cheap handle (one `Arc`): clones share the jar, so a clone moved into a
+/// task or hook changes the same response.
+///
+/// ```
+/// use tower_context::{Context, HttpError};
+/// use tower_context::cookies::{Cookie, SameSite, time::Duration};
+///
+/// async fn login(ctx: Context) -> Result<&'static str, HttpError> {
+///     let cookies = ctx.cookies();
+///     if cookies.get("theme").is_none() {
+///         cookies.set(("theme", "dark"))?; // Path=/ and HttpOnly by default
+///     }
+///     cookies.set_private(
+///         Cookie::build(("session", "user 42; admin"))
+///             .same_site(SameSite::Strict)
+///             .max_age(Duration::hours(8)),
+///     )?;
+///     cookies.remove("legacy")?;
+///     Ok("welcome")
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Cookies {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: CookieConfig,
+    secure: bool,
+    /// Never held across an await or while user code runs.
+    jar: Mutex<Jar>,
+}
 
 impl Cookies {
     /// The jar for a request with this `Cookie` header. Nothing is parsed here.
-    pub(crate) fn new(header: Option<HeaderValue>, _config: &CookieConfig, _secure: bool) -> Self {
-        Cookies { _header: header }
+    pub(crate) fn new(header: Option<HeaderValue>, config: &CookieConfig, secure: bool) -> Self {
+        Cookies {
+            inner: Arc::new(Inner { config: config.clone(), secure, jar: Mutex::new(Jar::new(header)) }),
+        }
     }
 
     /// Writes a `Set-Cookie` header for every change.
-    pub(crate) fn write(&self, _headers: &mut HeaderMap) {}
+    pub(crate) fn write(&self, headers: &mut HeaderMap) {
+        self.jar().write(headers);
+    }
+
+    fn jar(&self) -> MutexGuard<'_, Jar> {
+        // No user code runs under this lock, so a poisoned one still holds whole data.
+        self.inner.jar.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn keys(&self) -> Result<&Keys, CookieError> {
+        self.inner.config.keys.as_ref().filter(|keys| !keys.is_empty()).ok_or(CookieError::NoKeys)
+    }
+
+    /// The value of a cookie: as this response has set it, else as the request sent
+    /// it (the first of several with that name). `None` when absent or removed.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.jar().get(name)
+    }
+
+    /// Sets a cookie on the response, with the defaults `Path=/`, `HttpOnly` and
+    /// `Secure` on a secure request for what the cookie leaves unset.
+    ///
+    /// Takes anything that makes a [`Cookie`]: a `(name, value)` pair, a `Cookie` or a
+    /// [`CookieBuilder`].
+    ///
+    /// # Errors
+    ///
+    /// A name that is not an HTTP token, a value that is not visible ASCII (or has
+    /// `;`, or spaces at its ends), a `Path` or `Domain` with `;` or control
+    /// characters, or a `Secure` cookie on a request that is not secure (see
+    /// [`CookieError`]). Nothing is set then.
+    pub fn set(&self, cookie: impl Into<Cookie<'static>>) -> Result<(), CookieError> {
+        let cookie = self.prepare(cookie.into(), true)?;
+        self.jar().put(cookie, false);
+        Ok(())
+    }
+
+    /// Deletes a cookie: sends it empty and expired, with the same `Path` (`/` when
+    /// unset) and `Domain` as the cookie given, since a browser only deletes a cookie
+    /// that matches both. With [`SignedFormat::Keygrip`], a `name.sig` companion is
+    /// deleted too.
+    ///
+    /// ```
+    /// # use tower_context::Context;
+    /// use tower_context::cookies::Cookie;
+    /// # fn f(ctx: Context) -> Result<(), tower_context::cookies::CookieError> {
+    /// ctx.cookies().remove("theme")?;
+    /// ctx.cookies().remove(Cookie::build("sid").path("/app").domain("example.com"))?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// An invalid name, `Path` or `Domain`, as for [`set`](Self::set).
+    pub fn remove(&self, cookie: impl Into<Cookie<'static>>) -> Result<(), CookieError> {
+        let removal = self.removal(cookie.into())?;
+        let companion = match self.inner.config.format {
+            SignedFormat::Keygrip(_) => {
+                let mut sig = removal.clone();
+                sig.set_name(format!("{}.sig", removal.name()));
+                self.get(sig.name()).is_some().then_some(sig)
+            }
+            SignedFormat::Cookie => None,
+        };
+        let mut jar = self.jar();
+        jar.put(removal, true);
+        if let Some(sig) = companion {
+            jar.put(sig, true);
+        }
+        Ok(())
+    }
+
+    /// The value of a signed cookie, verified with any of the keys; `None` when it is
+    /// absent, fails to verify, or the layer has no keys.
+    ///
+    /// A cookie verified with an older key is sent again, signed with the first key.
+    /// With [`SignedFormat::Keygrip`], a `name.sig` that does not match is cleared.
+    pub fn get_signed(&self, name: &str) -> Option<String> {
+        let keys = self.keys().ok()?;
+        let value = self.get(name)?;
+        match self.inner.config.format {
+            SignedFormat::Cookie => {
+                let (index, plain) =
+                    open(keys, name, &value, |jar, key, cookie| jar.signed(key).verify(cookie))?;
+                if index > 0 {
+                    // Best effort: a value from the request that the jar would not
+                    // set (it has a space at an end, say) stays as it was.
+                    let _ = self.set_signed((name.to_owned(), plain.clone()));
+                }
+                Some(plain)
+            }
+            SignedFormat::Keygrip(hash) => {
+                let sig_name = format!("{name}.sig");
+                let signature = self.get(&sig_name)?;
+                let data = format!("{name}={value}");
+                match keygrip::index(hash, keys, &data, &signature) {
+                    None => {
+                        if let Ok(removal) = self.removal(Cookie::new(sig_name, "")) {
+                            self.jar().put(removal, true);
+                        }
+                        None
+                    }
+                    Some(index) => {
+                        if index > 0 {
+                            let sig = sign_keygrip(hash, keys, &data);
+                            if let Ok(cookie) = self.prepare(Cookie::new(sig_name, sig), false) {
+                                self.jar().put(cookie, false);
+                            }
+                        }
+                        Some(value)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sets a signed cookie, signed with the first key in the layer's
+    /// [`SignedFormat`]: the value stays readable by the client but cannot be changed.
+    ///
+    /// # Errors
+    ///
+    /// [`CookieError::NoKeys`] when the layer has no keys, and the errors of
+    /// [`set`](Self::set).
+    pub fn set_signed(&self, cookie: impl Into<Cookie<'static>>) -> Result<(), CookieError> {
+        let keys = self.keys()?;
+        let cookie = self.prepare(cookie.into(), true)?;
+        match self.inner.config.format {
+            SignedFormat::Cookie => {
+                let signed = seal(keys, cookie, false)?;
+                self.jar().put(signed, false);
+            }
+            SignedFormat::Keygrip(hash) => {
+                let mut sig = cookie.clone();
+                sig.set_name(format!("{}.sig", cookie.name()));
+                sig.set_value(sign_keygrip(hash, keys, &format!("{}={}", cookie.name(), cookie.value())));
+                let mut jar = self.jar();
+                jar.put(cookie, false);
+                jar.put(sig, false);
+            }
+        }
+        Ok(())
+    }
+
+    /// The value of a private cookie, decrypted with any of the keys; `None` when it
+    /// is absent, fails to decrypt, or the layer has no keys. A cookie decrypted with an
+    /// older key is sent again, encrypted with the first key.
+    pub fn get_private(&self, name: &str) -> Option<String> {
+        let keys = self.keys().ok()?;
+        let value = self.get(name)?;
+        let (index, plain) = open(keys, name, &value, |jar, key, cookie| jar.private(key).decrypt(cookie))?;
+        if index > 0 {
+            let _ = self.set_private((name.to_owned(), plain.clone()));
+        }
+        Some(plain)
+    }
+
+    /// Sets a private cookie: its value is encrypted and authenticated with the first
+    /// key, so the client can neither read nor change it. The value may be any string.
+    ///
+    /// # Errors
+    ///
+    /// [`CookieError::NoKeys`] when the layer has no keys, and the errors of
+    /// [`set`](Self::set) except those about the value.
+    pub fn set_private(&self, cookie: impl Into<Cookie<'static>>) -> Result<(), CookieError> {
+        let keys = self.keys()?;
+        let cookie = self.prepare(cookie.into(), false)?;
+        let sealed = seal(keys, cookie, true)?;
+        self.jar().put(sealed, false);
+        Ok(())
+    }
+
+    /// Every cookie as `(name, value)`, the way [`get`](Self::get) reads them: the
+    /// request's (one per name), with this response's changes applied. Values are
+    /// raw: signed and private cookies as sent, `name.sig` companions included.
+    pub fn iter(&self) -> Iter {
+        Iter { inner: self.jar().snapshot().into_iter() }
+    }
+
+    /// Checks a cookie and fills in the defaults.
+    fn prepare(
+        &self,
+        mut cookie: Cookie<'static>,
+        check_value: bool,
+    ) -> Result<Cookie<'static>, CookieError> {
+        error::check_name(cookie.name())?;
+        if check_value {
+            error::check_value(cookie.name(), cookie.value())?;
+        }
+        error::check_attributes(&cookie)?;
+        if cookie.path().is_none() {
+            cookie.set_path("/");
+        }
+        if cookie.http_only().is_none() {
+            cookie.set_http_only(true);
+        }
+        // Browsers drop SameSite=None and Partitioned cookies that are not Secure, and
+        // the cookie crate writes `Secure` for them anyway.
+        let partitioned = cookie.partitioned() == Some(true);
+        let needs_secure = cookie.same_site() == Some(SameSite::None) || partitioned;
+        let secure = cookie.secure().unwrap_or(self.inner.secure || needs_secure) || partitioned;
+        if secure && !self.inner.secure && !self.inner.config.secure_over_http {
+            return Err(CookieError::SecureOverHttp { name: cookie.name().to_owned() });
+        }
+        cookie.set_secure(secure);
+        Ok(cookie)
+    }
+
+    /// The expired, empty cookie that deletes `given` in a browser.
+    fn removal(&self, given: Cookie<'static>) -> Result<Cookie<'static>, CookieError> {
+        error::check_name(given.name())?;
+        error::check_attributes(&given)?;
+        let mut removal = Cookie::new(given.name().to_owned(), "");
+        removal.set_path(given.path().unwrap_or("/").to_owned());
+        if let Some(domain) = given.domain() {
+            removal.set_domain(domain.to_owned());
+        }
+        removal.set_http_only(true);
+        removal.set_secure(self.inner.secure);
+        removal.set_max_age(time::Duration::ZERO);
+        removal.set_expires(time::OffsetDateTime::UNIX_EPOCH);
+        Ok(removal)
+    }
 }
+
+/// Verifies or decrypts a value in the cookie crate's format with each key in turn:
+/// the index of the key that opened it, and the plain value.
+///
+/// A value this jar wrote is tried as it is. axum-extra and tower-cookies
+/// percent-encode what they write (base64's `/` and `=` become `%2F` and `%3D`), so a
+/// value that opens with no key is tried once more percent-decoded.
+fn open(
+    keys: &Keys,
+    name: &str,
+    value: &str,
+    opener: impl Fn(&CookieJar, &Key, Cookie<'static>) -> Option<Cookie<'static>>,
+) -> Option<(usize, String)> {
+    let jar = CookieJar::new();
+    let try_all = |value: &str| {
+        keys.secrets().iter().enumerate().find_map(|(index, secret)| {
+            let opened = opener(&jar, &secret.key, Cookie::new(name.to_owned(), value.to_owned()))?;
+            Some((index, opened.value().to_owned()))
+        })
+    };
+    try_all(value).or_else(|| {
+        let decoded = percent_encoding::percent_decode_str(value).decode_utf8().ok()?;
+        if decoded == value { None } else { try_all(&decoded) }
+    })
+}
+
+/// Signs (or encrypts) a checked cookie with the first key, in the cookie crate's format.
+fn seal(keys: &Keys, cookie: Cookie<'static>, private: bool) -> Result<Cookie<'static>, CookieError> {
+    let secret = keys.secrets().first().ok_or(CookieError::NoKeys)?;
+    let name = cookie.name().to_owned();
+    let mut jar = CookieJar::new();
+    if private {
+        jar.private_mut(&secret.key).add(cookie);
+    } else {
+        jar.signed_mut(&secret.key).add(cookie);
+    }
+    // `add` has just put the sealed cookie under this name.
+    jar.get(&name).cloned().ok_or(CookieError::InvalidName { name })
+}
+
+fn sign_keygrip(hash: KeygripHash, keys: &Keys, data: &str) -> String {
+    keys.secrets().first().map(|secret| keygrip::sign(hash, &secret.raw, data)).unwrap_or_default()
+}
+
+impl fmt::Debug for Cookies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cookies")
+            .field("secure", &self.inner.secure)
+            .field("format", &self.inner.config.format)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The cookies of a jar, from [`Cookies::iter`]: `(name, value)` pairs taken when the
+/// iterator was made.
+#[derive(Debug)]
+pub struct Iter {
+    inner: std::vec::IntoIter<(String, String)>,
+}
+
+impl Iterator for Iter {
+    type Item = (String, String);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Iter {}
+
+impl IntoIterator for &Cookies {
+    type Item = (String, String);
+    type IntoIter = Iter;
+
+    fn into_iter(self) -> Iter {
+        self.iter()
+    }
+}
+
+/// Takes the request's [`Cookies`]; a route without
+/// [`ContextLayer`](crate::ContextLayer) around it answers 500.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use tower_context::ContextLayer;
+/// use tower_context::cookies::Cookies;
+///
+/// async fn handler(cookies: Cookies) -> String {
+///     cookies.get("name").unwrap_or_else(|| "stranger".into())
+/// }
+///
+/// let app: Router = Router::new().route("/", get(handler)).layer(ContextLayer::new());
+/// ```
+#[cfg(feature = "axum")]
+impl<S: Send + Sync> axum_core::extract::FromRequestParts<S> for Cookies {
+    type Rejection = crate::HttpError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<crate::Context>()
+            .map(|ctx| ctx.cookies().clone())
+            .ok_or_else(|| crate::HttpError::new(500).message("tower_context::ContextLayer is not installed"))
+    }
+}
+
+#[cfg(test)]
+mod tests;
