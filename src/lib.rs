@@ -105,6 +105,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
+pub mod conditional;
 pub mod connection;
 mod context;
 pub mod cookies;
@@ -122,19 +123,22 @@ pub mod stream;
 mod axum;
 
 pub use body::{Body, ResponseBody};
-pub use connection::Connection;
-pub use cookies::Cookies;
-pub use proxy::TrustProxy;
+pub use connection::{Connection, ConnectionKind};
+#[cfg(feature = "server")]
+pub use connection::{Connections, Fingerprint, Serve, serve};
 pub use context::{Context, Ended, HooksStarted, State, live_contexts};
+pub use cookies::{CookieError, Cookies, Keys, SignedFormat};
 pub use error::{BoxError, ErrorFormat, HttpError, IntoStatus};
 pub use events::Outcome;
 pub use layer::{ContextLayer, ContextService, ErrorAction, ResponseFuture};
+pub use proxy::TrustProxy;
+pub use request::{HeaderExt, RequestExt};
 pub use stream::{CaughtBody, FirstFrame, StreamAlreadyCaught};
 
 pub use http;
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::error::macros::{ErrorArg, __start};
+    pub use crate::error::macros::{__start, ErrorArg};
     pub use serde_json::json;
 }

@@ -1,23 +1,511 @@
-//! Connections: Actionhero's per-connection record (placeholder, being built).
+//! Connections: the transport-level record every request on one socket shares
+//! (Actionhero's `Connection`), and the server that makes them.
+//!
+//! A [`Connection`] is made when a socket is accepted and lives until it closes.
+//! Every request that arrives on that socket sees the same one, through
+//! [`Context::connection`](crate::Context::connection) or the axum extractor, so it
+//! can count what happened on the socket and keep values between requests
+//! ([`Connection::params`]).
+//!
+//! Two servers make them:
+//!
+//! - [`serve`] (feature "server", on by default): a hyper-util server for HTTP/1.1
+//!   and HTTP/2 that also keeps a registry of open connections ([`Connections`]),
+//!   counts requests, limits how many run at once on one connection, gives clients
+//!   a fingerprint cookie, lets you destroy one connection, and shuts down
+//!   gracefully.
+//! - axum's own `axum::serve`, with
+//!   `app.into_make_service_with_connect_info::<Connection>()`: every request gets
+//!   its socket's `Connection`, but only the socket facts and the params work (see
+//!   [below](#under-axums-own-server)).
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use tower_context::{Connection, Context, ContextLayer};
+//!
+//! async fn hello(ctx: Context) -> String {
+//!     let Some(conn) = ctx.connection() else { return "no connection".into() };
+//!     format!("request {} on connection {} from {}", conn.total(), conn.id(), conn.remote_addr())
+//! }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let app = Router::new().route("/", get(hello)).layer(ContextLayer::new());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! tower_context::serve(listener, app).await
+//! # }
+//! ```
+//!
+//! # Under axum's own server
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use tower_context::Connection;
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let app = Router::new().route("/", get(|conn: Connection| async move { conn.id().to_owned() }));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app.into_make_service_with_connect_info::<Connection>()).await
+//! # }
+//! ```
+//!
+//! axum makes the `Connection` when it accepts the socket and hands the same one to
+//! every request on it, but it never tells the connection about those requests. So
+//! under axum's server:
+//!
+//! - `id`, `connected_at`, `remote_addr`, `local_addr` and `params` work as under
+//!   [`serve`];
+//! - `kind` stays [`ConnectionKind::Unknown`]; `pending`, `total` stay 0 and
+//!   `message_id` and `fingerprint` stay `None` (no fingerprint is read or sent);
+//! - there is no registry, no open/close hooks and no per-connection request limit;
+//! - `destroy` only marks the connection (`is_destroyed` turns true): axum keeps
+//!   the socket open and keeps serving it.
 
-use std::net::SocketAddr;
+#[cfg(feature = "server")]
+mod fingerprint;
+#[cfg(feature = "server")]
+mod limit;
+#[cfg(feature = "server")]
+mod registry;
+#[cfg(feature = "server")]
+mod serve;
+
+#[cfg(feature = "server")]
+pub use fingerprint::Fingerprint;
+#[cfg(feature = "server")]
+pub use registry::Connections;
+#[cfg(feature = "server")]
+pub use serve::{Serve, serve};
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use http::Extensions;
+use serde_json::{Map, Value};
+use tokio::sync::Notify;
 
-/// The transport connection a request came on.
-#[derive(Clone, Debug)]
+/// The transport connection a request came on: Actionhero's `Connection`.
+///
+/// One is made per accepted socket, and every request on that socket (HTTP/1.1
+/// keep-alive, HTTP/2 streams) shares it; a new socket gets a new one. It is a cheap
+/// handle (one `Arc`): clone it freely.
+///
+/// Get it with [`Context::connection`](crate::Context::connection), or in axum as an
+/// extractor (`conn: Connection`, or `Option<Connection>` when the app may run
+/// without one). [`serve`] puts it in every request's extensions; axum's server puts
+/// it there as `ConnectInfo<Connection>`.
+///
+/// ```
+/// use tower_context::Context;
+///
+/// async fn handler(ctx: Context) -> String {
+///     let Some(conn) = ctx.connection() else { return String::from("not served by a server that tracks connections") };
+///     // Remember something for the next requests on this socket.
+///     let visits = conn.params().get("visits").and_then(|v| v.as_u64()).unwrap_or(0) + 1;
+///     conn.params().insert("visits", visits);
+///     format!("{} ({}): visit {visits}", conn.id(), conn.kind())
+/// }
+/// ```
+#[derive(Clone)]
 pub struct Connection {
-    remote_addr: SocketAddr,
+    inner: Arc<Inner>,
 }
 
-impl Connection {
-    /// The peer's address.
-    pub fn remote_addr(&self) -> SocketAddr {
-        self.remote_addr
+struct Inner {
+    id: Box<str>,
+    connected_at: SystemTime,
+    remote_addr: SocketAddr,
+    local_addr: SocketAddr,
+    kind: AtomicU8,
+    /// The fingerprint of the latest request (see [`Connection::fingerprint`]).
+    #[cfg(feature = "server")]
+    fingerprint: Mutex<Option<Fingerprint>>,
+    pending: AtomicUsize,
+    total: AtomicU64,
+    /// Requests seen, refused ones included: the sequence behind `message_id`.
+    messages: AtomicU64,
+    params: Mutex<Map<String, Value>>,
+    destroyed: AtomicBool,
+    /// Wakes the server's task for this socket when `destroy` is called.
+    destroy: Notify,
+}
+
+/// What protocol a [`Connection`] speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectionKind {
+    /// Not known yet: no request has arrived, or the server does not tell (axum's).
+    Unknown,
+    /// HTTP/1.0 or HTTP/1.1.
+    Http1,
+    /// HTTP/2.
+    Http2,
+}
+
+impl ConnectionKind {
+    /// The name Actionhero-style logs use: `"unknown"`, `"http1"` or `"http2"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionKind::Unknown => "unknown",
+            ConnectionKind::Http1 => "http1",
+            ConnectionKind::Http2 => "http2",
+        }
     }
 
-    /// The connection a request carries, if a server or axum put one there.
+    fn from_u8(n: u8) -> ConnectionKind {
+        match n {
+            1 => ConnectionKind::Http1,
+            2 => ConnectionKind::Http2,
+            _ => ConnectionKind::Unknown,
+        }
+    }
+}
+
+impl fmt::Display for ConnectionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A random per-process prefix, so connection ids from two runs do not collide in
+/// logs; a counter makes them unique within the process.
+static PREFIX: LazyLock<u32> = LazyLock::new(|| getrandom::u32().unwrap_or_else(|_| std::process::id()));
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+impl Connection {
+    /// A connection record for a socket accepted by a server of your own.
+    ///
+    /// [`serve`] and axum's server make these themselves. A server of your own can
+    /// make one per socket and insert a clone into every request's extensions; the
+    /// counters, kind and fingerprint then stay unset, as under axum's server.
+    ///
+    /// ```
+    /// use tower_context::Connection;
+    ///
+    /// let conn = Connection::new("127.0.0.1:50000".parse().unwrap(), "127.0.0.1:8080".parse().unwrap());
+    /// assert_eq!(conn.remote_addr().port(), 50000);
+    /// assert_eq!(conn.total(), 0);
+    /// ```
+    pub fn new(remote_addr: SocketAddr, local_addr: SocketAddr) -> Connection {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Connection {
+            inner: Arc::new(Inner {
+                id: format!("{:08x}-{n:x}", *PREFIX).into_boxed_str(),
+                connected_at: SystemTime::now(),
+                remote_addr,
+                local_addr,
+                kind: AtomicU8::new(0),
+                #[cfg(feature = "server")]
+                fingerprint: Mutex::new(None),
+                pending: AtomicUsize::new(0),
+                total: AtomicU64::new(0),
+                messages: AtomicU64::new(0),
+                params: Mutex::new(Map::new()),
+                destroyed: AtomicBool::new(false),
+                destroy: Notify::new(),
+            }),
+        }
+    }
+
+    /// The connection's id, unique within the process (Actionhero's `id`).
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// When the socket was accepted (Actionhero's `connectedAt`).
+    pub fn connected_at(&self) -> SystemTime {
+        self.inner.connected_at
+    }
+
+    /// The peer's address, IP and port (Actionhero's `remoteIP` and `remotePort`),
+    /// as the socket reports it: the proxy's address when behind a proxy. For the
+    /// client's address as proxy headers tell it, see [`TrustProxy`](crate::TrustProxy).
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.inner.remote_addr
+    }
+
+    /// The local address the socket was accepted on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// The protocol spoken on the connection (Actionhero's `type`), known once the
+    /// first request has arrived under [`serve`].
+    pub fn kind(&self) -> ConnectionKind {
+        ConnectionKind::from_u8(self.inner.kind.load(Ordering::Relaxed))
+    }
+
+    /// How many requests are in flight on the connection now (Actionhero's
+    /// `pendingActions`): from the moment [`serve`] hands a request to the app until
+    /// its response body has been sent or dropped.
+    pub fn pending(&self) -> usize {
+        self.inner.pending.load(Ordering::Acquire)
+    }
+
+    /// How many requests the connection has served or is serving (Actionhero's
+    /// `totalActions`). Requests refused by the server (over the limit, or after
+    /// [`destroy`](Self::destroy)) do not count.
+    pub fn total(&self) -> u64 {
+        self.inner.total.load(Ordering::Acquire)
+    }
+
+    /// The id of the latest request that arrived on the connection (Actionhero's
+    /// `messageId`), refused ones included: `"<connection id>.<n>"`, where `n`
+    /// counts from 1. `None` before the first request.
+    ///
+    /// On HTTP/2 several requests run at once, so the latest is not necessarily the
+    /// one asking.
+    pub fn message_id(&self) -> Option<String> {
+        match self.inner.messages.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(format!("{}.{n}", self.inner.id)),
+        }
+    }
+
+    /// Values saved on the connection for later requests on it (Actionhero's
+    /// `params`): a JSON object, empty at first.
+    pub fn params(&self) -> Params<'_> {
+        Params { conn: self }
+    }
+
+    /// Destroys the connection (Actionhero's `destroy`).
+    ///
+    /// Under [`serve`], the requests in flight on it finish, then the socket is
+    /// closed (HTTP/1.1: no more requests are read; HTTP/2: GOAWAY), and any request
+    /// that still arrives is refused with 503. The connection leaves the
+    /// [`Connections`] registry when the socket has closed. Under axum's server it
+    /// only marks the connection. Calling it again does nothing.
+    pub fn destroy(&self) {
+        if !self.inner.destroyed.swap(true, Ordering::AcqRel) {
+            // A stored permit: the server's task sees it even if it is not waiting yet.
+            self.inner.destroy.notify_one();
+        }
+    }
+
+    /// Whether [`destroy`](Self::destroy) was called.
+    pub fn is_destroyed(&self) -> bool {
+        self.inner.destroyed.load(Ordering::Acquire)
+    }
+
+    /// The connection a request carries: put there by [`serve`] (or a server of your
+    /// own), or by axum's server as `ConnectInfo<Connection>`.
     pub(crate) fn from_extensions(extensions: &Extensions) -> Option<Connection> {
-        extensions.get::<Connection>().cloned()
+        if let Some(conn) = extensions.get::<Connection>() {
+            return Some(conn.clone());
+        }
+        #[cfg(feature = "axum")]
+        if let Some(info) = extensions.get::<::axum::extract::ConnectInfo<Connection>>() {
+            return Some(info.0.clone());
+        }
+        None
+    }
+
+    /// Learns the protocol from a request, once.
+    #[cfg(feature = "server")]
+    pub(crate) fn observe_version(&self, version: http::Version) {
+        let kind = if version == http::Version::HTTP_2 { 2 } else { 1 };
+        let _ = self.inner.kind.compare_exchange(0, kind, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    fn params_map(&self) -> MutexGuard<'_, Map<String, Value>> {
+        // No user code runs while this lock is held, so a poisoned lock cannot hold
+        // a half-made change.
+        self.inner.params.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl PartialEq for Connection {
+    /// Two handles are equal when they are the same connection.
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Eq for Connection {}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("Connection");
+        s.field("id", &self.id())
+            .field("kind", &self.kind())
+            .field("remote_addr", &self.remote_addr())
+            .field("local_addr", &self.local_addr());
+        #[cfg(feature = "server")]
+        s.field("fingerprint", &self.fingerprint());
+        s.field("pending", &self.pending())
+            .field("total", &self.total())
+            .field("destroyed", &self.is_destroyed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The values saved on a [`Connection`]: see [`Connection::params`].
+///
+/// Each call takes a short lock of the map alone.
+pub struct Params<'a> {
+    conn: &'a Connection,
+}
+
+impl Params<'_> {
+    /// Saves a value, returning the one it replaced.
+    pub fn insert(&self, key: impl Into<String>, value: impl Into<Value>) -> Option<Value> {
+        self.conn.params_map().insert(key.into(), value.into())
+    }
+
+    /// A clone of the value saved under `key`.
+    pub fn get(&self, key: &str) -> Option<Value> {
+        self.conn.params_map().get(key).cloned()
+    }
+
+    /// Removes and returns the value saved under `key`.
+    pub fn remove(&self, key: &str) -> Option<Value> {
+        self.conn.params_map().remove(key)
+    }
+
+    /// How many values are saved.
+    pub fn len(&self) -> usize {
+        self.conn.params_map().len()
+    }
+
+    /// Whether nothing is saved.
+    pub fn is_empty(&self) -> bool {
+        self.conn.params_map().is_empty()
+    }
+
+    /// Removes every value.
+    pub fn clear(&self) {
+        self.conn.params_map().clear();
+    }
+
+    /// A copy of everything saved, for logs or a details view.
+    pub fn to_map(&self) -> Map<String, Value> {
+        self.conn.params_map().clone()
+    }
+}
+
+impl fmt::Debug for Params<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.conn.params_map().iter()).finish()
+    }
+}
+
+#[cfg(feature = "axum")]
+mod axum_impls {
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+
+    use ::axum::extract::connect_info::Connected;
+    use ::axum::serve::IncomingStream;
+    use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
+    use http::request::Parts;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::{Connection, unspecified};
+    use crate::{Context, HttpError};
+
+    fn accepted(stream: &TcpStream, remote_addr: SocketAddr) -> Connection {
+        Connection::new(remote_addr, stream.local_addr().unwrap_or_else(|_| unspecified()))
+    }
+
+    /// `app.into_make_service_with_connect_info::<Connection>()`: one `Connection`
+    /// per socket accepted by `axum::serve`.
+    impl Connected<IncomingStream<'_, TcpListener>> for Connection {
+        fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+            accepted(stream.io(), *stream.remote_addr())
+        }
+    }
+
+    fn find(parts: &Parts) -> Option<Connection> {
+        Connection::from_extensions(&parts.extensions)
+            .or_else(|| parts.extensions.get::<Context>().and_then(|ctx| ctx.connection().cloned()))
+    }
+
+    /// Takes the request's [`Connection`]; when no server recorded one, answers 500
+    /// (the message, not exposed, says how to get one).
+    impl<S: Send + Sync> FromRequestParts<S> for Connection {
+        type Rejection = HttpError;
+
+        async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+            find(parts).ok_or_else(|| {
+                HttpError::new(500).message(
+                    "no Connection: serve the app with tower_context::serve, or axum::serve with \
+                     into_make_service_with_connect_info::<Connection>()",
+                )
+            })
+        }
+    }
+
+    /// `Option<Connection>`: `None` when no server recorded one.
+    impl<S: Send + Sync> OptionalFromRequestParts<S> for Connection {
+        type Rejection = Infallible;
+
+        async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
+            Ok(find(parts))
+        }
+    }
+}
+
+/// `0.0.0.0:0`, for a local address the socket could not report.
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+fn unspecified() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> Connection {
+        Connection::new("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap())
+    }
+
+    #[test]
+    fn ids_are_unique_and_handles_share_state() {
+        let a = conn();
+        let b = conn();
+        assert_ne!(a.id(), b.id());
+        let a2 = a.clone();
+        a2.params().insert("user", "ann");
+        assert_eq!(a.params().get("user"), Some(Value::from("ann")));
+        assert!(b.params().is_empty());
+        assert_eq!(a, a2);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn destroy_marks_once() {
+        let a = conn();
+        assert!(!a.is_destroyed());
+        a.destroy();
+        a.destroy();
+        assert!(a.is_destroyed());
+    }
+
+    #[test]
+    fn message_id_counts_from_one() {
+        let a = conn();
+        assert_eq!(a.message_id(), None);
+        a.inner.messages.fetch_add(1, Ordering::AcqRel);
+        assert_eq!(a.message_id(), Some(format!("{}.1", a.id())));
+    }
+
+    #[test]
+    fn found_in_extensions() {
+        let a = conn();
+        let mut ext = Extensions::new();
+        assert!(Connection::from_extensions(&ext).is_none());
+        ext.insert(a.clone());
+        assert_eq!(Connection::from_extensions(&ext), Some(a));
+    }
+
+    #[cfg(feature = "axum")]
+    #[test]
+    fn found_in_axum_connect_info() {
+        let a = conn();
+        let mut ext = Extensions::new();
+        ext.insert(::axum::extract::ConnectInfo(a.clone()));
+        assert_eq!(Connection::from_extensions(&ext), Some(a));
     }
 }

@@ -1,0 +1,669 @@
+//! [`serve`]: a hyper-util server (HTTP/1.1 and HTTP/2) that gives every socket a
+//! [`Connection`] and every request on it that connection.
+//!
+//! The accept loop takes a permit (the max-connections bound), accepts, and spawns
+//! one task per socket. That task registers the connection, runs the open hooks and
+//! drives hyper's connection future until the socket closes, asking it to shut down
+//! gracefully on `destroy` or server shutdown, and dropping it when no request
+//! arrived in time. Between hyper and the app, [`ConnService`] counts each request,
+//! refuses it when the connection is destroyed or over its limit, resolves the
+//! client's fingerprint and puts the `Connection` in the request's extensions.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::io;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context as TaskContext, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Version};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use pin_project_lite::pin_project;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tower::Service;
+
+use super::fingerprint::{FingerprintConfig, Resolved, valid_cookie_name};
+use super::limit::{DEFAULT_SIMULTANEOUS, Pending, TOO_MANY};
+use super::{Connection, Connections};
+use crate::{Body, BoxError, HttpError};
+
+/// Serves `app` on `listener`, HTTP/1.1 (with keep-alive) and HTTP/2 (with prior
+/// knowledge, h2c), making one [`Connection`] per accepted socket.
+///
+/// Every request reaches `app` with its socket's `Connection` in its extensions, so
+/// [`Context::connection`](crate::Context::connection) and the axum extractor find
+/// it, and with the client's [`Fingerprint`](super::Fingerprint) beside it. Await the
+/// returned [`Serve`] to run the server; configure it first with its methods:
+///
+/// | setting | default |
+/// |---|---|
+/// | [`simultaneous_requests`](Serve::simultaneous_requests) | 5 per connection; more get 429 |
+/// | [`max_connections`](Serve::max_connections) | 10 000 open sockets; more wait to be accepted |
+/// | [`header_read_timeout`](Serve::header_read_timeout) | 30 s to send a request head |
+/// | [`fingerprint_cookie`](Serve::fingerprint_cookie) | `sessionID` |
+/// | [`fingerprint_max_age`](Serve::fingerprint_max_age) | one hour |
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use axum::{Router, routing::get};
+/// use tower_context::{Context, ContextLayer};
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let app = Router::new()
+///     .route("/", get(|ctx: Context| async move {
+///         let conn = ctx.connection().expect("served by tower_context::serve");
+///         format!("request {} on {}", conn.total(), conn.id())
+///     }))
+///     .layer(ContextLayer::new());
+///
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// tower_context::serve(listener, app)
+///     .simultaneous_requests(10)
+///     .header_read_timeout(Duration::from_secs(10))
+///     .on_connection_open(|conn| println!("{} open from {}", conn.id(), conn.remote_addr()))
+///     .on_connection_close(|conn| println!("{} closed after {} requests", conn.id(), conn.total()))
+///     .with_graceful_shutdown(async { tokio::signal::ctrl_c().await.ok(); })
+///     .await
+/// # }
+/// ```
+///
+/// `app` is any `Clone` tower service taking `Request<hyper::body::Incoming>`, such as
+/// an axum `Router`. Its errors become 500 responses (not exposed); the server
+/// itself never stops on a bad client.
+pub fn serve<S, B>(listener: TcpListener, app: S) -> Serve<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    Serve { listener, app, config: Config::default(), connections: Connections::new(), signal: None }
+}
+
+type Hook = Arc<dyn Fn(&Connection) + Send + Sync>;
+type Signal = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The server [`serve`] returns: configure it, then `.await` it.
+///
+/// It resolves when the server has shut down (see
+/// [`with_graceful_shutdown`](Self::with_graceful_shutdown)); without a shutdown
+/// signal it runs forever.
+#[must_use = "a server does nothing until it is awaited"]
+pub struct Serve<S> {
+    listener: TcpListener,
+    app: S,
+    config: Config,
+    connections: Connections,
+    signal: Option<Signal>,
+}
+
+struct Config {
+    simultaneous: Option<usize>,
+    max_connections: Option<usize>,
+    header_read_timeout: Duration,
+    fingerprint: FingerprintConfig,
+    on_open: Vec<Hook>,
+    on_close: Vec<Hook>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            simultaneous: Some(DEFAULT_SIMULTANEOUS),
+            max_connections: Some(10_000),
+            header_read_timeout: Duration::from_secs(30),
+            fingerprint: FingerprintConfig::default(),
+            on_open: Vec::new(),
+            on_close: Vec::new(),
+        }
+    }
+}
+
+impl<S> Serve<S> {
+    /// How many requests may be in flight at once on one connection (Actionhero's
+    /// `simultaneousActions`, default 5); `None` for no limit. 0 counts as 1.
+    ///
+    /// A request over the limit is answered at once with 429 and the message "you
+    /// have too many pending requests", without reaching the app. HTTP/1.1 serves the
+    /// requests of one connection one after another (pipelined ones included), so in
+    /// practice the limit matters for HTTP/2, where a client can multiplex.
+    pub fn simultaneous_requests(mut self, limit: impl Into<Option<usize>>) -> Self {
+        self.config.simultaneous = limit.into().map(|n| n.max(1));
+        self
+    }
+
+    /// How many sockets may be open at once (default 10 000); `None` for no bound.
+    /// 0 counts as 1.
+    ///
+    /// At the bound the server stops accepting: new clients wait in the operating
+    /// system's backlog until a connection closes. Together with
+    /// [`header_read_timeout`](Self::header_read_timeout) this keeps a flood of idle
+    /// sockets from taking the server down.
+    pub fn max_connections(mut self, max: impl Into<Option<usize>>) -> Self {
+        self.config.max_connections = max.into().map(|n| n.max(1));
+        self
+    }
+
+    /// How long a client has to send a complete request head (default 30 s;
+    /// at least 1 ms).
+    ///
+    /// It counts from the accept for the first request (a client that connects and
+    /// sends nothing, or half a request, is disconnected when it runs out) and, on
+    /// HTTP/1.1, from the end of the previous response for each later one, so a
+    /// slow-loris client that drips its headers is disconnected too, and an idle
+    /// keep-alive connection is closed. On HTTP/2 it only bounds the first request.
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.header_read_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The cookie the client's fingerprint is kept in (default `sessionID`). A name
+    /// that is not a valid cookie name is ignored.
+    pub fn fingerprint_cookie(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        if valid_cookie_name(&name) {
+            self.config.fingerprint.cookie = name;
+        }
+        self
+    }
+
+    /// The lifetime of the fingerprint cookie the server sets (default one hour,
+    /// sent as `Max-Age` and `Expires`); `None` for a session cookie.
+    pub fn fingerprint_max_age(mut self, max_age: Option<Duration>) -> Self {
+        self.config.fingerprint.max_age = max_age;
+        self
+    }
+
+    /// Runs `hook` with each new connection, before its first request is read
+    /// (Actionhero's connection middleware `create`). Hooks run in the order they
+    /// were added; a panic in one is caught and ignored.
+    pub fn on_connection_open<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&Connection) + Send + Sync + 'static,
+    {
+        self.config.on_open.push(Arc::new(hook));
+        self
+    }
+
+    /// Runs `hook` with each connection once its socket has closed and it has left
+    /// the registry (Actionhero's connection middleware `destroy`), whatever closed
+    /// it. Hooks run in the order they were added; a panic in one is caught and
+    /// ignored.
+    pub fn on_connection_close<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&Connection) + Send + Sync + 'static,
+    {
+        self.config.on_close.push(Arc::new(hook));
+        self
+    }
+
+    /// Keeps the open connections in `connections`, a registry you made first (so
+    /// the app can hold it), instead of the server's own.
+    pub fn with_connections(mut self, connections: Connections) -> Self {
+        self.connections = connections;
+        self
+    }
+
+    /// The registry of this server's open connections.
+    pub fn connections(&self) -> Connections {
+        self.connections.clone()
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Shuts down gracefully when `signal` completes: the server stops accepting,
+    /// every connection finishes the requests it has in flight and closes (HTTP/2
+    /// connections get GOAWAY, idle HTTP/1.1 ones close at once), and then the
+    /// server's future resolves.
+    ///
+    /// ```no_run
+    /// # async fn run(app: axum::Router) -> std::io::Result<()> {
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let server = tokio::spawn(
+    ///     tower_context::serve(listener, app).with_graceful_shutdown(async { stopped.await.ok(); }).into_future(),
+    /// );
+    /// // …
+    /// let _ = stop.send(());
+    /// # let _ = server.await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_graceful_shutdown<F>(mut self, signal: F) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.signal = Some(Box::pin(signal));
+        self
+    }
+}
+
+impl<S> fmt::Debug for Serve<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Serve")
+            .field("local_addr", &self.listener.local_addr().ok())
+            .field("simultaneous_requests", &self.config.simultaneous)
+            .field("max_connections", &self.config.max_connections)
+            .field("header_read_timeout", &self.config.header_read_timeout)
+            .field("fingerprint_cookie", &self.config.fingerprint.cookie)
+            .field("connections", &self.connections.len())
+            .field("graceful_shutdown", &self.signal.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> IntoFuture for Serve<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Output = io::Result<()>;
+    type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+impl<S, B> Serve<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    async fn run(self) -> io::Result<()> {
+        let Serve { listener, app, config, connections, signal } = self;
+        let config = Arc::new(config);
+        let builder = Arc::new(http_builder(&config));
+        let permits = config.max_connections.map(|max| Arc::new(Semaphore::new(max)));
+        let mut signal = signal.unwrap_or_else(|| Box::pin(std::future::pending()));
+        // Each socket's task holds a receiver: the sender sees them all gone once
+        // every connection has closed.
+        let (shutdown, watching) = watch::channel(false);
+
+        loop {
+            let permit = match &permits {
+                None => None,
+                Some(permits) => tokio::select! {
+                    biased;
+                    () = &mut signal => break,
+                    permit = Arc::clone(permits).acquire_owned() => match permit {
+                        Ok(permit) => Some(permit),
+                        Err(_) => break,
+                    },
+                },
+            };
+            let (stream, remote_addr) = tokio::select! {
+                biased;
+                () = &mut signal => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Running out of file descriptors and the like: give the
+                        // open connections a moment to close instead of spinning.
+                        if !is_connection_error(&err) {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        continue;
+                    }
+                },
+            };
+            tokio::spawn(serve_socket(Socket {
+                stream,
+                remote_addr,
+                app: app.clone(),
+                config: Arc::clone(&config),
+                connections: connections.clone(),
+                builder: Arc::clone(&builder),
+                shutdown: watching.clone(),
+                permit,
+            }));
+        }
+
+        drop(listener);
+        drop(watching);
+        shutdown.send_replace(true);
+        shutdown.closed().await;
+        Ok(())
+    }
+}
+
+fn is_connection_error(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+    )
+}
+
+fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+/// An accepted socket and what its task needs.
+struct Socket<S> {
+    stream: TcpStream,
+    remote_addr: SocketAddr,
+    app: S,
+    config: Arc<Config>,
+    connections: Connections,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    shutdown: watch::Receiver<bool>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+async fn serve_socket<S, B>(socket: Socket<S>)
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let Socket { stream, remote_addr, app, config, connections, builder, mut shutdown, permit } = socket;
+    let Ok(local_addr) = stream.local_addr() else { return };
+    // Small responses go out at once rather than waiting for Nagle.
+    let _ = stream.set_nodelay(true);
+    let conn = Connection::new(remote_addr, local_addr);
+    let open = Open::new(conn.clone(), connections, Arc::clone(&config), permit);
+
+    let service = ConnService { app, conn: conn.clone(), config: Arc::clone(&config) };
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let first_request = tokio::time::sleep(config.header_read_timeout);
+    tokio::pin!(first_request);
+    let mut waiting_for_first = true;
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = connection.as_mut() => break,
+            () = conn.inner.destroy.notified(), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            // An error means the server is gone: shut down all the same.
+            _ = shutdown.changed(), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            // Before hyper knows the protocol it has no timeout of its own, so a
+            // socket that never brings a request is dropped here. Nothing reached
+            // the app yet, so nothing is cut short.
+            () = &mut first_request, if waiting_for_first => {
+                waiting_for_first = false;
+                if conn.inner.messages.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    drop(open);
+}
+
+/// An open connection: registered while it lives; on drop (the socket closed, or
+/// the task ended any other way) it leaves the registry, the close hooks run, and
+/// then its max-connections permit is released.
+struct Open {
+    conn: Connection,
+    connections: Connections,
+    config: Arc<Config>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Open {
+    fn new(
+        conn: Connection,
+        connections: Connections,
+        config: Arc<Config>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Open {
+        connections.insert(&conn);
+        run_hooks(&config.on_open, &conn);
+        Open { conn, connections, config, _permit: permit }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.connections.remove(&self.conn);
+        run_hooks(&self.config.on_close, &self.conn);
+    }
+}
+
+fn run_hooks(hooks: &[Hook], conn: &Connection) {
+    for hook in hooks {
+        // A hook's panic must not take the accept loop, the socket's cleanup or
+        // the other hooks with it.
+        let _ = catch_unwind(AssertUnwindSafe(|| hook(conn)));
+    }
+}
+
+/// Between hyper and the app, one per socket.
+struct ConnService<S> {
+    app: S,
+    conn: Connection,
+    config: Arc<Config>,
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for ConnService<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ConnectionBody<B>>;
+    type Error = Infallible;
+    type Future = ResponseFuture<S, S::Future>;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        let conn = &self.conn;
+        conn.observe_version(request.version());
+        conn.inner.messages.fetch_add(1, Ordering::AcqRel);
+        let Resolved { fingerprint, set_cookie } = self.config.fingerprint.resolve(request.headers());
+        conn.set_fingerprint(fingerprint.clone());
+
+        if conn.is_destroyed() {
+            let mut response = HttpError::new(503).message("this connection was destroyed").into_response();
+            if request.version() != Version::HTTP_2 {
+                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return ResponseFuture::refused(response, set_cookie);
+        }
+        let Some(pending) = Pending::start(conn, self.config.simultaneous) else {
+            return ResponseFuture::refused(
+                HttpError::new(429).message(TOO_MANY).into_response(),
+                set_cookie,
+            );
+        };
+        let http1 = (request.version() != Version::HTTP_2).then(|| conn.clone());
+        request.extensions_mut().insert(conn.clone());
+        request.extensions_mut().insert(fingerprint);
+        ResponseFuture {
+            state: State::NotReady { app: self.app.clone(), request: Some(request) },
+            pending: Some(pending),
+            set_cookie,
+            http1,
+        }
+    }
+}
+
+pin_project! {
+    /// The app's response, or the server's refusal, with the request's pending
+    /// guard and fingerprint cookie.
+    struct ResponseFuture<S, F> {
+        #[pin]
+        state: State<S, F>,
+        pending: Option<Pending>,
+        set_cookie: Option<HeaderValue>,
+        // The connection of an HTTP/1 request, to say `connection: close` when it
+        // was destroyed while the request ran.
+        http1: Option<Connection>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, F> {
+        NotReady { app: S, request: Option<Request<Incoming>> },
+        Called { #[pin] future: F },
+        Refused { response: Option<Response<Body>> },
+    }
+}
+
+impl<S, F> ResponseFuture<S, F> {
+    fn refused(response: Response<Body>, set_cookie: Option<HeaderValue>) -> Self {
+        ResponseFuture {
+            state: State::Refused { response: Some(response) },
+            pending: None,
+            set_cookie,
+            http1: None,
+        }
+    }
+}
+
+impl<S, B> Future for ResponseFuture<S, S::Future>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ConnectionBody<B>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let response = loop {
+            match this.state.as_mut().project() {
+                StateProj::NotReady { app, request } => {
+                    if let Err(err) = ready!(app.poll_ready(cx)) {
+                        break own(HttpError::from_error(err).into_response());
+                    }
+                    let Some(request) = request.take() else {
+                        break own(HttpError::new(500).into_response());
+                    };
+                    let future = app.call(request);
+                    this.state.set(State::Called { future });
+                }
+                StateProj::Called { future } => {
+                    break match ready!(future.poll(cx)) {
+                        Ok(response) => response.map(|body| ConnectionBody::new(Kind::App { body })),
+                        Err(err) => own(HttpError::from_error(err).into_response()),
+                    };
+                }
+                StateProj::Refused { response } => {
+                    break own(response.take().unwrap_or_default());
+                }
+            }
+        };
+        let mut response = response;
+        if let Some(cookie) = this.set_cookie.take() {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        if this.http1.take().is_some_and(|conn| conn.is_destroyed()) {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let pending = this.pending.take();
+        if !http_body::Body::is_end_stream(response.body()) {
+            response.body_mut().pending = pending;
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+fn own<B>(response: Response<Body>) -> Response<ConnectionBody<B>> {
+    response.map(|body| ConnectionBody::new(Kind::Own { body }))
+}
+
+pin_project! {
+    /// The response body the server sends: the app's, or one of its own; the
+    /// request counts as pending until it ends.
+    struct ConnectionBody<B> {
+        #[pin]
+        kind: Kind<B>,
+        pending: Option<Pending>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        App { #[pin] body: B },
+        Own { #[pin] body: Body },
+    }
+}
+
+impl<B> ConnectionBody<B> {
+    fn new(kind: Kind<B>) -> Self {
+        ConnectionBody { kind, pending: None }
+    }
+}
+
+impl<B> http_body::Body for ConnectionBody<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let (frame, done) = match this.kind.project() {
+            KindProj::App { mut body } => {
+                let frame = ready!(body.as_mut().poll_frame(cx)).map(|f| f.map_err(Into::into));
+                let done = frame.is_none() || body.is_end_stream();
+                (frame, done)
+            }
+            KindProj::Own { mut body } => {
+                let frame = ready!(body.as_mut().poll_frame(cx));
+                let done = frame.is_none() || body.is_end_stream();
+                (frame, done)
+            }
+        };
+        if done || matches!(frame, Some(Err(_))) {
+            this.pending.take();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::App { body } => body.is_end_stream(),
+            Kind::Own { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::App { body } => body.size_hint(),
+            Kind::Own { body } => body.size_hint(),
+        }
+    }
+}
