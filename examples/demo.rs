@@ -18,7 +18,11 @@ use tower_context::{Body, Context, ContextLayer, Ended, ErrorAction, HttpError, 
 
 /// Every request gets a response-time header from an after-hook and a log line
 /// when it finishes or the client leaves.
-async fn timing(ctx: Context, request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn timing(
+    ctx: Context,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     let started = Instant::now();
     let _ = ctx.after(move |mut res| async move {
         let took = format!("{}us", started.elapsed().as_micros());
@@ -89,7 +93,9 @@ async fn error(ctx: Context, Path(kind): Path<String>) -> Result<&'static str, H
         "500" => throw!("the database password is hunter2"),
         "panic" => panic!("a bug that must not leak"),
         "emit" => {
-            ctx.emit_error(HttpError::new(503).message("down for maintenance").expose(true).header("retry-after", "120"));
+            ctx.emit_error(
+                HttpError::new(503).message("down for maintenance").expose(true).header("retry-after", "120"),
+            );
             std::future::pending::<()>().await;
             Ok("never")
         }

@@ -194,10 +194,20 @@ impl<B> ResponseBody<B> {
     {
         let (hint, at_end) = match &self.kind {
             BodyKind::Inner { body } => (body.size_hint(), body.is_end_stream()),
-            BodyKind::Replaced { body } => (http_body::Body::size_hint(body), http_body::Body::is_end_stream(body)),
+            BodyKind::Replaced { body } => {
+                (http_body::Body::size_hint(body), http_body::Body::is_end_stream(body))
+            }
         };
         completion.expect(if at_end { Some(0) } else { hint.exact() });
         self.completion = Some(completion);
+    }
+}
+
+/// An empty body: what middleware that must make a response of this type on its
+/// own (tower-http's `CorsLayer` answering a preflight, for one) gets.
+impl<B> Default for ResponseBody<B> {
+    fn default() -> Self {
+        ResponseBody::replaced(Body::empty())
     }
 }
 

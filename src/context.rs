@@ -251,11 +251,11 @@ impl Context {
     ///
     /// The context does not copy the whole header map; it keeps the headers the crate
     /// itself reads: `accept`, `accept-charset`, `accept-encoding`, `accept-language`,
-    /// `content-type`, `cookie`, `forwarded`, `host`, `if-modified-since`,
+    /// `cache-control`, `content-type`, `cookie`, `forwarded`, `host`, `if-modified-since`,
     /// `if-none-match`, `origin`, `referer`, `user-agent`, `x-forwarded-for`,
     /// `x-forwarded-host`, `x-forwarded-proto` and `x-sessionid`. Several lines of one
     /// header are joined into one value (`; ` for cookies, `, ` for the rest). For any
-    /// other header, read the request itself.
+    /// other header, read the request itself. `referrer` finds `referer`.
     pub fn header(&self, name: impl AsRef<str>) -> Option<&HeaderValue> {
         self.inner.headers.get(name.as_ref())
     }
@@ -277,7 +277,7 @@ impl Context {
 
     /// Whether the request came over TLS, as far as the layer may believe.
     pub(crate) fn is_secure(&self) -> bool {
-        self.uri().scheme() == Some(&http::uri::Scheme::HTTPS)
+        crate::request::RequestExt::secure(self)
     }
 
     /// The typed per-request map (Toa's `ctx.state`).
@@ -301,7 +301,8 @@ impl Context {
     /// layer drops the inner future at once (the handler does not run past its current
     /// await point), runs the after-hooks that have not run yet, and sends this
     /// response. Called from inside a hook, the remaining hooks are skipped. The first
-    /// call wins; [`Ended::is_first`] says whether this one did.
+    /// call wins; [`Ended::is_first`] says whether this one did. Once the request is on
+    /// the error path, or its response has left, `end` is ignored.
     pub fn end<B>(&self, response: Response<B>) -> Ended
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -309,7 +310,7 @@ impl Context {
     {
         let response = response.map(Body::new);
         let mut shared = self.lock();
-        if self.has(flag::END_CALLED | flag::RESPONDED) {
+        if self.has(flag::END_CALLED | flag::RESPONDED | flag::ERROR_PATH) {
             return Ended { first: false };
         }
         shared.ended = Some(response);
@@ -331,9 +332,7 @@ impl Context {
     pub fn end_with_message(&self, message: &str) -> Ended {
         let body = serde_json::json!({ "message": message }).to_string();
         let mut response = Response::new(Body::from(body));
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         self.end(response)
     }
 
@@ -564,11 +563,12 @@ impl Id {
 /// The request headers the crate reads, captured in one pass over the header map.
 pub(crate) struct Captured([Option<HeaderValue>; CAPTURED.len()]);
 
-const CAPTURED: [&str; 17] = [
+const CAPTURED: [&str; 18] = [
     "accept",
     "accept-charset",
     "accept-encoding",
     "accept-language",
+    "cache-control",
     "content-type",
     "cookie",
     "forwarded",
@@ -584,7 +584,7 @@ const CAPTURED: [&str; 17] = [
     "x-sessionid",
 ];
 
-const COOKIE_SLOT: usize = 5;
+const COOKIE_SLOT: usize = 6;
 
 impl Captured {
     fn capture(headers: &HeaderMap) -> Captured {
@@ -611,6 +611,8 @@ impl Captured {
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&HeaderValue> {
+        // Referrer is the spelling the header's name should have had.
+        let name = if name.eq_ignore_ascii_case("referrer") { "referer" } else { name };
         let index = CAPTURED.iter().position(|c| c.eq_ignore_ascii_case(name))?;
         self.0[index].as_ref()
     }
@@ -630,6 +632,11 @@ mod tests {
     }
 
     #[test]
+    fn the_cookie_slot_is_the_cookie_header() {
+        assert_eq!(CAPTURED[COOKIE_SLOT], "cookie");
+    }
+
+    #[test]
     fn capture_joins_repeated_headers() {
         let mut headers = HeaderMap::new();
         headers.append("cookie", HeaderValue::from_static("a=1"));
@@ -641,5 +648,8 @@ mod tests {
         assert_eq!(captured.get("Cookie").unwrap(), "a=1; b=2");
         assert_eq!(captured.get("accept").unwrap(), "text/html, */*");
         assert!(captured.get("x-other").is_none());
+        let mut headers = HeaderMap::new();
+        headers.insert("referer", HeaderValue::from_static("/from"));
+        assert_eq!(Captured::capture(&headers).get("Referrer").unwrap(), "/from");
     }
 }

@@ -23,8 +23,8 @@ use std::task::{Context as TaskContext, Poll, ready};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http_body::Body as _;
 use http::{Method, Request, Response};
+use http_body::Body as _;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
@@ -91,6 +91,12 @@ impl Default for Config {
 ///
 /// The service it makes never fails (`Error = Infallible`): every error becomes a
 /// rendered response, so it fits under `axum::Router::layer` as it is.
+///
+/// Layers can be stacked freely: a `ContextLayer` that finds a [`Context`] already in
+/// the request (an outer `ContextLayer` made it) reuses it and only passes through;
+/// the outer layer, with its settings, owns the request's hooks, errors and events.
+/// An error or panic inside a nested layer reaches the outer one as a response that
+/// carries the error, and is rendered there.
 #[derive(Clone, Default)]
 pub struct ContextLayer {
     config: Arc<Config>,
@@ -341,156 +347,160 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-        loop {
-            match state.as_mut().project() {
-                StateProj::Inner { future } => {
-                    ctx.inner.waker.register(cx.waker());
-                    let polled = match ctx.take_signal() {
-                        Some(signal) => Ok(Poll::Ready(Err(signal))),
-                        None => guarded(catch_panic, || future.poll(cx))
-                            .map(|p| p.map(Ok)),
-                    };
-                    let response = match polled {
-                        Ok(Poll::Pending) => return Poll::Pending,
-                        Err(panic) => return Poll::Ready(fail(ctx, completion, panic, None)),
-                        Ok(Poll::Ready(Err(Signal::Error(err)))) => {
-                            return Poll::Ready(fail(ctx, completion, err, None));
-                        }
-                        Ok(Poll::Ready(Err(Signal::End(ended)))) => ended,
-                        Ok(Poll::Ready(Ok(Err(err)))) => {
-                            let err = match ctx.take_signal() {
-                                Some(Signal::Error(signalled)) => signalled,
-                                Some(Signal::End(ended)) => {
-                                    state.set(start_hooks(ctx, ended));
-                                    continue;
-                                }
-                                None => HttpError::from_error(err),
-                            };
-                            return Poll::Ready(fail(ctx, completion, err, None));
-                        }
-                        Ok(Poll::Ready(Ok(Ok(mut response)))) => {
-                            match ctx.take_signal() {
-                                Some(Signal::Error(err)) => {
+    loop {
+        match state.as_mut().project() {
+            StateProj::Inner { future } => {
+                ctx.inner.waker.register(cx.waker());
+                let polled = match ctx.take_signal() {
+                    Some(signal) => Ok(Poll::Ready(Err(signal))),
+                    None => guarded(catch_panic, || future.poll(cx)).map(|p| p.map(Ok)),
+                };
+                let response = match polled {
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Err(panic) => return Poll::Ready(fail(ctx, completion, panic, None)),
+                    Ok(Poll::Ready(Err(Signal::Error(err)))) => {
+                        return Poll::Ready(fail(ctx, completion, err, None));
+                    }
+                    Ok(Poll::Ready(Err(Signal::End(ended)))) => ended,
+                    Ok(Poll::Ready(Ok(Err(err)))) => {
+                        let err = match ctx.take_signal() {
+                            Some(Signal::Error(signalled)) => signalled,
+                            Some(Signal::End(ended)) => {
+                                state.set(start_hooks(ctx, ended));
+                                continue;
+                            }
+                            None => HttpError::from_error(err),
+                        };
+                        return Poll::Ready(fail(ctx, completion, err, None));
+                    }
+                    Ok(Poll::Ready(Ok(Ok(mut response)))) => {
+                        match ctx.take_signal() {
+                            Some(Signal::Error(err)) => {
+                                let prior = response.map(Body::new);
+                                return Poll::Ready(fail(ctx, completion, err, Some(prior)));
+                            }
+                            Some(Signal::End(ended)) => ended,
+                            None => {
+                                if let Some(Thrown(err)) = response.extensions_mut().remove::<Thrown>() {
                                     let prior = response.map(Body::new);
                                     return Poll::Ready(fail(ctx, completion, err, Some(prior)));
                                 }
-                                Some(Signal::End(ended)) => ended,
-                                None => {
-                                    if let Some(Thrown(err)) = response.extensions_mut().remove::<Thrown>() {
-                                        let prior = response.map(Body::new);
-                                        return Poll::Ready(fail(ctx, completion, err, Some(prior)));
+                                if !ctx.has(flag::WORK) {
+                                    if wants_first_frame(ctx, &response) {
+                                        let response = Some(response.map(Body::new));
+                                        state.set(State::FirstFrame { response });
+                                        continue;
                                     }
-                                    if !ctx.has(flag::WORK) {
-                                        if wants_first_frame(ctx, &response) {
-                                            let response = Some(response.map(Body::new));
-                                            state.set(State::FirstFrame { response });
-                                            continue;
-                                        }
-                                        // Nothing asked to change the response: it goes
-                                        // out with the inner body as it is.
-                                        let response = response.map(ResponseBody::inner);
-                                        return Poll::Ready(respond(ctx, completion, response, false));
-                                    }
-                                    response.map(Body::new)
+                                    // Nothing asked to change the response: it goes
+                                    // out with the inner body as it is.
+                                    let response = response.map(ResponseBody::inner);
+                                    return Poll::Ready(respond(ctx, completion, response, false));
                                 }
-                            }
-                        }
-                    };
-                    state.set(start_hooks(ctx, response));
-                }
-                StateProj::Hooks { response, running } => {
-                    if running.is_none() {
-                        let Some(hook) = ctx.next_hook() else {
-                            let response = response.take().unwrap_or_default();
-                            if wants_first_frame(ctx, &response) {
-                                state.set(State::FirstFrame { response: Some(response) });
-                                continue;
-                            }
-                            state.set(State::Done);
-                            let response = response.map(ResponseBody::replaced);
-                            return Poll::Ready(respond(ctx, completion, response, false));
-                        };
-                        let input = response.take().unwrap_or_default();
-                        match guarded(catch_panic, || hook(input)) {
-                            Ok(future) => *running = Some(future),
-                            Err(panic) => return Poll::Ready(fail(ctx, completion, panic, None)),
-                        }
-                    }
-                    ctx.inner.waker.register(cx.waker());
-                    match ctx.take_signal() {
-                        Some(Signal::Error(err)) => {
-                            *running = None;
-                            return Poll::Ready(fail(ctx, completion, err, None));
-                        }
-                        Some(Signal::End(ended)) => {
-                            *running = None;
-                            return Poll::Ready(end_in_hook(ctx, completion, ended));
-                        }
-                        None => {}
-                    }
-                    let Some(future) = running.as_mut() else { continue };
-                    match guarded(catch_panic, || future.as_mut().poll(cx)) {
-                        Ok(Poll::Pending) => return Poll::Pending,
-                        Err(err) | Ok(Poll::Ready(Err(err))) => {
-                            *running = None;
-                            return Poll::Ready(fail(ctx, completion, err, None));
-                        }
-                        Ok(Poll::Ready(Ok(next))) => {
-                            *running = None;
-                            match ctx.take_signal() {
-                                Some(Signal::Error(err)) => {
-                                    return Poll::Ready(fail(ctx, completion, err, Some(next)));
-                                }
-                                Some(Signal::End(ended)) => {
-                                    return Poll::Ready(end_in_hook(ctx, completion, ended));
-                                }
-                                None => *response = Some(next),
+                                response.map(Body::new)
                             }
                         }
                     }
-                }
-                StateProj::FirstFrame { response } => {
-                    ctx.inner.waker.register(cx.waker());
-                    match ctx.take_signal() {
-                        Some(Signal::Error(err)) => return Poll::Ready(fail(ctx, completion, err, None)),
-                        Some(Signal::End(ended)) => {
-                            return Poll::Ready(respond(ctx, completion, ended.map(ResponseBody::replaced), false));
-                        }
-                        None => {}
-                    }
-                    let Some(pending) = response.as_mut() else { continue };
-                    let polled = guarded(catch_panic, || Pin::new(pending.body_mut()).poll_frame(cx));
-                    let first = match polled {
-                        Ok(Poll::Pending) => return Poll::Pending,
-                        Ok(Poll::Ready(Some(Ok(frame)))) => Some(frame),
-                        Ok(Poll::Ready(None)) => None,
-                        Ok(Poll::Ready(Some(Err(err)))) => {
-                            // A caught stream reported its error to the context: that
-                            // error is the one to render.
-                            let err = match (err.is::<StreamFailed>(), ctx.take_signal()) {
-                                (true, Some(Signal::Error(reported))) => reported,
-                                _ => HttpError::from_error(err),
-                            };
-                            return Poll::Ready(fail(ctx, completion, err, None));
-                        }
-                        Err(panic) => return Poll::Ready(fail(ctx, completion, panic, None)),
-                    };
-                    let (parts, rest) = response.take().unwrap_or_default().into_parts();
-                    let body = match first {
-                        Some(frame) => Prefixed::body(frame, rest),
-                        None => Body::empty(),
-                    };
-                    let response = Response::from_parts(parts, ResponseBody::replaced(body));
-                    return Poll::Ready(respond(ctx, completion, response, false));
-                }
-                StateProj::Failed { error } => {
-                    let err = error.take().unwrap_or_else(|| HttpError::new(500));
-                    state.set(State::Done);
-                    return Poll::Ready(fail(ctx, completion, err, None));
-                }
-                StateProj::Done => panic!("ResponseFuture polled after completion"),
+                };
+                state.set(start_hooks(ctx, response));
             }
+            StateProj::Hooks { response, running } => {
+                if running.is_none() {
+                    let Some(hook) = ctx.next_hook() else {
+                        let response = response.take().unwrap_or_default();
+                        if wants_first_frame(ctx, &response) {
+                            state.set(State::FirstFrame { response: Some(response) });
+                            continue;
+                        }
+                        state.set(State::Done);
+                        let response = response.map(ResponseBody::replaced);
+                        return Poll::Ready(respond(ctx, completion, response, false));
+                    };
+                    let input = response.take().unwrap_or_default();
+                    match guarded(catch_panic, || hook(input)) {
+                        Ok(future) => *running = Some(future),
+                        Err(panic) => return Poll::Ready(fail(ctx, completion, panic, None)),
+                    }
+                }
+                ctx.inner.waker.register(cx.waker());
+                match ctx.take_signal() {
+                    Some(Signal::Error(err)) => {
+                        *running = None;
+                        return Poll::Ready(fail(ctx, completion, err, None));
+                    }
+                    Some(Signal::End(ended)) => {
+                        *running = None;
+                        return Poll::Ready(end_in_hook(ctx, completion, ended));
+                    }
+                    None => {}
+                }
+                let Some(future) = running.as_mut() else { continue };
+                match guarded(catch_panic, || future.as_mut().poll(cx)) {
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Err(err) | Ok(Poll::Ready(Err(err))) => {
+                        *running = None;
+                        return Poll::Ready(fail(ctx, completion, err, None));
+                    }
+                    Ok(Poll::Ready(Ok(next))) => {
+                        *running = None;
+                        match ctx.take_signal() {
+                            Some(Signal::Error(err)) => {
+                                return Poll::Ready(fail(ctx, completion, err, Some(next)));
+                            }
+                            Some(Signal::End(ended)) => {
+                                return Poll::Ready(end_in_hook(ctx, completion, ended));
+                            }
+                            None => *response = Some(next),
+                        }
+                    }
+                }
+            }
+            StateProj::FirstFrame { response } => {
+                ctx.inner.waker.register(cx.waker());
+                match ctx.take_signal() {
+                    Some(Signal::Error(err)) => return Poll::Ready(fail(ctx, completion, err, None)),
+                    Some(Signal::End(ended)) => {
+                        return Poll::Ready(respond(
+                            ctx,
+                            completion,
+                            ended.map(ResponseBody::replaced),
+                            false,
+                        ));
+                    }
+                    None => {}
+                }
+                let Some(pending) = response.as_mut() else { continue };
+                let polled = guarded(catch_panic, || Pin::new(pending.body_mut()).poll_frame(cx));
+                let first = match polled {
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Ready(Some(Ok(frame)))) => Some(frame),
+                    Ok(Poll::Ready(None)) => None,
+                    Ok(Poll::Ready(Some(Err(err)))) => {
+                        // A caught stream reported its error to the context: that
+                        // error is the one to render.
+                        let err = match (err.is::<StreamFailed>(), ctx.take_signal()) {
+                            (true, Some(Signal::Error(reported))) => reported,
+                            _ => HttpError::from_error(err),
+                        };
+                        return Poll::Ready(fail(ctx, completion, err, None));
+                    }
+                    Err(panic) => return Poll::Ready(fail(ctx, completion, panic, None)),
+                };
+                let (parts, rest) = response.take().unwrap_or_default().into_parts();
+                let body = match first {
+                    Some(frame) => Prefixed::body(frame, rest),
+                    None => Body::empty(),
+                };
+                let response = Response::from_parts(parts, ResponseBody::replaced(body));
+                return Poll::Ready(respond(ctx, completion, response, false));
+            }
+            StateProj::Failed { error } => {
+                let err = error.take().unwrap_or_else(|| HttpError::new(500));
+                state.set(State::Done);
+                return Poll::Ready(fail(ctx, completion, err, None));
+            }
+            StateProj::Done => panic!("ResponseFuture polled after completion"),
         }
+    }
 }
 
 /// Whether the layer should poll this response's first frame before sending the head.
@@ -564,9 +574,8 @@ where
     let edits = std::mem::take(&mut ctx.lock().edits);
     ctx.emit_error_event(&err);
     let action = match &ctx.config().on_error {
-        Some(hook) => catch_unwind(AssertUnwindSafe(|| hook(err, ctx))).unwrap_or_else(|panic| {
-            ErrorAction::Render(panic_error(panic))
-        }),
+        Some(hook) => catch_unwind(AssertUnwindSafe(|| hook(err, ctx)))
+            .unwrap_or_else(|panic| ErrorAction::Render(panic_error(panic))),
         None => ErrorAction::Render(err),
     };
     let response = match action {

@@ -66,8 +66,9 @@ fn the_service_is_clone_send_sync_and_infallible() {
         S::Future: Send + 'static,
     {
     }
-    let svc = ContextLayer::new()
-        .layer(service_fn(|_: Request<Empty<Bytes>>| async { Ok::<_, std::io::Error>(Response::new(Full::new(Bytes::new()))) }));
+    let svc = ContextLayer::new().layer(service_fn(|_: Request<Empty<Bytes>>| async {
+        Ok::<_, std::io::Error>(Response::new(Full::new(Bytes::new())))
+    }));
     assert_service(&svc);
 }
 
@@ -191,7 +192,13 @@ async fn state_is_shared_by_layers_handlers_and_hooks() {
         let user: User = ctx.state().get().expect("set by the outer layer");
         assert_eq!(ctx.state().insert(User("bob")), Some(user));
         ctx.state().insert(7_u32);
-        assert_eq!(ctx.state().with_mut(|n: &mut u32| { *n += 1; *n }), Some(8));
+        assert_eq!(
+            ctx.state().with_mut(|n: &mut u32| {
+                *n += 1;
+                *n
+            }),
+            Some(8)
+        );
         assert_eq!(ctx.state().remove::<u32>(), Some(8));
         assert!(!ctx.state().contains::<u32>());
         let c = ctx.clone();
@@ -276,15 +283,13 @@ async fn a_failing_hook_takes_the_error_path_and_later_hooks_do_not_run() {
             Ok::<_, HttpError>(res)
         })
         .unwrap();
-        ctx.after(|_| async { Err::<Response<Body>, _>(HttpError::new(409).message("hook says no")) }).unwrap();
+        ctx.after(|_| async { Err::<Response<Body>, _>(HttpError::new(409).message("hook says no")) })
+            .unwrap();
         async { Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())) }
     }));
     let res = svc.oneshot(get_req("/")).await.unwrap();
     assert_eq!(res.status(), 409);
-    assert_eq!(
-        body_string(res).await,
-        r#"{"status":409,"error":"Conflict","message":"hook says no"}"#
-    );
+    assert_eq!(body_string(res).await, r#"{"status":409,"error":"Conflict","message":"hook says no"}"#);
     assert_eq!(entries(&ran), ["error 409", "end", "finish"]);
 }
 
@@ -322,7 +327,9 @@ async fn end_drops_the_handler_at_its_await_point_and_runs_the_hooks() {
             .unwrap();
             let c = ctx.clone();
             tokio::spawn(async move {
-                let ended = c.end(Response::builder().status(201).body(Full::new(Bytes::from_static(b"ended"))).unwrap());
+                let ended = c.end(
+                    Response::builder().status(201).body(Full::new(Bytes::from_static(b"ended"))).unwrap(),
+                );
                 assert!(ended.is_first());
             });
             // Never resolves by itself: only `end` gets the request out.
@@ -466,7 +473,10 @@ async fn a_spawned_task_error_takes_the_error_path() {
     }));
     let res = tokio::time::timeout(Duration::from_secs(5), svc.oneshot(get_req("/"))).await.unwrap().unwrap();
     assert_eq!(res.status(), 422);
-    assert_eq!(body_string(res).await, r#"{"status":422,"error":"Unprocessable Entity","message":"task failed"}"#);
+    assert_eq!(
+        body_string(res).await,
+        r#"{"status":422,"error":"Unprocessable Entity","message":"task failed"}"#
+    );
 }
 
 #[tokio::test]
@@ -523,7 +533,9 @@ async fn events_fire_once_in_order_and_dropping_the_body_closes() {
     let svc = ContextLayer::new().layer(service_fn(move |req: Request<Empty<Bytes>>| {
         record(&ctx_of(&req), &l);
         async {
-            let stream = futures_util::stream::iter(vec![Ok::<_, Infallible>(http_body::Frame::data(Bytes::from_static(b"a")))]);
+            let stream = futures_util::stream::iter(vec![Ok::<_, Infallible>(http_body::Frame::data(
+                Bytes::from_static(b"a"),
+            ))]);
             Ok::<_, Infallible>(Response::new(http_body_util::StreamBody::new(stream)))
         }
     }));
@@ -615,5 +627,8 @@ async fn inner_errors_and_poll_ready_errors_are_rendered() {
     }
     let res = ContextLayer::new().layer(NotReady).oneshot(get_req("/")).await.unwrap();
     assert_eq!(res.status(), 503);
-    assert_eq!(body_string(res).await, r#"{"status":503,"error":"Service Unavailable","message":"overloaded"}"#);
+    assert_eq!(
+        body_string(res).await,
+        r#"{"status":503,"error":"Service Unavailable","message":"overloaded"}"#
+    );
 }

@@ -12,8 +12,8 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, StreamBody};
 use tower::{Layer, ServiceExt, service_fn};
 use tower_context::{
-    Body, BoxError, Context, ContextLayer, ErrorAction, ErrorFormat, HttpError, ensure, ensure_eq, http_error,
-    throw,
+    Body, BoxError, Context, ContextLayer, ErrorAction, ErrorFormat, HttpError, ensure, ensure_eq,
+    http_error, throw,
 };
 
 fn ctx_of<B>(req: &Request<B>) -> Context {
@@ -59,9 +59,13 @@ async fn axum_handler_errors_are_negotiated() {
     assert_eq!(res.status(), 401);
     assert_eq!(res.headers()["content-type"], "application/json");
     assert_eq!(res.headers()["x-content-type-options"], "nosniff");
-    assert_eq!(text(res).await, r#"{"status":401,"error":"Unauthorized","message":"User not found. Please login!"}"#);
+    assert_eq!(
+        text(res).await,
+        r#"{"status":401,"error":"Unauthorized","message":"User not found. Please login!"}"#
+    );
 
-    let res = app(ContextLayer::new()).oneshot(req("/user?root", Some("application/problem+json"))).await.unwrap();
+    let res =
+        app(ContextLayer::new()).oneshot(req("/user?root", Some("application/problem+json"))).await.unwrap();
     assert_eq!(res.status(), 403);
     assert_eq!(res.headers()["content-type"], "application/problem+json");
     assert_eq!(
@@ -97,7 +101,8 @@ async fn fixed_formats_ignore_accept() {
 
 #[tokio::test]
 async fn head_requests_get_no_error_body() {
-    let request = Request::builder().method(Method::HEAD).uri("/user").body(axum::body::Body::empty()).unwrap();
+    let request =
+        Request::builder().method(Method::HEAD).uri("/user").body(axum::body::Body::empty()).unwrap();
     let res = app(ContextLayer::new()).oneshot(request).await.unwrap();
     assert_eq!(res.status(), 401);
     assert_eq!(text(res).await, "");
@@ -113,7 +118,10 @@ async fn errors_render_without_the_layer_too() {
     assert_eq!(res.status(), 401);
     assert_eq!(res.headers()["content-type"], "application/json");
     assert_eq!(res.headers()["x-content-type-options"], "nosniff");
-    assert_eq!(text(res).await, r#"{"status":401,"error":"Unauthorized","message":"User not found. Please login!"}"#);
+    assert_eq!(
+        text(res).await,
+        r#"{"status":401,"error":"Unauthorized","message":"User not found. Please login!"}"#
+    );
 
     // The Context extractor without the layer: a 500 that does not expose why.
     let res = app.oneshot(req("/user", None)).await.unwrap();
@@ -209,10 +217,15 @@ async fn message_bytes_never_reach_headers() {
     }));
     let res = svc.oneshot(Request::get("/").body(Empty::new()).unwrap()).await.unwrap();
     assert!(res.headers().get(header::SET_COOKIE).is_none());
-    assert_eq!(text(res).await, r#"{"status":400,"error":"Bad Request","message":"line\r\nset-cookie: evil=1"}"#);
+    assert_eq!(
+        text(res).await,
+        r#"{"status":400,"error":"Bad Request","message":"line\r\nset-cookie: evil=1"}"#
+    );
 }
 
-fn failing(status: u16) -> impl tower::Service<
+fn failing(
+    status: u16,
+) -> impl tower::Service<
     Request<Empty<Bytes>>,
     Response = Response<Body>,
     Error = HttpError,
@@ -238,7 +251,8 @@ async fn the_app_error_hook_can_render_replace_respond_or_swallow() {
     assert_eq!(res.status(), 404);
     assert_eq!(*seen.lock().unwrap(), ["/legacy 404 Not Found"]);
 
-    let layer = ContextLayer::new().on_error(|err, _| ErrorAction::Render(err.message("replaced").expose(true)));
+    let layer =
+        ContextLayer::new().on_error(|err, _| ErrorAction::Render(err.message("replaced").expose(true)));
     let res = layer.layer(failing(404)).oneshot(get()).await.unwrap();
     assert_eq!(text(res).await, r#"{"status":404,"error":"Not Found","message":"replaced"}"#);
 

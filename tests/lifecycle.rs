@@ -52,7 +52,9 @@ where
             let Ok((stream, _)) = listener.accept().await else { return };
             let svc = TowerToHyperService::new(svc.clone());
             tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });
@@ -162,7 +164,10 @@ async fn a_client_that_leaves_mid_body_closes_the_request_and_drops_the_stream()
             // An endless stream, one small chunk every 10 ms, like SSE.
             let ticks = futures_util::stream::unfold(guard, |guard| async move {
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                Some((Ok::<_, BoxError>(http_body::Frame::data(Bytes::from_static(b"data: tick\n\n"))), guard))
+                Some((
+                    Ok::<_, BoxError>(http_body::Frame::data(Bytes::from_static(b"data: tick\n\n"))),
+                    guard,
+                ))
             });
             Ok(Response::new(Body::new(StreamBody::new(ticks))))
         }
@@ -186,7 +191,8 @@ async fn the_layer_works_with_hypers_http2_too() {
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
-    let request = Request::get(format!("http://{addr}/")).body(http_body_util::Empty::<Bytes>::new()).unwrap();
+    let request =
+        Request::get(format!("http://{addr}/")).body(http_body_util::Empty::<Bytes>::new()).unwrap();
     let res = sender.send_request(request).await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "over h2");

@@ -10,13 +10,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use futures_util::stream;
-use std::error::Error as _;
 use http::{HeaderMap, Request, Response};
 use http_body_util::StreamBody;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use std::error::Error as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -29,7 +29,10 @@ type Events = Arc<Mutex<Vec<String>>>;
 
 /// Serves a handler behind `layer` on a real hyper server; each request's Context and
 /// its event log come out of the channel.
-async fn serve<F, Fut>(layer: ContextLayer, handler: F) -> (SocketAddr, mpsc::UnboundedReceiver<(Context, Events)>)
+async fn serve<F, Fut>(
+    layer: ContextLayer,
+    handler: F,
+) -> (SocketAddr, mpsc::UnboundedReceiver<(Context, Events)>)
 where
     F: Fn(Context, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<Body>, HttpError>> + Send + 'static,
@@ -55,7 +58,9 @@ where
         while let Ok((stream, _)) = listener.accept().await {
             let svc = TowerToHyperService::new(svc.clone());
             tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });
@@ -66,7 +71,9 @@ where
 /// the response is complete (`Connection: close`).
 async fn fetch(addr: SocketAddr, method: &str, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!("{method} {path} HTTP/1.1\r\nhost: test\r\naccept: application/json\r\nconnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: test\r\naccept: application/json\r\nconnection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut reply = Vec::new();
     // An early-ended chunked response is cut by the server: the read fails or ends.
@@ -185,7 +192,11 @@ async fn first_frame_mode_turns_an_early_failure_into_an_error_response() {
     .await;
     let reply = fetch(addr, "GET", "/fails-at-once").await;
     assert!(reply.starts_with("HTTP/1.1 500 Internal Server Error"), "{reply}");
-    assert!(reply.ends_with(r#"{"status":500,"error":"Internal Server Error","message":"Internal Server Error"}"#), "{reply}");
+    assert!(
+        reply
+            .ends_with(r#"{"status":500,"error":"Internal Server Error","message":"Internal Server Error"}"#),
+        "{reply}"
+    );
     let (ctx, events) = contexts.recv().await.unwrap();
     assert_eq!(done(&ctx).await, Outcome::Finished);
     assert_eq!(*events.lock().unwrap(), ["error Internal Server Error", "end", "finish"]);
@@ -194,7 +205,10 @@ async fn first_frame_mode_turns_an_early_failure_into_an_error_response() {
     // A stream that produced data first still goes out as a 200 that stops short.
     let reply = fetch(addr, "GET", "/later").await;
     assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
-    assert!(reply.contains("chunk0;chunk1;") || (reply.contains("chunk0;") && reply.contains("chunk1;")), "{reply}");
+    assert!(
+        reply.contains("chunk0;chunk1;") || (reply.contains("chunk0;") && reply.contains("chunk1;")),
+        "{reply}"
+    );
 }
 
 #[tokio::test]
@@ -264,7 +278,9 @@ async fn bodies_of_every_shape_finish() {
             "/empty" => Body::empty(),
             "/full" => Body::from("full body"),
             "/chunked" => {
-                let chunks = stream::iter(["a", "b", "c"].map(|c| Ok::<_, Infallible>(http_body::Frame::data(Bytes::from(c)))));
+                let chunks = stream::iter(
+                    ["a", "b", "c"].map(|c| Ok::<_, Infallible>(http_body::Frame::data(Bytes::from(c)))),
+                );
                 Body::new(StreamBody::new(chunks))
             }
             "/trailers" => {
@@ -334,7 +350,10 @@ async fn a_slow_client_does_not_make_the_server_buffer_the_stream() {
     let while_paused = produced.load(Ordering::SeqCst);
     // Socket buffers on loopback may hold several MiB; the stream must not run ahead
     // to anything like its 256 MiB.
-    assert!(while_paused * CHUNK < 32 * 1024 * 1024, "produced {while_paused} chunks while the client paused");
+    assert!(
+        while_paused * CHUNK < 32 * 1024 * 1024,
+        "produced {while_paused} chunks while the client paused"
+    );
     drop(client);
     let (ctx, _) = contexts.recv().await.unwrap();
     assert_eq!(done(&ctx).await, Outcome::Closed);

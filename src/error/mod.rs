@@ -232,10 +232,7 @@ impl HttpError {
 
     /// Whether this error came from a panic caught by the layer.
     pub fn is_panic(&self) -> bool {
-        self.0
-            .source
-            .as_deref()
-            .is_some_and(|source| source.is::<panic::PanicError>())
+        self.0.source.as_deref().is_some_and(|source| source.is::<panic::PanicError>())
     }
 }
 

@@ -28,7 +28,5 @@ pub(crate) fn panic_error(payload: Box<dyn Any + Send>) -> HttpError {
     } else {
         "opaque panic payload".to_owned()
     };
-    HttpError::new(StatusCode::INTERNAL_SERVER_ERROR)
-        .expose(false)
-        .with_source(PanicError(message))
+    HttpError::new(StatusCode::INTERNAL_SERVER_ERROR).expose(false).with_source(PanicError(message))
 }

@@ -1,8 +1,8 @@
 //! The one rendering every error takes: status, negotiated body, filtered headers.
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
 use http::Response;
+use http::header::{self, HeaderMap, HeaderValue};
 use serde::ser::{SerializeMap, Serializer};
 use serde_json::Value;
 
@@ -72,11 +72,8 @@ fn visible_message(err: &HttpError) -> std::borrow::Cow<'_, str> {
 fn json_body(err: &HttpError, problem: bool) -> Bytes {
     let status = err.status();
     let message = visible_message(err);
-    let reserved: &[&str] = if problem {
-        &["type", "title", "status", "detail"]
-    } else {
-        &["status", "error", "message"]
-    };
+    let reserved: &[&str] =
+        if problem { &["type", "title", "status", "detail"] } else { &["status", "error", "message"] };
     let mut out = Vec::with_capacity(96 + message.len());
     let mut ser = serde_json::Serializer::new(&mut out);
     // Writing JSON into a Vec cannot fail: every key is a string and every value a

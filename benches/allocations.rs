@@ -1,0 +1,80 @@
+//! Heap allocations per request for every scenario, counted by a global allocator.
+//!
+//! ```text
+//! cargo bench --bench allocations
+//! ```
+//!
+//! Prints one row per scenario: allocations per request, and the difference from the
+//! bare service (what the layer adds). Counts are exact and repeatable, unlike times.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+mod scenarios;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; the counter
+// is the only addition.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on as it is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const ROUNDS: u64 = 1000;
+
+struct Counter {
+    rt: tokio::runtime::Runtime,
+    bare: Option<f64>,
+}
+
+impl scenarios::Visit for Counter {
+    fn visit<S, B>(&mut self, name: &str, svc: S)
+    where
+        S: tower::Service<scenarios::Req, Response = http::Response<B>> + Clone,
+        S::Error: std::fmt::Debug,
+        B: http_body::Body<Data = bytes::Bytes>,
+        B::Error: std::fmt::Debug,
+    {
+        // Warm up: first-use allocations (lazy statics, runtime internals) are not
+        // per-request costs.
+        for _ in 0..10 {
+            self.rt.block_on(scenarios::drive(&svc));
+        }
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        for _ in 0..ROUNDS {
+            self.rt.block_on(scenarios::drive(&svc));
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let per_request = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / ROUNDS as f64;
+        let bare = *self.bare.get_or_insert(per_request);
+        println!("{name:<50} {per_request:>8.2} {:>+8.2}", per_request - bare);
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` runs this too, so keep it quick.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    println!("{:<50} {:>8} {:>8}", "scenario", "allocs", "added");
+    scenarios::each(&mut Counter { rt, bare: None });
+}

@@ -1,0 +1,150 @@
+//! The scenarios both benches measure, defined once.
+//!
+//! Every service answers a GET with a small full body. `each` hands every scenario,
+//! with its name, to a [`Visit`]or: the criterion bench times them, the allocation
+//! bench counts their heap allocations.
+
+use std::convert::Infallible;
+use std::hint::black_box;
+
+use axum::body::Body as AxumBody;
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use tower::{Layer, Service, ServiceExt, service_fn};
+use tower_context::{Context, ContextLayer, HttpError, Keys};
+
+pub type Req = Request<AxumBody>;
+
+pub fn request() -> Req {
+    Request::get("/bench")
+        .header("accept", "application/json")
+        .header("cookie", "session=abc123; theme=dark")
+        .body(AxumBody::empty())
+        .unwrap()
+}
+
+async fn bare(_: Req) -> Result<Response<Full<Bytes>>, Infallible> {
+    Ok(Response::new(Full::new(Bytes::from_static(b"hello"))))
+}
+
+fn ctx(req: &Req) -> Context {
+    req.extensions().get::<Context>().cloned().unwrap()
+}
+
+/// One request through `svc`, body collected (so the lifecycle body's Finish is part
+/// of the cost).
+pub async fn drive<S, B>(svc: &S)
+where
+    S: Service<Req, Response = Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let response = svc.clone().oneshot(request()).await.unwrap();
+    black_box(response.into_body().collect().await.unwrap());
+}
+
+/// Receives each scenario.
+pub trait Visit {
+    fn visit<S, B>(&mut self, name: &str, svc: S)
+    where
+        S: Service<Req, Response = Response<B>> + Clone,
+        S::Error: std::fmt::Debug,
+        B: http_body::Body<Data = Bytes>,
+        B::Error: std::fmt::Debug;
+}
+
+/// Every scenario, baselines first.
+pub fn each(v: &mut impl Visit) {
+    let svc = service_fn(bare);
+    v.visit("bare service_fn", svc);
+
+    // Untouched: the layer is there, the handler asks nothing of it.
+    let svc = ContextLayer::new().layer(service_fn(bare));
+    v.visit("ContextLayer untouched", svc);
+
+    let svc = tower_cookies::CookieManagerLayer::new().layer(service_fn(bare));
+    v.visit("tower-cookies CookieManagerLayer untouched", svc);
+
+    let svc = tower_http::catch_panic::CatchPanicLayer::new().layer(service_fn(bare));
+    v.visit("tower-http CatchPanicLayer", svc);
+
+    // One response change: an after-hook adds a header...
+    let svc = ContextLayer::new().layer(service_fn(|req: Req| {
+        ctx(&req)
+            .after(|mut res| async move {
+                res.headers_mut().insert("x-hooked", HeaderValue::from_static("1"));
+                Ok(res)
+            })
+            .unwrap();
+        bare(req)
+    }));
+    v.visit("ContextLayer one after-hook", svc);
+
+    // ...the same change with axum's middleware.
+    let svc = axum::middleware::from_fn(|req: Req, next: axum::middleware::Next| async move {
+        let mut res = next.run(req).await;
+        res.headers_mut().insert("x-hooked", HeaderValue::from_static("1"));
+        res
+    })
+    .layer(service_fn(bare));
+    v.visit("axum from_fn adding a header", svc);
+
+    let svc = axum::middleware::map_response(|mut res: Response<Full<Bytes>>| async move {
+        res.headers_mut().insert("x-hooked", HeaderValue::from_static("1"));
+        res
+    })
+    .layer(service_fn(bare));
+    v.visit("axum map_response adding a header", svc);
+
+    let svc = ContextLayer::new().layer(service_fn(|req: Req| async move {
+        let _ = ctx(&req).end(Response::new(Full::new(Bytes::from_static(b"ended"))));
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+    }));
+    v.visit("ContextLayer end", svc);
+
+    let svc = ContextLayer::new().layer(service_fn(|_: Req| async {
+        Err::<Response<Full<Bytes>>, _>(HttpError::new(400).message("name required"))
+    }));
+    v.visit("ContextLayer thrown error as JSON", svc);
+
+    cookies(v);
+}
+
+/// One cookie read plus one signed cookie set, three ways.
+fn cookies(v: &mut impl Visit) {
+    let secret = [7_u8; 64];
+
+    let layer = ContextLayer::new().keys(Keys::new([secret.to_vec()]));
+    let svc = layer.layer(service_fn(|req: Req| {
+        let ctx = ctx(&req);
+        let jar = ctx.cookies();
+        black_box(jar.get("session"));
+        jar.set_signed(("user", "ann")).unwrap();
+        bare(req)
+    }));
+    v.visit("ContextLayer cookie read + signed set", svc);
+
+    let key = tower_cookies::Key::from(&secret);
+    let svc = tower_cookies::CookieManagerLayer::new().layer(service_fn(move |req: Req| {
+        let cookies = req.extensions().get::<tower_cookies::Cookies>().cloned().unwrap();
+        black_box(cookies.get("session"));
+        cookies.signed(&key).add(tower_cookies::Cookie::new("user", "ann"));
+        bare(req)
+    }));
+    v.visit("tower-cookies cookie read + signed set", svc);
+
+    let key = axum_extra::extract::cookie::Key::from(&secret);
+    let svc = service_fn(move |req: Req| {
+        let jar = axum_extra::extract::cookie::SignedCookieJar::from_headers(req.headers(), key.clone());
+        black_box(jar.get("session"));
+        let jar = jar.add(axum_extra::extract::cookie::Cookie::new("user", "ann"));
+        async move {
+            use axum::response::IntoResponse;
+            Ok::<_, Infallible>((jar, "hello").into_response())
+        }
+    });
+    v.visit("axum-extra SignedCookieJar read + signed set", svc);
+}
