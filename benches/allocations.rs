@@ -6,6 +6,8 @@
 //!
 //! Prints one row per scenario: allocations per request, and the difference from the
 //! bare service (what the layer adds). Counts are exact and repeatable, unlike times.
+//! `SCENARIO=untouched` runs only the scenarios whose name contains that text (and
+//! the bare baseline), which is handy under `valgrind --tool=callgrind`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +48,9 @@ const ROUNDS: u64 = 1000;
 struct Counter {
     rt: tokio::runtime::Runtime,
     bare: Option<f64>,
+    /// Only scenarios whose name contains this (and the bare baseline) run: for
+    /// profiling one path under callgrind.
+    only: Option<String>,
 }
 
 impl scenarios::Visit for Counter {
@@ -56,6 +61,9 @@ impl scenarios::Visit for Counter {
         B: http_body::Body<Data = bytes::Bytes>,
         B::Error: std::fmt::Debug,
     {
+        if self.bare.is_some() && self.only.as_ref().is_some_and(|only| !name.contains(only.as_str())) {
+            return;
+        }
         // Warm up: first-use allocations (lazy statics, runtime internals) are not
         // per-request costs.
         for _ in 0..10 {
@@ -76,5 +84,6 @@ fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` runs this too, so keep it quick.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     println!("{:<50} {:>8} {:>8}", "scenario", "allocs", "added");
-    scenarios::each(&mut Counter { rt, bare: None });
+    let only = std::env::var("SCENARIO").ok();
+    scenarios::each(&mut Counter { rt, bare: None, only });
 }

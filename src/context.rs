@@ -77,12 +77,14 @@ pub(crate) struct Inner {
 #[derive(Default)]
 pub(crate) struct Shared {
     pub(crate) hooks: Vec<Hook>,
-    /// The response given to `end`, until the layer takes it.
-    pub(crate) ended: Option<Response<Body>>,
+    /// The response given to `end`, until the layer takes it (boxed: rare, and a
+    /// response head is large next to everything else here).
+    pub(crate) ended: Option<Box<Response<Body>>>,
     /// An error from `emit_error` or a task, until the layer takes it.
     pub(crate) error: Option<HttpError>,
     pub(crate) edits: Vec<Edit>,
-    pub(crate) listeners: Listeners,
+    /// Made when the first listener is added.
+    pub(crate) listeners: Option<Box<Listeners>>,
     pub(crate) tasks: Vec<tokio::task::AbortHandle>,
 }
 
@@ -106,6 +108,14 @@ pub(crate) mod flag {
     pub(crate) const ERROR_PATH: u32 = 1 << 8;
     /// `catch_stream` was called.
     pub(crate) const STREAM_CAUGHT: u32 = 1 << 9;
+    /// Someone awaits `done()`: completion must notify.
+    pub(crate) const WAITING: u32 = 1 << 10;
+}
+
+impl Shared {
+    pub(crate) fn listeners(&mut self) -> &mut Listeners {
+        self.listeners.get_or_insert_with(Box::default)
+    }
 }
 
 /// A response edit made before there was a response to edit.
@@ -313,7 +323,7 @@ impl Context {
         if self.has(flag::END_CALLED | flag::RESPONDED | flag::ERROR_PATH) {
             return Ended { first: false };
         }
-        shared.ended = Some(response);
+        shared.ended = Some(Box::new(response));
         self.set(flag::END_CALLED | flag::SIGNAL);
         drop(shared);
         self.inner.waker.wake();
@@ -529,6 +539,25 @@ static PREFIX: LazyLock<u32> = LazyLock::new(|| {
 });
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
+/// Ids are handed to threads in blocks, so making one touches no shared cache line.
+const ID_BLOCK: u64 = 1024;
+
+thread_local! {
+    static ID_RANGE: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+fn next_id() -> u64 {
+    ID_RANGE.with(|range| {
+        let (mut next, mut end) = range.get();
+        if next == end {
+            next = NEXT.fetch_add(ID_BLOCK, Ordering::Relaxed);
+            end = next + ID_BLOCK;
+        }
+        range.set((next + 1, end));
+        next
+    })
+}
+
 impl Id {
     fn adopt(value: &HeaderValue) -> Option<Id> {
         value.to_str().ok().filter(|s| !s.is_empty()).map(|_| Id::Adopted(value.clone()))
@@ -542,7 +571,7 @@ impl Id {
             *slot = HEX[((prefix >> (28 - 4 * i)) & 0xf) as usize];
         }
         buf[8] = b'-';
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let n = next_id();
         let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
         for i in 0..digits {
             buf[9 + i] = HEX[((n >> (4 * (digits - 1 - i))) & 0xf) as usize];
@@ -561,7 +590,19 @@ impl Id {
 }
 
 /// The request headers the crate reads, captured in one pass over the header map.
-pub(crate) struct Captured([Option<HeaderValue>; CAPTURED.len()]);
+///
+/// Compact on purpose: the context is made for every request, and most requests
+/// carry only a few of these headers. Each name has a one-byte slot; values sit
+/// inline up to `INLINE`, then in a vector that is allocated only past that.
+pub(crate) struct Captured {
+    /// Per name of `CAPTURED`: 0 when absent, else 1 + the value's index.
+    slots: [u8; CAPTURED.len()],
+    inline: [Option<HeaderValue>; INLINE],
+    more: Vec<HeaderValue>,
+    len: u8,
+}
+
+const INLINE: usize = 6;
 
 const CAPTURED: [&str; 18] = [
     "accept",
@@ -586,35 +627,92 @@ const CAPTURED: [&str; 18] = [
 
 const COOKIE_SLOT: usize = 6;
 
+/// The slot of a lowercase header name (as `HeaderName::as_str` gives it).
+fn slot(name: &str) -> Option<usize> {
+    // A match on the string compiles to a switch on length, then a compare or two:
+    // cheaper than walking the list for every request header.
+    Some(match name {
+        "accept" => 0,
+        "accept-charset" => 1,
+        "accept-encoding" => 2,
+        "accept-language" => 3,
+        "cache-control" => 4,
+        "content-type" => 5,
+        "cookie" => 6,
+        "forwarded" => 7,
+        "host" => 8,
+        "if-modified-since" => 9,
+        "if-none-match" => 10,
+        "origin" => 11,
+        "referer" => 12,
+        "user-agent" => 13,
+        "x-forwarded-for" => 14,
+        "x-forwarded-host" => 15,
+        "x-forwarded-proto" => 16,
+        "x-sessionid" => 17,
+        _ => return None,
+    })
+}
+
 impl Captured {
     fn capture(headers: &HeaderMap) -> Captured {
-        let mut slots: [Option<HeaderValue>; CAPTURED.len()] = Default::default();
+        let mut captured =
+            Captured { slots: [0; CAPTURED.len()], inline: Default::default(), more: Vec::new(), len: 0 };
         for (name, value) in headers {
-            let Some(index) = CAPTURED.iter().position(|c| *c == name.as_str()) else {
+            let Some(index) = slot(name.as_str()) else {
                 continue;
             };
-            let slot = &mut slots[index];
-            *slot = Some(match slot.take() {
-                None => value.clone(),
-                Some(first) => {
-                    let separator: &[u8] = if index == COOKIE_SLOT { b"; " } else { b", " };
-                    let mut joined = Vec::with_capacity(first.len() + 2 + value.len());
-                    joined.extend_from_slice(first.as_bytes());
-                    joined.extend_from_slice(separator);
-                    joined.extend_from_slice(value.as_bytes());
-                    // Two valid values joined by a visible separator stay valid.
-                    HeaderValue::from_bytes(&joined).unwrap_or(first)
+            match captured.slots[index] {
+                0 => {
+                    let at = usize::from(captured.len);
+                    if at < INLINE {
+                        captured.inline[at] = Some(value.clone());
+                    } else {
+                        captured.more.push(value.clone());
+                    }
+                    captured.len += 1;
+                    // At most 18 names, so the index always fits.
+                    #[allow(clippy::cast_possible_truncation)]
+                    let stored = captured.len as u8;
+                    captured.slots[index] = stored;
                 }
-            });
+                stored => {
+                    let separator: &[u8] = if index == COOKIE_SLOT { b"; " } else { b", " };
+                    if let Some(first) = captured.value_mut(usize::from(stored) - 1) {
+                        let mut joined = Vec::with_capacity(first.len() + 2 + value.len());
+                        joined.extend_from_slice(first.as_bytes());
+                        joined.extend_from_slice(separator);
+                        joined.extend_from_slice(value.as_bytes());
+                        // Two valid values joined by a visible separator stay valid.
+                        if let Ok(joined) = HeaderValue::from_bytes(&joined) {
+                            *first = joined;
+                        }
+                    }
+                }
+            }
         }
-        Captured(slots)
+        captured
+    }
+
+    fn value_mut(&mut self, at: usize) -> Option<&mut HeaderValue> {
+        match at.checked_sub(INLINE) {
+            None => self.inline[at].as_mut(),
+            Some(beyond) => self.more.get_mut(beyond),
+        }
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&HeaderValue> {
         // Referrer is the spelling the header's name should have had.
         let name = if name.eq_ignore_ascii_case("referrer") { "referer" } else { name };
-        let index = CAPTURED.iter().position(|c| c.eq_ignore_ascii_case(name))?;
-        self.0[index].as_ref()
+        let index = match slot(name) {
+            Some(index) => index,
+            None => CAPTURED.iter().position(|c| c.eq_ignore_ascii_case(name))?,
+        };
+        let at = usize::from(self.slots[index]).checked_sub(1)?;
+        match at.checked_sub(INLINE) {
+            None => self.inline[at].as_ref(),
+            Some(beyond) => self.more.get(beyond),
+        }
     }
 }
 
@@ -632,8 +730,19 @@ mod tests {
     }
 
     #[test]
-    fn the_cookie_slot_is_the_cookie_header() {
+    fn slots_match_the_list() {
         assert_eq!(CAPTURED[COOKIE_SLOT], "cookie");
+        for (index, name) in CAPTURED.iter().enumerate() {
+            assert_eq!(slot(name), Some(index), "{name}");
+        }
+        assert_eq!(slot("x-other"), None);
+    }
+
+    #[test]
+    fn ids_from_one_thread_are_consecutive_within_a_block() {
+        let a = next_id();
+        let b = next_id();
+        assert!(b == a + 1 || b % ID_BLOCK == 1 || a % ID_BLOCK == 0, "{a} {b}");
     }
 
     #[test]
@@ -651,5 +760,19 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("referer", HeaderValue::from_static("/from"));
         assert_eq!(Captured::capture(&headers).get("Referrer").unwrap(), "/from");
+    }
+
+    #[test]
+    fn every_captured_header_is_kept_past_the_inline_ones() {
+        let mut headers = HeaderMap::new();
+        for (i, name) in CAPTURED.iter().enumerate() {
+            headers.insert(*name, HeaderValue::from(i));
+        }
+        headers.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        let captured = Captured::capture(&headers);
+        for (i, name) in CAPTURED.iter().enumerate() {
+            let want = if *name == "x-forwarded-for" { format!("{i}, 10.0.0.1") } else { i.to_string() };
+            assert_eq!(captured.get(name).unwrap(), want.as_str(), "{name}");
+        }
     }
 }

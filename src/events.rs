@@ -44,7 +44,7 @@ impl Context {
             call_quietly(|| f(self));
             return;
         }
-        shared.listeners.end.push(Box::new(f));
+        shared.listeners().end.push(Box::new(f));
         self.set(flag::LISTENERS);
     }
 
@@ -59,7 +59,7 @@ impl Context {
             }
             Some(Outcome::Closed) => {}
             None => {
-                shared.listeners.finish.push(Box::new(f));
+                shared.listeners().finish.push(Box::new(f));
                 self.set(flag::LISTENERS);
             }
         }
@@ -77,7 +77,7 @@ impl Context {
             }
             Some(Outcome::Finished) => {}
             None => {
-                shared.listeners.close.push(Box::new(f));
+                shared.listeners().close.push(Box::new(f));
                 self.set(flag::LISTENERS);
             }
         }
@@ -91,7 +91,7 @@ impl Context {
     pub fn on_error(&self, f: impl FnMut(&HttpError) + Send + 'static) {
         let mut shared = self.lock();
         if self.outcome().is_none() {
-            shared.listeners.error.push(Box::new(f));
+            shared.listeners().error.push(Box::new(f));
             self.set(flag::LISTENERS);
         }
     }
@@ -122,6 +122,7 @@ impl Context {
     /// # }
     /// ```
     pub async fn done(&self) -> Outcome {
+        self.set(flag::WAITING);
         loop {
             let mut notified = pin!(self.inner.done.notified());
             notified.as_mut().enable();
@@ -137,7 +138,10 @@ impl Context {
         if !self.has(flag::LISTENERS) {
             return;
         }
-        let listeners = mem::take(&mut self.lock().listeners.end);
+        let listeners = match self.lock().listeners.as_mut() {
+            Some(listeners) => mem::take(&mut listeners.end),
+            None => return,
+        };
         for listener in listeners {
             call_quietly(|| listener(self));
         }
@@ -152,7 +156,10 @@ impl Context {
         if !self.has(flag::LISTENERS) {
             return;
         }
-        let mut listeners = mem::take(&mut self.lock().listeners.error);
+        let mut listeners = match self.lock().listeners.as_mut() {
+            Some(listeners) => mem::take(&mut listeners.error),
+            None => return,
+        };
         if listeners.is_empty() {
             return;
         }
@@ -162,8 +169,9 @@ impl Context {
         let mut shared = self.lock();
         if self.outcome().is_none() {
             // Keep the order: these first, then any added while they ran.
-            listeners.append(&mut shared.listeners.error);
-            shared.listeners.error = listeners;
+            let current = shared.listeners();
+            listeners.append(&mut current.error);
+            current.error = listeners;
         }
     }
 
@@ -188,7 +196,7 @@ impl Context {
             Outcome::Finished => flag::FINISHED,
             Outcome::Closed => flag::CLOSED,
         });
-        let listeners = mem::take(&mut shared.listeners);
+        let listeners = shared.listeners.take();
         let tasks = mem::take(&mut shared.tasks);
         let hooks = mem::take(&mut shared.hooks);
         let ended = shared.ended.take();
@@ -200,24 +208,29 @@ impl Context {
                 task.abort();
             }
         }
-        let mut error_listeners = listeners.error;
-        if let Some(error) = error {
-            // An error that arrived when nothing could render it any more.
-            for listener in &mut error_listeners {
-                call_quietly(|| listener(&error));
+        if let Some(listeners) = listeners {
+            let Listeners { end, finish, close, error: mut error_listeners } = *listeners;
+            if let Some(error) = &error {
+                // An error that arrived when nothing could render it any more.
+                for listener in &mut error_listeners {
+                    call_quietly(|| listener(error));
+                }
             }
+            let fire = match outcome {
+                Outcome::Finished => finish,
+                Outcome::Closed => close,
+            };
+            for listener in fire {
+                call_quietly(|| listener(self));
+            }
+            // User closures are dropped here, outside the lock: their drop code may
+            // call back into the context.
+            drop((end, error_listeners));
         }
-        let fire = match outcome {
-            Outcome::Finished => listeners.finish,
-            Outcome::Closed => listeners.close,
-        };
-        for listener in fire {
-            call_quietly(|| listener(self));
+        drop((tasks, hooks, ended, error, edits));
+        if self.has(flag::WAITING) {
+            self.inner.done.notify_waiters();
         }
-        // User closures are dropped here, outside the lock: their drop code may call
-        // back into the context.
-        drop((listeners.end, error_listeners, tasks, hooks, ended, edits));
-        self.inner.done.notify_waiters();
     }
 
     /// Aborts the request's tasks (the error path cancels the request's scope).
@@ -241,14 +254,20 @@ fn call_quietly(f: impl FnOnce()) {
 /// The right to complete a request: it fires Finish or Close exactly once. The layer's
 /// response future holds it until the response leaves, then the body does.
 pub(crate) struct Completion {
-    ctx: Option<Context>,
+    ctx: Context,
+    /// Finish or Close has been fired through this completion.
+    done: bool,
     expected: Option<u64>,
     sent: u64,
 }
 
 impl Completion {
     pub(crate) fn new(ctx: Context) -> Self {
-        Completion { ctx: Some(ctx), expected: None, sent: 0 }
+        Completion { ctx, done: false, expected: None, sent: 0 }
+    }
+
+    pub(crate) fn ctx(&self) -> &Context {
+        &self.ctx
     }
 
     /// The body's exact length, when known (0 for a body already at its end): a body
@@ -266,38 +285,38 @@ impl Completion {
         self.expected == Some(self.sent)
     }
 
-    pub(crate) fn finish(mut self) {
-        if let Some(ctx) = self.ctx.take() {
-            ctx.complete(Outcome::Finished);
-        }
+    fn fire(mut self, outcome: Outcome) {
+        self.done = true;
+        self.ctx.complete(outcome);
     }
 
-    pub(crate) fn close(mut self) {
-        if let Some(ctx) = self.ctx.take() {
-            ctx.complete(Outcome::Closed);
-        }
+    pub(crate) fn finish(self) {
+        self.fire(Outcome::Finished);
+    }
+
+    pub(crate) fn close(self) {
+        self.fire(Outcome::Closed);
     }
 
     /// The body failed mid-stream: Error, then Close.
-    pub(crate) fn fail(mut self, err: &BoxError) {
-        if let Some(ctx) = self.ctx.take() {
-            // A caught stream has reported its own error already.
-            if !err.is::<crate::stream::StreamFailed>() {
-                let err = match err.downcast_ref::<HttpError>() {
-                    Some(http) => http.clone(),
-                    None => HttpError::new(500).with_source(BodyError(err.to_string())),
-                };
-                ctx.report_error(&err);
-            }
-            ctx.complete(Outcome::Closed);
+    pub(crate) fn fail(self, err: &BoxError) {
+        // A caught stream has reported its own error already.
+        if !err.is::<crate::stream::StreamFailed>() {
+            let err = match err.downcast_ref::<HttpError>() {
+                Some(http) => http.clone(),
+                None => HttpError::new(500).with_source(BodyError(err.to_string())),
+            };
+            self.ctx.report_error(&err);
         }
+        self.fire(Outcome::Closed);
     }
 }
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        if let Some(ctx) = self.ctx.take() {
-            ctx.complete(Outcome::Closed);
+        if !self.done {
+            self.done = true;
+            self.ctx.complete(Outcome::Closed);
         }
     }
 }

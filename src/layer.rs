@@ -225,14 +225,12 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let (ctx, completion) = match request.extensions().get::<Context>() {
-            Some(ctx) => (ctx.clone(), None),
-            None => {
-                let ctx = Context::new(&request, self.config.clone());
-                request.extensions_mut().insert(ctx.clone());
-                let completion = Completion::new(ctx.clone());
-                (ctx, Some(completion))
-            }
+        let completion = if request.extensions().get::<Context>().is_some() {
+            None
+        } else {
+            let ctx = Context::new(&request, self.config.clone());
+            request.extensions_mut().insert(ctx.clone());
+            Some(Completion::new(ctx))
         };
         let state = if let Some(err) = self.not_ready.take() {
             State::Failed { error: Some(err) }
@@ -245,7 +243,7 @@ where
             State::Inner { future: self.inner.call(request) }
         };
         let owner = completion.is_some();
-        ResponseFuture { state, ctx, completion, owner, catch_panic: self.config.catch_panic }
+        ResponseFuture { state, completion, owner, catch_panic: self.config.catch_panic }
     }
 }
 
@@ -254,9 +252,9 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         state: State<F>,
-        ctx: Context,
         // Present while this layer owns the request's lifecycle (it made the context)
-        // and the response has not left. Dropped with the future: Close.
+        // and the response has not left; it holds the context. Dropped with the
+        // future: Close.
         completion: Option<Completion>,
         owner: bool,
         catch_panic: bool,
@@ -267,9 +265,11 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Inner { #[pin] future: F },
-        Hooks { response: Option<Response<Body>>, running: Option<HookFuture> },
+        // Boxed: these states are rare, and the response future stays small (it is
+        // moved around by every layer above).
+        Hooks { response: Option<Box<Response<Body>>>, running: Option<HookFuture> },
         // Waiting for the body's first frame before the head may go (first-frame mode).
-        FirstFrame { response: Option<Response<Body>> },
+        FirstFrame { response: Option<Box<Response<Body>>> },
         Failed { error: Option<HttpError> },
         Done,
     }
@@ -277,7 +277,7 @@ pin_project! {
 
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").field("ctx", &self.ctx).finish_non_exhaustive()
+        f.debug_struct("ResponseFuture").field("owner", &self.owner).finish_non_exhaustive()
     }
 }
 
@@ -295,7 +295,7 @@ impl Context {
         let mut shared = self.lock();
         let signal = match shared.error.take() {
             Some(err) => Some(Signal::Error(err)),
-            None => shared.ended.take().map(Signal::End),
+            None => shared.ended.take().map(|ended| Signal::End(*ended)),
         };
         if shared.error.is_none() && shared.ended.is_none() {
             self.clear(flag::SIGNAL);
@@ -322,10 +322,25 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let output = if *this.owner {
-            ready!(poll_owner(this.state.as_mut(), this.ctx, this.completion, *this.catch_panic, cx))
-        } else {
-            ready!(this.state.as_mut().poll_passthrough(*this.catch_panic, cx))
+        let output = match this.completion.take() {
+            Some(completion) => {
+                // Held in a local while the request runs, so that even an unwinding
+                // panic (with catch_panic off) drops it and fires Close.
+                let polled = poll_owner(this.state.as_mut(), completion.ctx(), *this.catch_panic, cx);
+                match polled {
+                    Poll::Pending => {
+                        *this.completion = Some(completion);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(mut response) => {
+                        // The body takes over: Finish at its end, Close if dropped first.
+                        response.body_mut().watch(completion);
+                        Ok(response)
+                    }
+                }
+            }
+            None if *this.owner => panic!("ResponseFuture polled after completion"),
+            None => ready!(this.state.as_mut().poll_passthrough(*this.catch_panic, cx)),
         };
         // Whatever the state still holds (the inner future, a hook) is dropped now.
         this.state.set(State::Done);
@@ -337,10 +352,9 @@ where
 fn poll_owner<F, B, E>(
     mut state: Pin<&mut State<F>>,
     ctx: &Context,
-    completion: &mut Option<Completion>,
     catch_panic: bool,
     cx: &mut TaskContext<'_>,
-) -> Poll<Output<B>>
+) -> Poll<Response<ResponseBody<B>>>
 where
     F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError>,
@@ -357,9 +371,9 @@ where
                 };
                 let response = match polled {
                     Ok(Poll::Pending) => return Poll::Pending,
-                    Err(panic) => return Poll::Ready(fail(ctx, completion, panic, None)),
+                    Err(panic) => return Poll::Ready(fail(ctx, panic, None)),
                     Ok(Poll::Ready(Err(Signal::Error(err)))) => {
-                        return Poll::Ready(fail(ctx, completion, err, None));
+                        return Poll::Ready(fail(ctx, err, None));
                     }
                     Ok(Poll::Ready(Err(Signal::End(ended)))) => ended,
                     Ok(Poll::Ready(Ok(Err(err)))) => {
@@ -371,30 +385,30 @@ where
                             }
                             None => HttpError::from_error(err),
                         };
-                        return Poll::Ready(fail(ctx, completion, err, None));
+                        return Poll::Ready(fail(ctx, err, None));
                     }
                     Ok(Poll::Ready(Ok(Ok(mut response)))) => {
                         match ctx.take_signal() {
                             Some(Signal::Error(err)) => {
                                 let prior = response.map(Body::new);
-                                return Poll::Ready(fail(ctx, completion, err, Some(prior)));
+                                return Poll::Ready(fail(ctx, err, Some(prior)));
                             }
                             Some(Signal::End(ended)) => ended,
                             None => {
                                 if let Some(Thrown(err)) = response.extensions_mut().remove::<Thrown>() {
                                     let prior = response.map(Body::new);
-                                    return Poll::Ready(fail(ctx, completion, err, Some(prior)));
+                                    return Poll::Ready(fail(ctx, err, Some(prior)));
                                 }
                                 if !ctx.has(flag::WORK) {
                                     if wants_first_frame(ctx, &response) {
-                                        let response = Some(response.map(Body::new));
+                                        let response = Some(Box::new(response.map(Body::new)));
                                         state.set(State::FirstFrame { response });
                                         continue;
                                     }
                                     // Nothing asked to change the response: it goes
                                     // out with the inner body as it is.
                                     let response = response.map(ResponseBody::inner);
-                                    return Poll::Ready(respond(ctx, completion, response, false));
+                                    return Poll::Ready(respond(ctx, response, false));
                                 }
                                 response.map(Body::new)
                             }
@@ -406,30 +420,30 @@ where
             StateProj::Hooks { response, running } => {
                 if running.is_none() {
                     let Some(hook) = ctx.next_hook() else {
-                        let response = response.take().unwrap_or_default();
+                        let response = *response.take().unwrap_or_default();
                         if wants_first_frame(ctx, &response) {
-                            state.set(State::FirstFrame { response: Some(response) });
+                            state.set(State::FirstFrame { response: Some(Box::new(response)) });
                             continue;
                         }
                         state.set(State::Done);
                         let response = response.map(ResponseBody::replaced);
-                        return Poll::Ready(respond(ctx, completion, response, false));
+                        return Poll::Ready(respond(ctx, response, false));
                     };
-                    let input = response.take().unwrap_or_default();
+                    let input = *response.take().unwrap_or_default();
                     match guarded(catch_panic, || hook(input)) {
                         Ok(future) => *running = Some(future),
-                        Err(panic) => return Poll::Ready(fail(ctx, completion, panic, None)),
+                        Err(panic) => return Poll::Ready(fail(ctx, panic, None)),
                     }
                 }
                 ctx.inner.waker.register(cx.waker());
                 match ctx.take_signal() {
                     Some(Signal::Error(err)) => {
                         *running = None;
-                        return Poll::Ready(fail(ctx, completion, err, None));
+                        return Poll::Ready(fail(ctx, err, None));
                     }
                     Some(Signal::End(ended)) => {
                         *running = None;
-                        return Poll::Ready(end_in_hook(ctx, completion, ended));
+                        return Poll::Ready(end_in_hook(ctx, ended));
                     }
                     None => {}
                 }
@@ -438,18 +452,18 @@ where
                     Ok(Poll::Pending) => return Poll::Pending,
                     Err(err) | Ok(Poll::Ready(Err(err))) => {
                         *running = None;
-                        return Poll::Ready(fail(ctx, completion, err, None));
+                        return Poll::Ready(fail(ctx, err, None));
                     }
                     Ok(Poll::Ready(Ok(next))) => {
                         *running = None;
                         match ctx.take_signal() {
                             Some(Signal::Error(err)) => {
-                                return Poll::Ready(fail(ctx, completion, err, Some(next)));
+                                return Poll::Ready(fail(ctx, err, Some(next)));
                             }
                             Some(Signal::End(ended)) => {
-                                return Poll::Ready(end_in_hook(ctx, completion, ended));
+                                return Poll::Ready(end_in_hook(ctx, ended));
                             }
-                            None => *response = Some(next),
+                            None => *response = Some(Box::new(next)),
                         }
                     }
                 }
@@ -457,14 +471,9 @@ where
             StateProj::FirstFrame { response } => {
                 ctx.inner.waker.register(cx.waker());
                 match ctx.take_signal() {
-                    Some(Signal::Error(err)) => return Poll::Ready(fail(ctx, completion, err, None)),
+                    Some(Signal::Error(err)) => return Poll::Ready(fail(ctx, err, None)),
                     Some(Signal::End(ended)) => {
-                        return Poll::Ready(respond(
-                            ctx,
-                            completion,
-                            ended.map(ResponseBody::replaced),
-                            false,
-                        ));
+                        return Poll::Ready(respond(ctx, ended.map(ResponseBody::replaced), false));
                     }
                     None => {}
                 }
@@ -481,9 +490,9 @@ where
                             (true, Some(Signal::Error(reported))) => reported,
                             _ => HttpError::from_error(err),
                         };
-                        return Poll::Ready(fail(ctx, completion, err, None));
+                        return Poll::Ready(fail(ctx, err, None));
                     }
-                    Err(panic) => return Poll::Ready(fail(ctx, completion, panic, None)),
+                    Err(panic) => return Poll::Ready(fail(ctx, panic, None)),
                 };
                 let (parts, rest) = response.take().unwrap_or_default().into_parts();
                 let body = match first {
@@ -491,12 +500,12 @@ where
                     None => Body::empty(),
                 };
                 let response = Response::from_parts(parts, ResponseBody::replaced(body));
-                return Poll::Ready(respond(ctx, completion, response, false));
+                return Poll::Ready(respond(ctx, response, false));
             }
             StateProj::Failed { error } => {
                 let err = error.take().unwrap_or_else(|| HttpError::new(500));
                 state.set(State::Done);
-                return Poll::Ready(fail(ctx, completion, err, None));
+                return Poll::Ready(fail(ctx, err, None));
             }
             StateProj::Done => panic!("ResponseFuture polled after completion"),
         }
@@ -545,26 +554,21 @@ fn start_hooks<F>(ctx: &Context, response: Response<Body>) -> State<F> {
         apply_edits(edits, &mut parts.status, &mut parts.headers);
         Response::from_parts(parts, body)
     };
-    State::Hooks { response: Some(response), running: None }
+    State::Hooks { response: Some(Box::new(response)), running: None }
 }
 
 /// `end` was called while a hook ran: its response is final, later hooks are skipped.
-fn end_in_hook<B>(ctx: &Context, completion: &mut Option<Completion>, ended: Response<Body>) -> Output<B>
+fn end_in_hook<B>(ctx: &Context, ended: Response<Body>) -> Response<ResponseBody<B>>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
     drop(ctx.skip_hooks());
-    respond(ctx, completion, ended.map(ResponseBody::replaced), false)
+    respond(ctx, ended.map(ResponseBody::replaced), false)
 }
 
 /// The error path: Error fires, the app's hook decides, the error is rendered.
-fn fail<B>(
-    ctx: &Context,
-    completion: &mut Option<Completion>,
-    err: HttpError,
-    prior: Option<Response<Body>>,
-) -> Output<B>
+fn fail<B>(ctx: &Context, err: HttpError, prior: Option<Response<Body>>) -> Response<ResponseBody<B>>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -600,17 +604,16 @@ where
             Response::from_parts(parts, body)
         }
     };
-    respond(ctx, completion, response.map(ResponseBody::replaced), true)
+    respond(ctx, response.map(ResponseBody::replaced), true)
 }
 
-/// Every path ends here: cookies, body rules, End, and the body takes over the
-/// request's completion.
+/// Every path ends here: cookies, body rules, End. (The caller then hands the
+/// request's completion to the body.)
 fn respond<B>(
     ctx: &Context,
-    completion: &mut Option<Completion>,
     mut response: Response<ResponseBody<B>>,
     on_error_path: bool,
-) -> Output<B>
+) -> Response<ResponseBody<B>>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -621,11 +624,11 @@ where
             // An error arrived while the last hook finished: it still wins.
             drop(shared);
             let prior = response.map(|_| Body::empty());
-            return fail(ctx, completion, err, Some(prior));
+            return fail(ctx, err, Some(prior));
         }
         if let Some(ended) = shared.ended.take() {
             // `end` arrived after the hooks were done but before the response left.
-            response = ended.map(ResponseBody::replaced);
+            response = (*ended).map(ResponseBody::replaced);
         }
     }
     ctx.set(flag::RESPONDED);
@@ -654,8 +657,5 @@ where
     if let Some(err) = late_error {
         ctx.report_error(&err);
     }
-    if let Some(completion) = completion.take() {
-        response.body_mut().watch(completion);
-    }
-    Ok(response)
+    response
 }
