@@ -27,8 +27,8 @@ use crate::{Body, BoxError};
 /// the request extensions; handlers take it as an axum extractor, tower services find
 /// it with `req.extensions().get::<Context>()`. It is a cheap handle (one `Arc`):
 /// clone it into hooks, listeners and tasks freely. Everything it holds that could
-/// point back at it (hooks, listeners, task handles) is released when the request
-/// completes, so a hook that captured a clone does not leak the request.
+/// point back at it (hooks, listeners, task handles, the state map) is released when
+/// the request completes, so a hook that captured a clone does not leak the request.
 ///
 /// ```
 /// use axum::{Router, routing::get, http::HeaderValue};
@@ -90,7 +90,7 @@ pub(crate) struct Shared {
 
 /// Flag bits of `Inner::flags`.
 pub(crate) mod flag {
-    /// `end()` was accepted.
+    /// `end()` was accepted in the current phase (before the hooks, or during them).
     pub(crate) const END_CALLED: u32 = 1;
     /// `Shared::ended` or `Shared::error` holds something for the layer.
     pub(crate) const SIGNAL: u32 = 1 << 1;
@@ -100,7 +100,9 @@ pub(crate) mod flag {
     pub(crate) const RESPONDED: u32 = 1 << 3;
     pub(crate) const FINISHED: u32 = 1 << 4;
     pub(crate) const CLOSED: u32 = 1 << 5;
-    /// Something to apply to the response: hooks or deferred edits exist.
+    /// Something to apply to the response: hooks or deferred edits exist. Set with
+    /// one atomic read-modify-write against `HOOKS_STARTED`, so a hook is either
+    /// refused or seen by the layer, never silently lost.
     pub(crate) const WORK: u32 = 1 << 6;
     /// Some listener is registered.
     pub(crate) const LISTENERS: u32 = 1 << 7;
@@ -110,6 +112,8 @@ pub(crate) mod flag {
     pub(crate) const STREAM_CAUGHT: u32 = 1 << 9;
     /// Someone awaits `done()`: completion must notify.
     pub(crate) const WAITING: u32 = 1 << 10;
+    /// The caught stream failed and reported its error to the context.
+    pub(crate) const STREAM_FAILED: u32 = 1 << 11;
 }
 
 impl Shared {
@@ -227,6 +231,10 @@ impl Context {
         self.inner.flags.fetch_and(!bits, Ordering::AcqRel);
     }
 
+    pub(crate) fn state_map(&self) -> MutexGuard<'_, Extensions> {
+        self.inner.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub(crate) fn config(&self) -> &Config {
         &self.inner.config
     }
@@ -292,6 +300,10 @@ impl Context {
 
     /// The typed per-request map (Toa's `ctx.state`).
     ///
+    /// It lives until the request completes: `on_finish` and `on_close` listeners can
+    /// still read it, then it is cleared (so a value that holds this context does not
+    /// keep it alive).
+    ///
     /// ```
     /// # use tower_context::Context;
     /// # fn f(ctx: Context) {
@@ -311,8 +323,11 @@ impl Context {
     /// layer drops the inner future at once (the handler does not run past its current
     /// await point), runs the after-hooks that have not run yet, and sends this
     /// response. Called from inside a hook, the remaining hooks are skipped. The first
-    /// call wins; [`Ended::is_first`] says whether this one did. Once the request is on
-    /// the error path, or its response has left, `end` is ignored.
+    /// call wins (and, inside the hooks, the first call there); [`Ended::is_first`]
+    /// says whether this one did. Between `end` and an error from
+    /// [`emit_error`](Self::emit_error) or a task, whichever comes first wins: after
+    /// an accepted `end` such errors are reported to listeners, not rendered. Once the
+    /// request is on the error path, or its response has left, `end` is ignored.
     pub fn end<B>(&self, response: Response<B>) -> Ended
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -320,7 +335,11 @@ impl Context {
     {
         let response = response.map(Body::new);
         let mut shared = self.lock();
-        if self.has(flag::END_CALLED | flag::RESPONDED | flag::ERROR_PATH) {
+        if self.has(flag::END_CALLED | flag::RESPONDED | flag::ERROR_PATH) || shared.error.is_some() {
+            drop(shared);
+            // The refused response is dropped here, outside the lock: its body is
+            // user code.
+            drop(response);
             return Ended { first: false };
         }
         shared.ended = Some(Box::new(response));
@@ -349,13 +368,13 @@ impl Context {
     /// Reports an error, Toa's `ctx.emit('error', err)`.
     ///
     /// While the response has not left the layer, the request stops and the error is
-    /// rendered (the first such error wins). After that the response can no longer
-    /// change: the error goes to the `on_error` listeners and the layer's error hook
-    /// only.
+    /// rendered (the first such error wins, and an accepted [`end`](Self::end) wins
+    /// over later errors). Otherwise the response can no longer change: the error
+    /// goes to the `on_error` listeners and the layer's error hook only.
     pub fn emit_error(&self, error: impl Into<HttpError>) {
         let error = error.into();
         let mut shared = self.lock();
-        if self.has(flag::RESPONDED | flag::ERROR_PATH) || shared.error.is_some() {
+        if self.has(flag::RESPONDED | flag::ERROR_PATH | flag::END_CALLED) || shared.error.is_some() {
             drop(shared);
             self.report_error(&error);
             return;
@@ -393,7 +412,8 @@ impl Context {
         });
         let mut shared = self.lock();
         let flags = self.flags();
-        if flags & flag::CLOSED != 0 {
+        if flags & (flag::CLOSED | flag::ERROR_PATH) != 0 && flags & flag::FINISHED == 0 {
+            // The request's scope is already cancelled.
             handle.abort();
         } else if flags & flag::FINISHED == 0 {
             shared.tasks.retain(|task| !task.is_finished());
@@ -405,12 +425,15 @@ impl Context {
     fn edit(&self, edit: Edit) {
         let mut shared = self.lock();
         shared.edits.push(edit);
+        // Edits that arrive after the hooks started still apply (just before the
+        // response leaves), so the flag only matters before that.
         self.set(flag::WORK);
     }
 
     /// Sets the response status, applied when the response leaves the inner service
     /// (before the hooks run), so a layer or handler without the response in hand
-    /// can still shape it.
+    /// can still shape it. Edits made later (from a hook, say) apply just before the
+    /// response leaves the layer.
     pub fn set_status(&self, status: StatusCode) {
         self.edit(Edit::Status(status));
     }
@@ -496,7 +519,7 @@ pub struct State<'a> {
 
 impl State<'_> {
     fn map(&self) -> MutexGuard<'_, Extensions> {
-        self.ctx.inner.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.ctx.state_map()
     }
 
     /// Inserts a value, returning the one of the same type it replaced.

@@ -22,6 +22,10 @@ pub(crate) struct Listeners {
     finish: Vec<OnceListener>,
     close: Vec<OnceListener>,
     error: Vec<ErrorListener>,
+    /// The error listeners are out being called; errors that arrive meanwhile wait
+    /// in `queued` for that dispatch to deliver them.
+    dispatching: bool,
+    queued: Vec<HttpError>,
 }
 
 /// How a request completed: see [`Context::done`].
@@ -156,22 +160,36 @@ impl Context {
         if !self.has(flag::LISTENERS) {
             return;
         }
-        let mut listeners = match self.lock().listeners.as_mut() {
-            Some(listeners) => mem::take(&mut listeners.error),
-            None => return,
-        };
-        if listeners.is_empty() {
+        let mut shared = self.lock();
+        let Some(registered) = shared.listeners.as_mut() else { return };
+        if registered.dispatching {
+            // Another thread (or a listener itself) is calling the listeners: it
+            // delivers this one too, in order, when it is done with its own.
+            registered.queued.push(err.clone());
             return;
         }
-        for listener in &mut listeners {
-            call_quietly(|| listener(err));
+        if registered.error.is_empty() {
+            return;
         }
-        let mut shared = self.lock();
-        if self.outcome().is_none() {
-            // Keep the order: these first, then any added while they ran.
-            let current = shared.listeners();
-            listeners.append(&mut current.error);
-            current.error = listeners;
+        registered.dispatching = true;
+        let mut listeners = mem::take(&mut registered.error);
+        drop(shared);
+        let mut next = None;
+        loop {
+            let current = next.as_ref().unwrap_or(err);
+            for listener in &mut listeners {
+                call_quietly(|| listener(current));
+            }
+            let mut shared = self.lock();
+            let registered = shared.listeners();
+            if registered.queued.is_empty() {
+                // Keep the order: these first, then any added while they ran.
+                listeners.append(&mut registered.error);
+                registered.error = listeners;
+                registered.dispatching = false;
+                return;
+            }
+            next = Some(registered.queued.remove(0));
         }
     }
 
@@ -180,8 +198,9 @@ impl Context {
     pub(crate) fn report_error(&self, err: &HttpError) {
         self.emit_error_event(err);
         if let Some(hook) = &self.config().on_error {
-            // The response is gone: the hook is told, its answer cannot apply.
-            drop(hook(err.clone(), self));
+            // The response is gone: the hook is told, its answer cannot apply. This can
+            // run inside a body's poll or drop, so a panic in the hook stops here.
+            call_quietly(|| drop(hook(err.clone(), self)));
         }
     }
 
@@ -209,7 +228,7 @@ impl Context {
             }
         }
         if let Some(listeners) = listeners {
-            let Listeners { end, finish, close, error: mut error_listeners } = *listeners;
+            let Listeners { end, finish, close, error: mut error_listeners, .. } = *listeners;
             if let Some(error) = &error {
                 // An error that arrived when nothing could render it any more.
                 for listener in &mut error_listeners {
@@ -228,6 +247,10 @@ impl Context {
             drop((end, error_listeners));
         }
         drop((tasks, hooks, ended, error, edits));
+        // Last, once listeners had their chance to read it: the state map, which may
+        // hold values that hold this context.
+        let state = mem::take(&mut *self.state_map());
+        drop(state);
         if self.has(flag::WAITING) {
             self.inner.done.notify_waiters();
         }
@@ -300,8 +323,9 @@ impl Completion {
 
     /// The body failed mid-stream: Error, then Close.
     pub(crate) fn fail(self, err: &BoxError) {
-        // A caught stream has reported its own error already.
-        if !err.is::<crate::stream::StreamFailed>() {
+        // A caught stream has reported its own error already (whatever the layers
+        // above wrapped its error in).
+        if !self.ctx.has(flag::STREAM_FAILED) {
             let err = match err.downcast_ref::<HttpError>() {
                 Some(http) => http.clone(),
                 None => HttpError::new(500).with_source(BodyError(err.to_string())),

@@ -45,19 +45,30 @@ impl Context {
         Fut: Future<Output = Result<Response<Body>, HttpError>> + Send + 'static,
     {
         let mut shared = self.lock();
-        if self.has(flag::HOOKS_STARTED | flag::RESPONDED | flag::ERROR_PATH) {
+        // One read-modify-write: either the layer's decision (which sets
+        // HOOKS_STARTED the same way) sees WORK, or this call sees HOOKS_STARTED.
+        let before = self.inner.flags.fetch_or(flag::WORK, std::sync::atomic::Ordering::AcqRel);
+        if before & (flag::HOOKS_STARTED | flag::RESPONDED | flag::ERROR_PATH) != 0 {
             return Err(HooksStarted);
         }
         shared.hooks.push(Box::new(move |response| Box::pin(hook(response))));
-        self.set(flag::WORK);
         Ok(())
     }
 
-    /// Marks the hooks as started and takes the deferred edits.
+    /// Marks the hooks as started and takes the deferred edits. Inside the hooks,
+    /// `end` may be accepted once more (it skips the remaining hooks).
     pub(crate) fn start_hooks(&self) -> Vec<crate::context::Edit> {
         let mut shared = self.lock();
         self.set(flag::HOOKS_STARTED);
+        self.clear(flag::END_CALLED);
         std::mem::take(&mut shared.edits)
+    }
+
+    /// The layer's decision for a response nobody asked to change: true when no hook
+    /// or edit exists, and from now on none can be added (they would be refused).
+    pub(crate) fn claim_untouched(&self) -> bool {
+        let before = self.inner.flags.fetch_or(flag::HOOKS_STARTED, std::sync::atomic::Ordering::AcqRel);
+        before & flag::WORK == 0
     }
 
     /// The next hook to run, last added first.

@@ -33,7 +33,7 @@ use crate::context::{Context, apply_edits, flag};
 use crate::error::{ErrorFormat, HttpError, Thrown, panic_error, render};
 use crate::events::Completion;
 use crate::hooks::HookFuture;
-use crate::stream::{FirstFrame, Prefixed, StreamFailed};
+use crate::stream::{FirstFrame, Prefixed};
 use crate::{Body, BoxError};
 
 /// What the app-level error hook ([`ContextLayer::on_error`]) decides.
@@ -377,41 +377,55 @@ where
                     }
                     Ok(Poll::Ready(Err(Signal::End(ended)))) => ended,
                     Ok(Poll::Ready(Ok(Err(err)))) => {
-                        let err = match ctx.take_signal() {
-                            Some(Signal::Error(signalled)) => signalled,
-                            Some(Signal::End(ended)) => {
-                                state.set(start_hooks(ctx, ended));
-                                continue;
+                        let err = HttpError::from_error(err);
+                        match ctx.take_signal() {
+                            Some(Signal::Error(signalled)) => {
+                                // The signalled error came first; this one is only told.
+                                ctx.report_error(&err);
+                                return Poll::Ready(fail(ctx, signalled, None));
                             }
-                            None => HttpError::from_error(err),
-                        };
-                        return Poll::Ready(fail(ctx, err, None));
+                            Some(Signal::End(ended)) => {
+                                // `end` came first: its response goes out, the error is
+                                // reported (never silently dropped).
+                                ctx.report_error(&err);
+                                ended
+                            }
+                            None => return Poll::Ready(fail(ctx, err, None)),
+                        }
                     }
                     Ok(Poll::Ready(Ok(Ok(mut response)))) => {
-                        match ctx.take_signal() {
-                            Some(Signal::Error(err)) => {
+                        let thrown = response.extensions_mut().remove::<Thrown>();
+                        match (ctx.take_signal(), thrown) {
+                            (Some(Signal::Error(err)), thrown) => {
+                                if let Some(Thrown(other)) = thrown {
+                                    ctx.report_error(&other);
+                                }
                                 let prior = response.map(Body::new);
                                 return Poll::Ready(fail(ctx, err, Some(prior)));
                             }
-                            Some(Signal::End(ended)) => ended,
-                            None => {
-                                if let Some(Thrown(err)) = response.extensions_mut().remove::<Thrown>() {
-                                    let prior = response.map(Body::new);
-                                    return Poll::Ready(fail(ctx, err, Some(prior)));
+                            (Some(Signal::End(ended)), thrown) => {
+                                if let Some(Thrown(other)) = thrown {
+                                    ctx.report_error(&other);
                                 }
-                                if !ctx.has(flag::WORK) {
-                                    if wants_first_frame(ctx, &response) {
-                                        let response = Some(Box::new(response.map(Body::new)));
-                                        state.set(State::FirstFrame { response });
-                                        continue;
-                                    }
-                                    // Nothing asked to change the response: it goes
-                                    // out with the inner body as it is.
-                                    let response = response.map(ResponseBody::inner);
-                                    return Poll::Ready(respond(ctx, response, false));
-                                }
-                                response.map(Body::new)
+                                drop(response);
+                                ended
                             }
+                            (None, Some(Thrown(err))) => {
+                                let prior = response.map(Body::new);
+                                return Poll::Ready(fail(ctx, err, Some(prior)));
+                            }
+                            (None, None) if ctx.claim_untouched() => {
+                                if wants_first_frame(ctx, &response) {
+                                    let response = Some(Box::new(response.map(Body::new)));
+                                    state.set(State::FirstFrame { response });
+                                    continue;
+                                }
+                                // Nothing asked to change the response: it goes out
+                                // with the inner body as it is.
+                                let response = response.map(ResponseBody::inner);
+                                return Poll::Ready(respond(ctx, response, false));
+                            }
+                            (None, None) => response.map(Body::new),
                         }
                     }
                 };
@@ -471,7 +485,10 @@ where
             StateProj::FirstFrame { response } => {
                 ctx.inner.waker.register(cx.waker());
                 match ctx.take_signal() {
-                    Some(Signal::Error(err)) => return Poll::Ready(fail(ctx, err, None)),
+                    Some(Signal::Error(err)) => {
+                        let prior = response.take().map(|r| r.map(|_| Body::empty()));
+                        return Poll::Ready(fail(ctx, err, prior));
+                    }
                     Some(Signal::End(ended)) => {
                         return Poll::Ready(respond(ctx, ended.map(ResponseBody::replaced), false));
                     }
@@ -484,15 +501,9 @@ where
                     Ok(Poll::Ready(Some(Ok(frame)))) => Some(frame),
                     Ok(Poll::Ready(None)) => None,
                     Ok(Poll::Ready(Some(Err(err)))) => {
-                        // A caught stream reported its error to the context: that
-                        // error is the one to render.
-                        let err = match (err.is::<StreamFailed>(), ctx.take_signal()) {
-                            (true, Some(Signal::Error(reported))) => reported,
-                            _ => HttpError::from_error(err),
-                        };
-                        return Poll::Ready(fail(ctx, err, None));
+                        return Poll::Ready(first_frame_failed(ctx, response.take(), Ok(err)));
                     }
-                    Err(panic) => return Poll::Ready(fail(ctx, panic, None)),
+                    Err(panic) => return Poll::Ready(first_frame_failed(ctx, response.take(), Err(panic))),
                 };
                 let (parts, rest) = response.take().unwrap_or_default().into_parts();
                 let body = match first {
@@ -512,10 +523,44 @@ where
     }
 }
 
+/// The body failed before its first frame (first-frame mode): a real error response.
+/// `failure` is the body's error, or the panic it raised.
+fn first_frame_failed<B>(
+    ctx: &Context,
+    pending: Option<Box<Response<Body>>>,
+    failure: Result<BoxError, HttpError>,
+) -> Response<ResponseBody<B>>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    // The handler's headers (CORS, vary, ...) count as set before the error.
+    let prior = pending.map(|r| r.map(|_| Body::empty()));
+    let err = match failure {
+        Err(panic) => panic,
+        Ok(_) if ctx.has(flag::STREAM_FAILED) => {
+            // A caught stream already told the context: its error (or an `end` that
+            // beat it) is what goes out.
+            match ctx.take_signal() {
+                Some(Signal::Error(reported)) => reported,
+                Some(Signal::End(ended)) => {
+                    drop(prior);
+                    return respond(ctx, ended.map(ResponseBody::replaced), false);
+                }
+                None => return fail_reported(ctx, prior),
+            }
+        }
+        Ok(err) => HttpError::from_error(err),
+    };
+    fail(ctx, err, prior)
+}
+
 /// Whether the layer should poll this response's first frame before sending the head.
+/// Bodies whose length is known (full bytes) cannot fail before their first frame.
 fn wants_first_frame<T: http_body::Body>(ctx: &Context, response: &Response<T>) -> bool {
     (ctx.config().first_frame || response.extensions().get::<FirstFrame>().is_some())
         && !response.body().is_end_stream()
+        && response.body().size_hint().exact().is_none()
         && ctx.method() != Method::HEAD
         && !matches!(response.status().as_u16(), 204 | 205 | 304)
 }
@@ -573,9 +618,7 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    ctx.set(flag::ERROR_PATH);
-    ctx.abort_tasks();
-    let edits = std::mem::take(&mut ctx.lock().edits);
+    let edits = enter_error_path(ctx);
     ctx.emit_error_event(&err);
     let action = match &ctx.config().on_error {
         Some(hook) => catch_unwind(AssertUnwindSafe(|| hook(err, ctx)))
@@ -583,20 +626,7 @@ where
         None => ErrorAction::Render(err),
     };
     let response = match action {
-        ErrorAction::Render(err) => {
-            let (mut before, _) = prior.unwrap_or_default().into_parts();
-            apply_edits(edits, &mut before.status, &mut before.headers);
-            let mut response = match &ctx.config().renderer {
-                Some(renderer) => catch_unwind(AssertUnwindSafe(|| renderer(&err, ctx)))
-                    .unwrap_or_else(|panic| render::render_body(&panic_error(panic), ErrorFormat::Json)),
-                None => {
-                    let format = ctx.config().error_format.resolve(ctx.header("accept"));
-                    render::render_body(&err, format)
-                }
-            };
-            render::apply_headers(&mut response, &err, Some(&before.headers));
-            response
-        }
+        ErrorAction::Render(err) => render_error(ctx, &err, prior, edits),
         ErrorAction::Respond(response) => response,
         ErrorAction::Swallow => {
             let (mut parts, body) = prior.unwrap_or_default().into_parts();
@@ -605,6 +635,55 @@ where
         }
     };
     respond(ctx, response.map(ResponseBody::replaced), true)
+}
+
+/// The error path for an error that listeners and the app's hook were already told
+/// of (a caught stream's, when nothing was left to render it with): a plain 500.
+fn fail_reported<B>(ctx: &Context, prior: Option<Response<Body>>) -> Response<ResponseBody<B>>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let edits = enter_error_path(ctx);
+    let response = render_error(ctx, &HttpError::new(500), prior, edits);
+    respond(ctx, response.map(ResponseBody::replaced), true)
+}
+
+/// Marks the error path under the lock (so no `end` can be accepted after it), drops
+/// an ended response that lost, cancels the request's tasks, and returns the
+/// deferred edits.
+fn enter_error_path(ctx: &Context) -> Vec<crate::context::Edit> {
+    let mut shared = ctx.lock();
+    ctx.set(flag::ERROR_PATH);
+    let ended = shared.ended.take();
+    let edits = std::mem::take(&mut shared.edits);
+    drop(shared);
+    drop(ended);
+    ctx.abort_tasks();
+    edits
+}
+
+/// Renders an error with the layer's renderer or format, keeping the whitelisted
+/// headers of what was set before it.
+fn render_error(
+    ctx: &Context,
+    err: &HttpError,
+    prior: Option<Response<Body>>,
+    edits: Vec<crate::context::Edit>,
+) -> Response<Body> {
+    let (mut before, body) = prior.unwrap_or_default().into_parts();
+    drop(body);
+    apply_edits(edits, &mut before.status, &mut before.headers);
+    let mut response = match &ctx.config().renderer {
+        Some(renderer) => catch_unwind(AssertUnwindSafe(|| renderer(err, ctx)))
+            .unwrap_or_else(|panic| render::render_body(&panic_error(panic), ErrorFormat::Json)),
+        None => {
+            let format = ctx.config().error_format.resolve(ctx.header("accept"));
+            render::render_body(err, format)
+        }
+    };
+    render::apply_headers(&mut response, err, Some(&before.headers));
+    response
 }
 
 /// Every path ends here: cookies, body rules, End. (The caller then hands the
@@ -618,22 +697,38 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
+    if !on_error_path {
+        // A hook's result or an ended response may carry an error too.
+        if let Some(Thrown(err)) = response.extensions_mut().remove::<Thrown>() {
+            return fail(ctx, err, Some(response.map(|_| Body::empty())));
+        }
+    }
     let mut shared = ctx.lock();
+    let mut replaced = None;
+    let mut edits = Vec::new();
     if !on_error_path {
         if let Some(err) = shared.error.take() {
             // An error arrived while the last hook finished: it still wins.
             drop(shared);
-            let prior = response.map(|_| Body::empty());
-            return fail(ctx, err, Some(prior));
+            return fail(ctx, err, Some(response.map(|_| Body::empty())));
         }
         if let Some(ended) = shared.ended.take() {
             // `end` arrived after the hooks were done but before the response left.
-            response = (*ended).map(ResponseBody::replaced);
+            replaced = Some(std::mem::replace(&mut response, (*ended).map(ResponseBody::replaced)));
         }
+        // Edits made after the hooks started (from a hook, a task) still apply.
+        edits = std::mem::take(&mut shared.edits);
     }
     ctx.set(flag::RESPONDED);
     let late_error = shared.error.take();
     drop(shared);
+    // The response that lost, and its body (user code), go outside the lock.
+    drop(replaced);
+    if !edits.is_empty() {
+        let (mut parts, body) = response.into_parts();
+        apply_edits(edits, &mut parts.status, &mut parts.headers);
+        response = Response::from_parts(parts, body);
+    }
 
     if let Some(jar) = ctx.inner.cookies.get() {
         jar.write(response.headers_mut());

@@ -224,8 +224,12 @@ pub trait HeaderExt: sealed::Headers {
         let index = negotiate::best(accept.as_deref(), &offers, |entry, offer| {
             offer.as_deref().and_then(|offer| negotiate::media_match(entry, offer))
         })?;
-        // Without an Accept header the first offer wins even if unknown; refuse that.
-        offers.get(index)?.as_ref()?;
+        // Without an Accept header `best` takes the first offer even if unknown: take
+        // the first known one instead, as `*/*` would.
+        let index = match offers.get(index)? {
+            Some(_) => index,
+            None => offers.iter().position(Option::is_some)?,
+        };
         types.get(index).copied()
     }
 
@@ -584,10 +588,23 @@ mod tests {
         assert_eq!(req.accepts(&["png"]), None);
         let none = get("/", &[]);
         assert_eq!(none.accepts(&["json", "html"]), Some("json"));
-        assert_eq!(none.accepts(&["nonsense", "html"]), None);
+        assert_eq!(none.accepts(&["nonsense", "html"]), Some("html"));
+        assert_eq!(none.accepts(&["nonsense", "other"]), None);
         assert_eq!(none.accepts(&[]), None);
         let star = get("/", &[("accept", "*/*;q=0.1, image/*")]);
         assert_eq!(star.accepts(&["json", "png"]), Some("png"));
+    }
+
+    // Found by the `negotiate` fuzz target: without an Accept header, an unknown
+    // name in front made every offer unacceptable, though `json` alone (or the same
+    // list under `Accept: */*`) was acceptable.
+    #[test]
+    fn without_accept_the_first_known_offer_wins() {
+        let none = get("/", &[]);
+        assert_eq!(none.accepts(&["iso-8859-1", "json"]), Some("json"));
+        assert_eq!(none.accepts(&["json"]), Some("json"));
+        let star = get("/", &[("accept", "*/*")]);
+        assert_eq!(star.accepts(&["iso-8859-1", "json"]), Some("json"));
     }
 
     #[test]

@@ -154,7 +154,11 @@ where
                 this.body.set(None);
                 let err = HttpError::from_error(err.into());
                 match this.ctx.upgrade() {
-                    Some(inner) => Context { inner }.emit_error(err),
+                    Some(inner) => {
+                        let ctx = Context { inner };
+                        ctx.set(flag::STREAM_FAILED);
+                        ctx.emit_error(err);
+                    }
                     None => drop(err),
                 }
                 Poll::Ready(Some(Err(Box::new(StreamFailed))))
@@ -230,12 +234,12 @@ pub(crate) struct Prefixed {
 
 impl Prefixed {
     pub(crate) fn body(first: Frame<Bytes>, rest: Body) -> Body {
-        if http_body::Body::is_end_stream(&rest) {
-            if let Ok(data) = first.into_data() {
-                return Body::from(data);
-            }
-            return Body::empty();
-        }
+        let first = match first.into_data() {
+            Ok(data) if http_body::Body::is_end_stream(&rest) => return Body::from(data),
+            Ok(data) => Frame::data(data),
+            // Anything else (trailers among them) keeps its frame.
+            Err(frame) => frame,
+        };
         Body::new(Prefixed { first: Some(first), rest })
     }
 }

@@ -632,3 +632,161 @@ async fn inner_errors_and_poll_ready_errors_are_rendered() {
         r#"{"status":503,"error":"Service Unavailable","message":"overloaded"}"#
     );
 }
+
+#[tokio::test]
+async fn an_inner_error_after_end_is_reported_not_lost() {
+    let events = log();
+    let l = events.clone();
+    let svc = ContextLayer::new().layer(service_fn(move |req: Request<Empty<Bytes>>| {
+        let ctx = ctx_of(&req);
+        record(&ctx, &l);
+        async move {
+            let _ = ctx.end(Response::new(Body::from("ended")));
+            Err::<Response<Body>, _>(HttpError::new(503).message("db down"))
+        }
+    }));
+    let res = svc.oneshot(get_req("/")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(body_string(res).await, "ended");
+    assert_eq!(entries(&events), ["error 503", "end", "finish"]);
+}
+
+#[tokio::test]
+async fn an_accepted_end_wins_over_a_later_emitted_error() {
+    let events = log();
+    let l = events.clone();
+    let svc = ContextLayer::new().layer(service_fn(move |req: Request<Empty<Bytes>>| {
+        let ctx = ctx_of(&req);
+        record(&ctx, &l);
+        async move {
+            assert!(ctx.end(Response::new(Body::from("A"))).is_first());
+            ctx.emit_error(HttpError::new(418));
+            std::future::pending::<()>().await;
+            Ok::<_, Infallible>(Response::new(Body::empty()))
+        }
+    }));
+    let res = svc.oneshot(get_req("/")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(body_string(res).await, "A");
+    assert_eq!(entries(&events), ["error 418", "end", "finish"]);
+
+    // The other order: the error came first, so `end` is refused.
+    let svc = ContextLayer::new().layer(service_fn(move |req: Request<Empty<Bytes>>| {
+        let ctx = ctx_of(&req);
+        async move {
+            ctx.emit_error(HttpError::new(418));
+            assert!(!ctx.end(Response::new(Body::from("A"))).is_first());
+            Ok::<_, Infallible>(Response::new(Body::empty()))
+        }
+    }));
+    assert_eq!(svc.oneshot(get_req("/")).await.unwrap().status(), 418);
+}
+
+#[tokio::test]
+async fn a_hook_can_end_even_after_the_handler_ended() {
+    let ran = log();
+    let r = ran.clone();
+    let svc = ContextLayer::new().layer(service_fn(move |req: Request<Empty<Bytes>>| {
+        let ctx = ctx_of(&req);
+        let r1 = r.clone();
+        ctx.after(move |res| async move {
+            push(&r1, "skipped");
+            Ok(res)
+        })
+        .unwrap();
+        let c = ctx.clone();
+        ctx.after(move |res| async move {
+            assert!(c.end(Response::new(Body::from("B"))).is_first());
+            Ok(res)
+        })
+        .unwrap();
+        let _ = ctx.end(Response::new(Body::from("A")));
+        async { Ok::<_, Infallible>(Response::new(Body::empty())) }
+    }));
+    let res = svc.oneshot(get_req("/")).await.unwrap();
+    assert_eq!(body_string(res).await, "B");
+    assert!(entries(&ran).is_empty());
+}
+
+#[tokio::test]
+async fn edits_made_inside_a_hook_still_apply() {
+    let svc = ContextLayer::new().layer(service_fn(move |req: Request<Empty<Bytes>>| {
+        let ctx = ctx_of(&req);
+        let c = ctx.clone();
+        ctx.after(move |res| async move {
+            c.set_header(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+            Ok(res)
+        })
+        .unwrap();
+        async { Ok::<_, Infallible>(Response::new(Body::empty())) }
+    }));
+    let res = svc.oneshot(get_req("/")).await.unwrap();
+    assert_eq!(res.headers()["cache-control"], "private");
+}
+
+#[tokio::test]
+async fn error_listeners_hear_errors_raised_while_they_run() {
+    let events = log();
+    let l = events.clone();
+    let svc = ContextLayer::new().layer(service_fn(move |req: Request<Empty<Bytes>>| {
+        let ctx = ctx_of(&req);
+        let l = l.clone();
+        let c = ctx.clone();
+        ctx.on_error(move |err| {
+            push(&l, format!("error {}", err.status().as_u16()));
+            if err.status() == 400 {
+                // A listener that reports another error: delivered after this one.
+                c.emit_error(HttpError::new(409));
+            }
+        });
+        async { Err::<Response<Body>, _>(HttpError::new(400)) }
+    }));
+    let res = svc.oneshot(get_req("/")).await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(entries(&events), ["error 400", "error 409"]);
+}
+
+#[tokio::test]
+async fn a_task_spawned_on_the_error_path_is_aborted() {
+    let finished = Arc::new(AtomicBool::new(false));
+    let f = finished.clone();
+    let svc = ContextLayer::new().layer(service_fn(move |req: Request<Empty<Bytes>>| {
+        let ctx = ctx_of(&req);
+        let f = f.clone();
+        let c = ctx.clone();
+        ctx.on_error(move |_| {
+            let f = f.clone();
+            c.spawn(async move {
+                tokio::task::yield_now().await;
+                f.store(true, Ordering::SeqCst);
+                Ok::<(), HttpError>(())
+            });
+        });
+        async { Err::<Response<Body>, _>(HttpError::new(400)) }
+    }));
+    let res = svc.oneshot(get_req("/")).await.unwrap();
+    body_string(res).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!finished.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn state_is_readable_in_finish_listeners_then_released() {
+    let seen = log();
+    let s = seen.clone();
+    let svc = ContextLayer::new().layer(service_fn(move |req: Request<Empty<Bytes>>| {
+        let ctx = ctx_of(&req);
+        ctx.state().insert(User("ann"));
+        // A value in state that holds the context itself.
+        ctx.state().insert(ctx.clone());
+        let s = s.clone();
+        ctx.on_finish(move |ctx| push(&s, ctx.state().get::<User>().map_or("none", |u| u.0)));
+        async { Ok::<_, Infallible>(Response::new(Body::empty())) }
+    }));
+    let res = svc.oneshot(get_req("/")).await.unwrap();
+    body_string(res).await;
+    assert_eq!(entries(&seen), ["ann"]);
+    // That the context in its own state is released is checked in tests/leaks.rs.
+}

@@ -321,3 +321,42 @@ async fn error_listeners_see_each_error_once_even_after_the_head_left() {
     assert_eq!(*seen.lock().unwrap(), ["error 500", "close"]);
     assert_eq!(*hooked.lock().unwrap(), [500], "the app hook is told too");
 }
+
+#[tokio::test]
+async fn a_panicking_error_hook_does_not_take_a_failing_body_down() {
+    let layer = ContextLayer::new().on_error(|err, _| {
+        if err.status() == 500 {
+            panic!("the hook itself is broken");
+        }
+        ErrorAction::Render(err)
+    });
+    let svc = layer.layer(service_fn(|_: Request<Empty<Bytes>>| async {
+        let frames =
+            futures_util::stream::iter(vec![Err::<http_body::Frame<Bytes>, BoxError>("broken".into())]);
+        Ok::<_, Infallible>(Response::new(StreamBody::new(frames)))
+    }));
+    let res = svc.oneshot(Request::get("/").body(Empty::new()).unwrap()).await.unwrap();
+    let mut body = res.into_body();
+    // The body's own error comes through; the hook's panic stayed inside the crate.
+    assert!(body.frame().await.unwrap().is_err());
+}
+
+#[tokio::test]
+async fn errors_carried_by_an_ended_or_hooked_response_are_rendered_too() {
+    let svc = ContextLayer::new().layer(service_fn(|req: Request<Empty<Bytes>>| async move {
+        let ctx = ctx_of(&req);
+        if req.uri().path() == "/ended" {
+            let _ = ctx.end(HttpError::new(403).message("from end").into_response());
+        } else {
+            ctx.after(|_| async { Ok(HttpError::new(409).message("from hook").into_response()) }).unwrap();
+        }
+        Ok::<_, Infallible>(Response::new(Body::empty()))
+    }));
+    for (path, status, message) in [("/ended", 403, "from end"), ("/hooked", 409, "from hook")] {
+        let request = Request::get(path).header(header::ACCEPT, "text/plain").body(Empty::new()).unwrap();
+        let res = svc.clone().oneshot(request).await.unwrap();
+        assert_eq!(res.status(), status);
+        assert_eq!(res.headers()["content-type"], "text/plain; charset=utf-8", "negotiated");
+        assert_eq!(text(res).await, message);
+    }
+}

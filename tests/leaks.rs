@@ -16,6 +16,7 @@ fn ctx_of<B>(req: &Request<B>) -> Context {
 
 /// Registers everything that could hold the context: a hook, listeners, state, a task.
 fn entangle(ctx: &Context) {
+    ctx.state().insert(ctx.clone());
     let c = ctx.clone();
     ctx.after(move |res| async move {
         let _ = c.id();

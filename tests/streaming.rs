@@ -359,3 +359,65 @@ async fn a_slow_client_does_not_make_the_server_buffer_the_stream() {
     assert_eq!(done(&ctx).await, Outcome::Closed);
     assert!(produced.load(Ordering::SeqCst) < CHUNKS);
 }
+
+/// The same first-frame failure under axum, whose body type wraps every body error.
+#[tokio::test]
+async fn first_frame_under_axum_renders_the_streams_own_error_once() {
+    use axum::routing::get;
+    let events: Events = Arc::default();
+    let e = events.clone();
+    let app = axum::Router::new()
+        .route(
+            "/file",
+            get(move |ctx: Context| {
+                let e = e.clone();
+                async move {
+                    let e2 = e.clone();
+                    ctx.on_error(move |err| {
+                        e2.lock().unwrap().push(format!("error {}", err.status().as_u16()))
+                    });
+                    ctx.on_finish(move |_| e.lock().unwrap().push("finish".into()));
+                    let frames =
+                        stream::iter([Err::<Bytes, HttpError>(HttpError::new(404).message("no such file"))]);
+                    let mut response = Response::new(Body::new(ctx.catch_byte_stream(frames)?));
+                    response.headers_mut().insert("access-control-allow-origin", "*".parse().unwrap());
+                    Ok::<_, HttpError>(response)
+                }
+            }),
+        )
+        .layer(ContextLayer::new().first_frame(true));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let reply = fetch(addr, "GET", "/file").await;
+    assert!(reply.starts_with("HTTP/1.1 404 Not Found"), "{reply}");
+    assert!(
+        reply.contains("access-control-allow-origin: *"),
+        "headers set before the error survive: {reply}"
+    );
+    assert!(reply.ends_with(r#"{"status":404,"error":"Not Found","message":"no such file"}"#), "{reply}");
+    for _ in 0..100 {
+        if events.lock().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(*events.lock().unwrap(), ["error 404", "finish"]);
+}
+
+#[tokio::test]
+async fn first_frame_keeps_a_body_that_is_only_trailers() {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let svc = ContextLayer::new().first_frame(true).layer(service_fn(
+        |_: Request<http_body_util::Empty<Bytes>>| async {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", "5".parse().unwrap());
+            let frames = stream::iter([Ok::<_, Infallible>(http_body::Frame::trailers(trailers))]);
+            Ok::<_, Infallible>(Response::new(StreamBody::new(frames)))
+        },
+    ));
+    let res = svc.oneshot(Request::get("/").body(http_body_util::Empty::new()).unwrap()).await.unwrap();
+    let collected = res.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers().unwrap()["grpc-status"], "5");
+}

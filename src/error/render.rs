@@ -152,6 +152,11 @@ pub(crate) fn apply_headers(response: &mut Response<Body>, err: &HttpError, prio
     }
     let mut last = None;
     for (name, value) in err.headers() {
+        // The body is the rendered one: its framing is not the error's to set (as in
+        // Koa, which sets the length after `err.headers`).
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
         // The error's own values replace what came before; several values of one
         // name all go out.
         if last != Some(name) {
@@ -241,6 +246,25 @@ mod tests {
         assert!(body.ends_with('…'));
         assert!(body.len() <= MAX_RENDERED_MESSAGE + '…'.len_utf8());
         assert_eq!(err.message_str().len(), 2 * MAX_RENDERED_MESSAGE);
+    }
+
+    // Found by the `error_render` fuzz target: an error header `content-length: ""`
+    // went out with a body of another length.
+    #[tokio::test]
+    async fn error_headers_cannot_set_the_framing() {
+        let err = HttpError::new(400)
+            .header("content-length", "")
+            .header("content-length", "3")
+            .header("transfer-encoding", "chunked")
+            .header("x-kept", "1");
+        let mut response = render_body(&err, ErrorFormat::Json);
+        apply_headers(&mut response, &err, None);
+        assert!(response.headers().get(header::CONTENT_LENGTH).is_none());
+        assert!(response.headers().get(header::TRANSFER_ENCODING).is_none());
+        assert_eq!(response.headers()["x-kept"], "1");
+        let mut response = render_default(&err);
+        assert!(response.headers_mut().remove(header::CONTENT_LENGTH).is_none());
+        assert!(text(response).await.starts_with(r#"{"status":400"#));
     }
 
     #[test]
