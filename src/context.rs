@@ -693,11 +693,9 @@ impl Captured {
                     } else {
                         captured.more.push(value.clone());
                     }
+                    // At most 18 names, so the count always fits in a byte.
                     captured.len += 1;
-                    // At most 18 names, so the index always fits.
-                    #[allow(clippy::cast_possible_truncation)]
-                    let stored = captured.len as u8;
-                    captured.slots[index] = stored;
+                    captured.slots[index] = captured.len;
                 }
                 stored => {
                     let separator: &[u8] = if index == COOKIE_SLOT { b"; " } else { b", " };
