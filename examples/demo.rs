@@ -12,9 +12,16 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::Path;
 use axum::routing::get;
-use http::header::{self, HeaderValue};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
-use tower_context::{Body, Context, ContextLayer, Ended, ErrorAction, HttpError, ensure, throw};
+use tower_context::conditional::conditional_get;
+use tower_context::cookies::Cookie;
+use tower_context::response::{etag, redirect};
+use tower_context::{
+    Body, Context, ContextLayer, Ended, ErrorAction, FirstFrame, HeaderExt, HttpError, Keys, RequestExt,
+    SignedFormat, ensure, throw,
+};
 
 /// Every request gets a response-time header from an after-hook and a log line
 /// when it finishes or the client leaves.
@@ -32,7 +39,9 @@ async fn timing(
         Ok(res)
     });
     ctx.on_finish(|ctx| println!("{} {} {} finished", ctx.id(), ctx.method(), ctx.uri()));
-    ctx.on_close(|ctx| println!("{} {} {} closed: the client left first", ctx.id(), ctx.method(), ctx.uri()));
+    ctx.on_close(|ctx| {
+        println!("{} {} {} closed before the response finished", ctx.id(), ctx.method(), ctx.uri())
+    });
     next.run(request).await
 }
 
@@ -42,7 +51,125 @@ async fn index() -> &'static str {
      GET /end                   end() from a spawned task stops the handler\n\
      GET /stop                  end_with_message, Toa's ctx.end(msg)\n\
      GET /error/{kind}          thrown errors: 400, 401, 404, 500, panic, emit\n\
-     GET /slow                  a slow handler: disconnect to see Close\n"
+     GET /slow                  a slow handler: disconnect to see Close\n\
+     GET /login?user=ann        a signed cookie (Keygrip format, readable by Koa)\n\
+     GET /me                    reads it back; an old key's signature is re-signed\n\
+     GET /logout                removes it\n\
+     GET /events                a server-sent event stream (chunked)\n\
+     GET /broken-stream         a stream that fails halfway: cut short, Error + Close\n\
+     GET /missing-file          a stream that fails at once: a real 404 (first-frame)\n\
+     GET /negotiate             JSON, HTML or text by the Accept header\n\
+     GET /old                   a redirect to /hello\n\
+     GET /page                  ETag and conditional GET: 304 on a match\n\
+     GET /connection            the connection's details (Actionhero's detailsView)\n"
+}
+
+async fn login(ctx: Context) -> Result<String, HttpError> {
+    let query = ctx.query();
+    let Some(user) = query.get("user") else { throw!(400, "log in with /login?user=<name>") };
+    ensure!(!user.is_empty() && user.len() <= 32, 400, "a user name is 1 to 32 characters");
+    ctx.cookies().set_signed(Cookie::new("user", user.to_owned()))?;
+    Ok(format!("logged in as {user}\n"))
+}
+
+async fn me(ctx: Context) -> Result<String, HttpError> {
+    match ctx.cookies().get_signed("user") {
+        Some(user) => Ok(format!("you are {user}\n")),
+        None => throw!(401, "not logged in (or the signature did not verify)"),
+    }
+}
+
+async fn logout(ctx: Context) -> Result<&'static str, HttpError> {
+    ctx.cookies().remove(Cookie::from("user"))?;
+    ctx.cookies().remove(Cookie::from("user.sig"))?;
+    Ok("logged out\n")
+}
+
+/// Five events, one every 200 ms; disconnect early and the server logs Close.
+async fn events(ctx: Context) -> Result<Response<Body>, HttpError> {
+    let ticks = futures_util::stream::unfold(0_u32, |n| async move {
+        if n == 5 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Some((Ok::<_, std::io::Error>(Bytes::from(format!("data: tick {n}\n\n"))), n + 1))
+    });
+    let mut response = Response::new(Body::new(ctx.catch_byte_stream(ticks)?));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    Ok(response)
+}
+
+fn failing_stream(ok: u32) -> impl futures_util::Stream<Item = Result<Bytes, HttpError>> + Send {
+    futures_util::stream::unfold(0_u32, move |n| async move {
+        // Slow enough that the head and the first chunks reach the client first.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match n {
+            n if n < ok => Some((Ok(Bytes::from(format!("chunk {n}\n"))), n + 1)),
+            n if n == ok => Some((Err(HttpError::new(404).message("no such file")), n + 1)),
+            _ => None,
+        }
+    })
+}
+
+/// Two chunks, then the upstream fails: the 200 already went out, so the response
+/// is cut short; the error reaches the context and the log.
+async fn broken_stream(ctx: Context) -> Result<Response<Body>, HttpError> {
+    Ok(Response::new(Body::new(ctx.catch_byte_stream(failing_stream(2))?)))
+}
+
+/// Fails before its first byte; with `FirstFrame` the layer waits for that first
+/// frame, so the client gets a real 404 instead of a truncated 200.
+async fn missing_file(ctx: Context) -> Result<Response<Body>, HttpError> {
+    let mut response = Response::new(Body::new(ctx.catch_byte_stream(failing_stream(0))?));
+    response.extensions_mut().insert(FirstFrame);
+    Ok(response)
+}
+
+async fn negotiate(ctx: Context) -> Result<Response<Body>, HttpError> {
+    let (content_type, body) = match ctx.accepts(&["json", "html", "text"]) {
+        Some("json") => ("application/json", r#"{"greeting":"hello"}"#.to_owned()),
+        Some("html") => ("text/html; charset=utf-8", "<p>hello</p>".to_owned()),
+        Some(_) => ("text/plain; charset=utf-8", "hello".to_owned()),
+        None => throw!(406, "json, html or text only"),
+    };
+    ctx.vary(header::ACCEPT);
+    let mut response = Response::new(Body::from(format!("{body}\n")));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(response)
+}
+
+async fn old(ctx: Context) -> Result<Response<Body>, HttpError> {
+    Ok(redirect(&ctx, "/hello?name=redirected")?)
+}
+
+async fn page(ctx: Context) -> Result<(HeaderMap, &'static str), HttpError> {
+    conditional_get(&ctx)?;
+    let mut headers = HeaderMap::new();
+    etag(&mut headers, "page-v1")?;
+    Ok((headers, "a page worth caching\n"))
+}
+
+async fn connection(ctx: Context) -> Result<axum::Json<serde_json::Value>, HttpError> {
+    let Some(conn) = ctx.connection() else { throw!(500, "not served by tower_context::serve") };
+    // Params live as long as the connection: a keep-alive client sees this count up.
+    let visits = conn.params().get("visits").and_then(|v| v.as_u64()).unwrap_or(0) + 1;
+    conn.params().insert("visits", visits);
+    let connected_at = conn
+        .connected_at()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    Ok(axum::Json(serde_json::json!({
+        "id": conn.id(),
+        "fingerprint": conn.fingerprint().map(|f| f.to_string()),
+        "remote": conn.remote_addr().to_string(),
+        "connected_at_ms": connected_at,
+        "kind": conn.kind().as_str(),
+        "pending": conn.pending(),
+        "total": conn.total(),
+        "message_id": conn.message_id(),
+        "params": conn.params().to_map(),
+    })))
 }
 
 #[derive(Clone)]
@@ -116,13 +243,32 @@ fn app() -> Router {
         .route("/stop", get(stop))
         .route("/error/{kind}", get(error))
         .route("/slow", get(slow))
+        .route("/login", get(login))
+        .route("/me", get(me))
+        .route("/logout", get(logout))
+        .route("/events", get(events))
+        .route("/broken-stream", get(broken_stream))
+        .route("/missing-file", get(missing_file))
+        .route("/negotiate", get(negotiate))
+        .route("/old", get(old))
+        .route("/page", get(page))
+        .route("/connection", get(connection))
         .layer(axum::middleware::from_fn(timing))
-        .layer(ContextLayer::new().on_error(|err, ctx| {
-            if !err.is_exposed() {
-                eprintln!("{} {} failed: {err:?}", ctx.id(), ctx.uri());
-            }
-            ErrorAction::Render(err)
-        }))
+        .layer(
+            ContextLayer::new()
+                // Newest key first: it signs; the older one still verifies, and a
+                // cookie it signed is re-signed with the newest on the way out.
+                .keys(Keys::new(["demo-key-2026", "demo-key-2025"]))
+                .signed_format(SignedFormat::KEYGRIP)
+                // The demo runs on plain http; real apps behind TLS keep the default.
+                .allow_secure_cookies_over_http(true)
+                .on_error(|err, ctx| {
+                    if !err.is_exposed() || ctx.is_ended() {
+                        eprintln!("{} {} failed: {err:?}", ctx.id(), ctx.uri());
+                    }
+                    ErrorAction::Render(err)
+                }),
+        )
 }
 
 #[tokio::main]
@@ -130,5 +276,13 @@ async fn main() -> std::io::Result<()> {
     let port = std::env::var("PORT").ok().and_then(|p| p.parse::<u16>().ok()).unwrap_or(3000);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("tower-context demo on http://{}", listener.local_addr()?);
-    axum::serve(listener, app()).await
+    tower_context::serve(listener, app())
+        .on_connection_open(|conn| println!("connection {} open from {}", conn.id(), conn.remote_addr()))
+        .on_connection_close(|conn| {
+            println!("connection {} closed after {} requests", conn.id(), conn.total())
+        })
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
 }

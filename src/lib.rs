@@ -84,6 +84,48 @@
 //! [`Context::spawn`] runs a task that is aborted when the client goes away, and whose
 //! error becomes the request's error while the response has not left.
 //!
+//! ## Cookies
+//!
+//! [`Context::cookies`] is a jar parsed on first use, whose changes go out as
+//! `Set-Cookie` on every path. Signed and private cookies use [`Keys`], newest first:
+//! a cookie verified by an older key is re-signed with the newest. With
+//! [`SignedFormat::KEYGRIP`] signatures are byte-compatible with Koa, Toa and
+//! Express.
+//!
+//! ```
+//! use tower_context::{Context, ContextLayer, HttpError, Keys, SignedFormat, cookies::Cookie};
+//!
+//! async fn login(ctx: Context) -> Result<&'static str, HttpError> {
+//!     ctx.cookies().set_signed(Cookie::new("user", "ann"))?;
+//!     Ok("welcome")
+//! }
+//!
+//! let layer = ContextLayer::new()
+//!     .keys(Keys::new(["this-years-secret", "last-years-secret"]))
+//!     .signed_format(SignedFormat::KEYGRIP);
+//! ```
+//!
+//! ## Streams
+//!
+//! [`Context::catch_stream`] makes a failing response stream visible (Error, then
+//! Close, the stream dropped at once); [`ContextLayer::first_frame`] turns a stream
+//! that fails before its first byte into a real error response. See [`stream`].
+//!
+//! ## Request and response helpers
+//!
+//! [`HeaderExt`] and [`RequestExt`] give `Request`, `Parts`, `HeaderMap` and
+//! `Context` Koa's request aliases (`accepts`, `is`, `fresh`, `ip`, `host`, `query`,
+//! ...); [`response`] has `redirect`, `attachment`, `etag` and friends;
+//! [`conditional`] answers fresh requests with 304. Which proxies are believed is the
+//! layer's [`TrustProxy`].
+//!
+//! ## Connections
+//!
+//! [`serve`] is a hyper server that keeps one [`Connection`] per socket (Actionhero's
+//! connection: id, counters, params, fingerprint, `destroy`), with a registry, a
+//! per-connection request limit and guards against idle and slow clients.
+//! `ctx.connection()` reaches it from any request.
+//!
 //! ## Bypassing the context (Toa's `ctx.respond = false`)
 //!
 //! There is no flag to set: a handler that must write to the connection itself
@@ -98,7 +140,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `axum` | yes | `Context` extractor, `IntoResponse` for `HttpError` and `Ended` |
-//! | `server` | yes | reserved for the connection-tracking server |
+//! | `server` | yes | [`serve`]: the connection-tracking hyper server |
 //! | `tracing` | no | logs errors that are not exposed or are 5xx |
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

@@ -127,6 +127,13 @@ impl fmt::Display for InvalidValue {
 
 impl std::error::Error for InvalidValue {}
 
+/// A value the server itself chose could not be written: a 500 that is not exposed.
+impl From<InvalidValue> for HttpError {
+    fn from(err: InvalidValue) -> Self {
+        HttpError::from_error(err)
+    }
+}
+
 /// A `302 Found` redirect to `location` (Koa's `ctx.redirect`).
 ///
 /// The target is percent-encoded where it holds characters a URL cannot (spaces,
