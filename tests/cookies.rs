@@ -346,7 +346,7 @@ fn value_of(line: &str) -> &str {
 
 #[tokio::test]
 async fn keys_rotate_without_logging_anyone_out() {
-    let old = ContextLayer::new().keys(Keys::new(["old secret"]));
+    let old = ContextLayer::new().keys(Keys::new(["old secret"])).signed_format(SignedFormat::Cookie);
     let (response, lines) = call(old.clone(), remember, request("/", None)).await;
     assert_eq!(response.body(), "none");
     let signed = value_of(&lines[0]).to_owned();
@@ -359,7 +359,8 @@ async fn keys_rotate_without_logging_anyone_out() {
     assert!(lines.is_empty());
 
     // A new key goes first: the cookie still reads, and is re-signed with the new key.
-    let rotated = ContextLayer::new().keys(Keys::new(["new secret", "old secret"]));
+    let rotated =
+        ContextLayer::new().keys(Keys::new(["new secret", "old secret"])).signed_format(SignedFormat::Cookie);
     let (response, lines) = call(rotated, remember, request("/", Some(header.as_bytes()))).await;
     assert_eq!(response.body(), "abc123");
     assert_eq!(lines.len(), 1);
@@ -368,7 +369,7 @@ async fn keys_rotate_without_logging_anyone_out() {
     assert_ne!(resigned, signed);
 
     // Once the old key is dropped, the re-signed cookie is what keeps the user in.
-    let new = ContextLayer::new().keys(Keys::new(["new secret"]));
+    let new = ContextLayer::new().keys(Keys::new(["new secret"])).signed_format(SignedFormat::Cookie);
     let (response, _) =
         call(new.clone(), remember, request("/", Some(format!("sid={resigned}").as_bytes()))).await;
     assert_eq!(response.body(), "abc123");
@@ -378,14 +379,17 @@ async fn keys_rotate_without_logging_anyone_out() {
 
 #[tokio::test]
 async fn generated_keys_sign_and_verify() {
-    let layer = ContextLayer::new().keys(Keys::generate());
+    let layer = ContextLayer::new().keys(Keys::generate()).signed_format(SignedFormat::Cookie);
     let (_, lines) = call(layer.clone(), remember, request("/", None)).await;
     let header = format!("sid={}", value_of(&lines[0]));
     let (response, _) = call(layer, remember, request("/", Some(header.as_bytes()))).await;
     assert_eq!(response.body(), "abc123");
-    let (response, _) =
-        call(ContextLayer::new().keys(Keys::generate()), remember, request("/", Some(header.as_bytes())))
-            .await;
+    let (response, _) = call(
+        ContextLayer::new().keys(Keys::generate()).signed_format(SignedFormat::Cookie),
+        remember,
+        request("/", Some(header.as_bytes())),
+    )
+    .await;
     assert_eq!(response.body(), "none");
 }
 
@@ -480,19 +484,20 @@ async fn private_cookies_are_hidden_and_rotate() {
         }
         Ok(seen.unwrap_or_else(|| "none".into()))
     }
-    let old = ContextLayer::new().keys(Keys::new(["old secret"]));
+    let old = ContextLayer::new().keys(Keys::new(["old secret"])).signed_format(SignedFormat::Cookie);
     let (_, lines) = call(old, handler, request("/", None)).await;
     assert!(!lines[0].contains("admin"));
     assert!(lines[0].ends_with("; HttpOnly; SameSite=Lax; Path=/"));
     let header = format!("session={}", value_of(&lines[0]));
 
-    let rotated = ContextLayer::new().keys(Keys::new(["new secret", "old secret"]));
+    let rotated =
+        ContextLayer::new().keys(Keys::new(["new secret", "old secret"])).signed_format(SignedFormat::Cookie);
     let (response, lines) = call(rotated, handler, request("/", Some(header.as_bytes()))).await;
     assert_eq!(response.body(), "user=42; role=admin");
     assert_eq!(lines.len(), 1);
     let resealed = format!("session={}", value_of(&lines[0]));
 
-    let new = ContextLayer::new().keys(Keys::new(["new secret"]));
+    let new = ContextLayer::new().keys(Keys::new(["new secret"])).signed_format(SignedFormat::Cookie);
     let (response, _) = call(new.clone(), handler, request("/", Some(resealed.as_bytes()))).await;
     assert_eq!(response.body(), "user=42; role=admin");
     let (response, _) = call(new, handler, request("/", Some(header.as_bytes()))).await;
@@ -523,8 +528,12 @@ async fn bad_cookie_headers_never_panic() {
         (b"a=1;b=2 ;c = 3", "a=Some(\"1\") n=3 all=a=1,b=2,c=3"),
     ];
     for (header, expected) in cases {
-        let (response, lines) =
-            call(ContextLayer::new().keys(Keys::new(["k"])), handler, request("/", Some(header))).await;
+        let (response, lines) = call(
+            ContextLayer::new().keys(Keys::new(["k"])).signed_format(SignedFormat::Cookie),
+            handler,
+            request("/", Some(header)),
+        )
+        .await;
         assert_eq!(response.status(), StatusCode::OK, "{header:?}");
         assert_eq!(response.body(), expected, "{header:?}");
         assert!(lines.is_empty(), "{header:?}");
@@ -585,8 +594,12 @@ async fn values_that_would_inject_are_refused() {
             .collect::<Vec<_>>()
             .join("\n")
     }
-    let (response, lines) =
-        call(ContextLayer::new().keys(Keys::new(["k"])), handler, request("/", None)).await;
+    let (response, lines) = call(
+        ContextLayer::new().keys(Keys::new(["k"])).signed_format(SignedFormat::Cookie),
+        handler,
+        request("/", None),
+    )
+    .await;
     assert_eq!(
         response.body(),
         "invalid value for cookie \"a\": no control characters, ';', non-ASCII bytes or surrounding spaces \
@@ -641,7 +654,8 @@ async fn reads_and_writes_axum_extras_signed_jar_and_the_cookie_crates_private_j
         cookies.set_private(("hidden", "x"))?;
         Ok(read)
     }
-    let layer = ContextLayer::new().keys(Keys::from_cookie_keys([key.clone()]));
+    let layer =
+        ContextLayer::new().keys(Keys::from_cookie_keys([key.clone()])).signed_format(SignedFormat::Cookie);
     let (response, lines) = call(layer, handler, request("/", Some(header.as_bytes()))).await;
     assert_eq!(response.body(), "Some(\"abc/123=\") Some(\"s3cr3t\")");
 
@@ -707,4 +721,42 @@ async fn a_plain_service_fn_with_no_cookie_use_is_untouched() {
     let response = service.oneshot(req).await.unwrap();
     assert!(set_cookies(&response).is_empty());
     assert_eq!(body_string(response).await, "x");
+}
+
+/// Replaying a signed value under another cookie name must not verify (the default,
+/// Keygrip, signs `name=value`); private cookies bind the name too. The cookie
+/// crate's format signs only the value, as documented on `SignedFormat::Cookie`.
+#[tokio::test]
+async fn signatures_are_bound_to_the_cookie_name() {
+    async fn sign(ctx: Context) -> Result<&'static str, HttpError> {
+        ctx.cookies().set_signed(Cookie::new("user", "ann"))?;
+        ctx.cookies().set_private(Cookie::new("secret", "ann"))?;
+        Ok("set")
+    }
+    async fn read(ctx: Context) -> String {
+        format!("{:?} {:?}", ctx.cookies().get_signed("role"), ctx.cookies().get_private("other"))
+    }
+    let layer = || ContextLayer::new().keys(Keys::new(["k1"]));
+    let (_, lines) = call(layer(), sign, request("/", None)).await;
+    let value_of = |name: &str| {
+        let prefix = format!("{name}=");
+        lines
+            .iter()
+            .find_map(|c| c.split(';').next()?.strip_prefix(prefix.as_str()).map(str::to_owned))
+            .unwrap()
+    };
+    let (user, sig, secret) = (value_of("user"), value_of("user.sig"), value_of("secret"));
+
+    // Sent back under their own names, they verify...
+    let honest = format!("user={user}; user.sig={sig}; secret={secret}");
+    async fn read_own(ctx: Context) -> String {
+        format!("{:?} {:?}", ctx.cookies().get_signed("user"), ctx.cookies().get_private("secret"))
+    }
+    let (response, _) = call(layer(), read_own, request("/", Some(honest.as_bytes()))).await;
+    assert_eq!(response.body(), r#"Some("ann") Some("ann")"#);
+
+    // ...under other names, they do not.
+    let replay = format!("role={user}; role.sig={sig}; other={secret}");
+    let (response, _) = call(layer(), read, request("/", Some(replay.as_bytes()))).await;
+    assert_eq!(response.body(), "None None");
 }

@@ -13,7 +13,7 @@ use http::header::HeaderValue;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use tower::{Layer, Service, ServiceExt, service_fn};
-use tower_context::{Context, ContextLayer, HttpError, Keys};
+use tower_context::{Context, ContextLayer, HttpError, Keys, SignedFormat};
 
 pub type Req = Request<AxumBody>;
 
@@ -116,19 +116,22 @@ pub fn each(v: &mut impl Visit) {
     cookies(v);
 }
 
-/// One cookie read plus one signed cookie set, three ways.
+/// One cookie read plus one signed cookie set: ours in both formats, and the two
+/// crates it replaces (which use the cookie crate's format).
 fn cookies(v: &mut impl Visit) {
     let secret = [7_u8; 64];
 
-    let layer = ContextLayer::new().keys(Keys::new([secret.to_vec()]));
-    let svc = layer.layer(service_fn(|req: Req| {
+    let handler = |req: Req| {
         let ctx = ctx(&req);
         let jar = ctx.cookies();
         black_box(jar.get("session"));
         jar.set_signed(("user", "ann")).unwrap();
         bare(req)
-    }));
-    v.visit("ContextLayer cookie read + signed set", svc);
+    };
+    let layer = ContextLayer::new().keys(Keys::new([secret.to_vec()])).signed_format(SignedFormat::Cookie);
+    v.visit("ContextLayer cookie read + signed set (cookie-crate format)", layer.layer(service_fn(handler)));
+    let layer = ContextLayer::new().keys(Keys::new([secret.to_vec()]));
+    v.visit("ContextLayer cookie read + signed set (Keygrip, default)", layer.layer(service_fn(handler)));
 
     let key = tower_cookies::Key::from(&secret);
     let svc = tower_cookies::CookieManagerLayer::new().layer(service_fn(move |req: Req| {

@@ -44,16 +44,18 @@
 //!
 //! Signed cookies come in two formats, chosen with
 //! [`ContextLayer::signed_format`](crate::ContextLayer::signed_format):
-//! - [`SignedFormat::Cookie`] (the default): the cookie crate's, a MAC inside the value,
-//!   as axum-extra's `SignedCookieJar` and tower-cookies write it (they percent-encode
-//!   it; both spellings are read).
-//! - [`SignedFormat::Keygrip`]: the Node `cookies` + `keygrip` modules' (Koa, Toa,
-//!   Express), a companion `name.sig` cookie. With the same keys, a Rust service and a
-//!   Koa service read each other's signed cookies. A `name.sig` that does not match is
-//!   cleared, as Koa does.
+//! - [`SignedFormat::Keygrip`] (the default, with SHA-1): the Node `cookies` +
+//!   `keygrip` modules' (Koa, Toa, Express), a companion `name.sig` cookie holding the
+//!   HMAC of `name=value`, so a signature is bound to its cookie's name. With the same
+//!   keys, a Rust service and a Koa service read each other's signed cookies. A
+//!   `name.sig` that does not match is cleared, as Koa does.
+//! - [`SignedFormat::Cookie`]: the cookie crate's, a MAC inside the value, as
+//!   axum-extra's `SignedCookieJar` and tower-cookies write it (they percent-encode
+//!   it; both spellings are read). It signs the value only: a value signed under one
+//!   name also verifies under another, so use it for interop, not by default.
 //!
 //! Private cookies are encrypted and authenticated (AES-256-GCM, the cookie crate's
-//! format) and may hold any string.
+//! format, which binds the name) and may hold any string.
 //!
 //! # Where this differs from Koa's `cookies`
 //!
@@ -90,17 +92,31 @@ pub use keys::Keys;
 use jar::Jar;
 
 /// How signed cookies are written and read: see the [module docs](self).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SignedFormat {
     /// The cookie crate's format: the value is prefixed with its base64 HMAC-SHA256.
     /// Readable by axum-extra's `SignedCookieJar` and tower-cookies with the same
     /// [`cookie::Key`] (see [`Keys::from_cookie_keys`]).
-    #[default]
+    ///
+    /// **It signs the value only, not the name** (that is the cookie crate's design):
+    /// a value signed for one cookie also verifies when a client sends it under
+    /// another name. Choose it to share cookies with axum-extra or tower-cookies, and
+    /// never sign the same value under two names whose meaning differs.
     Cookie,
-    /// The Node `keygrip` format: the value as it is, and a companion `name.sig`
-    /// cookie holding the HMAC of `name=value`, base64url without padding.
+    /// The Node `keygrip` format, the default: the value as it is, and a companion
+    /// `name.sig` cookie holding the HMAC of `name=value` (so a signature is bound to
+    /// its cookie's name), base64url without padding. Byte-compatible with Koa, Toa
+    /// and Express.
     Keygrip(KeygripHash),
+}
+
+/// Keygrip with HMAC-SHA1, as Koa signs by default: it binds each signature to its
+/// cookie's name, which the cookie crate's format does not.
+impl Default for SignedFormat {
+    fn default() -> Self {
+        SignedFormat::KEYGRIP
+    }
 }
 
 impl SignedFormat {
