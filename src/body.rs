@@ -53,12 +53,35 @@ impl Body {
         B::Error: Into<BoxError>,
     {
         let mut slot = Some(body);
-        if let Some(body) = (&mut slot as &mut dyn Any).downcast_mut::<Option<Body>>() {
+        let any = &mut slot as &mut dyn Any;
+        if let Some(body) = any.downcast_mut::<Option<Body>>() {
             return body.take().unwrap_or_default();
+        }
+        // The common full and empty bodies are taken apart instead of boxed.
+        if any.is::<Option<http_body_util::Empty<Bytes>>>() {
+            return Body::empty();
+        }
+        if let Some(full) = any.downcast_mut::<Option<http_body_util::Full<Bytes>>>().and_then(Option::take) {
+            return Body::from_full(full);
         }
         match slot {
             Some(body) => Body(Kind::Boxed(body.map_err(Into::into).boxed_unsync())),
             None => Body::empty(),
+        }
+    }
+}
+
+impl Body {
+    /// The bytes of a `Full` body. `Full` is always ready, so one poll with a waker
+    /// that does nothing yields its only frame.
+    fn from_full(mut full: http_body_util::Full<Bytes>) -> Body {
+        let mut cx = TaskContext::from_waker(std::task::Waker::noop());
+        match http_body::Body::poll_frame(Pin::new(&mut full), &mut cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => Body::from(data),
+                Err(_) => Body::empty(),
+            },
+            _ => Body::empty(),
         }
     }
 }
@@ -304,6 +327,12 @@ mod tests {
         let body = Body::new(inner);
         assert!(matches!(body.0, Kind::Full(Some(_))));
         let body = Body::new(http_body_util::Full::new(Bytes::from_static(b"x")));
+        assert!(matches!(body.0, Kind::Full(Some(ref b)) if b == "x"));
+        let body = Body::new(http_body_util::Empty::<Bytes>::new());
+        assert!(matches!(body.0, Kind::Empty));
+        let body = Body::new(http_body_util::StreamBody::new(futures_util::stream::empty::<
+            Result<http_body::Frame<Bytes>, std::convert::Infallible>,
+        >()));
         assert!(matches!(body.0, Kind::Boxed(_)));
     }
 

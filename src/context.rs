@@ -4,7 +4,7 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock, Weak};
 
 use atomic_waker::AtomicWaker;
@@ -114,6 +114,10 @@ pub(crate) mod flag {
     pub(crate) const WAITING: u32 = 1 << 10;
     /// The caught stream failed and reported its error to the context.
     pub(crate) const STREAM_FAILED: u32 = 1 << 11;
+    /// A task handle was kept: completion must release it.
+    pub(crate) const TASKS: u32 = 1 << 12;
+    /// Something was put in the state map: completion must clear it.
+    pub(crate) const STATE: u32 = 1 << 13;
 }
 
 impl Shared {
@@ -131,17 +135,34 @@ pub(crate) enum Edit {
     Vary(HeaderName),
 }
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// The count of live contexts, in shards so that busy threads do not fight over one
+/// cache line: a thread counts in its own shard (a context made on one thread and
+/// dropped on another moves one unit between shards; the sum stays right).
+#[repr(align(64))]
+struct Shard(AtomicIsize);
+
+const SHARDS: usize = 16;
+static LIVE: [Shard; SHARDS] = [const { Shard(AtomicIsize::new(0)) }; SHARDS];
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+}
+
+fn live_shard() -> &'static AtomicIsize {
+    &LIVE[SHARD.try_with(|shard| *shard).unwrap_or(0)].0
+}
 
 /// How many contexts exist right now in this process. For leak tests.
 #[doc(hidden)]
 pub fn live_contexts() -> usize {
-    LIVE.load(Ordering::SeqCst)
+    let total: isize = LIVE.iter().map(|shard| shard.0.load(Ordering::SeqCst)).sum();
+    usize::try_from(total).unwrap_or(0)
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        LIVE.fetch_sub(1, Ordering::Relaxed);
+        live_shard().fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -183,7 +204,7 @@ impl From<HooksStarted> for HttpError {
 
 impl Context {
     pub(crate) fn new<B>(request: &Request<B>, config: Arc<Config>) -> Context {
-        LIVE.fetch_add(1, Ordering::Relaxed);
+        live_shard().fetch_add(1, Ordering::Relaxed);
         let id = request
             .extensions()
             .get::<tower_http::request_id::RequestId>()
@@ -225,6 +246,12 @@ impl Context {
 
     pub(crate) fn set(&self, bits: u32) {
         self.inner.flags.fetch_or(bits, Ordering::AcqRel);
+    }
+
+    /// Sets `bits` and returns the flags as they were: the one read-modify-write
+    /// that orders a registration against the layer's decisions and completion.
+    pub(crate) fn set_prev(&self, bits: u32) -> u32 {
+        self.inner.flags.fetch_or(bits, Ordering::AcqRel)
     }
 
     pub(crate) fn clear(&self, bits: u32) {
@@ -335,16 +362,26 @@ impl Context {
     {
         let response = response.map(Body::new);
         let mut shared = self.lock();
-        if self.has(flag::END_CALLED | flag::RESPONDED | flag::ERROR_PATH) || shared.error.is_some() {
-            drop(shared);
-            // The refused response is dropped here, outside the lock: its body is
-            // user code.
+        let refused =
+            self.has(flag::END_CALLED | flag::RESPONDED | flag::ERROR_PATH) || shared.error.is_some();
+        // Stored first, then announced; if the response left in between (the layer
+        // decides without this lock), the announcement sees it and takes it back.
+        let taken_back = if refused {
+            Some(response)
+        } else {
+            shared.ended = Some(Box::new(response));
+            if self.set_prev(flag::END_CALLED | flag::SIGNAL) & flag::RESPONDED != 0 {
+                shared.ended.take().map(|ended| *ended)
+            } else {
+                None
+            }
+        };
+        drop(shared);
+        // A refused response is dropped outside the lock: its body is user code.
+        if let Some(response) = taken_back {
             drop(response);
             return Ended { first: false };
         }
-        shared.ended = Some(Box::new(response));
-        self.set(flag::END_CALLED | flag::SIGNAL);
-        drop(shared);
         self.inner.waker.wake();
         Ended { first: true }
     }
@@ -380,7 +417,15 @@ impl Context {
             return;
         }
         shared.error = Some(error);
-        self.set(flag::SIGNAL);
+        if self.set_prev(flag::SIGNAL) & flag::RESPONDED != 0 {
+            // The response left meanwhile: only a report is possible.
+            let late = shared.error.take();
+            drop(shared);
+            if let Some(error) = late {
+                self.report_error(&error);
+            }
+            return;
+        }
         drop(shared);
         self.inner.waker.wake();
     }
@@ -411,7 +456,7 @@ impl Context {
             }
         });
         let mut shared = self.lock();
-        let flags = self.flags();
+        let flags = self.set_prev(flag::TASKS);
         if flags & (flag::CLOSED | flag::ERROR_PATH) != 0 && flags & flag::FINISHED == 0 {
             // The request's scope is already cancelled.
             handle.abort();
@@ -426,8 +471,10 @@ impl Context {
         let mut shared = self.lock();
         shared.edits.push(edit);
         // Edits that arrive after the hooks started still apply (just before the
-        // response leaves), so the flag only matters before that.
-        self.set(flag::WORK);
+        // response leaves); once it has left they cannot, and are dropped.
+        if self.set_prev(flag::WORK) & flag::RESPONDED != 0 {
+            shared.edits.clear();
+        }
     }
 
     /// Sets the response status, applied when the response leaves the inner service
@@ -524,7 +571,9 @@ impl State<'_> {
 
     /// Inserts a value, returning the one of the same type it replaced.
     pub fn insert<T: Clone + Send + Sync + 'static>(&self, value: T) -> Option<T> {
-        self.map().insert(value)
+        let mut map = self.map();
+        self.ctx.set(flag::STATE);
+        map.insert(value)
     }
 
     /// A clone of the value of type `T`.
@@ -548,10 +597,16 @@ impl State<'_> {
     }
 }
 
-/// The request id: one adopted from tower-http, or one made here, kept inline.
+/// The request id: one adopted from tower-http, or a number from this process,
+/// written out (inline, no allocation) the first time someone asks for it.
 enum Id {
-    Made { buf: [u8; 26], len: u8 },
+    Made { n: u64, text: OnceLock<IdText> },
     Adopted(HeaderValue),
+}
+
+struct IdText {
+    buf: [u8; 26],
+    len: u8,
 }
 
 static PREFIX: LazyLock<u32> = LazyLock::new(|| {
@@ -587,6 +642,23 @@ impl Id {
     }
 
     fn generate() -> Id {
+        Id::Made { n: next_id(), text: OnceLock::new() }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Id::Made { n, text } => {
+                let text = text.get_or_init(|| IdText::write(*n));
+                std::str::from_utf8(&text.buf[..usize::from(text.len)]).unwrap_or_default()
+            }
+            Id::Adopted(value) => value.to_str().unwrap_or_default(),
+        }
+    }
+}
+
+impl IdText {
+    /// `<process prefix, 8 hex digits>-<n in hex>`.
+    fn write(n: u64) -> IdText {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut buf = [0_u8; 26];
         let prefix = *PREFIX;
@@ -594,21 +666,13 @@ impl Id {
             *slot = HEX[((prefix >> (28 - 4 * i)) & 0xf) as usize];
         }
         buf[8] = b'-';
-        let n = next_id();
         let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
         for i in 0..digits {
             buf[9 + i] = HEX[((n >> (4 * (digits - 1 - i))) & 0xf) as usize];
         }
         #[allow(clippy::cast_possible_truncation)]
         let len = (9 + digits) as u8;
-        Id::Made { buf, len }
-    }
-
-    fn as_str(&self) -> &str {
-        match self {
-            Id::Made { buf, len } => std::str::from_utf8(&buf[..usize::from(*len)]).unwrap_or_default(),
-            Id::Adopted(value) => value.to_str().unwrap_or_default(),
-        }
+        IdText { buf, len }
     }
 }
 

@@ -43,29 +43,25 @@ impl Context {
     /// Added after that moment, `f` runs at once.
     pub fn on_end(&self, f: impl FnOnce(&Context) + Send + 'static) {
         let mut shared = self.lock();
-        if self.has(flag::RESPONDED) {
+        if self.set_prev(flag::LISTENERS) & flag::RESPONDED != 0 {
             drop(shared);
             call_quietly(|| f(self));
             return;
         }
         shared.listeners().end.push(Box::new(f));
-        self.set(flag::LISTENERS);
     }
 
     /// Calls `f` when the whole response has been handed to the server (Toa's
     /// `finish`). Added after Finish, `f` runs at once; after Close, never.
     pub fn on_finish(&self, f: impl FnOnce(&Context) + Send + 'static) {
         let mut shared = self.lock();
-        match self.outcome() {
+        match outcome_of(self.set_prev(flag::LISTENERS)) {
             Some(Outcome::Finished) => {
                 drop(shared);
                 call_quietly(|| f(self));
             }
             Some(Outcome::Closed) => {}
-            None => {
-                shared.listeners().finish.push(Box::new(f));
-                self.set(flag::LISTENERS);
-            }
+            None => shared.listeners().finish.push(Box::new(f)),
         }
     }
 
@@ -74,16 +70,13 @@ impl Context {
     /// after Finish, never.
     pub fn on_close(&self, f: impl FnOnce(&Context) + Send + 'static) {
         let mut shared = self.lock();
-        match self.outcome() {
+        match outcome_of(self.set_prev(flag::LISTENERS)) {
             Some(Outcome::Closed) => {
                 drop(shared);
                 call_quietly(|| f(self));
             }
             Some(Outcome::Finished) => {}
-            None => {
-                shared.listeners().close.push(Box::new(f));
-                self.set(flag::LISTENERS);
-            }
+            None => shared.listeners().close.push(Box::new(f)),
         }
     }
 
@@ -94,22 +87,14 @@ impl Context {
     /// Listeners are released when the request completes.
     pub fn on_error(&self, f: impl FnMut(&HttpError) + Send + 'static) {
         let mut shared = self.lock();
-        if self.outcome().is_none() {
+        if outcome_of(self.set_prev(flag::LISTENERS)).is_none() {
             shared.listeners().error.push(Box::new(f));
-            self.set(flag::LISTENERS);
         }
     }
 
     /// How the request completed, or `None` while it is still going.
     pub fn outcome(&self) -> Option<Outcome> {
-        let flags = self.flags();
-        if flags & flag::FINISHED != 0 {
-            Some(Outcome::Finished)
-        } else if flags & flag::CLOSED != 0 {
-            Some(Outcome::Closed)
-        } else {
-            None
-        }
+        outcome_of(self.flags())
     }
 
     /// Waits until the request completes: Finished or Closed.
@@ -207,14 +192,38 @@ impl Context {
     /// Fires Finish or Close, once, and releases everything that could keep the
     /// request alive.
     pub(crate) fn complete(&self, outcome: Outcome) {
-        let mut shared = self.lock();
-        if self.outcome().is_some() {
-            return;
-        }
-        self.set(match outcome {
+        let bit = match outcome {
             Outcome::Finished => flag::FINISHED,
             Outcome::Closed => flag::CLOSED,
-        });
+        };
+        // Claimed with one compare-and-swap: exactly one of Finish or Close. Whoever
+        // registers something to release does so with a read-modify-write of the same
+        // flags, so either it sees this claim (and handles its item at once) or this
+        // claim sees its flag and takes the slow path below.
+        let mut flags = self.flags();
+        loop {
+            if flags & (flag::FINISHED | flag::CLOSED) != 0 {
+                return;
+            }
+            match self.inner.flags.compare_exchange_weak(
+                flags,
+                flags | bit,
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(now) => flags = now,
+            }
+        }
+        const HOLDS_SOMETHING: u32 = flag::LISTENERS | flag::WORK | flag::SIGNAL | flag::TASKS | flag::STATE;
+        if flags & HOLDS_SOMETHING == 0 {
+            // Nothing was ever registered: nothing to call or release.
+            if flags & flag::WAITING != 0 || self.has(flag::WAITING) {
+                self.inner.done.notify_waiters();
+            }
+            return;
+        }
+        let mut shared = self.lock();
         let listeners = shared.listeners.take();
         let tasks = mem::take(&mut shared.tasks);
         let hooks = mem::take(&mut shared.hooks);
@@ -262,6 +271,17 @@ impl Context {
         for task in tasks {
             task.abort();
         }
+    }
+}
+
+/// The outcome a set of flags records.
+fn outcome_of(flags: u32) -> Option<Outcome> {
+    if flags & flag::FINISHED != 0 {
+        Some(Outcome::Finished)
+    } else if flags & flag::CLOSED != 0 {
+        Some(Outcome::Closed)
+    } else {
+        None
     }
 }
 

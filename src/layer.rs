@@ -364,13 +364,21 @@ where
     loop {
         match state.as_mut().project() {
             StateProj::Inner { future } => {
-                ctx.inner.waker.register(cx.waker());
                 let polled = match ctx.take_signal() {
                     Some(signal) => Ok(Poll::Ready(Err(signal))),
                     None => guarded(catch_panic, || future.poll(cx)).map(|p| p.map(Ok)),
                 };
                 let response = match polled {
-                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Pending) => {
+                        // Only a future that waits needs waking by `end` or an error;
+                        // one that was ready never registers. Check again after
+                        // registering, for a signal that came in between.
+                        ctx.inner.waker.register(cx.waker());
+                        if ctx.has(flag::SIGNAL) {
+                            continue;
+                        }
+                        return Poll::Pending;
+                    }
                     Err(panic) => return Poll::Ready(fail(ctx, panic, None)),
                     Ok(Poll::Ready(Err(Signal::Error(err)))) => {
                         return Poll::Ready(fail(ctx, err, None));
@@ -703,25 +711,46 @@ where
             return fail(ctx, err, Some(response.map(|_| Body::empty())));
         }
     }
-    let mut shared = ctx.lock();
+    // The common case needs no lock: nothing is pending and nothing is left to apply,
+    // so one compare-and-swap marks the response as gone. `end`, `emit_error` and the
+    // edits announce themselves with a read-modify-write of the same flags, so either
+    // this swap fails (and the locked path below handles them) or they see
+    // RESPONDED and stand down.
+    let flags = ctx.flags();
+    let quiet = !on_error_path
+        && flags & (flag::SIGNAL | flag::WORK) == 0
+        && ctx
+            .inner
+            .flags
+            .compare_exchange(
+                flags,
+                flags | flag::RESPONDED,
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+            )
+            .is_ok();
     let mut replaced = None;
     let mut edits = Vec::new();
-    if !on_error_path {
-        if let Some(err) = shared.error.take() {
-            // An error arrived while the last hook finished: it still wins.
-            drop(shared);
-            return fail(ctx, err, Some(response.map(|_| Body::empty())));
+    let mut late_error = None;
+    if !quiet {
+        let mut shared = ctx.lock();
+        if !on_error_path {
+            if let Some(err) = shared.error.take() {
+                // An error arrived while the last hook finished: it still wins.
+                drop(shared);
+                return fail(ctx, err, Some(response.map(|_| Body::empty())));
+            }
+            if let Some(ended) = shared.ended.take() {
+                // `end` arrived after the hooks were done but before the response left.
+                replaced = Some(std::mem::replace(&mut response, (*ended).map(ResponseBody::replaced)));
+            }
+            // Edits made after the hooks started (from a hook, a task) still apply.
+            edits = std::mem::take(&mut shared.edits);
         }
-        if let Some(ended) = shared.ended.take() {
-            // `end` arrived after the hooks were done but before the response left.
-            replaced = Some(std::mem::replace(&mut response, (*ended).map(ResponseBody::replaced)));
-        }
-        // Edits made after the hooks started (from a hook, a task) still apply.
-        edits = std::mem::take(&mut shared.edits);
+        ctx.set(flag::RESPONDED);
+        late_error = shared.error.take();
+        drop(shared);
     }
-    ctx.set(flag::RESPONDED);
-    let late_error = shared.error.take();
-    drop(shared);
     // The response that lost, and its body (user code), go outside the lock.
     drop(replaced);
     if !edits.is_empty() {
