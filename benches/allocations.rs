@@ -43,7 +43,11 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const ROUNDS: u64 = 1000;
+/// Requests per scenario; `ROUNDS=n` changes it (benches/callgrind.sh uses two
+/// counts to take the fixed start-up cost out).
+fn rounds() -> u64 {
+    std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(1000)
+}
 
 struct Counter {
     rt: tokio::runtime::Runtime,
@@ -69,12 +73,13 @@ impl scenarios::Visit for Counter {
         for _ in 0..10 {
             self.rt.block_on(scenarios::drive(&svc));
         }
+        let rounds = rounds();
         let before = ALLOCATIONS.load(Ordering::Relaxed);
-        for _ in 0..ROUNDS {
+        for _ in 0..rounds {
             self.rt.block_on(scenarios::drive(&svc));
         }
         #[allow(clippy::cast_precision_loss)]
-        let per_request = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / ROUNDS as f64;
+        let per_request = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / rounds.max(1) as f64;
         let bare = *self.bare.get_or_insert(per_request);
         println!("{name:<50} {per_request:>8.2} {:>+8.2}", per_request - bare);
     }
