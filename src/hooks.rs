@@ -55,13 +55,15 @@ impl Context {
         Ok(())
     }
 
-    /// Marks the hooks as started and takes the deferred edits. Inside the hooks,
-    /// `end` may be accepted once more (it skips the remaining hooks).
-    pub(crate) fn start_hooks(&self) -> Vec<crate::context::Edit> {
+    /// Marks the hooks as started and takes them, with the deferred edits: from here
+    /// on no hook can be added, so the layer runs them without the lock. Inside the
+    /// hooks, `end` may be accepted once more (it skips the remaining hooks).
+    pub(crate) fn start_hooks(&self) -> (Vec<Hook>, Vec<crate::context::Edit>) {
         let mut shared = self.lock();
         self.set(flag::HOOKS_STARTED);
-        self.clear(flag::END_CALLED);
-        std::mem::take(&mut shared.edits)
+        // WORK is spent: an edit made from now on sets it again, for `respond`.
+        self.clear(flag::END_CALLED | flag::WORK);
+        (std::mem::take(&mut shared.hooks), std::mem::take(&mut shared.edits))
     }
 
     /// The layer's decision for a response nobody asked to change: true when no hook
@@ -69,15 +71,5 @@ impl Context {
     pub(crate) fn claim_untouched(&self) -> bool {
         let before = self.inner.flags.fetch_or(flag::HOOKS_STARTED, std::sync::atomic::Ordering::AcqRel);
         before & flag::WORK == 0
-    }
-
-    /// The next hook to run, last added first.
-    pub(crate) fn next_hook(&self) -> Option<Hook> {
-        self.lock().hooks.pop()
-    }
-
-    /// Drops the hooks that have not run (after `end` inside a hook).
-    pub(crate) fn skip_hooks(&self) -> Vec<Hook> {
-        std::mem::take(&mut self.lock().hooks)
     }
 }

@@ -32,7 +32,7 @@ use crate::body::ResponseBody;
 use crate::context::{Context, apply_edits, flag};
 use crate::error::{ErrorFormat, HttpError, Thrown, panic_error, render};
 use crate::events::Completion;
-use crate::hooks::HookFuture;
+use crate::hooks::{Hook, HookFuture};
 use crate::stream::{FirstFrame, Prefixed};
 use crate::{Body, BoxError};
 
@@ -267,7 +267,7 @@ pin_project! {
         Inner { #[pin] future: F },
         // Boxed: these states are rare, and the response future stays small (it is
         // moved around by every layer above).
-        Hooks { response: Option<Box<Response<Body>>>, running: Option<HookFuture> },
+        Hooks { response: Option<Box<Response<Body>>>, pending: Vec<Hook>, running: Option<HookFuture> },
         // Waiting for the body's first frame before the head may go (first-frame mode).
         FirstFrame { response: Option<Box<Response<Body>>> },
         Failed { error: Option<HttpError> },
@@ -439,9 +439,10 @@ where
                 };
                 state.set(start_hooks(ctx, response));
             }
-            StateProj::Hooks { response, running } => {
+            StateProj::Hooks { response, pending, running } => {
                 if running.is_none() {
-                    let Some(hook) = ctx.next_hook() else {
+                    // Last added, first run.
+                    let Some(hook) = pending.pop() else {
                         let response = *response.take().unwrap_or_default();
                         if wants_first_frame(ctx, &response) {
                             state.set(State::FirstFrame { response: Some(Box::new(response)) });
@@ -465,6 +466,7 @@ where
                     }
                     Some(Signal::End(ended)) => {
                         *running = None;
+                        pending.clear();
                         return Poll::Ready(end_in_hook(ctx, ended));
                     }
                     None => {}
@@ -483,6 +485,7 @@ where
                                 return Poll::Ready(fail(ctx, err, Some(next)));
                             }
                             Some(Signal::End(ended)) => {
+                                pending.clear();
                                 return Poll::Ready(end_in_hook(ctx, ended));
                             }
                             None => *response = Some(Box::new(next)),
@@ -599,7 +602,7 @@ where
 
 /// Applies the deferred edits and moves to the hooks.
 fn start_hooks<F>(ctx: &Context, response: Response<Body>) -> State<F> {
-    let edits = ctx.start_hooks();
+    let (pending, edits) = ctx.start_hooks();
     let response = if edits.is_empty() {
         response
     } else {
@@ -607,16 +610,16 @@ fn start_hooks<F>(ctx: &Context, response: Response<Body>) -> State<F> {
         apply_edits(edits, &mut parts.status, &mut parts.headers);
         Response::from_parts(parts, body)
     };
-    State::Hooks { response: Some(Box::new(response)), running: None }
+    State::Hooks { response: Some(Box::new(response)), pending, running: None }
 }
 
-/// `end` was called while a hook ran: its response is final, later hooks are skipped.
+/// `end` was called while a hook ran: its response is final (the caller dropped the
+/// hooks that had not run).
 fn end_in_hook<B>(ctx: &Context, ended: Response<Body>) -> Response<ResponseBody<B>>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    drop(ctx.skip_hooks());
     respond(ctx, ended.map(ResponseBody::replaced), false)
 }
 
