@@ -152,9 +152,9 @@ pub(crate) fn apply_headers(response: &mut Response<Body>, err: &HttpError, prio
     }
     let mut last = None;
     for (name, value) in err.headers() {
-        // The body is the rendered one: its framing is not the error's to set (as in
-        // Koa, which sets the length after `err.headers`).
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+        // The body is the rendered one: its framing and type are not the error's to
+        // set (as in Koa, which sets the length and type after `err.headers`).
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::CONTENT_TYPE {
             continue;
         }
         // The error's own values replace what came before; several values of one
@@ -256,11 +256,13 @@ mod tests {
             .header("content-length", "")
             .header("content-length", "3")
             .header("transfer-encoding", "chunked")
+            .header("content-type", "text/html")
             .header("x-kept", "1");
         let mut response = render_body(&err, ErrorFormat::Json);
         apply_headers(&mut response, &err, None);
         assert!(response.headers().get(header::CONTENT_LENGTH).is_none());
         assert!(response.headers().get(header::TRANSFER_ENCODING).is_none());
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
         assert_eq!(response.headers()["x-kept"], "1");
         let mut response = render_default(&err);
         assert!(response.headers_mut().remove(header::CONTENT_LENGTH).is_none());

@@ -1,0 +1,141 @@
+//! Accept / Accept-Language / Accept-Encoding / Accept-Charset negotiation and
+//! Content-Type matching (`is`), through `HeaderExt` on a `HeaderMap`, a `Request` and
+//! a `Context` inside the layer.
+//!
+//! Checked:
+//! - nothing panics, whatever the headers (several lines, obs-text bytes) or offers;
+//! - an answer is one of the offers;
+//! - the header map, the request and the context agree;
+//! - the answer over a list is acceptable alone, and a list with any offer acceptable
+//!   alone has an answer;
+//! - `is` over a list answers with the first offer that `is` accepts alone.
+
+#![no_main]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use libfuzzer_sys::arbitrary::{self, Arbitrary};
+use libfuzzer_sys::fuzz_target;
+
+use http::header::{ACCEPT, ACCEPT_CHARSET, ACCEPT_ENCODING, ACCEPT_LANGUAGE, CONTENT_TYPE, HeaderName};
+use http::{HeaderMap, Request};
+use tower_context::ContextLayer;
+use tower_context::request::HeaderExt;
+
+/// Offers worth mixing in: arbitrary strings rarely name a known type.
+const KNOWN: &[&str] = &[
+    "json", "html", "text", "png", ".csv", "multipart", "urlencoded", "form", "+json", "+xml",
+    "text/plain", "text/html", "application/json", "application/problem+json", "image/*", "*/*",
+    "text/*", "multipart/*", "multipart/form-data", "text/html;level=1", "en", "en-US", "fr",
+    "fr-CH", "*", "gzip", "br", "deflate", "identity", "utf-8", "iso-8859-1",
+];
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    accept: Vec<Vec<u8>>,
+    accept_language: Vec<Vec<u8>>,
+    accept_encoding: Vec<Vec<u8>>,
+    accept_charset: Vec<Vec<u8>>,
+    content_type: Vec<Vec<u8>>,
+    offers: Vec<Offer>,
+}
+
+#[derive(Arbitrary, Debug)]
+enum Offer {
+    Known(u8),
+    Any(String),
+}
+
+/// The answers of every helper for one set of offers.
+#[derive(Debug, PartialEq, Eq)]
+struct Answers<'t> {
+    accepts: Option<&'t str>,
+    languages: Option<&'t str>,
+    encodings: Option<&'t str>,
+    charsets: Option<&'t str>,
+    is: Option<&'t str>,
+}
+
+fn answers<'t, H: HeaderExt + ?Sized>(h: &H, offers: &[&'t str]) -> Answers<'t> {
+    Answers {
+        accepts: h.accepts(offers),
+        languages: h.accepts_languages(offers),
+        encodings: h.accepts_encodings(offers),
+        charsets: h.accepts_charsets(offers),
+        is: h.is(offers),
+    }
+}
+
+fn check<H: HeaderExt + ?Sized>(h: &H, offers: &[&str]) {
+    let all = answers(h, offers);
+    for answer in [all.accepts, all.languages, all.encodings, all.charsets, all.is].into_iter().flatten() {
+        assert!(offers.contains(&answer), "{answer:?} is not an offer");
+    }
+    type Helper = for<'a, 't> fn(&'a Answers<'t>) -> Option<&'t str>;
+    let helpers: [(&str, Helper); 4] = [
+        ("accepts", |a| a.accepts),
+        ("languages", |a| a.languages),
+        ("encodings", |a| a.encodings),
+        ("charsets", |a| a.charsets),
+    ];
+    let alone: Vec<Answers<'_>> = offers.iter().map(|o| answers(h, std::slice::from_ref(o))).collect();
+    for (what, get) in helpers {
+        if let Some(best) = get(&all) {
+            assert_eq!(get(&answers(h, &[best])), Some(best), "{what}: the best offer alone");
+        }
+        if alone.iter().any(|a| get(a).is_some()) {
+            assert!(get(&all).is_some(), "{what}: an offer is acceptable alone but the list has no answer");
+        }
+    }
+    let first = offers.iter().zip(&alone).find(|(_, a)| a.is.is_some()).map(|(o, _)| *o);
+    assert_eq!(all.is, first, "is: the first offer that matches alone");
+}
+
+fuzz_target!(|input: Input| {
+    let mut headers = HeaderMap::new();
+    let fields: [(HeaderName, &Vec<Vec<u8>>); 5] = [
+        (ACCEPT, &input.accept),
+        (ACCEPT_LANGUAGE, &input.accept_language),
+        (ACCEPT_ENCODING, &input.accept_encoding),
+        (ACCEPT_CHARSET, &input.accept_charset),
+        (CONTENT_TYPE, &input.content_type),
+    ];
+    for (name, lines) in fields {
+        for line in lines.iter().take(3) {
+            headers.append(name.clone(), common::header_value(line));
+        }
+    }
+    let owned: Vec<String> = input
+        .offers
+        .iter()
+        .take(8)
+        .map(|o| match o {
+            Offer::Known(i) => KNOWN[usize::from(*i) % KNOWN.len()].to_owned(),
+            Offer::Any(s) => s.clone(),
+        })
+        .collect();
+    let offers: Vec<&str> = owned.iter().map(String::as_str).collect();
+
+    check(&headers, &offers);
+    let mut request = Request::get("/").body(()).expect("a valid request");
+    *request.headers_mut() = headers.clone();
+    assert_eq!(answers(&request, &offers), answers(&headers, &offers), "request and header map");
+    // A context joins the lines of a header; `is` on a map reads the first line only.
+    let one_content_type = headers.get_all(CONTENT_TYPE).iter().count() <= 1;
+
+    let owned_in = owned.clone();
+    let done = common::run(&ContextLayer::new(), request, move |req, ctx| async move {
+        let offers: Vec<&str> = owned_in.iter().map(String::as_str).collect();
+        check(&ctx, &offers);
+        let mut from_ctx = answers(&ctx, &offers);
+        let mut from_req = answers(&req, &offers);
+        if !one_content_type {
+            from_ctx.is = None;
+            from_req.is = None;
+        }
+        assert_eq!(from_ctx, from_req, "context and request");
+        common::ok()
+    });
+    common::assert_clean_headers(&done.head);
+});
