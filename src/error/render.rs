@@ -154,7 +154,8 @@ pub(crate) fn apply_headers(response: &mut Response<Body>, err: &HttpError, prio
     for (name, value) in err.headers() {
         // The body is the rendered one: its framing and type are not the error's to
         // set (as in Koa, which sets the length and type after `err.headers`).
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::CONTENT_TYPE {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::CONTENT_TYPE
+        {
             continue;
         }
         // The error's own values replace what came before; several values of one
