@@ -1,0 +1,98 @@
+//! `end`, `emit_error` and edits racing the response on another thread: whatever the
+//! interleaving, an `end` that says it won is the response sent, an error is either
+//! rendered or reported (never lost), and each request completes exactly once.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Empty};
+use tower::{Layer, ServiceExt, service_fn};
+use tower_context::{Body, Context, ContextLayer, Ended, HttpError};
+
+fn ctx_of<B>(req: &Request<B>) -> Context {
+    req.extensions().get::<Context>().cloned().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_errors_and_edits_from_another_thread_are_never_lost() {
+    const ROUNDS: usize = 2000;
+    for round in 0..ROUNDS {
+        let ended: Arc<Mutex<Option<Ended>>> = Arc::default();
+        let errors = Arc::new(AtomicUsize::new(0));
+        let completions = Arc::new(AtomicUsize::new(0));
+        let (e, errs, done) = (ended.clone(), errors.clone(), completions.clone());
+        let svc = ContextLayer::new().layer(service_fn(move |req: Request<Empty<Bytes>>| {
+            let ctx = ctx_of(&req);
+            let errs = errs.clone();
+            ctx.on_error(move |_| {
+                errs.fetch_add(1, Ordering::SeqCst);
+            });
+            let d = done.clone();
+            ctx.on_finish(move |_| {
+                d.fetch_add(1, Ordering::SeqCst);
+            });
+            let d = done.clone();
+            ctx.on_close(move |_| {
+                d.fetch_add(1, Ordering::SeqCst);
+            });
+            let (c, e) = (ctx.clone(), e.clone());
+            // On another worker, racing the handler's own (immediate) response.
+            let racer = tokio::spawn(async move {
+                match round % 3 {
+                    0 => *e.lock().unwrap() = Some(c.end(Response::new(Body::from("ended")))),
+                    1 => c.emit_error(HttpError::new(409)),
+                    _ => c.set_header(header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                }
+            });
+            async move {
+                if round % 2 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                drop(racer);
+                Ok::<_, Infallible>(Response::new(Body::from("handler")))
+            }
+        }));
+        let res = svc.oneshot(Request::get("/").body(Empty::new()).unwrap()).await.unwrap();
+        let status = res.status();
+        let cache = res.headers().get(header::CACHE_CONTROL).cloned();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        // Let the racer finish whatever it was doing.
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+            if round % 3 != 0 || ended.lock().unwrap().is_some() {
+                break;
+            }
+        }
+        match round % 3 {
+            0 => match *ended.lock().unwrap() {
+                Some(e) if e.is_first() => {
+                    assert_eq!(body, "ended", "round {round}: an accepted end was not sent")
+                }
+                _ => assert_eq!(body, "handler", "round {round}"),
+            },
+            1 => {
+                // Rendered (409) or, if the response had left, reported: seen once either way.
+                let seen = errors.load(Ordering::SeqCst);
+                if status == 409 {
+                    assert_eq!(seen, 1, "round {round}");
+                } else {
+                    assert_eq!(body, "handler", "round {round}");
+                    // A late error may still be on its way to the listeners.
+                    assert!(seen <= 1, "round {round}");
+                }
+            }
+            _ => {
+                // Applied, or made after the response left (and then ignored).
+                if let Some(cache) = cache {
+                    assert_eq!(cache, "no-store", "round {round}");
+                }
+                assert_eq!(body, "handler", "round {round}");
+            }
+        }
+        assert_eq!(completions.load(Ordering::SeqCst), 1, "round {round}: exactly one of Finish and Close");
+    }
+}
