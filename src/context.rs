@@ -168,9 +168,10 @@ impl Drop for Inner {
 
 /// What `end` returned: whether this call decided the response.
 ///
-/// Only the first `end` of a request wins; later calls, and calls after the
-/// response has left the layer, are ignored. A handler may return it (under the
-/// "axum" feature it is a response; the layer sends the ended one instead).
+/// The first `end` before the hooks wins (and the first one inside them); later
+/// calls, calls after an error was emitted, and calls after the response has left the
+/// layer are ignored. A handler may return it (under the "axum" feature it is a
+/// response; the layer sends the ended one instead).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use = "`end` may have been ignored; check `is_first` or return it from the handler"]
 pub struct Ended {
