@@ -10,32 +10,27 @@ use hmac::{Hmac, Mac};
 use subtle::ConstantTimeEq;
 
 use super::KeygripHash;
-use super::keys::Keys;
+use super::keys::{KeyedMacs, Keys};
 
-/// The signature of `data` under `key`.
-pub(super) fn sign(hash: KeygripHash, key: &[u8], data: &str) -> String {
+/// The signature of `data` under one key.
+pub(super) fn sign(hash: KeygripHash, key: &KeyedMacs, data: &str) -> String {
     match hash {
-        KeygripHash::Sha1 => mac::<Hmac<sha1::Sha1>>(key, data),
-        KeygripHash::Sha256 => mac::<Hmac<sha2::Sha256>>(key, data),
-        KeygripHash::Sha512 => mac::<Hmac<sha2::Sha512>>(key, data),
+        KeygripHash::Sha1 => mac(key.sha1.clone(), data),
+        KeygripHash::Sha256 => mac(key.sha256.clone(), data),
+        KeygripHash::Sha512 => mac(key.sha512.clone(), data),
     }
 }
 
-fn mac<M: Mac + hmac::digest::KeyInit>(key: &[u8], data: &str) -> String {
-    // HMAC takes a key of any length, so this never fails; an empty string would
-    // simply never verify.
-    let Ok(mut mac) = <M as Mac>::new_from_slice(key) else {
-        return String::new();
-    };
-    mac.update(data.as_bytes());
-    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+fn mac<M: Mac>(mut keyed: M, data: &str) -> String {
+    keyed.update(data.as_bytes());
+    URL_SAFE_NO_PAD.encode(keyed.finalize().into_bytes())
 }
 
 /// Keygrip's `index`: the position of the key whose signature of `data` is
 /// `signature`, comparing in constant time.
 pub(super) fn index(hash: KeygripHash, keys: &Keys, data: &str, signature: &str) -> Option<usize> {
     keys.secrets().iter().position(|secret| {
-        let expected = sign(hash, &secret.raw, data);
+        let expected = sign(hash, &secret.keygrip, data);
         !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(signature.as_bytes()))
     })
 }
@@ -47,15 +42,22 @@ mod tests {
     // Vectors from the reference algorithm (Node's keygrip), computed with:
     // python3 -c 'import hmac,hashlib,base64; print(base64.b64encode(hmac.new(b"keyboard cat",
     //   b"sid=abc123", hashlib.sha1).digest()).decode().replace("/","_").replace("+","-").replace("=",""))'
+    fn keyed(secret: &str) -> KeyedMacs {
+        Keys::new([secret]).secrets()[0].keygrip.clone()
+    }
+
     #[test]
     fn matches_node_keygrip() {
-        assert_eq!(sign(KeygripHash::Sha1, b"keyboard cat", "sid=abc123"), "bDPldTuO4L189k44cqUSZURruS8");
         assert_eq!(
-            sign(KeygripHash::Sha256, b"keyboard cat", "sid=abc123"),
+            sign(KeygripHash::Sha1, &keyed("keyboard cat"), "sid=abc123"),
+            "bDPldTuO4L189k44cqUSZURruS8"
+        );
+        assert_eq!(
+            sign(KeygripHash::Sha256, &keyed("keyboard cat"), "sid=abc123"),
             "Dn_cVD-uC6jmvTZ1X_i-ehcPWa2TeXNUx7TdlF1z-a8"
         );
         assert_eq!(
-            sign(KeygripHash::Sha512, b"keyboard cat", "user=ann"),
+            sign(KeygripHash::Sha512, &keyed("keyboard cat"), "user=ann"),
             "khKAD8gYpafgFpSeT2QIIT5aYz3ViJNCuawqnvoNJzm4Q-8n8cx4aAQDwRV1pikgMZFfmJkpD61SbE7nnWjNvA"
         );
     }
@@ -63,10 +65,10 @@ mod tests {
     #[test]
     fn index_finds_the_signing_key() {
         let keys = Keys::new(["new secret", "old secret"]);
-        let old = sign(KeygripHash::Sha1, b"old secret", "sid=abc123");
+        let old = sign(KeygripHash::Sha1, &keyed("old secret"), "sid=abc123");
         assert_eq!(old, "HgpzBDoHrpbYT1kZUjJAfZzINsA");
         assert_eq!(index(KeygripHash::Sha1, &keys, "sid=abc123", &old), Some(1));
-        let new = sign(KeygripHash::Sha1, b"new secret", "sid=abc123");
+        let new = sign(KeygripHash::Sha1, &keyed("new secret"), "sid=abc123");
         assert_eq!(index(KeygripHash::Sha1, &keys, "sid=abc123", &new), Some(0));
         assert_eq!(index(KeygripHash::Sha1, &keys, "sid=abc124", &new), None);
         assert_eq!(index(KeygripHash::Sha256, &keys, "sid=abc123", &new), None);

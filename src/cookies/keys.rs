@@ -42,6 +42,28 @@ pub struct Keys {
 pub(crate) struct Secret {
     pub(crate) raw: Box<[u8]>,
     pub(crate) key: cookie::Key,
+    /// Keygrip's HMACs with the key already absorbed: HMAC hashes the padded key
+    /// before any data, and that half of the work is the same for every signature.
+    pub(crate) keygrip: KeyedMacs,
+}
+
+/// HMAC states keyed with one secret, one per Keygrip hash; cloned for each signature.
+#[derive(Clone)]
+pub(crate) struct KeyedMacs {
+    pub(crate) sha1: Hmac<sha1::Sha1>,
+    pub(crate) sha256: Hmac<sha2::Sha256>,
+    pub(crate) sha512: Hmac<Sha512>,
+}
+
+impl KeyedMacs {
+    /// HMAC accepts a key of any length, so this is `None` only if that ever changes.
+    fn new(secret: &[u8]) -> Option<KeyedMacs> {
+        Some(KeyedMacs {
+            sha1: <Hmac<sha1::Sha1> as Mac>::new_from_slice(secret).ok()?,
+            sha256: <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret).ok()?,
+            sha512: <Hmac<Sha512> as Mac>::new_from_slice(secret).ok()?,
+        })
+    }
 }
 
 impl Keys {
@@ -97,8 +119,13 @@ impl Keys {
     /// cookies this jar then reads and rotates as they are. For Keygrip signatures the
     /// key's 64 master bytes are the secret.
     pub fn from_cookie_keys(keys: impl IntoIterator<Item = cookie::Key>) -> Keys {
-        let keys: Vec<Secret> =
-            keys.into_iter().map(|key| Secret { raw: key.master().into(), key }).collect();
+        let keys: Vec<Secret> = keys
+            .into_iter()
+            .filter_map(|key| {
+                let keygrip = KeyedMacs::new(key.master())?;
+                Some(Secret { raw: key.master().into(), key, keygrip })
+            })
+            .collect();
         Keys { keys: keys.into() }
     }
 
@@ -125,7 +152,8 @@ impl Secret {
         let mut mac = <Hmac<Sha512> as Mac>::new_from_slice(secret).ok()?;
         mac.update(DERIVE_LABEL);
         let key = cookie::Key::try_from(mac.finalize().into_bytes().as_slice()).ok()?;
-        Some(Secret { raw: secret.into(), key })
+        let keygrip = KeyedMacs::new(secret)?;
+        Some(Secret { raw: secret.into(), key, keygrip })
     }
 }
 

@@ -496,7 +496,7 @@ fn seal(keys: &Keys, cookie: Cookie<'static>, private: bool) -> Result<Cookie<'s
 }
 
 fn sign_keygrip(hash: KeygripHash, keys: &Keys, data: &str) -> String {
-    keys.secrets().first().map(|secret| keygrip::sign(hash, &secret.raw, data)).unwrap_or_default()
+    keys.secrets().first().map(|secret| keygrip::sign(hash, &secret.keygrip, data)).unwrap_or_default()
 }
 
 impl fmt::Debug for Cookies {
