@@ -6,7 +6,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use subtle::ConstantTimeEq;
 
 use super::KeygripHash;

@@ -38,9 +38,9 @@ pub struct Keys {
     keys: Arc<[Secret]>,
 }
 
-/// One key: the secret as given (Keygrip) and the key derived from it (cookie crate).
+/// One key: the key derived from the secret (cookie crate) and the secret's keyed
+/// HMAC states (Keygrip).
 pub(crate) struct Secret {
-    pub(crate) raw: Box<[u8]>,
     pub(crate) key: cookie::Key,
     /// Keygrip's HMACs with the key already absorbed: HMAC hashes the padded key
     /// before any data, and that half of the work is the same for every signature.
@@ -123,7 +123,7 @@ impl Keys {
             .into_iter()
             .filter_map(|key| {
                 let keygrip = KeyedMacs::new(key.master())?;
-                Some(Secret { raw: key.master().into(), key, keygrip })
+                Some(Secret { key, keygrip })
             })
             .collect();
         Keys { keys: keys.into() }
@@ -153,7 +153,7 @@ impl Secret {
         mac.update(DERIVE_LABEL);
         let key = cookie::Key::try_from(mac.finalize().into_bytes().as_slice()).ok()?;
         let keygrip = KeyedMacs::new(secret)?;
-        Some(Secret { raw: secret.into(), key, keygrip })
+        Some(Secret { key, keygrip })
     }
 }
 
@@ -175,6 +175,21 @@ mod tests {
         assert_eq!(Keys::try_new(["a", "b", ""]).unwrap_err(), CookieError::EmptyKey { index: 2 });
     }
 
+    /// A Keygrip signature of "x" with a secret's keyed state.
+    fn keyed_sig(secret: &Secret) -> Vec<u8> {
+        secret.keygrip.sha1.clone().chain_update(b"x").finalize().into_bytes().to_vec()
+    }
+
+    /// The same signature, keyed from scratch.
+    fn sig_with(raw: &[u8]) -> Vec<u8> {
+        <Hmac<sha1::Sha1> as Mac>::new_from_slice(raw)
+            .unwrap()
+            .chain_update(b"x")
+            .finalize()
+            .into_bytes()
+            .to_vec()
+    }
+
     #[test]
     fn derivation_is_deterministic_and_distinct() {
         let a = Keys::new(["short"]);
@@ -182,7 +197,7 @@ mod tests {
         let c = Keys::new(["other"]);
         assert_eq!(a.secrets()[0].key.master(), b.secrets()[0].key.master());
         assert_ne!(a.secrets()[0].key.master(), c.secrets()[0].key.master());
-        assert_eq!(&*a.secrets()[0].raw, b"short");
+        assert_eq!(keyed_sig(&a.secrets()[0]), sig_with(b"short"));
     }
 
     #[test]
@@ -190,7 +205,8 @@ mod tests {
         let a = Keys::generate();
         let b = Keys::generate();
         assert_eq!(a.len(), 1);
-        assert_ne!(a.secrets()[0].raw, b.secrets()[0].raw);
+        assert_ne!(a.secrets()[0].key.master(), b.secrets()[0].key.master());
+        assert_ne!(keyed_sig(&a.secrets()[0]), keyed_sig(&b.secrets()[0]));
         assert_eq!(format!("{a:?}"), "Keys { len: 1, .. }");
     }
 
@@ -199,6 +215,6 @@ mod tests {
         let key = cookie::Key::generate();
         let keys = Keys::from_cookie_keys([key.clone()]);
         assert_eq!(keys.secrets()[0].key.master(), key.master());
-        assert_eq!(&*keys.secrets()[0].raw, key.master());
+        assert_eq!(keyed_sig(&keys.secrets()[0]), sig_with(key.master()));
     }
 }
