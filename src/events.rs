@@ -54,29 +54,30 @@ impl Context {
     /// Calls `f` when the whole response has been handed to the server (Toa's
     /// `finish`). Added after Finish, `f` runs at once; after Close, never.
     pub fn on_finish(&self, f: impl FnOnce(&Context) + Send + 'static) {
-        let mut shared = self.lock();
-        match outcome_of(self.set_prev(flag::LISTENERS)) {
-            Some(Outcome::Finished) => {
-                drop(shared);
-                call_quietly(|| f(self));
-            }
-            Some(Outcome::Closed) => {}
-            None => shared.listeners().finish.push(Box::new(f)),
-        }
+        self.on_outcome(Outcome::Finished, Box::new(f));
     }
 
     /// Calls `f` when the response is dropped before it finished: the client went away
     /// mid-handler or mid-body (Toa's `close`). Added after Close, `f` runs at once;
     /// after Finish, never.
     pub fn on_close(&self, f: impl FnOnce(&Context) + Send + 'static) {
+        self.on_outcome(Outcome::Closed, Box::new(f));
+    }
+
+    /// Registers a Finish or Close listener: kept while the request runs, called at
+    /// once if that outcome already happened, dropped if the other one did.
+    fn on_outcome(&self, wanted: Outcome, f: OnceListener) {
         let mut shared = self.lock();
         match outcome_of(self.set_prev(flag::LISTENERS)) {
-            Some(Outcome::Closed) => {
+            Some(outcome) if outcome == wanted => {
                 drop(shared);
                 call_quietly(|| f(self));
             }
-            Some(Outcome::Finished) => {}
-            None => shared.listeners().close.push(Box::new(f)),
+            Some(_) => {}
+            None => match wanted {
+                Outcome::Finished => shared.listeners().finish.push(f),
+                Outcome::Closed => shared.listeners().close.push(f),
+            },
         }
     }
 
@@ -217,8 +218,9 @@ impl Context {
         }
         const HOLDS_SOMETHING: u32 = flag::LISTENERS | flag::WORK | flag::SIGNAL | flag::TASKS | flag::STATE;
         if flags & HOLDS_SOMETHING == 0 {
-            // Nothing was ever registered: nothing to call or release.
-            if flags & flag::WAITING != 0 || self.has(flag::WAITING) {
+            // Nothing was ever registered: nothing to call or release. (A `done()`
+            // that set WAITING after the swap sees the outcome itself.)
+            if flags & flag::WAITING != 0 {
                 self.inner.done.notify_waiters();
             }
             return;
@@ -260,7 +262,7 @@ impl Context {
         // hold values that hold this context.
         let state = mem::take(&mut *self.state_map());
         drop(state);
-        if self.has(flag::WAITING) {
+        if flags & flag::WAITING != 0 {
             self.inner.done.notify_waiters();
         }
     }
