@@ -1,25 +1,27 @@
-//! The jar's storage: the request's cookies, parsed on the first read, and the
+//! The jar's storage: the request's cookies, scanned on each read, and the
 //! response's changes, at most one per name.
 
 use std::collections::HashSet;
-use std::ops::Range;
+use std::fmt::Write as _;
 
 use cookie::Cookie;
 use http::header::{HeaderMap, HeaderValue, SET_COOKIE};
 
 pub(super) struct Jar {
-    /// The `Cookie` header until the first read parses it.
-    header: Option<HeaderValue>,
-    parsed: Option<Parsed>,
+    /// The request's `Cookie` header, read in place: each read scans it, the way the
+    /// Node `cookies` module does, so a request pays for no copy and no index.
+    header: Header,
     /// What goes out as `Set-Cookie`, in the order names were first changed.
     changes: Vec<Change>,
 }
 
-/// The `Cookie` header as text, and where each pair's name and value lie in it: one
-/// string and one vector for any number of cookies.
-struct Parsed {
-    text: Box<str>,
-    pairs: Vec<(Range<usize>, Range<usize>)>,
+/// The `Cookie` header as text.
+enum Header {
+    None,
+    /// Valid UTF-8 (checked once): the header's own bytes, shared, not copied.
+    Valid(HeaderValue),
+    /// Had invalid UTF-8: the pairs that are valid, joined (made once).
+    Cleaned(Box<str>),
 }
 
 struct Change {
@@ -27,22 +29,62 @@ struct Change {
     removed: bool,
 }
 
-impl Jar {
-    pub(super) fn new(header: Option<HeaderValue>) -> Jar {
-        Jar { header, parsed: None, changes: Vec::new() }
+impl Header {
+    fn new(header: Option<HeaderValue>) -> Header {
+        let Some(header) = header else { return Header::None };
+        if std::str::from_utf8(header.as_bytes()).is_ok() {
+            return Header::Valid(header);
+        }
+        // Keep every pair that is valid UTF-8 and drop the others, rather than turning
+        // bad bytes into U+FFFD and handing out values that were never sent.
+        let cleaned = header
+            .as_bytes()
+            .split(|b| *b == b';')
+            .filter_map(|pair| std::str::from_utf8(pair).ok())
+            .collect::<Vec<_>>()
+            .join(";");
+        Header::Cleaned(cleaned.into_boxed_str())
     }
 
-    fn parsed(&mut self) -> &Parsed {
-        self.parsed.get_or_insert_with(|| Parsed::parse(self.header.take()))
+    fn text(&self) -> &str {
+        match self {
+            Header::None => "",
+            // Checked in `new`; the check is repeated, not assumed.
+            Header::Valid(value) => std::str::from_utf8(value.as_bytes()).unwrap_or_default(),
+            Header::Cleaned(text) => text,
+        }
+    }
+
+    /// Every well-formed `name=value` pair, in request order.
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        Cookie::split_parse(self.text())
+            .filter_map(Result::ok)
+            .filter_map(|cookie| Some((cookie.name_raw()?, cookie.value_raw()?)))
+    }
+
+    /// The first cookie of that name, as browsers send the most specific one first.
+    fn find(&self, is: impl Fn(&str) -> bool) -> Option<&str> {
+        self.pairs().find(|(n, _)| is(n)).map(|(_, value)| value)
+    }
+}
+
+impl Jar {
+    pub(super) fn new(header: Option<HeaderValue>) -> Jar {
+        Jar { header: Header::new(header), changes: Vec::new() }
     }
 
     /// The value a client would send next: this response's change if there is one
     /// (none when removed), else the request's first cookie of that name.
-    pub(super) fn get(&mut self, name: &str) -> Option<String> {
-        if let Some(change) = self.changes.iter().find(|c| c.cookie.name() == name) {
-            return (!change.removed).then(|| change.cookie.value().to_owned());
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
+        self.get_by(|n| n == name)
+    }
+
+    /// [`get`](Self::get) for the first name that `is` accepts (all of one name).
+    pub(super) fn get_by(&self, is: impl Fn(&str) -> bool) -> Option<&str> {
+        if let Some(change) = self.changes.iter().find(|c| is(c.cookie.name())) {
+            return (!change.removed).then(|| change.cookie.value());
         }
-        self.parsed().find(name).map(str::to_owned)
+        self.header.find(is)
     }
 
     /// Records a cookie to send; it replaces an earlier change of the same name.
@@ -55,12 +97,11 @@ impl Jar {
     }
 
     /// Every cookie [`get`](Self::get) would find, request order first.
-    pub(super) fn snapshot(&mut self) -> Vec<(String, String)> {
+    pub(super) fn snapshot(&self) -> Vec<(String, String)> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
-        let parsed = self.parsed.get_or_insert_with(|| Parsed::parse(self.header.take()));
         let changes = &self.changes;
-        for (name, value) in parsed.iter() {
+        for (name, value) in self.header.pairs() {
             if !seen.insert(name) {
                 continue;
             }
@@ -81,51 +122,19 @@ impl Jar {
     /// Appends one `Set-Cookie` per change. Every cookie was checked when it was put,
     /// so none is dropped here; one that still failed to make a header would be.
     pub(super) fn write(&self, headers: &mut HeaderMap) {
+        if self.changes.is_empty() {
+            return;
+        }
+        // One buffer for every line, each copied once into its header value.
+        let mut line = String::with_capacity(160);
         for change in &self.changes {
-            if let Ok(value) = HeaderValue::try_from(change.cookie.to_string()) {
-                headers.append(SET_COOKIE, value);
+            line.clear();
+            if write!(line, "{}", change.cookie).is_ok() {
+                if let Ok(value) = HeaderValue::from_str(&line) {
+                    headers.append(SET_COOKIE, value);
+                }
             }
         }
-    }
-}
-
-impl Parsed {
-    fn parse(header: Option<HeaderValue>) -> Parsed {
-        let Some(header) = header else {
-            return Parsed { text: Box::default(), pairs: Vec::new() };
-        };
-        let bytes = header.as_bytes();
-        let text = match std::str::from_utf8(bytes) {
-            Ok(text) => text.to_owned(),
-            // Keep every pair that is valid UTF-8 and drop the others, rather than
-            // turning bad bytes into U+FFFD and handing out values that were never sent.
-            Err(_) => bytes
-                .split(|b| *b == b';')
-                .filter_map(|pair| std::str::from_utf8(pair).ok())
-                .collect::<Vec<_>>()
-                .join(";"),
-        };
-        let base = text.as_ptr() as usize;
-        let span = |s: &str| {
-            let start = (s.as_ptr() as usize).wrapping_sub(base);
-            start..start + s.len()
-        };
-        let pairs = Cookie::split_parse(text.as_str())
-            .filter_map(Result::ok)
-            .filter_map(|c| Some((span(c.name_raw()?), span(c.value_raw()?))))
-            .collect();
-        Parsed { text: text.into_boxed_str(), pairs }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.pairs
-            .iter()
-            .filter_map(|(name, value)| Some((self.text.get(name.clone())?, self.text.get(value.clone())?)))
-    }
-
-    /// The first cookie of that name, as browsers send the most specific one first.
-    fn find(&self, name: &str) -> Option<&str> {
-        self.iter().find(|(n, _)| *n == name).map(|(_, value)| value)
     }
 }
 
@@ -138,24 +147,26 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_parsed_before_the_first_read() {
-        let mut jar = jar(b"a=1");
-        jar.put(Cookie::new("b", "2"), false);
-        assert!(jar.parsed.is_none());
-        assert_eq!(jar.get("a").as_deref(), Some("1"));
-        assert!(jar.parsed.is_some());
+    fn a_valid_header_is_read_in_place() {
+        // Valid UTF-8 is kept as the header itself, not copied.
+        let header = HeaderValue::from_static("a=1");
+        let jar = Jar::new(Some(header.clone()));
+        assert!(
+            matches!(&jar.header, Header::Valid(kept) if kept.as_bytes().as_ptr() == header.as_bytes().as_ptr())
+        );
+        assert_eq!(jar.get("a"), Some("1"));
     }
 
     #[test]
     fn first_of_duplicate_names_wins() {
-        let mut jar = jar(b"a=1; b=2; a=3");
-        assert_eq!(jar.get("a").as_deref(), Some("1"));
+        let jar = jar(b"a=1; b=2; a=3");
+        assert_eq!(jar.get("a"), Some("1"));
         assert_eq!(jar.snapshot(), [("a".to_owned(), "1".to_owned()), ("b".to_owned(), "2".to_owned())]);
     }
 
     #[test]
     fn malformed_pairs_are_skipped() {
-        let mut jar = jar(b";;novalue; =x; a=1 ;  ; b==2; c=\"q\"; d=");
+        let jar = jar(b";;novalue; =x; a=1 ;  ; b==2; c=\"q\"; d=");
         let all = jar.snapshot();
         let names: Vec<_> = all.iter().map(|(n, v)| format!("{n}={v}")).collect();
         assert_eq!(names, ["a=1", "b==2", "c=\"q\"", "d="]);
@@ -163,11 +174,11 @@ mod tests {
 
     #[test]
     fn pairs_with_bad_utf8_are_dropped_alone() {
-        let mut jar = jar(b"a=1; bad=\xff\xfe; c=\xc3\xa9; d=4");
-        assert_eq!(jar.get("a").as_deref(), Some("1"));
+        let jar = jar(b"a=1; bad=\xff\xfe; c=\xc3\xa9; d=4");
+        assert_eq!(jar.get("a"), Some("1"));
         assert_eq!(jar.get("bad"), None);
-        assert_eq!(jar.get("c").as_deref(), Some("é"));
-        assert_eq!(jar.get("d").as_deref(), Some("4"));
+        assert_eq!(jar.get("c"), Some("é"));
+        assert_eq!(jar.get("d"), Some("4"));
     }
 
     #[test]
@@ -177,7 +188,7 @@ mod tests {
         jar.put(Cookie::new("a", "y"), false);
         jar.put(Cookie::new("b", ""), true);
         jar.put(Cookie::new("c", "3"), false);
-        assert_eq!(jar.get("a").as_deref(), Some("y"));
+        assert_eq!(jar.get("a"), Some("y"));
         assert_eq!(jar.get("b"), None);
         let all = jar.snapshot();
         assert_eq!(all, [("a".to_owned(), "y".to_owned()), ("c".to_owned(), "3".to_owned())]);
@@ -194,14 +205,14 @@ mod tests {
             header.extend_from_slice(format!("k{}=v; ", header.len()).as_bytes());
         }
         header.extend_from_slice(b"last=yes");
-        let mut jar = jar(&header);
-        assert_eq!(jar.get("last").as_deref(), Some("yes"));
+        let jar = jar(&header);
+        assert_eq!(jar.get("last"), Some("yes"));
         assert!(jar.snapshot().len() > 5000);
     }
 
     #[test]
     fn no_header_reads_nothing() {
-        let mut jar = Jar::new(None);
+        let jar = Jar::new(None);
         assert_eq!(jar.get("a"), None);
         assert!(jar.snapshot().is_empty());
     }

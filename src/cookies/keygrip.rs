@@ -12,25 +12,34 @@ use subtle::ConstantTimeEq;
 use super::KeygripHash;
 use super::keys::{KeyedMacs, Keys};
 
-/// The signature of `data` under one key.
-pub(super) fn sign(hash: KeygripHash, key: &KeyedMacs, data: &str) -> String {
+/// The signature of the cookie `name=value` under one key (the text is hashed in
+/// its three parts, never joined).
+pub(super) fn sign(hash: KeygripHash, key: &KeyedMacs, name: &str, value: &str) -> String {
     match hash {
-        KeygripHash::Sha1 => mac(key.sha1.clone(), data),
-        KeygripHash::Sha256 => mac(key.sha256.clone(), data),
-        KeygripHash::Sha512 => mac(key.sha512.clone(), data),
+        KeygripHash::Sha1 => mac(key.sha1.clone(), name, value),
+        KeygripHash::Sha256 => mac(key.sha256.clone(), name, value),
+        KeygripHash::Sha512 => mac(key.sha512.clone(), name, value),
     }
 }
 
-fn mac<M: Mac>(mut keyed: M, data: &str) -> String {
-    keyed.update(data.as_bytes());
+fn mac<M: Mac>(mut keyed: M, name: &str, value: &str) -> String {
+    keyed.update(name.as_bytes());
+    keyed.update(b"=");
+    keyed.update(value.as_bytes());
     URL_SAFE_NO_PAD.encode(keyed.finalize().into_bytes())
 }
 
-/// Keygrip's `index`: the position of the key whose signature of `data` is
+/// Keygrip's `index`: the position of the key whose signature of `name=value` is
 /// `signature`, comparing in constant time.
-pub(super) fn index(hash: KeygripHash, keys: &Keys, data: &str, signature: &str) -> Option<usize> {
+pub(super) fn index(
+    hash: KeygripHash,
+    keys: &Keys,
+    name: &str,
+    value: &str,
+    signature: &str,
+) -> Option<usize> {
     keys.secrets().iter().position(|secret| {
-        let expected = sign(hash, &secret.keygrip, data);
+        let expected = sign(hash, &secret.keygrip, name, value);
         !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(signature.as_bytes()))
     })
 }
@@ -49,15 +58,15 @@ mod tests {
     #[test]
     fn matches_node_keygrip() {
         assert_eq!(
-            sign(KeygripHash::Sha1, &keyed("keyboard cat"), "sid=abc123"),
+            sign(KeygripHash::Sha1, &keyed("keyboard cat"), "sid", "abc123"),
             "bDPldTuO4L189k44cqUSZURruS8"
         );
         assert_eq!(
-            sign(KeygripHash::Sha256, &keyed("keyboard cat"), "sid=abc123"),
+            sign(KeygripHash::Sha256, &keyed("keyboard cat"), "sid", "abc123"),
             "Dn_cVD-uC6jmvTZ1X_i-ehcPWa2TeXNUx7TdlF1z-a8"
         );
         assert_eq!(
-            sign(KeygripHash::Sha512, &keyed("keyboard cat"), "user=ann"),
+            sign(KeygripHash::Sha512, &keyed("keyboard cat"), "user", "ann"),
             "khKAD8gYpafgFpSeT2QIIT5aYz3ViJNCuawqnvoNJzm4Q-8n8cx4aAQDwRV1pikgMZFfmJkpD61SbE7nnWjNvA"
         );
     }
@@ -65,14 +74,14 @@ mod tests {
     #[test]
     fn index_finds_the_signing_key() {
         let keys = Keys::new(["new secret", "old secret"]);
-        let old = sign(KeygripHash::Sha1, &keyed("old secret"), "sid=abc123");
+        let old = sign(KeygripHash::Sha1, &keyed("old secret"), "sid", "abc123");
         assert_eq!(old, "HgpzBDoHrpbYT1kZUjJAfZzINsA");
-        assert_eq!(index(KeygripHash::Sha1, &keys, "sid=abc123", &old), Some(1));
-        let new = sign(KeygripHash::Sha1, &keyed("new secret"), "sid=abc123");
-        assert_eq!(index(KeygripHash::Sha1, &keys, "sid=abc123", &new), Some(0));
-        assert_eq!(index(KeygripHash::Sha1, &keys, "sid=abc124", &new), None);
-        assert_eq!(index(KeygripHash::Sha256, &keys, "sid=abc123", &new), None);
-        assert_eq!(index(KeygripHash::Sha1, &keys, "sid=abc123", ""), None);
-        assert_eq!(index(KeygripHash::Sha1, &Keys::new([""]), "sid=abc123", &new), None);
+        assert_eq!(index(KeygripHash::Sha1, &keys, "sid", "abc123", &old), Some(1));
+        let new = sign(KeygripHash::Sha1, &keyed("new secret"), "sid", "abc123");
+        assert_eq!(index(KeygripHash::Sha1, &keys, "sid", "abc123", &new), Some(0));
+        assert_eq!(index(KeygripHash::Sha1, &keys, "sid", "abc124", &new), None);
+        assert_eq!(index(KeygripHash::Sha256, &keys, "sid", "abc123", &new), None);
+        assert_eq!(index(KeygripHash::Sha1, &keys, "sid", "abc123", ""), None);
+        assert_eq!(index(KeygripHash::Sha1, &Keys::new([""]), "sid", "abc123", &new), None);
     }
 }

@@ -20,7 +20,8 @@
 //! # The jar
 //!
 //! [`Context::cookies`](crate::Context::cookies) (or the [`Cookies`] extractor) gives
-//! the request's jar. The `Cookie` header is parsed on the first read; a request whose
+//! the request's jar. The `Cookie` header is read where it lies, without a copy: each
+//! read scans it for the name (as the Node `cookies` module does), and a request whose
 //! handlers never touch cookies costs nothing. Every change becomes one `Set-Cookie`
 //! on the response, whatever path it takes: a normal response, [`end`](crate::Context::end),
 //! or an error. Changes can come from any layer inside [`ContextLayer`](crate::ContextLayer),
@@ -248,7 +249,7 @@ impl Cookies {
     /// The value of a cookie: as this response has set it, else as the request sent
     /// it (the first of several with that name). `None` when absent or removed.
     pub fn get(&self, name: &str) -> Option<String> {
-        self.jar().get(name)
+        self.jar().get(name).map(str::to_owned)
     }
 
     /// Sets a cookie on the response, with the defaults `Path=/`, `HttpOnly` and
@@ -324,10 +325,13 @@ impl Cookies {
                 Some(plain)
             }
             SignedFormat::Keygrip(hash) => {
+                let matched = {
+                    let jar = self.jar();
+                    let signature = jar.get_by(|n| is_companion(n, name))?;
+                    keygrip::index(hash, keys, name, &value, signature)
+                };
                 let sig_name = format!("{name}.sig");
-                let signature = self.get(&sig_name)?;
-                let data = format!("{name}={value}");
-                match keygrip::index(hash, keys, &data, &signature) {
+                match matched {
                     None => {
                         if let Ok(removal) = self.removal(Cookie::new(sig_name, "")) {
                             self.jar().put(removal, true);
@@ -336,7 +340,7 @@ impl Cookies {
                     }
                     Some(index) => {
                         if index > 0 {
-                            let sig = sign_keygrip(hash, keys, &data);
+                            let sig = sign_keygrip(hash, keys, name, &value);
                             if let Ok(cookie) = self.prepare(Cookie::new(sig_name, sig), false) {
                                 self.jar().put(cookie, false);
                             }
@@ -366,7 +370,7 @@ impl Cookies {
             SignedFormat::Keygrip(hash) => {
                 let mut sig = cookie.clone();
                 sig.set_name(format!("{}.sig", cookie.name()));
-                sig.set_value(sign_keygrip(hash, keys, &format!("{}={}", cookie.name(), cookie.value())));
+                sig.set_value(sign_keygrip(hash, keys, cookie.name(), cookie.value()));
                 let mut jar = self.jar();
                 jar.put(cookie, false);
                 jar.put(sig, false);
@@ -484,19 +488,24 @@ fn open(
 /// Signs (or encrypts) a checked cookie with the first key, in the cookie crate's format.
 fn seal(keys: &Keys, cookie: Cookie<'static>, private: bool) -> Result<Cookie<'static>, CookieError> {
     let secret = keys.secrets().first().ok_or(CookieError::NoKeys)?;
-    let name = cookie.name().to_owned();
     let mut jar = CookieJar::new();
     if private {
         jar.private_mut(&secret.key).add(cookie);
     } else {
         jar.signed_mut(&secret.key).add(cookie);
     }
-    // `add` has just put the sealed cookie under this name.
-    jar.get(&name).cloned().ok_or(CookieError::InvalidName { name })
+    // `add` has just put the sealed cookie in the empty jar: it is its only change.
+    // (Its name was checked before, so the error below cannot happen.)
+    jar.delta().next().cloned().ok_or_else(|| CookieError::InvalidName { name: String::new() })
 }
 
-fn sign_keygrip(hash: KeygripHash, keys: &Keys, data: &str) -> String {
-    keys.secrets().first().map(|secret| keygrip::sign(hash, &secret.keygrip, data)).unwrap_or_default()
+fn sign_keygrip(hash: KeygripHash, keys: &Keys, name: &str, value: &str) -> String {
+    keys.secrets().first().map(|secret| keygrip::sign(hash, &secret.keygrip, name, value)).unwrap_or_default()
+}
+
+/// Whether `candidate` is `name.sig`, the Keygrip companion of `name`.
+fn is_companion(candidate: &str, name: &str) -> bool {
+    candidate.strip_suffix(".sig") == Some(name)
 }
 
 impl fmt::Debug for Cookies {
