@@ -862,22 +862,3 @@ mod tests {
         }
     }
 }
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn sizes() {
-        use std::mem::size_of;
-        eprintln!("Inner {}", size_of::<super::Inner>());
-        eprintln!("Id {}", size_of::<super::Id>());
-        eprintln!("Method {}", size_of::<http::Method>());
-        eprintln!("Uri {}", size_of::<http::Uri>());
-        eprintln!("Captured {}", size_of::<super::Captured>());
-        eprintln!("AtomicWaker {}", size_of::<futures_util::task::AtomicWaker>());
-        eprintln!("Notify {}", size_of::<tokio::sync::Notify>());
-        eprintln!("Mutex<Shared> {}", size_of::<std::sync::Mutex<super::Shared>>());
-        eprintln!("Mutex<Ext> {}", size_of::<std::sync::Mutex<http::Extensions>>());
-        eprintln!("OnceLock<Cookies> {}", size_of::<std::sync::OnceLock<crate::Cookies>>());
-        eprintln!("Option<Connection> {}", size_of::<Option<crate::Connection>>());
-        eprintln!("Completion {}", size_of::<Option<crate::events::Completion>>());
-    }
-}
