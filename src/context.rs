@@ -17,7 +17,7 @@ use crate::connection::Connection;
 use crate::cookies::Cookies;
 use crate::error::HttpError;
 use crate::events::Listeners;
-use crate::hooks::Hook;
+use crate::hooks::Hooks;
 use crate::layer::Config;
 use crate::{Body, BoxError};
 
@@ -76,7 +76,7 @@ pub(crate) struct Inner {
 /// await or while user code runs.
 #[derive(Default)]
 pub(crate) struct Shared {
-    pub(crate) hooks: Vec<Hook>,
+    pub(crate) hooks: Hooks,
     /// The response given to `end`, until the layer takes it (boxed: rare, and a
     /// response head is large next to everything else here).
     pub(crate) ended: Option<Box<Response<Body>>>,

@@ -3,15 +3,90 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
 
 use http::Response;
+use pin_project_lite::pin_project;
 
 use crate::Body;
 use crate::context::{Context, HooksStarted, flag};
 use crate::error::HttpError;
 
-pub(crate) type HookFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, HttpError>> + Send>>;
-pub(crate) type Hook = Box<dyn FnOnce(Response<Body>) -> HookFuture + Send>;
+/// An after-hook: the closure and, once it is called, its future, in one allocation
+/// (sized for the larger of the two).
+pub(crate) type Hook = Pin<Box<dyn RunHook + Send>>;
+
+/// The hooks of a request, last added first out. The first one is kept inline:
+/// most requests that have hooks have one.
+#[derive(Default)]
+pub(crate) struct Hooks {
+    first: Option<Hook>,
+    rest: Vec<Hook>,
+}
+
+impl Hooks {
+    fn push(&mut self, hook: Hook) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(hook);
+        } else {
+            self.rest.push(hook);
+        }
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<Hook> {
+        self.rest.pop().or_else(|| self.first.take())
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.first = None;
+        self.rest.clear();
+    }
+}
+
+pub(crate) trait RunHook {
+    /// On the first poll, calls the hook with the response taken out of `input`'s box;
+    /// from then on, polls the future it returned.
+    fn poll_hook(
+        self: Pin<&mut Self>,
+        input: &mut Option<Box<Response<Body>>>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Result<Response<Body>, HttpError>>;
+}
+
+pin_project! {
+    #[project = HookCellProj]
+    enum HookCell<F, Fut> {
+        Waiting { hook: Option<F> },
+        Running { #[pin] future: Fut },
+    }
+}
+
+impl<F, Fut> RunHook for HookCell<F, Fut>
+where
+    F: FnOnce(Response<Body>) -> Fut,
+    Fut: Future<Output = Result<Response<Body>, HttpError>>,
+{
+    fn poll_hook(
+        mut self: Pin<&mut Self>,
+        input: &mut Option<Box<Response<Body>>>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Result<Response<Body>, HttpError>> {
+        loop {
+            match self.as_mut().project() {
+                HookCellProj::Waiting { hook } => {
+                    let Some(hook) = hook.take() else {
+                        return Poll::Ready(Err(HttpError::new(500)));
+                    };
+                    // The box stays with the layer, for the response this hook returns.
+                    let response = input.as_deref_mut().map(std::mem::take).unwrap_or_default();
+                    let future = hook(response);
+                    self.set(HookCell::Running { future });
+                }
+                HookCellProj::Running { future } => return future.poll(cx),
+            }
+        }
+    }
+}
 
 impl Context {
     /// Adds an after-hook (Toa's `ctx.after`).
@@ -51,14 +126,14 @@ impl Context {
         if before & (flag::HOOKS_STARTED | flag::RESPONDED | flag::ERROR_PATH) != 0 {
             return Err(HooksStarted);
         }
-        shared.hooks.push(Box::new(move |response| Box::pin(hook(response))));
+        shared.hooks.push(Box::pin(HookCell::Waiting { hook: Some(hook) }));
         Ok(())
     }
 
     /// Marks the hooks as started and takes them, with the deferred edits: from here
     /// on no hook can be added, so the layer runs them without the lock. Inside the
     /// hooks, `end` may be accepted once more (it skips the remaining hooks).
-    pub(crate) fn start_hooks(&self) -> (Vec<Hook>, Vec<crate::context::Edit>) {
+    pub(crate) fn start_hooks(&self) -> (Hooks, Vec<crate::context::Edit>) {
         let mut shared = self.lock();
         self.set(flag::HOOKS_STARTED);
         // WORK is spent: an edit made from now on sets it again, for `respond`.

@@ -32,7 +32,7 @@ use crate::body::ResponseBody;
 use crate::context::{Context, apply_edits, flag};
 use crate::error::{ErrorFormat, HttpError, Thrown, panic_error, render};
 use crate::events::Completion;
-use crate::hooks::{Hook, HookFuture};
+use crate::hooks::{Hook, Hooks};
 use crate::stream::{FirstFrame, Prefixed};
 use crate::{Body, BoxError};
 
@@ -267,7 +267,7 @@ pin_project! {
         Inner { #[pin] future: F },
         // Boxed: these states are rare, and the response future stays small (it is
         // moved around by every layer above).
-        Hooks { response: Option<Box<Response<Body>>>, pending: Vec<Hook>, running: Option<HookFuture> },
+        Hooks { response: Option<Box<Response<Body>>>, pending: Hooks, running: Option<Hook> },
         // Waiting for the body's first frame before the head may go (first-frame mode).
         FirstFrame { response: Option<Box<Response<Body>>> },
         Failed { error: Option<HttpError> },
@@ -452,11 +452,7 @@ where
                         let response = response.map(ResponseBody::replaced);
                         return Poll::Ready(respond(ctx, response, false));
                     };
-                    let input = *response.take().unwrap_or_default();
-                    match guarded(catch_panic, || hook(input)) {
-                        Ok(future) => *running = Some(future),
-                        Err(panic) => return Poll::Ready(fail(ctx, panic, None)),
-                    }
+                    *running = Some(hook);
                 }
                 ctx.inner.waker.register(cx.waker());
                 match ctx.take_signal() {
@@ -471,8 +467,9 @@ where
                     }
                     None => {}
                 }
-                let Some(future) = running.as_mut() else { continue };
-                match guarded(catch_panic, || future.as_mut().poll(cx)) {
+                let Some(hook) = running.as_mut() else { continue };
+                // The first poll calls the hook with the response.
+                match guarded(catch_panic, || hook.as_mut().poll_hook(response, cx)) {
                     Ok(Poll::Pending) => return Poll::Pending,
                     Err(err) | Ok(Poll::Ready(Err(err))) => {
                         *running = None;
@@ -488,7 +485,11 @@ where
                                 pending.clear();
                                 return Poll::Ready(end_in_hook(ctx, ended));
                             }
-                            None => *response = Some(Box::new(next)),
+                            // Back into the box the hook took it from.
+                            None => match response.as_deref_mut() {
+                                Some(slot) => *slot = next,
+                                None => *response = Some(Box::new(next)),
+                            },
                         }
                     }
                 }
