@@ -4,7 +4,7 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicIsize, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock, Weak};
 
 use atomic_waker::AtomicWaker;
@@ -135,34 +135,64 @@ pub(crate) enum Edit {
     Vary(HeaderName),
 }
 
-/// The count of live contexts, in shards so that busy threads do not fight over one
-/// cache line: a thread counts in its own shard (a context made on one thread and
-/// dropped on another moves one unit between shards; the sum stays right).
-#[repr(align(64))]
-struct Shard(AtomicIsize);
+/// The count of live contexts, for leak tests: each thread counts in a counter of its
+/// own, which only that thread writes, so counting is a plain load and store, no
+/// locked instruction. A context made on one thread and dropped on another adds one
+/// to the first thread's counter and takes one from the second's: the sum stays right.
+static COUNTERS: Mutex<Vec<Arc<AtomicIsize>>> = Mutex::new(Vec::new());
+/// The counts of threads that have exited (and of contexts dropped while one exits).
+static EXITED: AtomicIsize = AtomicIsize::new(0);
 
-const SHARDS: usize = 16;
-static LIVE: [Shard; SHARDS] = [const { Shard(AtomicIsize::new(0)) }; SHARDS];
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+fn counters() -> MutexGuard<'static, Vec<Arc<AtomicIsize>>> {
+    COUNTERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn live_shard() -> &'static AtomicIsize {
-    &LIVE[SHARD.try_with(|shard| *shard).unwrap_or(0)].0
+/// A thread's counter, listed while the thread lives; its count moves to `EXITED`
+/// when the thread exits, so the list does not grow with threads that come and go.
+struct Counter(Arc<AtomicIsize>);
+
+impl Counter {
+    fn new() -> Counter {
+        let counter = Arc::new(AtomicIsize::new(0));
+        counters().push(counter.clone());
+        Counter(counter)
+    }
+}
+
+impl Drop for Counter {
+    fn drop(&mut self) {
+        let mut counters = counters();
+        counters.retain(|counter| !Arc::ptr_eq(counter, &self.0));
+        EXITED.fetch_add(self.0.load(Ordering::Acquire), Ordering::AcqRel);
+    }
+}
+
+thread_local! {
+    static COUNTER: Counter = Counter::new();
+}
+
+fn count_live(delta: isize) {
+    let counted = COUNTER.try_with(|Counter(counter)| {
+        // Only this thread writes its counter: no other write can come in between.
+        counter.store(counter.load(Ordering::Relaxed) + delta, Ordering::Release);
+    });
+    if counted.is_err() {
+        EXITED.fetch_add(delta, Ordering::AcqRel);
+    }
 }
 
 /// How many contexts exist right now in this process. For leak tests.
 #[doc(hidden)]
 pub fn live_contexts() -> usize {
-    let total: isize = LIVE.iter().map(|shard| shard.0.load(Ordering::SeqCst)).sum();
+    let counters = counters();
+    let total: isize = counters.iter().map(|counter| counter.load(Ordering::Acquire)).sum::<isize>()
+        + EXITED.load(Ordering::Acquire);
     usize::try_from(total).unwrap_or(0)
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        live_shard().fetch_sub(1, Ordering::Relaxed);
+        count_live(-1);
     }
 }
 
@@ -205,7 +235,7 @@ impl From<HooksStarted> for HttpError {
 
 impl Context {
     pub(crate) fn new<B>(request: &Request<B>, config: Arc<Config>) -> Context {
-        live_shard().fetch_add(1, Ordering::Relaxed);
+        count_live(1);
         let id = request
             .extensions()
             .get::<tower_http::request_id::RequestId>()

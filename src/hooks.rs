@@ -141,10 +141,25 @@ impl Context {
         (std::mem::take(&mut shared.hooks), std::mem::take(&mut shared.edits))
     }
 
-    /// The layer's decision for a response nobody asked to change: true when no hook
-    /// or edit exists, and from now on none can be added (they would be refused).
-    pub(crate) fn claim_untouched(&self) -> bool {
-        let before = self.inner.flags.fetch_or(flag::HOOKS_STARTED, std::sync::atomic::Ordering::AcqRel);
-        before & flag::WORK == 0
+    /// The layer's decision for a response nobody asked to change: `None` when hooks
+    /// or edits exist (they run), else from now on none can be added (they would be
+    /// refused). With `send`, the same compare-and-swap also marks the response as
+    /// gone when nothing is pending (`Some(true)`: `respond`'s own swap is done);
+    /// `Some(false)` leaves that to `respond`.
+    pub(crate) fn claim_untouched(&self, send: bool) -> Option<bool> {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        let mut flags = self.flags();
+        loop {
+            if flags & flag::WORK != 0 {
+                self.set(flag::HOOKS_STARTED);
+                return None;
+            }
+            let sent = send && flags & flag::SIGNAL == 0;
+            let claim = if sent { flag::HOOKS_STARTED | flag::RESPONDED } else { flag::HOOKS_STARTED };
+            match self.inner.flags.compare_exchange_weak(flags, flags | claim, AcqRel, Acquire) {
+                Ok(_) => return Some(sent),
+                Err(now) => flags = now,
+            }
+        }
     }
 }

@@ -422,18 +422,28 @@ where
                                 let prior = response.map(Body::new);
                                 return Poll::Ready(fail(ctx, err, Some(prior)));
                             }
-                            (None, None) if ctx.claim_untouched() => {
-                                if wants_first_frame(ctx, &response) {
-                                    let response = Some(Box::new(response.map(Body::new)));
-                                    state.set(State::FirstFrame { response });
-                                    continue;
+                            (None, None) => {
+                                let first_frame = wants_first_frame(ctx, &response);
+                                match ctx.claim_untouched(!first_frame) {
+                                    None => response.map(Body::new),
+                                    Some(_) if first_frame => {
+                                        let response = Some(Box::new(response.map(Body::new)));
+                                        state.set(State::FirstFrame { response });
+                                        continue;
+                                    }
+                                    // Nothing asked to change the response: it goes out
+                                    // with the inner body as it is.
+                                    Some(true) => {
+                                        let mut response = response.map(ResponseBody::inner);
+                                        send_head(ctx, &mut response, None);
+                                        return Poll::Ready(response);
+                                    }
+                                    Some(false) => {
+                                        let response = response.map(ResponseBody::inner);
+                                        return Poll::Ready(respond(ctx, response, false));
+                                    }
                                 }
-                                // Nothing asked to change the response: it goes out
-                                // with the inner body as it is.
-                                let response = response.map(ResponseBody::inner);
-                                return Poll::Ready(respond(ctx, response, false));
                             }
-                            (None, None) => response.map(Body::new),
                         }
                     }
                 };
@@ -762,7 +772,17 @@ where
         apply_edits(edits, &mut parts.status, &mut parts.headers);
         response = Response::from_parts(parts, body);
     }
+    send_head(ctx, &mut response, late_error);
+    response
+}
 
+/// The last steps of every path, once the response is marked as gone: Set-Cookie,
+/// the body rules of HEAD and 204/205/304, End, and an error that came too late.
+fn send_head<B>(ctx: &Context, response: &mut Response<ResponseBody<B>>, late_error: Option<HttpError>)
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     if let Some(jar) = ctx.inner.cookies.get() {
         jar.write(response.headers_mut());
     }
@@ -785,5 +805,4 @@ where
     if let Some(err) = late_error {
         ctx.report_error(&err);
     }
-    response
 }
