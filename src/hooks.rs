@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, ready};
 
 use http::Response;
 use pin_project_lite::pin_project;
@@ -44,13 +44,14 @@ impl Hooks {
 }
 
 pub(crate) trait RunHook {
-    /// On the first poll, calls the hook with the response taken out of `input`'s box;
-    /// from then on, polls the future it returned.
+    /// On the first poll, calls the hook with the response taken out of `slot`'s box;
+    /// from then on, polls the future it returned. The response it returns is put
+    /// back in the box.
     fn poll_hook(
         self: Pin<&mut Self>,
-        input: &mut Option<Box<Response<Body>>>,
+        slot: &mut Option<Box<Response<Body>>>,
         cx: &mut TaskContext<'_>,
-    ) -> Poll<Result<Response<Body>, HttpError>>;
+    ) -> Poll<Result<(), HttpError>>;
 }
 
 pin_project! {
@@ -68,21 +69,27 @@ where
 {
     fn poll_hook(
         mut self: Pin<&mut Self>,
-        input: &mut Option<Box<Response<Body>>>,
+        slot: &mut Option<Box<Response<Body>>>,
         cx: &mut TaskContext<'_>,
-    ) -> Poll<Result<Response<Body>, HttpError>> {
+    ) -> Poll<Result<(), HttpError>> {
         loop {
             match self.as_mut().project() {
                 HookCellProj::Waiting { hook } => {
                     let Some(hook) = hook.take() else {
                         return Poll::Ready(Err(HttpError::new(500)));
                     };
-                    // The box stays with the layer, for the response this hook returns.
-                    let response = input.as_deref_mut().map(std::mem::take).unwrap_or_default();
+                    let response = slot.as_deref_mut().map(std::mem::take).unwrap_or_default();
                     let future = hook(response);
                     self.set(HookCell::Running { future });
                 }
-                HookCellProj::Running { future } => return future.poll(cx),
+                HookCellProj::Running { future } => {
+                    let next = ready!(future.poll(cx))?;
+                    match slot.as_deref_mut() {
+                        Some(kept) => *kept = next,
+                        None => *slot = Some(Box::new(next)),
+                    }
+                    return Poll::Ready(Ok(()));
+                }
             }
         }
     }
@@ -134,10 +141,13 @@ impl Context {
     /// on no hook can be added, so the layer runs them without the lock. Inside the
     /// hooks, `end` may be accepted once more (it skips the remaining hooks).
     pub(crate) fn start_hooks(&self) -> (Hooks, Vec<crate::context::Edit>) {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
         let mut shared = self.lock();
-        self.set(flag::HOOKS_STARTED);
-        // WORK is spent: an edit made from now on sets it again, for `respond`.
-        self.clear(flag::END_CALLED | flag::WORK);
+        // One swap: hooks started, and WORK is spent (an edit made from now on sets it
+        // again, for `respond`).
+        let _ = self.inner.flags.fetch_update(AcqRel, Acquire, |flags| {
+            Some((flags | flag::HOOKS_STARTED) & !(flag::END_CALLED | flag::WORK))
+        });
         (std::mem::take(&mut shared.hooks), std::mem::take(&mut shared.edits))
     }
 

@@ -464,42 +464,47 @@ where
                     };
                     *running = Some(hook);
                 }
-                ctx.inner.waker.register(cx.waker());
-                match ctx.take_signal() {
-                    Some(Signal::Error(err)) => {
-                        *running = None;
-                        return Poll::Ready(fail(ctx, err, None));
-                    }
-                    Some(Signal::End(ended)) => {
-                        *running = None;
-                        pending.clear();
-                        return Poll::Ready(end_in_hook(ctx, ended));
-                    }
-                    None => {}
+                // A signal that came before this hook's first poll, or woke it.
+                if let Some(signal) = ctx.take_signal() {
+                    *running = None;
+                    return Poll::Ready(match signal {
+                        Signal::Error(err) => fail(ctx, err, None),
+                        Signal::End(ended) => {
+                            pending.clear();
+                            end_in_hook(ctx, ended)
+                        }
+                    });
                 }
                 let Some(hook) = running.as_mut() else { continue };
-                // The first poll calls the hook with the response.
+                // The first poll calls the hook with the response; the one it returns
+                // goes back into the same box.
                 match guarded(catch_panic, || hook.as_mut().poll_hook(response, cx)) {
-                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Pending) => {
+                        // As for the inner future: only a hook that waits needs waking
+                        // by `end` or an error, and a signal that came in between is
+                        // caught by the check after registering.
+                        ctx.inner.waker.register(cx.waker());
+                        if ctx.has(flag::SIGNAL) {
+                            continue;
+                        }
+                        return Poll::Pending;
+                    }
                     Err(err) | Ok(Poll::Ready(Err(err))) => {
                         *running = None;
                         return Poll::Ready(fail(ctx, err, None));
                     }
-                    Ok(Poll::Ready(Ok(next))) => {
+                    Ok(Poll::Ready(Ok(()))) => {
                         *running = None;
                         match ctx.take_signal() {
                             Some(Signal::Error(err)) => {
-                                return Poll::Ready(fail(ctx, err, Some(next)));
+                                let next = response.take().map(|next| *next);
+                                return Poll::Ready(fail(ctx, err, next));
                             }
                             Some(Signal::End(ended)) => {
                                 pending.clear();
                                 return Poll::Ready(end_in_hook(ctx, ended));
                             }
-                            // Back into the box the hook took it from.
-                            None => match response.as_deref_mut() {
-                                Some(slot) => *slot = next,
-                                None => *response = Some(Box::new(next)),
-                            },
+                            None => {}
                         }
                     }
                 }

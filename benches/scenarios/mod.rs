@@ -40,7 +40,7 @@ fn ctx(req: &Req) -> Context {
 /// of the cost).
 pub async fn drive<S, B>(svc: &S)
 where
-    S: Service<Req, Response = Response<B>> + Clone,
+    S: Service<Req, Response = Response<B>> + Clone + 'static,
     S::Error: std::fmt::Debug,
     B: http_body::Body<Data = Bytes>,
     B::Error: std::fmt::Debug,
@@ -53,7 +53,7 @@ where
 pub trait Visit {
     fn visit<S, B>(&mut self, name: &str, svc: S)
     where
-        S: Service<Req, Response = Response<B>> + Clone,
+        S: Service<Req, Response = Response<B>> + Clone + 'static,
         S::Error: std::fmt::Debug,
         B: http_body::Body<Data = Bytes>,
         B::Error: std::fmt::Debug;
