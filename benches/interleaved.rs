@@ -59,8 +59,16 @@ fn median(values: &mut [f64]) -> f64 {
 const TARGETS: [(&str, &str, f64); 4] = [
     ("ContextLayer untouched", "tower-cookies CookieManagerLayer untouched", 0.75),
     ("ContextLayer one after-hook", "axum from_fn adding a header", 1.0),
-    ("ContextLayer cookie read + signed set (Keygrip, default)", "tower-cookies cookie read + signed set", 0.75),
-    ("ContextLayer cookie read + signed set (cookie-crate format)", "tower-cookies cookie read + signed set", 0.75),
+    (
+        "ContextLayer cookie read + signed set (Keygrip, default)",
+        "tower-cookies cookie read + signed set",
+        0.75,
+    ),
+    (
+        "ContextLayer cookie read + signed set (cookie-crate format)",
+        "tower-cookies cookie read + signed set",
+        0.75,
+    ),
 ];
 
 fn main() {
@@ -107,7 +115,9 @@ fn main() {
         }
     }
 
-    println!("\n| target | ratio (median of rounds) | quartiles | target | holds? |\n|---|---:|---:|---:|---|");
+    println!(
+        "\n| target | ratio (median of rounds) | quartiles | target | holds? |\n|---|---:|---:|---:|---|"
+    );
     let index = |name: &str| rows.iter().position(|(n, _)| n == name);
     for (ours, theirs, target) in TARGETS {
         let (Some(a), Some(b)) = (index(ours), index(theirs)) else { continue };

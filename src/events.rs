@@ -7,6 +7,7 @@
 
 use std::mem;
 use std::pin::pin;
+use std::sync::Arc;
 
 use crate::BoxError;
 use crate::context::{Context, flag};
@@ -355,6 +356,28 @@ impl Completion {
             self.ctx.report_error(&err);
         }
         self.fire(Outcome::Closed);
+    }
+}
+
+impl Completion {
+    /// True when nothing can observe how the request completes: this is the only
+    /// handle to the context (no other `Context`, no weak reference: nobody can make
+    /// one either), and nothing was registered that completion would call, wake or
+    /// release (listeners, `done()` waiters, tasks, state).
+    pub(crate) fn unobserved(&self) -> bool {
+        let inner = &self.ctx.inner;
+        if Arc::strong_count(inner) != 1 || Arc::weak_count(inner) != 0 {
+            return false;
+        }
+        // Pairs with the release of the handles dropped before, so that whatever they
+        // registered is seen in the flags below.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        self.ctx.flags() & (flag::LISTENERS | flag::WAITING | flag::TASKS | flag::STATE) == 0
+    }
+
+    /// Lets the context go without completing it: for an unobserved request only.
+    pub(crate) fn release(mut self) {
+        self.done = true;
     }
 }
 

@@ -333,8 +333,15 @@ where
                         return Poll::Pending;
                     }
                     Poll::Ready(mut response) => {
-                        // The body takes over: Finish at its end, Close if dropped first.
-                        response.body_mut().watch(completion);
+                        if completion.unobserved() && body_cannot_report(completion.ctx(), &response) {
+                            // Nobody can ever see Finish or Close: the context goes now
+                            // rather than riding along with the body.
+                            completion.release();
+                        } else {
+                            // The body takes over: Finish at its end, Close if dropped
+                            // first.
+                            response.body_mut().watch(completion);
+                        }
                         Ok(response)
                     }
                 }
@@ -580,6 +587,13 @@ where
         Ok(err) => HttpError::from_error(err),
     };
     fail(ctx, err, prior)
+}
+
+/// Whether nothing would hear of this body failing: it is already at its end, or
+/// there is no app-level error hook and no tracing to tell (listeners are checked by
+/// `Completion::unobserved`).
+fn body_cannot_report<B: http_body::Body>(ctx: &Context, response: &Response<B>) -> bool {
+    response.body().is_end_stream() || (ctx.config().on_error.is_none() && !cfg!(feature = "tracing"))
 }
 
 /// Whether the layer should poll this response's first frame before sending the head.
