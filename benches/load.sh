@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Loopback load run: the same axum app bare and with ContextLayer::new(), driven by
-# wrk on 127.0.0.1, interleaved (bare, context, bare, context, ...) so both see the same
-# machine conditions. Prints requests per second and p99 latency for each, and ratios.
+# Loopback load run: the same axum app bare, with ContextLayer::new() added by
+# Router::layer (as the README shows), and with the layer around the whole router,
+# driven by wrk on 127.0.0.1. Interleaved: every round runs each app once, in a
+# rotating order, so all see the same machine conditions. Prints requests per second
+# and p99 latency for each, and the ratios to bare taken within each round.
 #
-#   bash benches/load.sh            # 5 rounds of 5 s per app
+#   bash benches/load.sh            # 7 rounds of 5 s per app
 #   ROUNDS=3 SECONDS_PER_RUN=3 bash benches/load.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS="${ROUNDS:-5}"
+ROUNDS="${ROUNDS:-7}"
 SECONDS_PER_RUN="${SECONDS_PER_RUN:-5}"
 CONNECTIONS="${CONNECTIONS:-32}"
 
@@ -28,10 +30,14 @@ if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
   server_cpu=(taskset -c 0); client_cpu=(taskset -c 1)
 fi
 
-"${server_cpu[@]}" "$bin" bare 127.0.0.1:4101 >/dev/null & bare_pid=$!
-"${server_cpu[@]}" "$bin" context 127.0.0.1:4102 >/dev/null & ctx_pid=$!
-trap 'kill $bare_pid $ctx_pid 2>/dev/null || true' EXIT
-for port in 4101 4102; do
+apps=(bare context wrapped)
+ports=(4101 4102 4103)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+for i in "${!apps[@]}"; do
+  "${server_cpu[@]}" "$bin" "${apps[$i]}" "127.0.0.1:${ports[$i]}" >/dev/null & pids+=($!)
+done
+for port in "${ports[@]}"; do
   for _ in $(seq 50); do
     (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break
     sleep 0.1
@@ -52,39 +58,46 @@ run() {
   echo "$rps $p99"
 }
 
-# Warm both up.
-"${client_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d1s "http://127.0.0.1:4101/" >/dev/null
-"${client_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d1s "http://127.0.0.1:4102/" >/dev/null
+for port in "${ports[@]}"; do
+  "${client_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d1s "http://127.0.0.1:$port/" >/dev/null
+done
 
-bare_rps=(); ctx_rps=(); bare_p99=(); ctx_p99=()
+# rps[app,round] and p99[app,round]
+declare -A rps p99
+n=${#apps[@]}
 for round in $(seq "$ROUNDS"); do
-  # Alternate which app goes first, so neither always follows the other.
-  if (( round % 2 )); then
-    read -r r p < <(run 4101); bare_rps+=("$r"); bare_p99+=("$p")
-    read -r r p < <(run 4102); ctx_rps+=("$r"); ctx_p99+=("$p")
-  else
-    read -r r p < <(run 4102); ctx_rps+=("$r"); ctx_p99+=("$p")
-    read -r r p < <(run 4101); bare_rps+=("$r"); bare_p99+=("$p")
-  fi
-  echo "round $round: bare ${bare_rps[-1]} req/s p99 ${bare_p99[-1]}us | context ${ctx_rps[-1]} req/s p99 ${ctx_p99[-1]}us" >&2
+  line="round $round:"
+  for k in $(seq 0 $((n - 1))); do
+    i=$(( (k + round) % n ))
+    read -r r p < <(run "${ports[$i]}")
+    rps[$i,$round]=$r; p99[$i,$round]=$p
+  done
+  for i in "${!apps[@]}"; do line+=" ${apps[$i]} ${rps[$i,$round]} req/s p99 ${p99[$i,$round]}us |"; done
+  echo "$line" >&2
 done
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-br=$(median "${bare_rps[@]}"); cr=$(median "${ctx_rps[@]}")
-bp=$(median "${bare_p99[@]}"); cp=$(median "${ctx_p99[@]}")
+column() { local i=$1 what=$2 r; for r in $(seq "$ROUNDS"); do eval "echo \${$what[$i,$r]}"; done; }
+ratios() { # app what -> per-round ratios to bare
+  local i=$1 what=$2 r
+  for r in $(seq "$ROUNDS"); do
+    eval "awk -v a=\${$what[$i,$r]} -v b=\${$what[0,$r]} 'BEGIN {printf \"%.4f\\n\", a/b}'"
+  done
+}
+
 echo
-echo "| app | requests/s (median of $ROUNDS) | p99 latency us (median) |"
-echo "|---|---|---|"
-echo "| bare axum | $br | $bp |"
-echo "| with ContextLayer::new() | $cr | $cp |"
-# Ratios within each round (the two runs of a round saw the same machine), then
-# their median; and the ratio of the medians.
-rps_ratios=(); p99_ratios=()
-for i in "${!bare_rps[@]}"; do
-  rps_ratios+=("$(awk -v c="${ctx_rps[$i]}" -v b="${bare_rps[$i]}" 'BEGIN {printf "%.4f", c/b}')")
-  p99_ratios+=("$(awk -v c="${ctx_p99[$i]}" -v b="${bare_p99[$i]}" 'BEGIN {printf "%.4f", c/b}')")
+echo "$ROUNDS rounds of ${SECONDS_PER_RUN} s per app, $CONNECTIONS connections; medians over the rounds"
+echo
+echo "| app | requests/s | p99 latency (us) | req/s ratio to bare | p99 ratio to bare |"
+echo "|---|---:|---:|---:|---:|"
+for i in "${!apps[@]}"; do
+  r=$(median $(column "$i" rps)); p=$(median $(column "$i" p99))
+  if [ "$i" -eq 0 ]; then
+    echo "| ${apps[$i]} | $r | $p | — | — |"
+  else
+    rr=$(median $(ratios "$i" rps)); pr=$(median $(ratios "$i" p99))
+    printf '| %s | %s | %s | %.3f | %.3f |\n' "${apps[$i]}" "$r" "$p" "$rr" "$pr"
+  fi
 done
-rr=$(median "${rps_ratios[@]}"); pr=$(median "${p99_ratios[@]}")
-awk -v br="$br" -v cr="$cr" -v bp="$bp" -v cp="$cp" -v rr="$rr" -v pr="$pr" 'BEGIN {
-  printf "| ratio of the medians, context/bare | %.3f | %.3f |\n", cr/br, cp/bp
-  printf "| median of the per-round ratios | %.3f (target >= 0.97) | %.3f (target <= 1.05) |\n", rr, pr }'
+echo
+echo "Targets: req/s ratio >= 0.97, p99 ratio <= 1.05 (median of the per-round ratios)."

@@ -4,12 +4,19 @@
 //! ```text
 //! cargo run --release --example load_server -- bare 127.0.0.1:4001
 //! cargo run --release --example load_server -- context 127.0.0.1:4002
+//! cargo run --release --example load_server -- wrapped 127.0.0.1:4003
 //! ```
 //!
-//! `benches/load.sh` starts both and drives them with wrk.
+//! `context` adds the layer with `Router::layer`, the way the README shows; `wrapped`
+//! puts it around the whole router instead (it then also sees requests that match
+//! no route, and axum does not wrap each route in the layer separately).
+//! `benches/load.sh` starts them and drives them with wrk.
 
 use axum::Router;
+use axum::extract::Request;
+use axum::response::IntoResponse;
 use axum::routing::get;
+use tower::Layer;
 use tower_context::ContextLayer;
 
 async fn hello() -> &'static str {
@@ -21,19 +28,23 @@ fn main() -> std::io::Result<()> {
     let mode = args.next().unwrap_or_else(|| "context".into());
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:4000".into());
     let app = Router::new().route("/", get(hello));
-    let app = match mode.as_str() {
-        "bare" => app,
-        "context" => app.layer(ContextLayer::new()),
-        other => {
-            eprintln!("mode must be bare or context, not {other}");
-            std::process::exit(2);
-        }
-    };
     // One worker thread: the load generator gets the other core.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&addr).await?;
         println!("{mode} listening on {addr}");
-        axum::serve(listener, app).await
+        match mode.as_str() {
+            "bare" => axum::serve(listener, app).await,
+            "context" => axum::serve(listener, app.layer(ContextLayer::new())).await,
+            "wrapped" => {
+                let svc = ContextLayer::new().layer(app);
+                let svc = tower::ServiceExt::<Request>::map_response(svc, IntoResponse::into_response);
+                axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(svc)).await
+            }
+            other => {
+                eprintln!("mode must be bare, context or wrapped, not {other}");
+                std::process::exit(2);
+            }
+        }
     })
 }

@@ -256,6 +256,13 @@ where
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
+        if this.completion.is_none() {
+            // Nothing to report (an unobserved request, or one already complete).
+            return match this.kind.project() {
+                BodyKindProj::Inner { body } => body.poll_frame(cx).map(|p| p.map(|r| r.map_err(Into::into))),
+                BodyKindProj::Replaced { body } => Pin::new(body).poll_frame(cx),
+            };
+        }
         let (polled, end) = match this.kind.project() {
             BodyKindProj::Inner { mut body } => {
                 let polled = match body.as_mut().poll_frame(cx) {

@@ -225,12 +225,17 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let completion = if request.extensions().get::<Context>().is_some() {
-            None
-        } else {
-            let ctx = Context::new(&request, self.config.clone());
-            request.extensions_mut().insert(ctx.clone());
-            Some(Completion::new(ctx))
+        // One look into the extensions: insert, and put back an outer layer's context
+        // if there was one (then this layer only passes through).
+        let ctx = Context::new(&request, self.config.clone());
+        let completion = match request.extensions_mut().insert(ctx.clone()) {
+            None => Some(Completion::new(ctx)),
+            Some(outer) => {
+                // Nested layers are rare: the context made here is simply dropped (no
+                // completion was made for it, so no event fires).
+                request.extensions_mut().insert(outer);
+                None
+            }
         };
         let state = if let Some(err) = self.not_ready.take() {
             State::Failed { error: Some(err) }
