@@ -773,6 +773,9 @@ fn slot(name: &str) -> Option<usize> {
 }
 
 impl Captured {
+    // Inlined so the captured headers are written where the context is built, not
+    // returned and copied there.
+    #[inline]
     fn capture(headers: &HeaderMap) -> Captured {
         let mut captured =
             Captured { slots: [0; CAPTURED.len()], inline: Default::default(), more: Vec::new(), len: 0 };
