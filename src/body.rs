@@ -226,6 +226,14 @@ impl<B> ResponseBody<B> {
     }
 }
 
+#[cfg(test)]
+impl<B> ResponseBody<B> {
+    /// Whether this body carries the request's completion (Finish/Close).
+    pub(crate) fn is_watched(&self) -> bool {
+        self.completion.is_some()
+    }
+}
+
 /// An empty body: what middleware that must make a response of this type on its
 /// own (tower-http's `CorsLayer` answering a preflight, for one) gets.
 impl<B> Default for ResponseBody<B> {

@@ -363,16 +363,18 @@ impl Completion {
     /// True when nothing can observe how the request completes: this is the only
     /// handle to the context (no other `Context`, no weak reference: nobody can make
     /// one either), and nothing was registered that completion would call, wake or
-    /// release (listeners, `done()` waiters, tasks, state).
+    /// release (listeners, `done()` waiters, tasks, state, a caught stream).
     pub(crate) fn unobserved(&self) -> bool {
         let inner = &self.ctx.inner;
-        if Arc::strong_count(inner) != 1 || Arc::weak_count(inner) != 0 {
+        if Arc::strong_count(inner) != 1 {
             return false;
         }
         // Pairs with the release of the handles dropped before, so that whatever they
-        // registered is seen in the flags below.
+        // did (a `downgrade`, a registration) is seen below.
         std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
-        self.ctx.flags() & (flag::LISTENERS | flag::WAITING | flag::TASKS | flag::STATE) == 0
+        const OBSERVED: u32 =
+            flag::LISTENERS | flag::WAITING | flag::TASKS | flag::STATE | flag::STREAM_CAUGHT;
+        Arc::weak_count(inner) == 0 && self.ctx.flags() & OBSERVED == 0
     }
 
     /// Lets the context go without completing it: for an unobserved request only.

@@ -140,15 +140,23 @@ impl Context {
     /// Marks the hooks as started and takes them, with the deferred edits: from here
     /// on no hook can be added, so the layer runs them without the lock. Inside the
     /// hooks, `end` may be accepted once more (it skips the remaining hooks).
-    pub(crate) fn start_hooks(&self) -> (Hooks, Vec<crate::context::Edit>) {
+    ///
+    /// Also takes a response given to `end` after the layer last looked (between
+    /// the inner response and this call): it was accepted before the hooks, so the
+    /// hooks run on it, as on any response ended before them.
+    pub(crate) fn start_hooks(&self) -> (Hooks, Vec<crate::context::Edit>, Option<Response<Body>>) {
         use std::sync::atomic::Ordering::{AcqRel, Acquire};
         let mut shared = self.lock();
+        let ended = shared.ended.take().map(|ended| *ended);
+        // Nothing is left to signal when the ended response was the only thing (an
+        // error cannot be pending with it: each refuses the other).
+        let spent = if ended.is_some() && shared.error.is_none() { flag::SIGNAL } else { 0 };
         // One swap: hooks started, and WORK is spent (an edit made from now on sets it
         // again, for `respond`).
         let _ = self.inner.flags.fetch_update(AcqRel, Acquire, |flags| {
-            Some((flags | flag::HOOKS_STARTED) & !(flag::END_CALLED | flag::WORK))
+            Some((flags | flag::HOOKS_STARTED) & !(flag::END_CALLED | flag::WORK | spent))
         });
-        (std::mem::take(&mut shared.hooks), std::mem::take(&mut shared.edits))
+        (std::mem::take(&mut shared.hooks), std::mem::take(&mut shared.edits), ended)
     }
 
     /// The layer's decision for a response nobody asked to change: `None` when hooks

@@ -637,7 +637,10 @@ where
 
 /// Applies the deferred edits and moves to the hooks.
 fn start_hooks<F>(ctx: &Context, response: Response<Body>) -> State<F> {
-    let (pending, edits) = ctx.start_hooks();
+    let (pending, edits, ended) = ctx.start_hooks();
+    // An `end` that came just now wins over the inner response, as it would have a
+    // moment earlier (the inner one is dropped here, outside the lock).
+    let response = ended.unwrap_or(response);
     let response = if edits.is_empty() {
         response
     } else {
@@ -828,5 +831,67 @@ where
     ctx.emit_end();
     if let Some(err) = late_error {
         ctx.report_error(&err);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http_body_util::{Empty, Full};
+    use tower::{ServiceExt, service_fn};
+
+    use super::*;
+
+    /// Serves one request through `layer`, the handler doing `register` with its
+    /// context and answering with `body`; whether the response's body carries the
+    /// request's completion.
+    async fn watched<B>(layer: ContextLayer, register: fn(&Context), body: B) -> bool
+    where
+        B: http_body::Body<Data = Bytes> + Clone + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let svc = layer.layer(service_fn(move |req: Request<()>| {
+            if let Some(ctx) = req.extensions().get::<Context>() {
+                register(ctx);
+            }
+            let body = body.clone();
+            async move { Ok::<_, Infallible>(Response::new(body)) }
+        }));
+        svc.oneshot(Request::new(())).await.map(|res| res.body().is_watched()).unwrap_or(true)
+    }
+
+    fn full() -> Full<Bytes> {
+        Full::new(Bytes::from_static(b"hello"))
+    }
+
+    #[tokio::test]
+    async fn an_unobserved_request_lets_its_context_go_with_the_head() {
+        // A body at its end cannot fail: nothing could ever be told.
+        assert!(!watched(ContextLayer::new(), |_| {}, Empty::<Bytes>::new()).await);
+        // A body that could still fail: tracing would log its failure.
+        assert_eq!(watched(ContextLayer::new(), |_| {}, full()).await, cfg!(feature = "tracing"));
+    }
+
+    #[tokio::test]
+    async fn an_observed_request_keeps_its_context_until_the_body_ends() {
+        let hooked = ContextLayer::new().on_error(|err, _| ErrorAction::Render(err));
+        assert!(watched(hooked, |_| {}, full()).await, "the app's error hook hears of a failing body");
+        assert!(watched(ContextLayer::new(), |ctx| ctx.on_finish(|_| {}), Empty::<Bytes>::new()).await);
+        assert!(watched(ContextLayer::new(), |ctx| ctx.on_close(|_| {}), full()).await);
+        assert!(
+            watched(
+                ContextLayer::new(),
+                |ctx| {
+                    ctx.state().insert(1_u8);
+                },
+                Empty::<Bytes>::new()
+            )
+            .await
+        );
+        assert!(
+            watched(ContextLayer::new(), |ctx| drop(ctx.spawn(async { Ok::<(), HttpError>(()) })), full())
+                .await
+        );
     }
 }

@@ -96,3 +96,115 @@ async fn end_errors_and_edits_from_another_thread_are_never_lost() {
         assert_eq!(completions.load(Ordering::SeqCst), 1, "round {round}: exactly one of Finish and Close");
     }
 }
+
+/// An `end` from another thread that lands while the layer moves from the inner
+/// response to the hooks is accepted before the hooks: they run on it, they are not
+/// skipped. (An `end` accepted once the hooks have started skips the hooks left.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_racing_the_start_of_the_hooks_still_gets_the_hooks() {
+    const ROUNDS: usize = 4000;
+    let mut before_hooks = 0;
+    for round in 0..ROUNDS {
+        // What the racer saw: its end's verdict, and whether a hook could still be
+        // added after it (then the hooks had not started when the end was accepted).
+        let seen: Arc<Mutex<Option<(Ended, bool)>>> = Arc::default();
+        let s = seen.clone();
+        let svc = ContextLayer::new().layer(service_fn(move |req: Request<Empty<Bytes>>| {
+            let ctx = ctx_of(&req);
+            ctx.after(|mut res| async move {
+                res.headers_mut().insert("x-hooked", HeaderValue::from_static("yes"));
+                Ok(res)
+            })
+            .unwrap();
+            let (c, s) = (ctx.clone(), s.clone());
+            let racer = tokio::spawn(async move {
+                let ended = c.end(Response::new(Body::from("ended")));
+                let late = c
+                    .after(|mut res| async move {
+                        res.headers_mut().insert("x-late", HeaderValue::from_static("yes"));
+                        Ok(res)
+                    })
+                    .is_ok();
+                *s.lock().unwrap() = Some((ended, late));
+            });
+            async move {
+                if round % 2 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                drop(racer);
+                Ok::<_, Infallible>(Response::new(Body::from("handler")))
+            }
+        }));
+        let res = svc.oneshot(Request::get("/").body(Empty::new()).unwrap()).await.unwrap();
+        let hooked = res.headers().contains_key("x-hooked");
+        let late = res.headers().contains_key("x-late");
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let mut verdict = None;
+        for _ in 0..1000 {
+            verdict = *seen.lock().unwrap();
+            if verdict.is_some() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        match verdict {
+            Some((ended, true)) if ended.is_first() => {
+                before_hooks += 1;
+                assert_eq!(body, "ended", "round {round}");
+                assert!(
+                    hooked && late,
+                    "round {round}: the hooks were skipped (hooked {hooked}, late {late})"
+                );
+            }
+            Some((ended, _)) if ended.is_first() => assert_eq!(body, "ended", "round {round}"),
+            _ => {
+                assert_eq!(body, "handler", "round {round}");
+                assert!(hooked, "round {round}");
+            }
+        }
+    }
+    assert!(before_hooks > 0, "no end landed before the hooks: the race was not exercised");
+}
+
+/// A body that calls `end` the first time the layer asks whether it is at its end:
+/// user code that runs after the layer's last look for a signal and before the
+/// hooks start (in first-frame mode the layer asks the body before deciding).
+struct EndingBody {
+    ctx: Option<Context>,
+}
+
+impl http_body::Body for EndingBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(b"handler")))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        if let Some(ctx) = &self.ctx {
+            assert!(ctx.end(Response::new(Body::from("ended"))).is_first());
+        }
+        false
+    }
+}
+
+#[tokio::test]
+async fn an_end_just_before_the_hooks_start_is_what_the_hooks_get() {
+    let svc = ContextLayer::new().first_frame(true).layer(service_fn(|req: Request<Empty<Bytes>>| {
+        let ctx = ctx_of(&req);
+        ctx.after(|mut res| async move {
+            res.headers_mut().insert("x-hooked", HeaderValue::from_static("yes"));
+            Ok(res)
+        })
+        .unwrap();
+        let body = EndingBody { ctx: Some(ctx) };
+        async move { Ok::<_, Infallible>(Response::new(body)) }
+    }));
+    let res = svc.oneshot(Request::get("/").body(Empty::new()).unwrap()).await.unwrap();
+    assert_eq!(res.headers().get("x-hooked").map(|v| v.as_bytes()), Some(&b"yes"[..]));
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ended");
+}

@@ -1,16 +1,19 @@
-//! The jar's storage: the request's cookies, scanned on each read, and the
+//! The jar's storage: the request's cookies, indexed on the first read, and the
 //! response's changes, at most one per name.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::ops::Range;
 
 use cookie::Cookie;
 use http::header::{HeaderMap, HeaderValue, SET_COOKIE};
 
 pub(super) struct Jar {
-    /// The request's `Cookie` header, read in place: each read scans it, the way the
-    /// Node `cookies` module does, so a request pays for no copy and no index.
     header: Header,
+    /// Where each well-formed pair's name and value lie in the header, in request
+    /// order: made on the first read, so each read is one walk over this list and
+    /// the header is parsed once.
+    pairs: Option<Vec<(Range<usize>, Range<usize>)>>,
     /// What goes out as `Set-Cookie`, in the order names were first changed.
     changes: Vec<Change>,
 }
@@ -46,45 +49,60 @@ impl Header {
         Header::Cleaned(cleaned.into_boxed_str())
     }
 
-    fn text(&self) -> &str {
+    fn bytes(&self) -> &[u8] {
         match self {
-            Header::None => "",
-            // Checked in `new`; the check is repeated, not assumed.
-            Header::Valid(value) => std::str::from_utf8(value.as_bytes()).unwrap_or_default(),
-            Header::Cleaned(text) => text,
+            Header::None => b"",
+            Header::Valid(value) => value.as_bytes(),
+            Header::Cleaned(text) => text.as_bytes(),
         }
     }
 
-    /// Every well-formed `name=value` pair, in request order.
-    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
-        Cookie::split_parse(self.text())
-            .filter_map(Result::ok)
-            .filter_map(|cookie| Some((cookie.name_raw()?, cookie.value_raw()?)))
+    /// A name or value the index points at. The header is valid UTF-8 and the index
+    /// was cut at character boundaries, so this only checks the slice itself.
+    fn slice(&self, range: &Range<usize>) -> &str {
+        self.bytes().get(range.clone()).and_then(|bytes| std::str::from_utf8(bytes).ok()).unwrap_or_default()
     }
 
-    /// The first cookie of that name, as browsers send the most specific one first.
-    fn find(&self, is: impl Fn(&str) -> bool) -> Option<&str> {
-        self.pairs().find(|(n, _)| is(n)).map(|(_, value)| value)
+    fn index(&self) -> Vec<(Range<usize>, Range<usize>)> {
+        let text = std::str::from_utf8(self.bytes()).unwrap_or_default();
+        let base = text.as_ptr() as usize;
+        let span = |s: &str| {
+            let start = (s.as_ptr() as usize).wrapping_sub(base);
+            start..start + s.len()
+        };
+        Cookie::split_parse(text)
+            .filter_map(Result::ok)
+            .filter_map(|cookie| Some((span(cookie.name_raw()?), span(cookie.value_raw()?))))
+            .collect()
     }
 }
 
 impl Jar {
     pub(super) fn new(header: Option<HeaderValue>) -> Jar {
-        Jar { header: Header::new(header), changes: Vec::new() }
+        Jar { header: Header::new(header), pairs: None, changes: Vec::new() }
+    }
+
+    /// The request's pairs, in order (indexed on the first call).
+    fn pairs(&mut self) -> impl Iterator<Item = (&str, &str)> {
+        let header = &self.header;
+        let pairs = self.pairs.get_or_insert_with(|| header.index());
+        pairs.iter().map(|(name, value)| (header.slice(name), header.slice(value)))
     }
 
     /// The value a client would send next: this response's change if there is one
-    /// (none when removed), else the request's first cookie of that name.
-    pub(super) fn get(&self, name: &str) -> Option<&str> {
+    /// (none when removed), else the request's first cookie of that name (browsers
+    /// send the most specific one first).
+    pub(super) fn get(&mut self, name: &str) -> Option<&str> {
         self.get_by(|n| n == name)
     }
 
     /// [`get`](Self::get) for the first name that `is` accepts (all of one name).
-    pub(super) fn get_by(&self, is: impl Fn(&str) -> bool) -> Option<&str> {
-        if let Some(change) = self.changes.iter().find(|c| is(c.cookie.name())) {
+    pub(super) fn get_by(&mut self, is: impl Fn(&str) -> bool) -> Option<&str> {
+        if let Some(at) = self.changes.iter().position(|c| is(c.cookie.name())) {
+            let change = &self.changes[at];
             return (!change.removed).then(|| change.cookie.value());
         }
-        self.header.find(is)
+        self.pairs().find(|(n, _)| is(n)).map(|(_, value)| value)
     }
 
     /// Records a cookie to send; it replaces an earlier change of the same name.
@@ -97,11 +115,13 @@ impl Jar {
     }
 
     /// Every cookie [`get`](Self::get) would find, request order first.
-    pub(super) fn snapshot(&self) -> Vec<(String, String)> {
+    pub(super) fn snapshot(&mut self) -> Vec<(String, String)> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
+        let header = &self.header;
+        let pairs = self.pairs.get_or_insert_with(|| header.index());
         let changes = &self.changes;
-        for (name, value) in self.header.pairs() {
+        for (name, value) in pairs.iter().map(|(name, value)| (header.slice(name), header.slice(value))) {
             if !seen.insert(name) {
                 continue;
             }
@@ -147,26 +167,29 @@ mod tests {
     }
 
     #[test]
-    fn a_valid_header_is_read_in_place() {
-        // Valid UTF-8 is kept as the header itself, not copied.
+    fn a_valid_header_is_read_in_place_and_indexed_on_the_first_read() {
+        // Valid UTF-8 is kept as the header itself, not copied, and indexed once.
         let header = HeaderValue::from_static("a=1");
-        let jar = Jar::new(Some(header.clone()));
+        let mut jar = Jar::new(Some(header.clone()));
         assert!(
             matches!(&jar.header, Header::Valid(kept) if kept.as_bytes().as_ptr() == header.as_bytes().as_ptr())
         );
+        jar.put(Cookie::new("b", "2"), false);
+        assert!(jar.pairs.is_none());
         assert_eq!(jar.get("a"), Some("1"));
+        assert!(jar.pairs.is_some());
     }
 
     #[test]
     fn first_of_duplicate_names_wins() {
-        let jar = jar(b"a=1; b=2; a=3");
+        let mut jar = jar(b"a=1; b=2; a=3");
         assert_eq!(jar.get("a"), Some("1"));
         assert_eq!(jar.snapshot(), [("a".to_owned(), "1".to_owned()), ("b".to_owned(), "2".to_owned())]);
     }
 
     #[test]
     fn malformed_pairs_are_skipped() {
-        let jar = jar(b";;novalue; =x; a=1 ;  ; b==2; c=\"q\"; d=");
+        let mut jar = jar(b";;novalue; =x; a=1 ;  ; b==2; c=\"q\"; d=");
         let all = jar.snapshot();
         let names: Vec<_> = all.iter().map(|(n, v)| format!("{n}={v}")).collect();
         assert_eq!(names, ["a=1", "b==2", "c=\"q\"", "d="]);
@@ -174,7 +197,7 @@ mod tests {
 
     #[test]
     fn pairs_with_bad_utf8_are_dropped_alone() {
-        let jar = jar(b"a=1; bad=\xff\xfe; c=\xc3\xa9; d=4");
+        let mut jar = jar(b"a=1; bad=\xff\xfe; c=\xc3\xa9; d=4");
         assert_eq!(jar.get("a"), Some("1"));
         assert_eq!(jar.get("bad"), None);
         assert_eq!(jar.get("c"), Some("é"));
@@ -205,14 +228,14 @@ mod tests {
             header.extend_from_slice(format!("k{}=v; ", header.len()).as_bytes());
         }
         header.extend_from_slice(b"last=yes");
-        let jar = jar(&header);
+        let mut jar = jar(&header);
         assert_eq!(jar.get("last"), Some("yes"));
         assert!(jar.snapshot().len() > 5000);
     }
 
     #[test]
     fn no_header_reads_nothing() {
-        let jar = Jar::new(None);
+        let mut jar = Jar::new(None);
         assert_eq!(jar.get("a"), None);
         assert!(jar.snapshot().is_empty());
     }
