@@ -1,4 +1,4 @@
-//! The jar's storage: the request's cookies, indexed on the first read, and the
+//! The jar's storage: the request's cookies, parsed as far as reads need, and the
 //! response's changes, at most one per name.
 
 use std::collections::HashSet;
@@ -10,10 +10,8 @@ use http::header::{HeaderMap, HeaderValue, SET_COOKIE};
 
 pub(super) struct Jar {
     header: Header,
-    /// Where each well-formed pair's name and value lie in the header, in request
-    /// order: made on the first read, so each read is one walk over this list and
-    /// the header is parsed once.
-    pairs: Option<Vec<(Range<usize>, Range<usize>)>>,
+    /// Where the request's pairs lie in the header, found so far.
+    index: Index,
     /// What goes out as `Set-Cookie`, in the order names were first changed.
     changes: Vec<Change>,
 }
@@ -25,6 +23,18 @@ enum Header {
     Valid(HeaderValue),
     /// Had invalid UTF-8: the pairs that are valid, joined (made once).
     Cleaned(Box<str>),
+}
+
+/// The header parsed as far as reads have needed: a read looks through the pairs
+/// found so far, then parses on only until it finds its name. Each pair is parsed
+/// once however many reads there are, and a read of an early cookie does not parse
+/// the ones after it.
+#[derive(Default)]
+struct Index {
+    /// Name and value of each well-formed pair, in request order.
+    pairs: Vec<(Range<usize>, Range<usize>)>,
+    /// Where the unparsed rest of the header starts.
+    rest: usize,
 }
 
 struct Change {
@@ -57,36 +67,46 @@ impl Header {
         }
     }
 
-    /// A name or value the index points at. The header is valid UTF-8 and the index
-    /// was cut at character boundaries, so this only checks the slice itself.
-    fn slice(&self, range: &Range<usize>) -> &str {
-        self.bytes().get(range.clone()).and_then(|bytes| std::str::from_utf8(bytes).ok()).unwrap_or_default()
+    /// A stretch of the header. It is valid UTF-8 and is only cut at `;` and at the
+    /// cookie crate's own boundaries, so this checks the stretch itself, no more.
+    fn slice(&self, range: Range<usize>) -> &str {
+        self.bytes().get(range).and_then(|bytes| std::str::from_utf8(bytes).ok()).unwrap_or_default()
     }
+}
 
-    fn index(&self) -> Vec<(Range<usize>, Range<usize>)> {
-        let text = std::str::from_utf8(self.bytes()).unwrap_or_default();
-        let base = text.as_ptr() as usize;
+impl Index {
+    /// Parses the next `;`-separated segment; false at the end of the header. A
+    /// segment that is not a cookie (empty, no `=`, no name) is skipped, as the
+    /// cookie crate's `split_parse` skips it.
+    fn parse_next(&mut self, header: &Header) -> bool {
+        let len = header.bytes().len();
+        if self.rest >= len {
+            return false;
+        }
+        let start = self.rest;
+        let end = header.bytes()[start..].iter().position(|b| *b == b';').map_or(len, |at| start + at);
+        self.rest = end + 1;
+        let segment = header.slice(start..end);
+        if segment.trim().is_empty() {
+            return true;
+        }
+        let base = segment.as_ptr() as usize;
         let span = |s: &str| {
-            let start = (s.as_ptr() as usize).wrapping_sub(base);
-            start..start + s.len()
+            let from = start + (s.as_ptr() as usize).wrapping_sub(base);
+            from..from + s.len()
         };
-        Cookie::split_parse(text)
-            .filter_map(Result::ok)
-            .filter_map(|cookie| Some((span(cookie.name_raw()?), span(cookie.value_raw()?))))
-            .collect()
+        if let Ok(cookie) = Cookie::parse(segment) {
+            if let (Some(name), Some(value)) = (cookie.name_raw(), cookie.value_raw()) {
+                self.pairs.push((span(name), span(value)));
+            }
+        }
+        true
     }
 }
 
 impl Jar {
     pub(super) fn new(header: Option<HeaderValue>) -> Jar {
-        Jar { header: Header::new(header), pairs: None, changes: Vec::new() }
-    }
-
-    /// The request's pairs, in order (indexed on the first call).
-    fn pairs(&mut self) -> impl Iterator<Item = (&str, &str)> {
-        let header = &self.header;
-        let pairs = self.pairs.get_or_insert_with(|| header.index());
-        pairs.iter().map(|(name, value)| (header.slice(name), header.slice(value)))
+        Jar { header: Header::new(header), index: Index::default(), changes: Vec::new() }
     }
 
     /// The value a client would send next: this response's change if there is one
@@ -102,7 +122,20 @@ impl Jar {
             let change = &self.changes[at];
             return (!change.removed).then(|| change.cookie.value());
         }
-        self.pairs().find(|(n, _)| is(n)).map(|(_, value)| value)
+        let header = &self.header;
+        let index = &mut self.index;
+        let mut at = 0;
+        loop {
+            while let Some((name, value)) = index.pairs.get(at) {
+                if is(header.slice(name.clone())) {
+                    return Some(header.slice(value.clone()));
+                }
+                at += 1;
+            }
+            if !index.parse_next(header) {
+                return None;
+            }
+        }
     }
 
     /// Records a cookie to send; it replaces an earlier change of the same name.
@@ -116,12 +149,13 @@ impl Jar {
 
     /// Every cookie [`get`](Self::get) would find, request order first.
     pub(super) fn snapshot(&mut self) -> Vec<(String, String)> {
+        while self.index.parse_next(&self.header) {}
+        let header = &self.header;
+        let changes = &self.changes;
         let mut seen = HashSet::new();
         let mut out = Vec::new();
-        let header = &self.header;
-        let pairs = self.pairs.get_or_insert_with(|| header.index());
-        let changes = &self.changes;
-        for (name, value) in pairs.iter().map(|(name, value)| (header.slice(name), header.slice(value))) {
+        for (name, value) in &self.index.pairs {
+            let (name, value) = (header.slice(name.clone()), header.slice(value.clone()));
             if !seen.insert(name) {
                 continue;
             }
@@ -167,7 +201,7 @@ mod tests {
     }
 
     #[test]
-    fn a_valid_header_is_read_in_place_and_indexed_on_the_first_read() {
+    fn a_valid_header_is_read_in_place_and_parsed_lazily() {
         // Valid UTF-8 is kept as the header itself, not copied, and indexed once.
         let header = HeaderValue::from_static("a=1");
         let mut jar = Jar::new(Some(header.clone()));
@@ -175,9 +209,9 @@ mod tests {
             matches!(&jar.header, Header::Valid(kept) if kept.as_bytes().as_ptr() == header.as_bytes().as_ptr())
         );
         jar.put(Cookie::new("b", "2"), false);
-        assert!(jar.pairs.is_none());
+        assert_eq!(jar.index.rest, 0);
         assert_eq!(jar.get("a"), Some("1"));
-        assert!(jar.pairs.is_some());
+        assert_eq!(jar.index.pairs.len(), 1);
     }
 
     #[test]
@@ -231,6 +265,52 @@ mod tests {
         let mut jar = jar(&header);
         assert_eq!(jar.get("last"), Some("yes"));
         assert!(jar.snapshot().len() > 5000);
+    }
+
+    #[test]
+    fn reads_parse_only_as_far_as_they_need_and_each_pair_once() {
+        let mut jar = jar(b"a=1; b=2; c=3");
+        assert_eq!(jar.get("a"), Some("1"));
+        assert_eq!(jar.index.pairs.len(), 1);
+        assert_eq!(jar.get("c"), Some("3"));
+        assert_eq!(jar.index.pairs.len(), 3);
+        let rest = jar.index.rest;
+        assert_eq!(jar.get("b"), Some("2"));
+        assert_eq!(jar.get("zz"), None);
+        assert_eq!((jar.index.pairs.len(), jar.index.rest), (3, rest));
+    }
+
+    #[test]
+    fn pairs_are_the_cookie_crates_split_parse() {
+        let headers: [&[u8]; 9] = [
+            b"a=1; b=2",
+            b" a = 1 ;b=2;;",
+            b";;novalue; =x; a=1 ;  ; b==2; c=\"q\"; d=",
+            b"a=1;b=2;a=3",
+            b"  ",
+            b"=",
+            b"x=y=z; \"q\"=1; sp ace=2",
+            b"a=\xc3\xa9; b=\xe2\x82\xac",
+            b"",
+        ];
+        for header in headers {
+            let text = std::str::from_utf8(header).unwrap();
+            let want: Vec<(String, String)> = Cookie::split_parse(text)
+                .filter_map(Result::ok)
+                .filter_map(|c| Some((c.name_raw()?.to_owned(), c.value_raw()?.to_owned())))
+                .collect();
+            let mut jar = jar(header);
+            while jar.index.parse_next(&jar.header) {}
+            let got: Vec<(String, String)> = jar
+                .index
+                .pairs
+                .iter()
+                .map(|(n, v)| {
+                    (jar.header.slice(n.clone()).to_owned(), jar.header.slice(v.clone()).to_owned())
+                })
+                .collect();
+            assert_eq!(got, want, "{text:?}");
+        }
     }
 
     #[test]

@@ -20,9 +20,9 @@
 //! # The jar
 //!
 //! [`Context::cookies`](crate::Context::cookies) (or the [`Cookies`] extractor) gives
-//! the request's jar. The `Cookie` header is parsed on the first read, in place (an
-//! index of where each pair lies, no copy of the header); a request whose handlers
-//! never touch cookies costs nothing. Every change becomes one `Set-Cookie`
+//! the request's jar. The `Cookie` header is parsed in place (no copy) and only as far
+//! as reads need, each pair once; a request whose handlers never touch cookies costs
+//! nothing. Every change becomes one `Set-Cookie`
 //! on the response, whatever path it takes: a normal response, [`end`](crate::Context::end),
 //! or an error. Changes can come from any layer inside [`ContextLayer`](crate::ContextLayer),
 //! the handler, an after-hook or a [spawned](crate::Context::spawn) task, as long as
