@@ -5,13 +5,17 @@
 # rotating order, so all see the same machine conditions. Prints requests per second
 # and p99 latency for each, and the ratios to bare taken within each round.
 #
-#   bash benches/load.sh            # 7 rounds of 5 s per app
-#   ROUNDS=3 SECONDS_PER_RUN=3 bash benches/load.sh
+#   bash benches/load.sh            # 20 rounds of 2 s per app (about 2 minutes)
+#   ROUNDS=60 bash benches/load.sh  # a tighter median (about 6 minutes)
+#
+# Short runs, many rounds: on a shared VM the speed drifts by tens of percent over
+# seconds, so ratios are taken between runs that are close in time, and the median
+# of many such ratios is reported with its quartiles.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS="${ROUNDS:-7}"
-SECONDS_PER_RUN="${SECONDS_PER_RUN:-5}"
+ROUNDS="${ROUNDS:-20}"
+SECONDS_PER_RUN="${SECONDS_PER_RUN:-2}"
 CONNECTIONS="${CONNECTIONS:-32}"
 
 if ! command -v wrk >/dev/null 2>&1; then
@@ -77,6 +81,8 @@ for round in $(seq "$ROUNDS"); do
 done
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+# "q1–q3" of the values: the middle half of the rounds.
+quartiles() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {q1 = int((NR + 3) / 4); q3 = int((3 * NR + 3) / 4); printf "%.3f–%.3f", a[q1], a[q3]}'; }
 column() { local i=$1 what=$2 r; for r in $(seq "$ROUNDS"); do eval "echo \${$what[$i,$r]}"; done; }
 ratios() { # app what -> per-round ratios to bare
   local i=$1 what=$2 r
@@ -88,15 +94,16 @@ ratios() { # app what -> per-round ratios to bare
 echo
 echo "$ROUNDS rounds of ${SECONDS_PER_RUN} s per app, $CONNECTIONS connections; medians over the rounds"
 echo
-echo "| app | requests/s | p99 latency (us) | req/s ratio to bare | p99 ratio to bare |"
+echo "| app | requests/s | p99 latency (us) | req/s ratio to bare (quartiles) | p99 ratio to bare (quartiles) |"
 echo "|---|---:|---:|---:|---:|"
 for i in "${!apps[@]}"; do
   r=$(median $(column "$i" rps)); p=$(median $(column "$i" p99))
   if [ "$i" -eq 0 ]; then
-    echo "| ${apps[$i]} | $r | $p | — | — |"
+    printf '| %s | %.0f | %.0f | — | — |\n' "${apps[$i]}" "$r" "$p"
   else
     rr=$(median $(ratios "$i" rps)); pr=$(median $(ratios "$i" p99))
-    printf '| %s | %s | %s | %.3f | %.3f |\n' "${apps[$i]}" "$r" "$p" "$rr" "$pr"
+    rq=$(quartiles $(ratios "$i" rps)); pq=$(quartiles $(ratios "$i" p99))
+    printf '| %s | %.0f | %.0f | %.3f (%s) | %.3f (%s) |\n' "${apps[$i]}" "$r" "$p" "$rr" "$rq" "$pr" "$pq"
   fi
 done
 echo
