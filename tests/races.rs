@@ -17,6 +17,19 @@ fn ctx_of<B>(req: &Request<B>) -> Context {
     req.extensions().get::<Context>().cloned().unwrap()
 }
 
+/// The handler's own response, at once or after one yield (every other round), so
+/// the racer lands before and after it.
+async fn handler_response(
+    round: usize,
+    racer: tokio::task::JoinHandle<()>,
+) -> Result<Response<Body>, Infallible> {
+    if round % 2 == 0 {
+        tokio::task::yield_now().await;
+    }
+    drop(racer);
+    Ok(Response::new(Body::from("handler")))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_errors_and_edits_from_another_thread_are_never_lost() {
     const ROUNDS: usize = 2000;
@@ -48,13 +61,7 @@ async fn end_errors_and_edits_from_another_thread_are_never_lost() {
                     _ => c.set_header(header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
                 }
             });
-            async move {
-                if round % 2 == 0 {
-                    tokio::task::yield_now().await;
-                }
-                drop(racer);
-                Ok::<_, Infallible>(Response::new(Body::from("handler")))
-            }
+            handler_response(round, racer)
         }));
         let res = svc.oneshot(Request::get("/").body(Empty::new()).unwrap()).await.unwrap();
         let status = res.status();
@@ -127,13 +134,7 @@ async fn an_end_racing_the_start_of_the_hooks_still_gets_the_hooks() {
                     .is_ok();
                 *s.lock().unwrap() = Some((ended, late));
             });
-            async move {
-                if round % 2 == 0 {
-                    tokio::task::yield_now().await;
-                }
-                drop(racer);
-                Ok::<_, Infallible>(Response::new(Body::from("handler")))
-            }
+            handler_response(round, racer)
         }));
         let res = svc.oneshot(Request::get("/").body(Empty::new()).unwrap()).await.unwrap();
         let hooked = res.headers().contains_key("x-hooked");
