@@ -237,18 +237,41 @@ where
                 None
             }
         };
-        let state = if let Some(err) = self.not_ready.take() {
-            State::Failed { error: Some(err) }
-        } else if self.config.catch_panic {
-            match catch_unwind(AssertUnwindSafe(|| self.inner.call(request))) {
-                Ok(future) => State::Inner { future },
-                Err(panic) => State::Failed { error: Some(panic_error(panic)) },
-            }
-        } else {
-            State::Inner { future: self.inner.call(request) }
-        };
         let owner = completion.is_some();
-        ResponseFuture { state, completion, owner, catch_panic: self.config.catch_panic }
+        let catch_panic = self.config.catch_panic;
+        let failed = |error, completion| ResponseFuture {
+            state: State::Failed { error: Some(error) },
+            completion,
+            owner,
+            catch_panic,
+        };
+        if let Some(err) = self.not_ready.take() {
+            return failed(err, completion);
+        }
+        if !catch_panic {
+            return ResponseFuture {
+                state: State::Inner { future: self.inner.call(request) },
+                completion,
+                owner,
+                catch_panic,
+            };
+        }
+        // The whole future is built inside the guard, so the inner one is written in
+        // place rather than handed out of the guard and moved in (futures can be
+        // large). The completion stays outside until the call has returned: a panic
+        // leaves it here, for the error response.
+        let mut completion = Some(completion);
+        let inner = &mut self.inner;
+        let built = catch_unwind(AssertUnwindSafe(|| {
+            let future = inner.call(request);
+            ResponseFuture {
+                state: State::Inner { future },
+                completion: completion.take().flatten(),
+                owner,
+                catch_panic,
+            }
+        }));
+        built.unwrap_or_else(|panic| failed(panic_error(panic), completion.flatten()))
     }
 }
 
