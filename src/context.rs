@@ -343,8 +343,8 @@ impl Context {
     }
 
     /// The request's cookie jar (Toa's `ctx.cookies`). The `Cookie` header is parsed
-    /// on first use; changes become `Set-Cookie` headers on whatever response goes
-    /// out, on every path.
+    /// as reads need it; changes become `Set-Cookie` headers on whatever response
+    /// goes out, on every path.
     pub fn cookies(&self) -> &Cookies {
         self.inner.cookies.get_or_init(|| {
             Cookies::new(self.header("cookie").cloned(), &self.config().cookies, self.is_secure())

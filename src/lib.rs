@@ -86,8 +86,8 @@
 //!
 //! ## Cookies
 //!
-//! [`Context::cookies`] is a jar parsed on first use, whose changes go out as
-//! `Set-Cookie` on every path. Signed and private cookies use [`Keys`], newest first:
+//! [`Context::cookies`] is a jar that parses the request's `Cookie` header only as
+//! reads need it, and whose changes go out as `Set-Cookie` on every path. Signed and private cookies use [`Keys`], newest first:
 //! a cookie verified by an older key is re-signed with the newest. With
 //! [`SignedFormat::KEYGRIP`] signatures are byte-compatible with Koa, Toa and
 //! Express.

@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::ops::Range;
 
 use cookie::Cookie;
 use http::header::{HeaderMap, HeaderValue, SET_COOKIE};
@@ -29,12 +28,27 @@ enum Header {
 /// found so far, then parses on only until it finds its name. Each pair is parsed
 /// once however many reads there are, and a read of an early cookie does not parse
 /// the ones after it.
+///
+/// At most `INDEXED` pairs are kept (16 bytes each): a hostile header of a hundred
+/// thousand tiny pairs costs no more memory than a browser's largest, and reads past
+/// the kept pairs parse the rest again each time (as Node's `cookies` module does for
+/// every read).
 #[derive(Default)]
 struct Index {
     /// Name and value of each well-formed pair, in request order.
-    pairs: Vec<(Range<usize>, Range<usize>)>,
-    /// Where the unparsed rest of the header starts.
+    pairs: Vec<Pair>,
+    /// Where the part of the header not in `pairs` starts.
     rest: usize,
+}
+
+/// Browsers keep at most about 180 cookies per domain.
+const INDEXED: usize = 256;
+
+/// Where a pair's name and value lie in the header.
+#[derive(Clone, Copy)]
+struct Pair {
+    name: (u32, u32),
+    value: (u32, u32),
 }
 
 struct Change {
@@ -69,38 +83,49 @@ impl Header {
 
     /// A stretch of the header. It is valid UTF-8 and is only cut at `;` and at the
     /// cookie crate's own boundaries, so this checks the stretch itself, no more.
-    fn slice(&self, range: Range<usize>) -> &str {
+    fn slice(&self, (start, end): (u32, u32)) -> &str {
+        let range = usize::try_from(start).unwrap_or(usize::MAX)..usize::try_from(end).unwrap_or(usize::MAX);
         self.bytes().get(range).and_then(|bytes| std::str::from_utf8(bytes).ok()).unwrap_or_default()
+    }
+
+    /// The next well-formed pair from byte `at` on, moving `at` past it: `None` at the
+    /// end of the header. A `;`-separated segment that is not a cookie (empty, no
+    /// `=`, no name) is skipped, as the cookie crate's `split_parse` skips it.
+    fn next_pair(&self, at: &mut usize) -> Option<Pair> {
+        let bytes = self.bytes();
+        while *at < bytes.len() {
+            let start = *at;
+            let end = bytes[start..].iter().position(|b| *b == b';').map_or(bytes.len(), |i| start + i);
+            *at = end + 1;
+            let segment = std::str::from_utf8(&bytes[start..end]).unwrap_or_default();
+            if segment.trim().is_empty() {
+                continue;
+            }
+            let base = segment.as_ptr() as usize;
+            // Offsets fit in 32 bits: a header of 4 GiB is refused long before here
+            // (and one that did not fit would end the pairs, not panic).
+            let span = |s: &str| {
+                let from = start + (s.as_ptr() as usize).wrapping_sub(base);
+                Some((u32::try_from(from).ok()?, u32::try_from(from + s.len()).ok()?))
+            };
+            let Ok(cookie) = Cookie::parse(segment) else { continue };
+            if let (Some(name), Some(value)) = (cookie.name_raw(), cookie.value_raw()) {
+                return Some(Pair { name: span(name)?, value: span(value)? });
+            }
+        }
+        None
     }
 }
 
 impl Index {
-    /// Parses the next `;`-separated segment; false at the end of the header. A
-    /// segment that is not a cookie (empty, no `=`, no name) is skipped, as the
-    /// cookie crate's `split_parse` skips it.
-    fn parse_next(&mut self, header: &Header) -> bool {
-        let len = header.bytes().len();
-        if self.rest >= len {
-            return false;
+    /// Parses the next pair into the index, if there is room and one is left.
+    fn grow(&mut self, header: &Header) -> Option<Pair> {
+        if self.pairs.len() >= INDEXED {
+            return None;
         }
-        let start = self.rest;
-        let end = header.bytes()[start..].iter().position(|b| *b == b';').map_or(len, |at| start + at);
-        self.rest = end + 1;
-        let segment = header.slice(start..end);
-        if segment.trim().is_empty() {
-            return true;
-        }
-        let base = segment.as_ptr() as usize;
-        let span = |s: &str| {
-            let from = start + (s.as_ptr() as usize).wrapping_sub(base);
-            from..from + s.len()
-        };
-        if let Ok(cookie) = Cookie::parse(segment) {
-            if let (Some(name), Some(value)) = (cookie.name_raw(), cookie.value_raw()) {
-                self.pairs.push((span(name), span(value)));
-            }
-        }
-        true
+        let pair = header.next_pair(&mut self.rest)?;
+        self.pairs.push(pair);
+        Some(pair)
     }
 }
 
@@ -124,18 +149,15 @@ impl Jar {
         }
         let header = &self.header;
         let index = &mut self.index;
-        let mut at = 0;
-        loop {
-            while let Some((name, value)) = index.pairs.get(at) {
-                if is(header.slice(name.clone())) {
-                    return Some(header.slice(value.clone()));
-                }
-                at += 1;
-            }
-            if !index.parse_next(header) {
-                return None;
-            }
-        }
+        let found = index.pairs.iter().copied().find(|pair| is(header.slice(pair.name)));
+        let found = found
+            .or_else(|| std::iter::from_fn(|| index.grow(header)).find(|pair| is(header.slice(pair.name))));
+        let found = found.or_else(|| {
+            // Past the kept pairs: parse the rest again, keeping nothing.
+            let mut at = index.rest;
+            std::iter::from_fn(|| header.next_pair(&mut at)).find(|pair| is(header.slice(pair.name)))
+        });
+        found.map(|pair| header.slice(pair.value))
     }
 
     /// Records a cookie to send; it replaces an earlier change of the same name.
@@ -149,13 +171,15 @@ impl Jar {
 
     /// Every cookie [`get`](Self::get) would find, request order first.
     pub(super) fn snapshot(&mut self) -> Vec<(String, String)> {
-        while self.index.parse_next(&self.header) {}
+        while self.index.grow(&self.header).is_some() {}
         let header = &self.header;
         let changes = &self.changes;
         let mut seen = HashSet::new();
         let mut out = Vec::new();
-        for (name, value) in &self.index.pairs {
-            let (name, value) = (header.slice(name.clone()), header.slice(value.clone()));
+        let mut at = self.index.rest;
+        let past_the_index = std::iter::from_fn(|| header.next_pair(&mut at));
+        for pair in self.index.pairs.iter().copied().chain(past_the_index) {
+            let (name, value) = (header.slice(pair.name), header.slice(pair.value));
             if !seen.insert(name) {
                 continue;
             }
@@ -282,7 +306,10 @@ mod tests {
 
     #[test]
     fn pairs_are_the_cookie_crates_split_parse() {
-        let headers: [&[u8]; 9] = [
+        let headers: [&[u8]; 12] = [
+            b"a=1;\tb=2\t; c= ;d =4",
+            "a=\u{a0}x\u{a0}; \u{a0}b=2".as_bytes(),
+            b"a=1;",
             b"a=1; b=2",
             b" a = 1 ;b=2;;",
             b";;novalue; =x; a=1 ;  ; b==2; c=\"q\"; d=",
@@ -299,18 +326,29 @@ mod tests {
                 .filter_map(Result::ok)
                 .filter_map(|c| Some((c.name_raw()?.to_owned(), c.value_raw()?.to_owned())))
                 .collect();
-            let mut jar = jar(header);
-            while jar.index.parse_next(&jar.header) {}
-            let got: Vec<(String, String)> = jar
-                .index
-                .pairs
-                .iter()
-                .map(|(n, v)| {
-                    (jar.header.slice(n.clone()).to_owned(), jar.header.slice(v.clone()).to_owned())
-                })
+            let jar = jar(header);
+            let mut at = 0;
+            let got: Vec<(String, String)> = std::iter::from_fn(|| jar.header.next_pair(&mut at))
+                .map(|pair| (jar.header.slice(pair.name).to_owned(), jar.header.slice(pair.value).to_owned()))
                 .collect();
             assert_eq!(got, want, "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_header_of_many_pairs_keeps_a_bounded_index() {
+        let header: String = (0..1000).map(|i| format!("k{i}=v{i}; ")).collect();
+        let mut jar = jar(header.as_bytes());
+        assert_eq!(jar.get("k999"), Some("v999"));
+        assert_eq!(jar.index.pairs.len(), INDEXED);
+        // Past the kept pairs, reads still find every cookie, and nothing more is kept.
+        assert_eq!(jar.get("k500"), Some("v500"));
+        assert_eq!(jar.get("k3"), Some("v3"));
+        assert_eq!(jar.get("missing"), None);
+        assert_eq!(jar.index.pairs.len(), INDEXED);
+        let all = jar.snapshot();
+        assert_eq!(all.len(), 1000);
+        assert_eq!(all[999], ("k999".to_owned(), "v999".to_owned()));
     }
 
     #[test]
