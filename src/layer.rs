@@ -256,10 +256,11 @@ where
                 catch_panic,
             };
         }
-        // The whole future is built inside the guard, so the inner one is written in
-        // place rather than handed out of the guard and moved in (futures can be
-        // large). The completion stays outside until the call has returned: a panic
-        // leaves it here, for the error response.
+        // The whole future is built inside the guard, so the inner one goes straight
+        // into it instead of out of the guard and then into the state (futures can be
+        // large; what is left is the one move out of the guard's result). The
+        // completion stays outside until the call has returned: a panic leaves it
+        // here, for the error response.
         let mut completion = Some(completion);
         let inner = &mut self.inner;
         let built = catch_unwind(AssertUnwindSafe(|| {
@@ -690,7 +691,17 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let edits = enter_error_path(ctx);
+    let edits = match enter_error_path(ctx) {
+        ErrorPath::Entered(edits) => edits,
+        ErrorPath::Ended(ended) => {
+            // An `end` accepted before this error came to light wins over it, as it
+            // does when the layer sees the end first: its response goes out, and the
+            // error is only reported.
+            drop(prior);
+            ctx.report_error(&err);
+            return respond(ctx, ended.map(ResponseBody::replaced), false);
+        }
+    };
     ctx.emit_error_event(&err);
     let action = match &ctx.config().on_error {
         Some(hook) => catch_unwind(AssertUnwindSafe(|| hook(err, ctx)))
@@ -716,23 +727,44 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let edits = enter_error_path(ctx);
+    let edits = match enter_error_path(ctx) {
+        ErrorPath::Entered(edits) => edits,
+        ErrorPath::Ended(ended) => {
+            // The error was told already; an accepted `end` still goes out.
+            drop(prior);
+            return respond(ctx, ended.map(ResponseBody::replaced), false);
+        }
+    };
     let response = render_error(ctx, &HttpError::new(500), prior, edits);
     respond(ctx, response.map(ResponseBody::replaced), true)
 }
 
-/// Marks the error path under the lock (so no `end` can be accepted after it), drops
-/// an ended response that lost, cancels the request's tasks, and returns the
-/// deferred edits.
-fn enter_error_path(ctx: &Context) -> Vec<crate::context::Edit> {
+/// What an error finds when it goes to take the error path.
+enum ErrorPath {
+    /// The error path is taken: the deferred edits, for the rendered error.
+    Entered(Vec<crate::context::Edit>),
+    /// An `end` was accepted first and its response not sent yet: it goes out.
+    Ended(Response<Body>),
+}
+
+/// Marks the error path under the lock (so no `end` can be accepted after it),
+/// cancels the request's tasks, and returns the deferred edits; unless an accepted
+/// `end` is still waiting, which is returned instead, the path left untaken.
+fn enter_error_path(ctx: &Context) -> ErrorPath {
     let mut shared = ctx.lock();
+    if let Some(ended) = shared.ended.take() {
+        // An error cannot be pending beside it (each refuses the other): nothing is
+        // left to signal.
+        if shared.error.is_none() {
+            ctx.clear(flag::SIGNAL);
+        }
+        return ErrorPath::Ended(*ended);
+    }
     ctx.set(flag::ERROR_PATH);
-    let ended = shared.ended.take();
     let edits = std::mem::take(&mut shared.edits);
     drop(shared);
-    drop(ended);
     ctx.abort_tasks();
-    edits
+    ErrorPath::Entered(edits)
 }
 
 /// Renders an error with the layer's renderer or format, keeping the whitelisted
@@ -881,7 +913,8 @@ mod tests {
             let body = body.clone();
             async move { Ok::<_, Infallible>(Response::new(body)) }
         }));
-        svc.oneshot(Request::new(())).await.map(|res| res.body().is_watched()).unwrap_or(true)
+        let Ok(res) = svc.oneshot(Request::new(())).await;
+        res.body().is_watched()
     }
 
     fn full() -> Full<Bytes> {

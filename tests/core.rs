@@ -790,3 +790,46 @@ async fn state_is_readable_in_finish_listeners_then_released() {
     assert_eq!(entries(&seen), ["ann"]);
     // That the context in its own state is released is checked in tests/leaks.rs.
 }
+
+#[tokio::test]
+async fn an_accepted_end_wins_over_a_later_panic_or_failing_hook() {
+    // The handler ends, then panics in the same poll: the ended response goes out and
+    // the panic is reported, once, to the error listeners and the app's hook.
+    let told = log();
+    let (t, hook_told) = (told.clone(), told.clone());
+    let layer = ContextLayer::new().on_error(move |err, _| {
+        push(&hook_told, format!("app hook {}", err.status().as_u16()));
+        tower_context::ErrorAction::Render(err)
+    });
+    let svc = layer.clone().layer(service_fn(move |req: Request<Empty<Bytes>>| {
+        let ctx = ctx_of(&req);
+        let t = t.clone();
+        ctx.on_error(move |err| push(&t, format!("listener {}", err.status().as_u16())));
+        async move {
+            assert!(ctx.end(Response::new(Body::from("ended"))).is_first());
+            if req.uri().path() == "/" {
+                panic!("after end");
+            }
+            Ok::<_, Infallible>(Response::new(Body::from("handler")))
+        }
+    }));
+    let res = svc.oneshot(get_req("/")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body_string(res).await, "ended");
+    assert_eq!(entries(&told), ["listener 500", "app hook 500"]);
+
+    // A hook that ends, then fails: the same.
+    let svc = ContextLayer::new().layer(service_fn(|req: Request<Empty<Bytes>>| {
+        let ctx = ctx_of(&req);
+        let c = ctx.clone();
+        ctx.after(move |_| async move {
+            assert!(c.end(Response::new(Body::from("ended in hook"))).is_first());
+            Err(HttpError::new(502))
+        })
+        .unwrap();
+        async { Ok::<_, Infallible>(Response::new(Body::from("handler"))) }
+    }));
+    let res = svc.oneshot(get_req("/")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body_string(res).await, "ended in hook");
+}

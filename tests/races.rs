@@ -19,15 +19,21 @@ fn ctx_of<B>(req: &Request<B>) -> Context {
 
 /// The handler's own response, at once or after one yield (every other round), so
 /// the racer lands before and after it.
-async fn handler_response(
-    round: usize,
-    racer: tokio::task::JoinHandle<()>,
-) -> Result<Response<Body>, Infallible> {
+async fn handler_response(round: usize) -> Result<Response<Body>, Infallible> {
     if round % 2 == 0 {
         tokio::task::yield_now().await;
     }
-    drop(racer);
     Ok(Response::new(Body::from("handler")))
+}
+
+/// Where the handler leaves its racer, for the test to wait for it to finish.
+type Racer = Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>;
+
+async fn racer_done(racer: &Racer) {
+    let handle = racer.lock().unwrap().take();
+    if let Some(handle) = handle {
+        handle.await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,7 +44,10 @@ async fn end_errors_and_edits_from_another_thread_are_never_lost() {
         let errors = Arc::new(AtomicUsize::new(0));
         let completions = Arc::new(AtomicUsize::new(0));
         let (e, errs, done) = (ended.clone(), errors.clone(), completions.clone());
+        let racer = Racer::default();
+        let r = racer.clone();
         let svc = ContextLayer::new().layer(service_fn(move |req: Request<Empty<Bytes>>| {
+            let r = r.clone();
             let ctx = ctx_of(&req);
             let errs = errs.clone();
             ctx.on_error(move |_| {
@@ -61,19 +70,14 @@ async fn end_errors_and_edits_from_another_thread_are_never_lost() {
                     _ => c.set_header(header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
                 }
             });
-            handler_response(round, racer)
+            *r.lock().unwrap() = Some(racer);
+            handler_response(round)
         }));
         let res = svc.oneshot(Request::get("/").body(Empty::new()).unwrap()).await.unwrap();
         let status = res.status();
         let cache = res.headers().get(header::CACHE_CONTROL).cloned();
         let body = res.into_body().collect().await.unwrap().to_bytes();
-        // Let the racer finish whatever it was doing.
-        for _ in 0..100 {
-            tokio::task::yield_now().await;
-            if round % 3 != 0 || ended.lock().unwrap().is_some() {
-                break;
-            }
-        }
+        racer_done(&racer).await;
         match round % 3 {
             0 => match *ended.lock().unwrap() {
                 Some(e) if e.is_first() => {
@@ -116,7 +120,10 @@ async fn an_end_racing_the_start_of_the_hooks_still_gets_the_hooks() {
         // added after it (then the hooks had not started when the end was accepted).
         let seen: Arc<Mutex<Option<(Ended, bool)>>> = Arc::default();
         let s = seen.clone();
+        let racer = Racer::default();
+        let r = racer.clone();
         let svc = ContextLayer::new().layer(service_fn(move |req: Request<Empty<Bytes>>| {
+            let r = r.clone();
             let ctx = ctx_of(&req);
             ctx.after(|mut res| async move {
                 res.headers_mut().insert("x-hooked", HeaderValue::from_static("yes"));
@@ -134,20 +141,15 @@ async fn an_end_racing_the_start_of_the_hooks_still_gets_the_hooks() {
                     .is_ok();
                 *s.lock().unwrap() = Some((ended, late));
             });
-            handler_response(round, racer)
+            *r.lock().unwrap() = Some(racer);
+            handler_response(round)
         }));
         let res = svc.oneshot(Request::get("/").body(Empty::new()).unwrap()).await.unwrap();
         let hooked = res.headers().contains_key("x-hooked");
         let late = res.headers().contains_key("x-late");
         let body = res.into_body().collect().await.unwrap().to_bytes();
-        let mut verdict = None;
-        for _ in 0..1000 {
-            verdict = *seen.lock().unwrap();
-            if verdict.is_some() {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        racer_done(&racer).await;
+        let verdict = *seen.lock().unwrap();
         match verdict {
             Some((ended, true)) if ended.is_first() => {
                 before_hooks += 1;
@@ -164,14 +166,16 @@ async fn an_end_racing_the_start_of_the_hooks_still_gets_the_hooks() {
             }
         }
     }
-    assert!(before_hooks > 0, "no end landed before the hooks: the race was not exercised");
+    // Most of these land while the handler yields; the narrow window right before
+    // the hooks start is covered deterministically by the test below.
+    assert!(before_hooks > 0, "no end was accepted before the hooks in any round");
 }
 
 /// A body that calls `end` the first time the layer asks whether it is at its end:
 /// user code that runs after the layer's last look for a signal and before the
 /// hooks start (in first-frame mode the layer asks the body before deciding).
 struct EndingBody {
-    ctx: Option<Context>,
+    ctx: Mutex<Option<Context>>,
 }
 
 impl http_body::Body for EndingBody {
@@ -186,7 +190,8 @@ impl http_body::Body for EndingBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        if let Some(ctx) = &self.ctx {
+        // Once only: whatever the layer asks later is answered plainly.
+        if let Some(ctx) = self.ctx.lock().unwrap().take() {
             assert!(ctx.end(Response::new(Body::from("ended"))).is_first());
         }
         false
@@ -202,7 +207,7 @@ async fn an_end_just_before_the_hooks_start_is_what_the_hooks_get() {
             Ok(res)
         })
         .unwrap();
-        let body = EndingBody { ctx: Some(ctx) };
+        let body = EndingBody { ctx: Mutex::new(Some(ctx)) };
         async move { Ok::<_, Infallible>(Response::new(body)) }
     }));
     let res = svc.oneshot(Request::get("/").body(Empty::new()).unwrap()).await.unwrap();
