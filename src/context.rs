@@ -384,8 +384,11 @@ impl Context {
     /// call wins (and, inside the hooks, the first call there); [`Ended::is_first`]
     /// says whether this one did. Between `end` and an error from
     /// [`emit_error`](Self::emit_error) or a task, whichever comes first wins: after
-    /// an accepted `end` such errors are reported to listeners, not rendered. Once the
-    /// request is on the error path, or its response has left, `end` is ignored.
+    /// an accepted `end` such errors are reported to listeners, not rendered. So are a
+    /// panic or an error that comes to light after it (a handler that ends, then
+    /// panics in the same poll); its response then goes out as it is, without the
+    /// hooks. Once the request is on the error path, or its response has left, `end`
+    /// is ignored.
     pub fn end<B>(&self, response: Response<B>) -> Ended
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
