@@ -386,9 +386,9 @@ impl Context {
     /// [`emit_error`](Self::emit_error) or a task, whichever comes first wins: after
     /// an accepted `end` such errors are reported to listeners, not rendered. So are a
     /// panic or an error that comes to light after it (a handler that ends, then
-    /// panics in the same poll); its response then goes out as it is, without the
-    /// hooks. Once the request is on the error path, or its response has left, `end`
-    /// is ignored.
+    /// panics in the same poll; a hook that ends, then fails): the ended response
+    /// still goes out, through the hooks that had not started. Once the request is on
+    /// the error path, or its response has left, `end` is ignored.
     pub fn end<B>(&self, response: Response<B>) -> Ended
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,

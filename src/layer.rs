@@ -323,13 +323,37 @@ impl Context {
         }
         let mut shared = self.lock();
         let signal = match shared.error.take() {
-            Some(err) => Some(Signal::Error(err)),
+            Some(err) => {
+                // Taken to be rendered: from here on the request is on the error path
+                // (under the lock, so an `end` that comes after is refused, not accepted
+                // and then dropped).
+                self.set(flag::ERROR_PATH);
+                Some(Signal::Error(err))
+            }
             None => shared.ended.take().map(|ended| Signal::End(*ended)),
         };
         if shared.error.is_none() && shared.ended.is_none() {
             self.clear(flag::SIGNAL);
         }
         signal
+    }
+}
+
+/// An error from the inner service (its `Err`, or a panic) meets what the context
+/// holds: a signalled error came first (it is rendered, this one only told), or an
+/// accepted `end` did (its response goes on to the hooks, this error only told, never
+/// silently dropped); else this error is rendered.
+fn settle(ctx: &Context, err: HttpError) -> Result<Response<Body>, HttpError> {
+    match ctx.take_signal() {
+        Some(Signal::Error(signalled)) => {
+            ctx.report_error(&err);
+            Err(signalled)
+        }
+        Some(Signal::End(ended)) => {
+            ctx.report_error(&err);
+            Ok(ended)
+        }
+        None => Err(err),
     }
 }
 
@@ -415,28 +439,18 @@ where
                         }
                         return Poll::Pending;
                     }
-                    Err(panic) => return Poll::Ready(fail(ctx, panic, None)),
                     Ok(Poll::Ready(Err(Signal::Error(err)))) => {
                         return Poll::Ready(fail(ctx, err, None));
                     }
                     Ok(Poll::Ready(Err(Signal::End(ended)))) => ended,
-                    Ok(Poll::Ready(Ok(Err(err)))) => {
-                        let err = HttpError::from_error(err);
-                        match ctx.take_signal() {
-                            Some(Signal::Error(signalled)) => {
-                                // The signalled error came first; this one is only told.
-                                ctx.report_error(&err);
-                                return Poll::Ready(fail(ctx, signalled, None));
-                            }
-                            Some(Signal::End(ended)) => {
-                                // `end` came first: its response goes out, the error is
-                                // reported (never silently dropped).
-                                ctx.report_error(&err);
-                                ended
-                            }
-                            None => return Poll::Ready(fail(ctx, err, None)),
-                        }
-                    }
+                    Err(err) => match settle(ctx, err) {
+                        Ok(ended) => ended,
+                        Err(err) => return Poll::Ready(fail(ctx, err, None)),
+                    },
+                    Ok(Poll::Ready(Ok(Err(err)))) => match settle(ctx, HttpError::from_error(err)) {
+                        Ok(ended) => ended,
+                        Err(err) => return Poll::Ready(fail(ctx, err, None)),
+                    },
                     Ok(Poll::Ready(Ok(Ok(mut response)))) => {
                         let thrown = response.extensions_mut().remove::<Thrown>();
                         match (ctx.take_signal(), thrown) {
@@ -578,8 +592,13 @@ where
             }
             StateProj::Failed { error } => {
                 let err = error.take().unwrap_or_else(|| HttpError::new(500));
-                state.set(State::Done);
-                return Poll::Ready(fail(ctx, err, None));
+                match settle(ctx, err) {
+                    Ok(ended) => state.set(start_hooks(ctx, ended)),
+                    Err(err) => {
+                        state.set(State::Done);
+                        return Poll::Ready(fail(ctx, err, None));
+                    }
+                }
             }
             StateProj::Done => panic!("ResponseFuture polled after completion"),
         }
@@ -754,10 +773,11 @@ fn enter_error_path(ctx: &Context) -> ErrorPath {
     let mut shared = ctx.lock();
     if let Some(ended) = shared.ended.take() {
         // An error cannot be pending beside it (each refuses the other): nothing is
-        // left to signal.
+        // left to signal. No hook can be added from here on: none would run.
         if shared.error.is_none() {
             ctx.clear(flag::SIGNAL);
         }
+        ctx.set(flag::HOOKS_STARTED);
         return ErrorPath::Ended(*ended);
     }
     ctx.set(flag::ERROR_PATH);
@@ -833,6 +853,7 @@ where
         if !on_error_path {
             if let Some(err) = shared.error.take() {
                 // An error arrived while the last hook finished: it still wins.
+                ctx.set(flag::ERROR_PATH);
                 drop(shared);
                 return fail(ctx, err, Some(response.map(|_| Body::empty())));
             }

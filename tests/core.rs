@@ -805,6 +805,12 @@ async fn an_accepted_end_wins_over_a_later_panic_or_failing_hook() {
         let ctx = ctx_of(&req);
         let t = t.clone();
         ctx.on_error(move |err| push(&t, format!("listener {}", err.status().as_u16())));
+        // The hooks had not started: they run on the ended response, as after any end.
+        ctx.after(|mut res| async move {
+            res.headers_mut().insert("x-hooked", HeaderValue::from_static("yes"));
+            Ok(res)
+        })
+        .unwrap();
         async move {
             assert!(ctx.end(Response::new(Body::from("ended"))).is_first());
             if req.uri().path() == "/" {
@@ -815,12 +821,17 @@ async fn an_accepted_end_wins_over_a_later_panic_or_failing_hook() {
     }));
     let res = svc.oneshot(get_req("/")).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers().get("x-hooked").unwrap(), "yes");
     assert_eq!(body_string(res).await, "ended");
     assert_eq!(entries(&told), ["listener 500", "app hook 500"]);
 
-    // A hook that ends, then fails: the same.
-    let svc = ContextLayer::new().layer(service_fn(|req: Request<Empty<Bytes>>| {
+    // A hook that ends, then fails: its ended response goes out, the failure is told.
+    let told = log();
+    let t = told.clone();
+    let svc = ContextLayer::new().layer(service_fn(move |req: Request<Empty<Bytes>>| {
         let ctx = ctx_of(&req);
+        let t = t.clone();
+        ctx.on_error(move |err| push(&t, format!("listener {}", err.status().as_u16())));
         let c = ctx.clone();
         ctx.after(move |_| async move {
             assert!(c.end(Response::new(Body::from("ended in hook"))).is_first());
@@ -832,4 +843,28 @@ async fn an_accepted_end_wins_over_a_later_panic_or_failing_hook() {
     let res = svc.oneshot(get_req("/")).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(body_string(res).await, "ended in hook");
+    assert_eq!(entries(&told), ["listener 502"]);
+}
+
+#[tokio::test]
+async fn an_emitted_error_wins_over_an_end_made_while_it_is_being_handled() {
+    // The handler emits an error, then fails too; an error listener, told of the
+    // second failure, tries to end: the first error came first and is rendered.
+    let ended = Arc::new(Mutex::new(None));
+    let e = ended.clone();
+    let svc = ContextLayer::new().layer(service_fn(move |req: Request<Empty<Bytes>>| {
+        let ctx = ctx_of(&req);
+        let (c, e) = (ctx.clone(), e.clone());
+        ctx.on_error(move |_| {
+            let verdict = c.end(Response::new(Body::from("ended by a listener")));
+            e.lock().unwrap().get_or_insert(verdict.is_first());
+        });
+        async move {
+            ctx.emit_error(HttpError::new(409));
+            Err::<Response<Empty<Bytes>>, _>(HttpError::new(500))
+        }
+    }));
+    let res = svc.oneshot(get_req("/")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    assert_eq!(*ended.lock().unwrap(), Some(false), "the listener's end was refused");
 }

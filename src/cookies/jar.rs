@@ -25,9 +25,9 @@ enum Header {
 }
 
 /// The header parsed as far as reads have needed: a read looks through the pairs
-/// found so far, then parses on only until it finds its name. Each pair is parsed
-/// once however many reads there are, and a read of an early cookie does not parse
-/// the ones after it.
+/// found so far, then parses on only until it finds its name. Each of the first
+/// `INDEXED` pairs is parsed once however many reads there are, and a read of an
+/// early cookie does not parse the ones after it.
 ///
 /// At most `INDEXED` pairs are kept (16 bytes each): a hostile header of a hundred
 /// thousand tiny pairs costs no more memory than a browser's largest, and reads past
