@@ -521,7 +521,7 @@ where
                         Signal::Error(err) => fail(ctx, err, None),
                         Signal::End(ended) => {
                             pending.clear();
-                            end_in_hook(ctx, ended)
+                            send_ended(ctx, ended)
                         }
                     });
                 }
@@ -552,7 +552,7 @@ where
                             }
                             Some(Signal::End(ended)) => {
                                 pending.clear();
-                                return Poll::Ready(end_in_hook(ctx, ended));
+                                return Poll::Ready(send_ended(ctx, ended));
                             }
                             None => {}
                         }
@@ -567,7 +567,7 @@ where
                         return Poll::Ready(fail(ctx, err, prior));
                     }
                     Some(Signal::End(ended)) => {
-                        return Poll::Ready(respond(ctx, ended.map(ResponseBody::replaced), false));
+                        return Poll::Ready(send_ended(ctx, ended));
                     }
                     None => {}
                 }
@@ -627,7 +627,7 @@ where
                 Some(Signal::Error(reported)) => reported,
                 Some(Signal::End(ended)) => {
                     drop(prior);
-                    return respond(ctx, ended.map(ResponseBody::replaced), false);
+                    return send_ended(ctx, ended);
                 }
                 None => return fail_reported(ctx, prior),
             }
@@ -694,9 +694,8 @@ fn start_hooks<F>(ctx: &Context, response: Response<Body>) -> State<F> {
     State::Hooks { response: Some(Box::new(response)), pending, running: None }
 }
 
-/// `end` was called while a hook ran: its response is final (the caller dropped the
-/// hooks that had not run).
-fn end_in_hook<B>(ctx: &Context, ended: Response<Body>) -> Response<ResponseBody<B>>
+/// Sends a response given to `end`, as it is (no hook runs on it from here).
+fn send_ended<B>(ctx: &Context, ended: Response<Body>) -> Response<ResponseBody<B>>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -710,6 +709,29 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
+    error_response(ctx, Some(err), prior)
+}
+
+/// The error path for an error that listeners and the app's hook were already told
+/// of (a caught stream's, when nothing was left to render it with): a plain 500.
+fn fail_reported<B>(ctx: &Context, prior: Option<Response<Body>>) -> Response<ResponseBody<B>>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    error_response(ctx, None, prior)
+}
+
+/// `fail` and `fail_reported`: `err` is `None` when the error was told already.
+fn error_response<B>(
+    ctx: &Context,
+    err: Option<HttpError>,
+    prior: Option<Response<Body>>,
+) -> Response<ResponseBody<B>>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let edits = match enter_error_path(ctx) {
         ErrorPath::Entered(edits) => edits,
         ErrorPath::Ended(ended) => {
@@ -717,9 +739,15 @@ where
             // does when the layer sees the end first: its response goes out, and the
             // error is only reported.
             drop(prior);
-            ctx.report_error(&err);
-            return respond(ctx, ended.map(ResponseBody::replaced), false);
+            if let Some(err) = &err {
+                ctx.report_error(err);
+            }
+            return send_ended(ctx, ended);
         }
+    };
+    let Some(err) = err else {
+        let response = render_error(ctx, &HttpError::new(500), prior, edits);
+        return respond(ctx, response.map(ResponseBody::replaced), true);
     };
     ctx.emit_error_event(&err);
     let action = match &ctx.config().on_error {
@@ -736,25 +764,6 @@ where
             Response::from_parts(parts, body)
         }
     };
-    respond(ctx, response.map(ResponseBody::replaced), true)
-}
-
-/// The error path for an error that listeners and the app's hook were already told
-/// of (a caught stream's, when nothing was left to render it with): a plain 500.
-fn fail_reported<B>(ctx: &Context, prior: Option<Response<Body>>) -> Response<ResponseBody<B>>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    let edits = match enter_error_path(ctx) {
-        ErrorPath::Entered(edits) => edits,
-        ErrorPath::Ended(ended) => {
-            // The error was told already; an accepted `end` still goes out.
-            drop(prior);
-            return respond(ctx, ended.map(ResponseBody::replaced), false);
-        }
-    };
-    let response = render_error(ctx, &HttpError::new(500), prior, edits);
     respond(ctx, response.map(ResponseBody::replaced), true)
 }
 
