@@ -9,7 +9,7 @@
 use std::any::Any;
 use std::fmt;
 use std::pin::Pin;
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, ready};
 
 use bytes::{Buf, Bytes};
 use http_body::{Frame, SizeHint};
@@ -179,7 +179,7 @@ pin_project! {
     /// dropped before that, Error (then Close) if the body itself fails.
     pub struct ResponseBody<B> {
         #[pin]
-        kind: BodyKind<B>,
+        kind: EitherBody<B>,
         completion: Option<Completion>,
     }
 
@@ -194,33 +194,70 @@ pin_project! {
 }
 
 pin_project! {
-    #[project = BodyKindProj]
-    enum BodyKind<B> {
+    /// A body of type `B`, or one of the crate's own [`Body`]: what a response carries
+    /// once the crate may have replaced the app's body (`ResponseBody`, and the
+    /// server's body). Like `http_body_util::Either`, but without its cost on every
+    /// frame (measured: about 90 instructions per request more).
+    #[project = EitherBodyProj]
+    pub(crate) enum EitherBody<B> {
         Inner { #[pin] body: B },
-        Replaced { body: Body },
+        Own { body: Body },
+    }
+}
+
+impl<B> http_body::Body for EitherBody<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            EitherBodyProj::Inner { body } => body.poll_frame(cx).map(|p| p.map(|r| r.map_err(Into::into))),
+            EitherBodyProj::Own { body } => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        match self {
+            EitherBody::Inner { body } => body.is_end_stream(),
+            EitherBody::Own { body } => http_body::Body::is_end_stream(body),
+        }
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            EitherBody::Inner { body } => body.size_hint(),
+            EitherBody::Own { body } => http_body::Body::size_hint(body),
+        }
     }
 }
 
 impl<B> ResponseBody<B> {
     pub(crate) fn inner(body: B) -> Self {
-        ResponseBody { kind: BodyKind::Inner { body }, completion: None }
+        ResponseBody { kind: EitherBody::Inner { body }, completion: None }
     }
 
     pub(crate) fn replaced(body: Body) -> Self {
-        ResponseBody { kind: BodyKind::Replaced { body }, completion: None }
+        ResponseBody { kind: EitherBody::Own { body }, completion: None }
     }
 
     /// Hands the request's completion to this body, which fires Finish or Close.
     pub(crate) fn watch(&mut self, mut completion: Completion)
     where
-        B: http_body::Body,
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
     {
-        let (hint, at_end) = match &self.kind {
-            BodyKind::Inner { body } => (body.size_hint(), body.is_end_stream()),
-            BodyKind::Replaced { body } => {
-                (http_body::Body::size_hint(body), http_body::Body::is_end_stream(body))
-            }
-        };
+        let (hint, at_end) =
+            (http_body::Body::size_hint(&self.kind), http_body::Body::is_end_stream(&self.kind));
         completion.expect(if at_end { Some(0) } else { hint.exact() });
         self.completion = Some(completion);
     }
@@ -245,8 +282,8 @@ impl<B> Default for ResponseBody<B> {
 impl<B: fmt::Debug> fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            BodyKind::Inner { body } => f.debug_tuple("ResponseBody::Inner").field(body).finish(),
-            BodyKind::Replaced { body } => f.debug_tuple("ResponseBody::Replaced").field(body).finish(),
+            EitherBody::Inner { body } => f.debug_tuple("ResponseBody::Inner").field(body).finish(),
+            EitherBody::Own { body } => f.debug_tuple("ResponseBody::Replaced").field(body).finish(),
         }
     }
 }
@@ -264,29 +301,13 @@ where
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
+        let mut kind = this.kind;
         if this.completion.is_none() {
             // Nothing to report (an unobserved request, or one already complete).
-            return match this.kind.project() {
-                BodyKindProj::Inner { body } => body.poll_frame(cx).map(|p| p.map(|r| r.map_err(Into::into))),
-                BodyKindProj::Replaced { body } => Pin::new(body).poll_frame(cx),
-            };
+            return http_body::Body::poll_frame(kind, cx);
         }
-        let (polled, end) = match this.kind.project() {
-            BodyKindProj::Inner { mut body } => {
-                let polled = match body.as_mut().poll_frame(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(polled) => polled.map(|r| r.map_err(Into::into)),
-                };
-                (polled, body.is_end_stream())
-            }
-            BodyKindProj::Replaced { body } => {
-                let polled = match Pin::new(&mut *body).poll_frame(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(polled) => polled,
-                };
-                (polled, http_body::Body::is_end_stream(body))
-            }
-        };
+        let polled = ready!(http_body::Body::poll_frame(kind.as_mut(), cx));
+        let end = http_body::Body::is_end_stream(&*kind);
         match polled {
             None => {
                 if let Some(completion) = this.completion.take() {
@@ -318,17 +339,11 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            BodyKind::Inner { body } => body.is_end_stream(),
-            BodyKind::Replaced { body } => http_body::Body::is_end_stream(body),
-        }
+        http_body::Body::is_end_stream(&self.kind)
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            BodyKind::Inner { body } => body.size_hint(),
-            BodyKind::Replaced { body } => http_body::Body::size_hint(body),
-        }
+        http_body::Body::size_hint(&self.kind)
     }
 }
 

@@ -36,6 +36,7 @@ use tower::Service;
 use super::fingerprint::{FingerprintConfig, Resolved, valid_cookie_name};
 use super::limit::{DEFAULT_SIMULTANEOUS, Pending, TOO_MANY};
 use super::{Connection, Connections};
+use crate::body::EitherBody;
 use crate::{Body, BoxError, HttpError};
 
 /// Serves `app` on `listener`, HTTP/1.1 (with keep-alive) and HTTP/2 (with prior
@@ -570,7 +571,7 @@ where
                 }
                 StateProj::Called { future } => {
                     break match ready!(future.poll(cx)) {
-                        Ok(response) => response.map(|body| ConnectionBody::new(Kind::App { body })),
+                        Ok(response) => response.map(|body| ConnectionBody::new(EitherBody::Inner { body })),
                         Err(err) => own(HttpError::from_error(err).into_response()),
                     };
                 }
@@ -595,7 +596,7 @@ where
 }
 
 fn own<B>(response: Response<Body>) -> Response<ConnectionBody<B>> {
-    response.map(|body| ConnectionBody::new(Kind::Own { body }))
+    response.map(|body| ConnectionBody::new(EitherBody::Own { body }))
 }
 
 pin_project! {
@@ -603,21 +604,13 @@ pin_project! {
     /// request counts as pending until it ends.
     struct ConnectionBody<B> {
         #[pin]
-        kind: Kind<B>,
+        kind: EitherBody<B>,
         pending: Option<Pending>,
     }
 }
 
-pin_project! {
-    #[project = KindProj]
-    enum Kind<B> {
-        App { #[pin] body: B },
-        Own { #[pin] body: Body },
-    }
-}
-
 impl<B> ConnectionBody<B> {
-    fn new(kind: Kind<B>) -> Self {
+    fn new(kind: EitherBody<B>) -> Self {
         ConnectionBody { kind, pending: None }
     }
 }
@@ -635,18 +628,9 @@ where
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
-        let (frame, done) = match this.kind.project() {
-            KindProj::App { mut body } => {
-                let frame = ready!(body.as_mut().poll_frame(cx)).map(|f| f.map_err(Into::into));
-                let done = frame.is_none() || body.is_end_stream();
-                (frame, done)
-            }
-            KindProj::Own { mut body } => {
-                let frame = ready!(body.as_mut().poll_frame(cx));
-                let done = frame.is_none() || body.is_end_stream();
-                (frame, done)
-            }
-        };
+        let mut kind = this.kind;
+        let frame = ready!(http_body::Body::poll_frame(kind.as_mut(), cx));
+        let done = frame.is_none() || http_body::Body::is_end_stream(&*kind);
         if done || matches!(frame, Some(Err(_))) {
             this.pending.take();
         }
@@ -654,16 +638,10 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::App { body } => body.is_end_stream(),
-            Kind::Own { body } => body.is_end_stream(),
-        }
+        http_body::Body::is_end_stream(&self.kind)
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::App { body } => body.size_hint(),
-            Kind::Own { body } => body.size_hint(),
-        }
+        http_body::Body::size_hint(&self.kind)
     }
 }
