@@ -52,6 +52,9 @@ use tower::{ServiceBuilder, ServiceExt, service_fn};
 use tower_context::cookies::{Cookie, Cookies, KeygripHash, Keys, SameSite, SignedFormat, time};
 use tower_context::{Context, ContextLayer, Ended, HttpError, throw};
 
+mod common;
+use common::body_string;
+
 /// `key` | `data` | algorithm → signature (see the module docs for how).
 const KEYBOARD_CAT_SID_SHA1: &str = "bDPldTuO4L189k44cqUSZURruS8"; // "keyboard cat" | "sid=abc123" | sha1
 const KEYBOARD_CAT_SID_SHA256: &str = "Dn_cVD-uC6jmvTZ1X_i-ehcPWa2TeXNUx7TdlF1z-a8"; // … | sha256
@@ -72,14 +75,6 @@ fn request(uri: &str, cookie: Option<&[u8]>) -> Request<axum::body::Body> {
 
 fn set_cookies<B>(response: &Response<B>) -> Vec<String> {
     response.headers().get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect()
-}
-
-async fn body_string<B>(response: Response<B>) -> String
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::fmt::Debug,
-{
-    String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
 }
 
 /// One route at `/` under `layer`; the response and its Set-Cookie lines.

@@ -15,6 +15,9 @@ use http_body_util::{BodyExt, Empty, Full};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_context::{Body, Context, ContextLayer, HooksStarted, HttpError, Outcome};
 
+mod common;
+use common::{body_string, ctx_of};
+
 type Log = Arc<Mutex<Vec<String>>>;
 
 fn log() -> Log {
@@ -39,19 +42,6 @@ fn record(ctx: &Context, log: &Log) {
     ctx.on_close(move |_| push(&l, "close"));
     let l = log.clone();
     ctx.on_error(move |err| push(&l, format!("error {}", err.status().as_u16())));
-}
-
-fn ctx_of<B>(req: &Request<B>) -> Context {
-    req.extensions().get::<Context>().cloned().expect("ContextLayer inserts a Context")
-}
-
-async fn body_string<B>(response: Response<B>) -> String
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::fmt::Debug,
-{
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8(bytes.to_vec()).unwrap()
 }
 
 fn get_req(uri: &str) -> Request<Empty<Bytes>> {

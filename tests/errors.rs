@@ -16,17 +16,8 @@ use tower_context::{
     http_error, throw,
 };
 
-fn ctx_of<B>(req: &Request<B>) -> Context {
-    req.extensions().get::<Context>().cloned().expect("ContextLayer inserts a Context")
-}
-
-async fn text<B>(response: Response<B>) -> String
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::fmt::Debug,
-{
-    String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
-}
+mod common;
+use common::{body_string, ctx_of};
 
 fn req(uri: &str, accept: Option<&str>) -> Request<axum::body::Body> {
     let mut builder = Request::get(uri);
@@ -60,7 +51,7 @@ async fn axum_handler_errors_are_negotiated() {
     assert_eq!(res.headers()["content-type"], "application/json");
     assert_eq!(res.headers()["x-content-type-options"], "nosniff");
     assert_eq!(
-        text(res).await,
+        body_string(res).await,
         r#"{"status":401,"error":"Unauthorized","message":"User not found. Please login!"}"#
     );
 
@@ -69,22 +60,22 @@ async fn axum_handler_errors_are_negotiated() {
     assert_eq!(res.status(), 403);
     assert_eq!(res.headers()["content-type"], "application/problem+json");
     assert_eq!(
-        text(res).await,
+        body_string(res).await,
         r#"{"type":"about:blank","title":"Forbidden","status":403,"detail":"access_denied","user":"root"}"#
     );
 
     let res = app(ContextLayer::new()).oneshot(req("/user?abcdefghijkl", Some("text/html"))).await.unwrap();
     assert_eq!(res.status(), 414);
     assert_eq!(res.headers()["content-type"], "text/plain; charset=utf-8");
-    assert_eq!(text(res).await, "name too long");
+    assert_eq!(body_string(res).await, "name too long");
 
     // A 500 from a bare message: the message is never shown.
     let res = app(ContextLayer::new()).oneshot(req("/user?boom", Some("text/plain"))).await.unwrap();
     assert_eq!(res.status(), 500);
-    assert_eq!(text(res).await, "Internal Server Error");
+    assert_eq!(body_string(res).await, "Internal Server Error");
 
     let res = app(ContextLayer::new()).oneshot(req("/user?ann", None)).await.unwrap();
-    assert_eq!(text(res).await, "hello ann");
+    assert_eq!(body_string(res).await, "hello ann");
 }
 
 #[tokio::test]
@@ -92,7 +83,7 @@ async fn fixed_formats_ignore_accept() {
     let layer = ContextLayer::new().error_format(ErrorFormat::Text);
     let res = app(layer).oneshot(req("/user", Some("application/json"))).await.unwrap();
     assert_eq!(res.headers()["content-type"], "text/plain; charset=utf-8");
-    assert_eq!(text(res).await, "User not found. Please login!");
+    assert_eq!(body_string(res).await, "User not found. Please login!");
 
     let layer = ContextLayer::new().error_format(ErrorFormat::ProblemJson);
     let res = app(layer).oneshot(req("/user", Some("text/plain"))).await.unwrap();
@@ -105,7 +96,7 @@ async fn head_requests_get_no_error_body() {
         Request::builder().method(Method::HEAD).uri("/user").body(axum::body::Body::empty()).unwrap();
     let res = app(ContextLayer::new()).oneshot(request).await.unwrap();
     assert_eq!(res.status(), 401);
-    assert_eq!(text(res).await, "");
+    assert_eq!(body_string(res).await, "");
 }
 
 #[tokio::test]
@@ -119,7 +110,7 @@ async fn errors_render_without_the_layer_too() {
     assert_eq!(res.headers()["content-type"], "application/json");
     assert_eq!(res.headers()["x-content-type-options"], "nosniff");
     assert_eq!(
-        text(res).await,
+        body_string(res).await,
         r#"{"status":401,"error":"Unauthorized","message":"User not found. Please login!"}"#
     );
 
@@ -127,7 +118,7 @@ async fn errors_render_without_the_layer_too() {
     let res = app.oneshot(req("/user", None)).await.unwrap();
     assert_eq!(res.status(), 500);
     assert_eq!(
-        text(res).await,
+        body_string(res).await,
         r#"{"status":500,"error":"Internal Server Error","message":"Internal Server Error"}"#
     );
 }
@@ -142,7 +133,7 @@ async fn plain_tower_services_throw_boxed_errors() {
     }));
     let res = svc.oneshot(Request::get("/gone").body(Empty::new()).unwrap()).await.unwrap();
     assert_eq!(res.status(), 410);
-    assert_eq!(text(res).await, r#"{"status":410,"error":"Gone","message":"moved away"}"#);
+    assert_eq!(body_string(res).await, r#"{"status":410,"error":"Gone","message":"moved away"}"#);
 }
 
 #[tokio::test]
@@ -168,7 +159,10 @@ async fn throw_works_in_hooks_and_emit_error_stops_the_request() {
     }));
     let res = svc.oneshot(Request::get("/").body(Empty::new()).unwrap()).await.unwrap();
     assert_eq!(res.status(), 400);
-    assert_eq!(text(res).await, r#"{"status":400,"error":"Bad Request","message":"bad input","field":"q"}"#);
+    assert_eq!(
+        body_string(res).await,
+        r#"{"status":400,"error":"Bad Request","message":"bad input","field":"q"}"#
+    );
 }
 
 #[tokio::test]
@@ -218,7 +212,7 @@ async fn message_bytes_never_reach_headers() {
     let res = svc.oneshot(Request::get("/").body(Empty::new()).unwrap()).await.unwrap();
     assert!(res.headers().get(header::SET_COOKIE).is_none());
     assert_eq!(
-        text(res).await,
+        body_string(res).await,
         r#"{"status":400,"error":"Bad Request","message":"line\r\nset-cookie: evil=1"}"#
     );
 }
@@ -254,20 +248,20 @@ async fn the_app_error_hook_can_render_replace_respond_or_swallow() {
     let layer =
         ContextLayer::new().on_error(|err, _| ErrorAction::Render(err.message("replaced").expose(true)));
     let res = layer.layer(failing(404)).oneshot(get()).await.unwrap();
-    assert_eq!(text(res).await, r#"{"status":404,"error":"Not Found","message":"replaced"}"#);
+    assert_eq!(body_string(res).await, r#"{"status":404,"error":"Not Found","message":"replaced"}"#);
 
     let layer = ContextLayer::new().on_error(|_, _| {
         ErrorAction::Respond(Response::builder().status(418).body(Body::from("custom")).unwrap())
     });
     let res = layer.layer(failing(404)).oneshot(get()).await.unwrap();
     assert_eq!(res.status(), 418);
-    assert_eq!(text(res).await, "custom");
+    assert_eq!(body_string(res).await, "custom");
 
     // Swallowed: the response as it stood, with the deferred edits applied.
     let layer = ContextLayer::new().on_error(|_, _| ErrorAction::Swallow);
     let res = layer.layer(failing(404)).oneshot(get()).await.unwrap();
     assert_eq!(res.status(), 202);
-    assert_eq!(text(res).await, "");
+    assert_eq!(body_string(res).await, "");
 }
 
 #[tokio::test]
@@ -286,7 +280,7 @@ async fn a_custom_renderer_writes_the_body_and_the_layer_keeps_its_rules() {
     assert_eq!(res.status(), 402);
     assert_eq!(res.headers()["x-pay"], "now");
     assert_eq!(res.headers()["x-content-type-options"], "nosniff");
-    assert_eq!(text(res).await, "<error code=402 request=true>");
+    assert_eq!(body_string(res).await, "<error code=402 request=true>");
 }
 
 #[tokio::test]
@@ -357,6 +351,6 @@ async fn errors_carried_by_an_ended_or_hooked_response_are_rendered_too() {
         let res = svc.clone().oneshot(request).await.unwrap();
         assert_eq!(res.status(), status);
         assert_eq!(res.headers()["content-type"], "text/plain; charset=utf-8", "negotiated");
-        assert_eq!(text(res).await, message);
+        assert_eq!(body_string(res).await, message);
     }
 }

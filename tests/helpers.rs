@@ -8,21 +8,15 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use tower::{Layer, ServiceExt, service_fn};
 use tower_context::conditional::{ConditionalGetLayer, conditional_get};
 use tower_context::request::{HeaderExt, RequestExt};
 use tower_context::response::{attachment, content_type, etag, last_modified, redirect, redirect_back};
 use tower_context::{Body, Context, ContextLayer, HttpError};
 
-async fn body_string<B>(response: Response<B>) -> String
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::fmt::Debug,
-{
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8(bytes.to_vec()).unwrap()
-}
+mod common;
+use common::body_string;
 
 fn request(method: &str, uri: &str, headers: &[(&str, &str)]) -> Request<axum::body::Body> {
     let mut builder = Request::builder().method(method).uri(uri);

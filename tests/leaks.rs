@@ -10,9 +10,8 @@ use http_body_util::{BodyExt, Empty, StreamBody};
 use tower::{Layer, ServiceExt, service_fn};
 use tower_context::{Body, BoxError, Context, ContextLayer, HttpError, live_contexts};
 
-fn ctx_of<B>(req: &Request<B>) -> Context {
-    req.extensions().get::<Context>().cloned().unwrap()
-}
+mod common;
+use common::ctx_of;
 
 /// Registers everything that could hold the context: a hook, listeners, state, a task.
 fn entangle(ctx: &Context) {

@@ -13,9 +13,8 @@ use http_body_util::{BodyExt, Empty};
 use tower::{Layer, ServiceExt, service_fn};
 use tower_context::{Body, Context, ContextLayer, Ended, HttpError};
 
-fn ctx_of<B>(req: &Request<B>) -> Context {
-    req.extensions().get::<Context>().cloned().unwrap()
-}
+mod common;
+use common::ctx_of;
 
 /// The handler's own response, at once or after one yield (every other round), so
 /// the racer lands before and after it.
