@@ -71,6 +71,11 @@ const TARGETS: [(&str, &str, f64); 4] = [
     ),
 ];
 
+/// The rows that show what any layer handing out a per-request handle pays: a bare
+/// `Arc` in the extensions, and the same with the request head captured.
+const FLOORS: [&str; 2] =
+    ["floor: Arc handle in the extensions, nothing else", "floor with the request head captured"];
+
 fn main() {
     let rounds = env("ROUNDS", 21).max(1);
     let batch = env("BATCH", 20_000).max(1);
@@ -127,5 +132,18 @@ fn main() {
         let q3 = ratios[(ratios.len() * 3) / 4];
         let holds = if mid <= target { "yes" } else { "no" };
         println!("| {ours} / {theirs} | {mid:.2} | {q1:.2}–{q3:.2} | ≤ {target} | {holds} |");
+    }
+
+    // How each floor row compares with the two untouched rows.
+    println!("\n| floor | its overhead / tower-cookies' untouched | / ours untouched |\n|---|---:|---:|");
+    let (Some(theirs), Some(ours)) = (index(TARGETS[0].1), index(TARGETS[0].0)) else { return };
+    for floor in FLOORS {
+        let Some(f) = index(floor) else { continue };
+        let over = |b: usize| {
+            let mut ratios: Vec<f64> = added[f].iter().zip(&added[b]).map(|(x, y)| x / y).collect();
+            let mid = median(&mut ratios);
+            format!("{mid:.2} ({:.2}–{:.2})", ratios[ratios.len() / 4], ratios[(ratios.len() * 3) / 4])
+        };
+        println!("| {floor} | {} | {} |", over(theirs), over(ours));
     }
 }

@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::hint::black_box;
+use std::sync::atomic::AtomicU32;
 
 use axum::body::Body as AxumBody;
 use bytes::Bytes;
@@ -30,6 +31,20 @@ pub fn request() -> Req {
 
 async fn bare(_: Req) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(Response::new(Full::new(Bytes::from_static(b"hello"))))
+}
+
+/// The floor row's handle.
+#[derive(Clone)]
+struct Handle(#[allow(dead_code)] std::sync::Arc<AtomicU32>);
+
+/// The second floor row's handle.
+#[allow(dead_code)]
+struct Head {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    accept: Option<HeaderValue>,
+    cookie: Option<HeaderValue>,
 }
 
 fn ctx(req: &Req) -> Context {
@@ -73,6 +88,33 @@ pub fn each(v: &mut impl Visit) {
 
     let svc = tower_http::catch_panic::CatchPanicLayer::new().layer(service_fn(bare));
     v.visit("tower-http CatchPanicLayer", svc);
+
+    // The floor under both untouched rows: the least any layer can do that hands the
+    // handler a shared per-request handle (one `Arc`, put into the extensions), and
+    // nothing else. Not a crate anyone uses: it shows how much of a row is this.
+    let svc = tower::util::MapRequestLayer::new(|mut req: Req| {
+        req.extensions_mut().insert(Handle(std::sync::Arc::new(AtomicU32::new(0))));
+        req
+    })
+    .layer(service_fn(bare));
+    v.visit("floor: Arc handle in the extensions, nothing else", svc);
+
+    // The same floor, with the least of a request head in the handle: what a context
+    // needs to answer for the request after it has moved on (method, URI, version,
+    // and here only the two headers the request has).
+    let svc = tower::util::MapRequestLayer::new(|mut req: Req| {
+        let head = Head {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            accept: req.headers().get(http::header::ACCEPT).cloned(),
+            cookie: req.headers().get(http::header::COOKIE).cloned(),
+        };
+        req.extensions_mut().insert(std::sync::Arc::new(head));
+        req
+    })
+    .layer(service_fn(bare));
+    v.visit("floor with the request head captured", svc);
 
     // One response change: an after-hook adds a header...
     let svc = ContextLayer::new().layer(service_fn(|req: Req| {
