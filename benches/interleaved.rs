@@ -5,9 +5,14 @@
 //! over a minute, this is steadier than timing each row on its own (as criterion
 //! does, in `benches/overhead.rs`).
 //!
+//! The rounds run in several processes, one after another (3 by default): a process
+//! can land on a faster or slower address-space layout for some rows, and that stays
+//! for its whole life, so one process is one draw. The medians are over the rounds of
+//! all of them; the median of each process is shown too.
+//!
 //! ```text
-//! cargo bench --bench interleaved                  # 21 rounds of 20,000 requests
-//! ROUNDS=31 BATCH=50000 cargo bench --bench interleaved
+//! cargo bench --bench interleaved                  # 3 processes × 21 rounds of 20,000
+//! ROUNDS=31 BATCH=50000 PROCESSES=5 cargo bench --bench interleaved
 //! SCENARIO=untouched,hook cargo bench --bench interleaved   # bare + rows naming either
 //! ```
 
@@ -76,7 +81,55 @@ const TARGETS: [(&str, &str, f64); 4] = [
 const FLOORS: [&str; 2] =
     ["floor: Arc handle in the extensions, nothing else", "floor with the request head captured"];
 
+/// Set in the processes the first one starts: they measure and print raw times.
+const CHILD: &str = "INTERLEAVED_CHILD";
+
 fn main() {
+    let processes = env("PROCESSES", 3).max(1);
+    if processes == 1 || std::env::var_os(CHILD).is_some() {
+        let (names, times) = measure();
+        if std::env::var_os(CHILD).is_some() {
+            for (name, row) in names.iter().zip(&times) {
+                let row: Vec<String> = row.iter().map(f64::to_string).collect();
+                println!("{name}\t{}", row.join(","));
+            }
+        } else {
+            // One process: all rounds are its own.
+            let all = std::iter::once(0..times[0].len()).collect::<Vec<_>>();
+            report(&names, &times, &all);
+        }
+        return;
+    }
+
+    // Each process's rows, one after another: rounds stay paired across rows.
+    let mut names: Vec<String> = Vec::new();
+    let mut times: Vec<Vec<f64>> = Vec::new();
+    let mut spans = Vec::new();
+    for _ in 0..processes {
+        let exe = std::env::current_exe().expect("the bench's own path");
+        let output = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env(CHILD, "1")
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("a measuring process");
+        assert!(output.status.success(), "a measuring process failed");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let start = times.first().map_or(0, Vec::len);
+        for (i, (name, row)) in text.lines().filter_map(|line| line.split_once('\t')).enumerate() {
+            if names.len() == i {
+                names.push(name.to_owned());
+                times.push(Vec::new());
+            }
+            times[i].extend(row.split(',').filter_map(|t| t.parse::<f64>().ok()));
+        }
+        spans.push(start..times[0].len());
+    }
+    report(&names, &times, &spans);
+}
+
+/// Every row's ns per request, round by round, in this process.
+fn measure() -> (Vec<String>, Vec<Vec<f64>>) {
     let rounds = env("ROUNDS", 21).max(1);
     let batch = env("BATCH", 20_000).max(1);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
@@ -95,7 +148,6 @@ fn main() {
         run(&rt, batch / 10 + 1);
     }
 
-    // ns per request, per row and round.
     let mut times = vec![Vec::new(); rows.len()];
     for round in 0..rounds {
         // Start each round at another row, so no row always runs right after another.
@@ -105,45 +157,77 @@ fn main() {
             times[i].push(took.as_nanos() as f64 / f64::from(batch));
         }
     }
+    (rows.into_iter().map(|(name, _)| name).collect(), times)
+}
 
-    let bare = times[0].clone();
+/// The median and quartiles of `values`, as text.
+fn spread(mut values: Vec<f64>) -> String {
+    let mid = median(&mut values);
+    format!("{mid:.2} ({:.2}–{:.2})", values[values.len() / 4], values[(values.len() * 3) / 4])
+}
+
+/// Prints the tables: `spans` are the rounds of each process.
+fn report(names: &[String], times: &[Vec<f64>], spans: &[std::ops::Range<usize>]) {
+    let rounds = times[0].len();
+    let bare = &times[0];
     let added: Vec<Vec<f64>> =
-        times.iter().map(|row| row.iter().zip(&bare).map(|(t, b)| t - b).collect()).collect();
-    println!("{rounds} rounds of {batch} requests per row; medians over the rounds\n");
-    println!("| scenario | ns/request | added ns |\n|---|---:|---:|");
-    for (i, (name, _)) in rows.iter().enumerate() {
+        times.iter().map(|row| row.iter().zip(bare).map(|(t, b)| t - b).collect()).collect();
+    let batch = env("BATCH", 20_000).max(1);
+    println!(
+        "{} process(es), {rounds} rounds in all of {batch} requests per row; medians over the rounds\n",
+        spans.len()
+    );
+    println!(
+        "| scenario | ns/request | added ns | added ns, lowest–highest process median |\n|---|---:|---:|---:|"
+    );
+    for (i, name) in names.iter().enumerate() {
         let t = median(&mut times[i].clone());
         if i == 0 {
-            println!("| {name} | {t:.0} | — |");
-        } else {
-            println!("| {name} | {t:.0} | {:+.0} |", median(&mut added[i].clone()));
+            println!("| {name} | {t:.0} | — | — |");
+            continue;
         }
+        let per: Vec<f64> = spans.iter().map(|span| median(&mut added[i][span.clone()].to_vec())).collect();
+        let low = per.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = per.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        println!("| {name} | {t:.0} | {:+.0} | {low:+.0} – {high:+.0} |", median(&mut added[i].clone()));
     }
 
+    let index = |name: &str| names.iter().position(|n| n == name);
+    let ratios =
+        |a: usize, b: usize| -> Vec<f64> { added[a].iter().zip(&added[b]).map(|(x, y)| x / y).collect() };
+    // The median of each process's rounds.
+    let each = |all: &[f64]| -> String {
+        let medians: Vec<String> =
+            spans.iter().map(|span| format!("{:.2}", median(&mut all[span.clone()].to_vec()))).collect();
+        medians.join(", ")
+    };
     println!(
-        "\n| target | ratio (median of rounds) | quartiles | target | holds? |\n|---|---:|---:|---:|---|"
+        "\n| target | ratio (median of rounds) | quartiles | each process | target | holds? |\n|---|---:|---:|---:|---:|---|"
     );
-    let index = |name: &str| rows.iter().position(|(n, _)| n == name);
     for (ours, theirs, target) in TARGETS {
         let (Some(a), Some(b)) = (index(ours), index(theirs)) else { continue };
-        let mut ratios: Vec<f64> = added[a].iter().zip(&added[b]).map(|(x, y)| x / y).collect();
-        let mid = median(&mut ratios);
-        let q1 = ratios[ratios.len() / 4];
-        let q3 = ratios[(ratios.len() * 3) / 4];
+        let mut all = ratios(a, b);
+        let per = each(&all);
+        let mid = median(&mut all);
+        let q1 = all[all.len() / 4];
+        let q3 = all[(all.len() * 3) / 4];
         let holds = if mid <= target { "yes" } else { "no" };
-        println!("| {ours} / {theirs} | {mid:.2} | {q1:.2}–{q3:.2} | ≤ {target} | {holds} |");
+        println!("| {ours} / {theirs} | {mid:.2} | {q1:.2}–{q3:.2} | {per} | ≤ {target} | {holds} |");
     }
 
     // How each floor row compares with the two untouched rows.
-    println!("\n| floor | its overhead / tower-cookies' untouched | / ours untouched |\n|---|---:|---:|");
+    println!(
+        "\n| floor | its overhead / tower-cookies' untouched | each process | / ours untouched |\n|---|---:|---:|---:|"
+    );
     let (Some(theirs), Some(ours)) = (index(TARGETS[0].1), index(TARGETS[0].0)) else { return };
     for floor in FLOORS {
         let Some(f) = index(floor) else { continue };
-        let over = |b: usize| {
-            let mut ratios: Vec<f64> = added[f].iter().zip(&added[b]).map(|(x, y)| x / y).collect();
-            let mid = median(&mut ratios);
-            format!("{mid:.2} ({:.2}–{:.2})", ratios[ratios.len() / 4], ratios[(ratios.len() * 3) / 4])
-        };
-        println!("| {floor} | {} | {} |", over(theirs), over(ours));
+        let over_theirs = ratios(f, theirs);
+        println!(
+            "| {floor} | {} | {} | {} |",
+            spread(over_theirs.clone()),
+            each(&over_theirs),
+            spread(ratios(f, ours))
+        );
     }
 }
