@@ -5,12 +5,14 @@
 # rotating order, so all see the same machine conditions. Prints requests per second
 # and p99 latency for each, and the ratios to bare taken within each round.
 #
-#   bash benches/load.sh            # 20 rounds of 2 s per app (about 2 minutes)
-#   ROUNDS=60 bash benches/load.sh  # a tighter median (about 6 minutes)
+#   bash benches/load.sh            # 20 rounds of 2 s per app (about 3 minutes)
+#   ROUNDS=60 bash benches/load.sh  # a tighter median (about 10 minutes)
 #
 # Short runs, many rounds: on a shared VM the speed drifts by tens of percent over
 # seconds, so ratios are taken between runs that are close in time, and the median
-# of many such ratios is reported with its quartiles.
+# of many such ratios is reported with its quartiles. The servers are started anew
+# every round: a process keeps one address-space layout for its life, and that alone
+# can make it a few percent faster or slower, so one start per run would be one draw.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,18 +37,34 @@ if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
 fi
 
 apps=(bare context wrapped)
-ports=(4101 4102 4103)
+ports=()
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
-for i in "${!apps[@]}"; do
-  "${server_cpu[@]}" "$bin" "${apps[$i]}" "127.0.0.1:${ports[$i]}" >/dev/null & pids+=($!)
-done
-for port in "${ports[@]}"; do
-  for _ in $(seq 50); do
-    (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break
-    sleep 0.1
+
+# Starts the three servers on ports of their own for this round, waits until they
+# listen, and warms each up.
+start() {
+  local i port
+  pids=(); ports=()
+  for i in "${!apps[@]}"; do
+    port=$((4100 + ($1 % 100) * 4 + i))
+    ports+=("$port")
+    "${server_cpu[@]}" "$bin" "${apps[$i]}" "127.0.0.1:$port" >/dev/null & pids+=($!)
   done
-done
+  for port in "${ports[@]}"; do
+    for _ in $(seq 50); do
+      (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break
+      sleep 0.1
+    done
+    "${client_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d1s "http://127.0.0.1:$port/" >/dev/null
+  done
+}
+
+stop() {
+  kill "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+  pids=()
+}
 
 # wrk's summary: "Requests/sec: 12345.67" and the latency distribution's "99%" line.
 run() {
@@ -62,20 +80,18 @@ run() {
   echo "$rps $p99"
 }
 
-for port in "${ports[@]}"; do
-  "${client_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d1s "http://127.0.0.1:$port/" >/dev/null
-done
-
 # rps[app,round] and p99[app,round]
 declare -A rps p99
 n=${#apps[@]}
 for round in $(seq "$ROUNDS"); do
   line="round $round:"
+  start "$round"
   for k in $(seq 0 $((n - 1))); do
     i=$(( (k + round) % n ))
     read -r r p < <(run "${ports[$i]}")
     rps[$i,$round]=$r; p99[$i,$round]=$p
   done
+  stop
   for i in "${!apps[@]}"; do line+=" ${apps[$i]} ${rps[$i,$round]} req/s p99 ${p99[$i,$round]}us |"; done
   echo "$line" >&2
 done
