@@ -12,13 +12,13 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tower::{Layer, service_fn};
 use tower_context::{Body, BoxError, Context, ContextLayer, HttpError, Outcome};
+
+mod common;
 
 type Events = Arc<Mutex<Vec<&'static str>>>;
 
@@ -47,17 +47,7 @@ where
         let _ = tx.send((ctx, events));
         handler(req)
     }));
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
-            let svc = TowerToHyperService::new(svc.clone());
-            tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+    common::spawn_hyper(listener, svc);
     (addr, rx)
 }
 

@@ -13,9 +13,6 @@ use futures_util::stream;
 use http::{HeaderMap, Request, Response};
 use http_body_util::StreamBody;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use std::error::Error as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -24,6 +21,8 @@ use tower::{Layer, service_fn};
 use tower_context::{
     Body, Context, ContextLayer, ErrorAction, FirstFrame, HttpError, Outcome, StreamAlreadyCaught,
 };
+
+mod common;
 
 type Events = Arc<Mutex<Vec<String>>>;
 
@@ -54,16 +53,7 @@ where
         let _ = tx.send((ctx.clone(), events));
         handler(ctx, req)
     }));
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let svc = TowerToHyperService::new(svc.clone());
-            tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+    common::spawn_hyper(listener, svc);
     (addr, rx)
 }
 
