@@ -58,13 +58,7 @@ struct Counter {
 }
 
 impl scenarios::Visit for Counter {
-    fn visit<S, B>(&mut self, name: &str, svc: S)
-    where
-        S: tower::Service<scenarios::Req, Response = http::Response<B>> + Clone + 'static,
-        S::Error: std::fmt::Debug,
-        B: http_body::Body<Data = bytes::Bytes>,
-        B::Error: std::fmt::Debug,
-    {
+    fn visit<S: scenarios::Scenario<B>, B: scenarios::ScenarioBody>(&mut self, name: &str, svc: S) {
         if self.bare.is_some() && self.only.as_ref().is_some_and(|only| !name.contains(only.as_str())) {
             return;
         }

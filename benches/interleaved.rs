@@ -30,13 +30,7 @@ struct Collect {
 }
 
 impl scenarios::Visit for Collect {
-    fn visit<S, B>(&mut self, name: &str, svc: S)
-    where
-        S: tower::Service<scenarios::Req, Response = http::Response<B>> + Clone + 'static,
-        S::Error: std::fmt::Debug,
-        B: http_body::Body<Data = bytes::Bytes>,
-        B::Error: std::fmt::Debug,
-    {
+    fn visit<S: scenarios::Scenario<B>, B: scenarios::ScenarioBody>(&mut self, name: &str, svc: S) {
         let run = move |rt: &Runtime, n: u32| {
             let start = Instant::now();
             rt.block_on(async {

@@ -17,13 +17,7 @@ struct Timer<'a, 'c> {
 }
 
 impl scenarios::Visit for Timer<'_, '_> {
-    fn visit<S, B>(&mut self, name: &str, svc: S)
-    where
-        S: tower::Service<scenarios::Req, Response = http::Response<B>> + Clone + 'static,
-        S::Error: std::fmt::Debug,
-        B: http_body::Body<Data = bytes::Bytes>,
-        B::Error: std::fmt::Debug,
-    {
+    fn visit<S: scenarios::Scenario<B>, B: scenarios::ScenarioBody>(&mut self, name: &str, svc: S) {
         let rt = self.rt;
         self.group.bench_function(name, |b| b.to_async(rt).iter(|| scenarios::drive(&svc)));
     }

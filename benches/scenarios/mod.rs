@@ -51,27 +51,32 @@ fn ctx(req: &Req) -> Context {
     req.extensions().get::<Context>().cloned().unwrap()
 }
 
+/// What every scenario's service is; named once for the benches' visitors.
+pub trait Scenario<B>:
+    Service<Req, Response = Response<B>, Error: std::fmt::Debug> + Clone + 'static
+{
+}
+
+impl<S, B> Scenario<B> for S where
+    S: Service<Req, Response = Response<B>, Error: std::fmt::Debug> + Clone + 'static
+{
+}
+
+/// What every scenario's response body is.
+pub trait ScenarioBody: http_body::Body<Data = Bytes, Error: std::fmt::Debug> {}
+
+impl<B> ScenarioBody for B where B: http_body::Body<Data = Bytes, Error: std::fmt::Debug> {}
+
 /// One request through `svc`, body collected (so the lifecycle body's Finish is part
 /// of the cost).
-pub async fn drive<S, B>(svc: &S)
-where
-    S: Service<Req, Response = Response<B>> + Clone + 'static,
-    S::Error: std::fmt::Debug,
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::fmt::Debug,
-{
+pub async fn drive<S: Scenario<B>, B: ScenarioBody>(svc: &S) {
     let response = svc.clone().oneshot(request()).await.unwrap();
     black_box(response.into_body().collect().await.unwrap());
 }
 
 /// Receives each scenario.
 pub trait Visit {
-    fn visit<S, B>(&mut self, name: &str, svc: S)
-    where
-        S: Service<Req, Response = Response<B>> + Clone + 'static,
-        S::Error: std::fmt::Debug,
-        B: http_body::Body<Data = Bytes>,
-        B::Error: std::fmt::Debug;
+    fn visit<S: Scenario<B>, B: ScenarioBody>(&mut self, name: &str, svc: S);
 }
 
 /// Every scenario, baselines first.
