@@ -48,6 +48,11 @@ fn env(name: &str, default: u32) -> u32 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// Requests per row and round (`BATCH`).
+fn batch() -> u32 {
+    env("BATCH", 20_000).max(1)
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
@@ -125,7 +130,7 @@ fn main() {
 /// Every row's ns per request, round by round, in this process.
 fn measure() -> (Vec<String>, Vec<Vec<f64>>) {
     let rounds = env("ROUNDS", 21).max(1);
-    let batch = env("BATCH", 20_000).max(1);
+    let batch = batch();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     let mut collect = Collect::default();
     scenarios::each(&mut collect);
@@ -154,10 +159,10 @@ fn measure() -> (Vec<String>, Vec<Vec<f64>>) {
     (rows.into_iter().map(|(name, _)| name).collect(), times)
 }
 
-/// The median and quartiles of `values`, as text.
-fn spread(mut values: Vec<f64>) -> String {
-    let mid = median(&mut values);
-    format!("{mid:.2} ({:.2}–{:.2})", values[values.len() / 4], values[(values.len() * 3) / 4])
+/// The median and the quartiles of `values` (which it sorts).
+fn spread(values: &mut [f64]) -> (f64, f64, f64) {
+    let mid = median(values);
+    (mid, values[values.len() / 4], values[(values.len() * 3) / 4])
 }
 
 /// Prints the tables: `spans` are the rounds of each process.
@@ -166,7 +171,7 @@ fn report(names: &[String], times: &[Vec<f64>], spans: &[std::ops::Range<usize>]
     let bare = &times[0];
     let added: Vec<Vec<f64>> =
         times.iter().map(|row| row.iter().zip(bare).map(|(t, b)| t - b).collect()).collect();
-    let batch = env("BATCH", 20_000).max(1);
+    let batch = batch();
     println!(
         "{} process(es), {rounds} rounds in all of {batch} requests per row; medians over the rounds\n",
         spans.len()
@@ -202,9 +207,7 @@ fn report(names: &[String], times: &[Vec<f64>], spans: &[std::ops::Range<usize>]
         let (Some(a), Some(b)) = (index(ours), index(theirs)) else { continue };
         let mut all = ratios(a, b);
         let per = each(&all);
-        let mid = median(&mut all);
-        let q1 = all[all.len() / 4];
-        let q3 = all[(all.len() * 3) / 4];
+        let (mid, q1, q3) = spread(&mut all);
         let holds = if mid <= target { "yes" } else { "no" };
         println!("| {ours} / {theirs} | {mid:.2} | {q1:.2}–{q3:.2} | {per} | ≤ {target} | {holds} |");
     }
@@ -216,12 +219,12 @@ fn report(names: &[String], times: &[Vec<f64>], spans: &[std::ops::Range<usize>]
     let (Some(theirs), Some(ours)) = (index(TARGETS[0].1), index(TARGETS[0].0)) else { return };
     for floor in FLOORS {
         let Some(f) = index(floor) else { continue };
-        let over_theirs = ratios(f, theirs);
+        let mut over_theirs = ratios(f, theirs);
+        let per = each(&over_theirs);
+        let (mid, q1, q3) = spread(&mut over_theirs);
+        let (ours_mid, ours_q1, ours_q3) = spread(&mut ratios(f, ours));
         println!(
-            "| {floor} | {} | {} | {} |",
-            spread(over_theirs.clone()),
-            each(&over_theirs),
-            spread(ratios(f, ours))
+            "| {floor} | {mid:.2} ({q1:.2}–{q3:.2}) | {per} | {ours_mid:.2} ({ours_q1:.2}–{ours_q3:.2}) |"
         );
     }
 }
