@@ -15,12 +15,14 @@ use axum::routing::get;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
+use tower_context::body::Body;
 use tower_context::conditional::conditional_get;
 use tower_context::cookies::Cookie;
 use tower_context::response::{etag, redirect};
+use tower_context::stream::FirstFrame;
 use tower_context::{
-    Body, Context, ContextLayer, Ended, ErrorAction, FirstFrame, HeaderExt, HttpError, Keys, RequestExt,
-    SignedFormat, ensure, throw,
+    Context, ContextLayer, Ended, ErrorAction, HeaderExt, HttpError, Keys, RequestHeadExt, SignedFormat,
+    ensure, throw,
 };
 
 /// Every request gets a response-time header from an after-hook and a log line
@@ -262,7 +264,7 @@ fn app() -> Router {
                 .signed_format(SignedFormat::KEYGRIP)
                 // The demo runs on plain http; real apps behind TLS keep the default.
                 .allow_secure_cookies_over_http(true)
-                .on_error(|err, ctx| {
+                .handle_error(|err, ctx| {
                     if !err.is_exposed() || ctx.is_ended() {
                         eprintln!("{} {} failed: {err:?}", ctx.id(), ctx.uri());
                     }

@@ -1,24 +1,27 @@
-//! Response bodies: [`Body`], the replaceable body hooks and errors use, and
-//! [`ResponseBody`], what [`ContextService`](crate::ContextService) returns.
+//! [`Body`]: the response body the crate hands to user code (after-hooks, `end`,
+//! error rendering), and the two-kind body (the app's own, or a `Body`) that the
+//! layer's and the server's responses carry.
 //!
-//! `ResponseBody` keeps the inner service's body as it is unless something had to
-//! replace it (a hook, `end`, an error), so the untouched path boxes nothing. It also
-//! watches the body to the end: Finish when the last frame has gone, Close when it is
-//! dropped first (the client went away).
+//! ```
+//! use tower_context::body::Body;
+//!
+//! let response = http::Response::new(Body::from("hello"));
+//! assert_eq!(http_body::Body::size_hint(response.body()).exact(), Some(5));
+//! ```
 
 use std::any::Any;
 use std::fmt;
 use std::pin::Pin;
-use std::task::{Context as TaskContext, Poll, ready};
+use std::task::{Context as TaskContext, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use pin_project_lite::pin_project;
 
-use crate::BoxError;
-use crate::events::Completion;
+/// The boxed error type used at the crate's boundaries.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A response body that can hold anything: empty, bytes, or any boxed http body.
 ///
@@ -26,7 +29,7 @@ use crate::events::Completion;
 /// rendering). Full and empty bodies are not boxed.
 ///
 /// ```
-/// use tower_context::Body;
+/// use tower_context::body::Body;
 ///
 /// let body = Body::from("hello");
 /// let body = Body::from(String::from("hello"));
@@ -171,32 +174,9 @@ impl http_body::Body for Body {
 }
 
 pin_project! {
-    /// The body of every response [`ContextService`](crate::ContextService) returns.
-    ///
-    /// It is the inner service's body, untouched, unless a hook, `end` or an error
-    /// replaced it with a [`Body`]. It reports the end of the response to the
-    /// [`Context`](crate::Context): Finish after the last frame, Close if it is
-    /// dropped before that, Error (then Close) if the body itself fails.
-    pub struct ResponseBody<B> {
-        #[pin]
-        kind: EitherBody<B>,
-        completion: Option<Completion>,
-    }
-
-    impl<B> PinnedDrop for ResponseBody<B> {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if let Some(completion) = this.completion.take() {
-                if completion.sent_all() { completion.finish() } else { completion.close() }
-            }
-        }
-    }
-}
-
-pin_project! {
     /// A body of type `B`, or one of the crate's own [`Body`]: what a response carries
-    /// once the crate may have replaced the app's body (`ResponseBody`, and the
-    /// server's body). Like `http_body_util::Either`, but without its cost on every
+    /// once the crate may have replaced the app's body (the layer's response body,
+    /// and the server's). Like `http_body_util::Either`, but without its cost on every
     /// frame (measured: about 90 instructions per request more).
     #[project = EitherBodyProj]
     pub(crate) enum EitherBody<B> {
@@ -238,112 +218,6 @@ where
             EitherBody::Inner { body } => body.size_hint(),
             EitherBody::Own { body } => http_body::Body::size_hint(body),
         }
-    }
-}
-
-impl<B> ResponseBody<B> {
-    pub(crate) fn inner(body: B) -> Self {
-        ResponseBody { kind: EitherBody::Inner { body }, completion: None }
-    }
-
-    pub(crate) fn replaced(body: Body) -> Self {
-        ResponseBody { kind: EitherBody::Own { body }, completion: None }
-    }
-
-    /// Hands the request's completion to this body, which fires Finish or Close.
-    pub(crate) fn watch(&mut self, mut completion: Completion)
-    where
-        B: http_body::Body<Data = Bytes>,
-        B::Error: Into<BoxError>,
-    {
-        let (hint, at_end) =
-            (http_body::Body::size_hint(&self.kind), http_body::Body::is_end_stream(&self.kind));
-        completion.expect(if at_end { Some(0) } else { hint.exact() });
-        self.completion = Some(completion);
-    }
-}
-
-#[cfg(test)]
-impl<B> ResponseBody<B> {
-    /// Whether this body carries the request's completion (Finish/Close).
-    pub(crate) fn is_watched(&self) -> bool {
-        self.completion.is_some()
-    }
-}
-
-/// An empty body: what middleware that must make a response of this type on its
-/// own (tower-http's `CorsLayer` answering a preflight, for one) gets.
-impl<B> Default for ResponseBody<B> {
-    fn default() -> Self {
-        ResponseBody::replaced(Body::empty())
-    }
-}
-
-impl<B: fmt::Debug> fmt::Debug for ResponseBody<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            EitherBody::Inner { body } => f.debug_tuple("ResponseBody::Inner").field(body).finish(),
-            EitherBody::Own { body } => f.debug_tuple("ResponseBody::Replaced").field(body).finish(),
-        }
-    }
-}
-
-impl<B> http_body::Body for ResponseBody<B>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let mut kind = this.kind;
-        if this.completion.is_none() {
-            // Nothing to report (an unobserved request, or one already complete).
-            return http_body::Body::poll_frame(kind, cx);
-        }
-        let polled = ready!(http_body::Body::poll_frame(kind.as_mut(), cx));
-        let end = http_body::Body::is_end_stream(&*kind);
-        match polled {
-            None => {
-                if let Some(completion) = this.completion.take() {
-                    completion.finish();
-                }
-                Poll::Ready(None)
-            }
-            Some(Ok(frame)) => {
-                if let Some(completion) = this.completion.as_mut() {
-                    if let Some(data) = frame.data_ref() {
-                        completion.sent(data.remaining() as u64);
-                    }
-                    // Trailers are always the last frame; servers stop polling there.
-                    if end || frame.is_trailers() {
-                        if let Some(completion) = this.completion.take() {
-                            completion.finish();
-                        }
-                    }
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Some(Err(err)) => {
-                if let Some(completion) = this.completion.take() {
-                    completion.fail(&err);
-                }
-                Poll::Ready(Some(Err(err)))
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        http_body::Body::is_end_stream(&self.kind)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        http_body::Body::size_hint(&self.kind)
     }
 }
 

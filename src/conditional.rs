@@ -48,101 +48,19 @@
 //! - `If-Modified-Since` is fresh when the response's `Last-Modified` is not later.
 //!   A date that does not parse, on either side, is stale.
 
-use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::header::{self, HeaderMap};
+use http::{Request, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::context::{Context, HooksStarted};
-use crate::request::HeaderExt;
-
-/// The request's cache validators, kept while the response is made.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Validators {
-    pub(crate) if_none_match: Option<HeaderValue>,
-    pub(crate) if_modified_since: Option<HeaderValue>,
-    pub(crate) no_cache: bool,
-}
-
-impl Validators {
-    /// The validators of a request, or `None` when it cannot be answered with 304
-    /// (another method, or no validators at all).
-    pub(crate) fn of(method: &Method, headers: &(impl HeaderExt + ?Sized)) -> Option<Validators> {
-        if method != Method::GET && method != Method::HEAD {
-            return None;
-        }
-        // Several If-None-Match lines form one list.
-        let if_none_match = headers.sealed_joined(header::IF_NONE_MATCH.as_str()).map(Cow::into_owned);
-        let if_modified_since = headers.header(header::IF_MODIFIED_SINCE.as_str()).cloned();
-        if if_none_match.is_none() && if_modified_since.is_none() {
-            return None;
-        }
-        let no_cache = headers.sealed_joined(header::CACHE_CONTROL.as_str()).is_some_and(|v| {
-            v.to_str().is_ok_and(|cc| cc.split(',').any(|d| d.trim().eq_ignore_ascii_case("no-cache")))
-        });
-        Some(Validators { if_none_match, if_modified_since, no_cache })
-    }
-
-    /// Whether a response with this status and these headers is fresh for the
-    /// request.
-    pub(crate) fn fresh(&self, status: StatusCode, response: &HeaderMap) -> bool {
-        if !(status.is_success() || status == StatusCode::NOT_MODIFIED) || self.no_cache {
-            return false;
-        }
-        if let Some(if_none_match) = &self.if_none_match {
-            let Ok(list) = if_none_match.to_str() else { return false };
-            if list.trim() == "*" {
-                return true;
-            }
-            let Some(etag) = response.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
-                return false;
-            };
-            let etag = opaque(etag.trim());
-            return entity_tags(list).any(|tag| opaque(tag) == etag);
-        }
-        let Some(since) = self.if_modified_since.as_ref().and_then(parse_date) else {
-            return false;
-        };
-        response.get(header::LAST_MODIFIED).and_then(parse_date).is_some_and(|modified| modified <= since)
-    }
-}
-
-fn parse_date(value: &HeaderValue) -> Option<std::time::SystemTime> {
-    httpdate::parse_http_date(value.to_str().ok()?.trim()).ok()
-}
-
-/// An entity tag without its weakness indicator, for weak comparison.
-fn opaque(tag: &str) -> &str {
-    tag.strip_prefix("W/").unwrap_or(tag)
-}
-
-/// The entity tags of an `If-None-Match` list. Commas inside a quoted tag do not
-/// split it; an unquoted entry (not valid, but sent) is taken up to the next comma.
-fn entity_tags(list: &str) -> impl Iterator<Item = &str> {
-    let mut rest = list;
-    std::iter::from_fn(move || {
-        rest = rest.trim_start_matches(|c: char| c == ',' || c.is_ascii_whitespace());
-        if rest.is_empty() {
-            return None;
-        }
-        let start = if rest.starts_with("W/") { 2 } else { 0 };
-        let end = if rest[start..].starts_with('"') {
-            // The closing quote, or the end of a tag left open.
-            rest[start + 1..].find('"').map_or(rest.len(), |i| start + i + 2)
-        } else {
-            rest.find(',').unwrap_or(rest.len())
-        };
-        let (tag, tail) = rest.split_at(end);
-        rest = tail;
-        Some(tag.trim())
-    })
-}
+use crate::fresh::Validators;
+use crate::request::validators;
 
 /// Turns a response into a 304 with the headers a 304 may carry.
 fn not_modified(status: &mut StatusCode, headers: &mut HeaderMap) {
@@ -175,14 +93,14 @@ fn not_modified(status: &mut StatusCode, headers: &mut HeaderMap) {
 ///
 /// [`HooksStarted`] when called from a hook or after the response left.
 pub fn conditional_get(ctx: &Context) -> Result<(), HooksStarted> {
-    let Some(validators) = Validators::of(ctx.method(), ctx) else { return Ok(()) };
+    let Some(validators) = validators(ctx.method(), ctx) else { return Ok(()) };
     ctx.after(move |mut response| async move {
         if validators.fresh(response.status(), response.headers()) {
             let (mut parts, _) = response.into_parts();
             not_modified(&mut parts.status, &mut parts.headers);
-            response = Response::from_parts(parts, crate::Body::default());
+            response = Response::from_parts(parts, crate::body::Body::default());
         }
-        Ok::<_, crate::HttpError>(response)
+        Ok::<_, crate::error::HttpError>(response)
     })
 }
 
@@ -235,7 +153,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let validators = Validators::of(request.method(), request.headers());
+        let validators = validators(request.method(), request.headers());
         ResponseFuture { inner: self.inner.call(request), validators }
     }
 }
@@ -334,6 +252,8 @@ impl<B> std::fmt::Debug for ConditionalBody<B> {
 
 #[cfg(test)]
 mod tests {
+    use http::{HeaderValue, Method};
+
     use super::*;
 
     fn validators(pairs: &[(&str, &'static str)]) -> Validators {
@@ -344,7 +264,7 @@ mod tests {
                 HeaderValue::from_static(value),
             );
         }
-        Validators::of(&Method::GET, &headers).unwrap_or_default()
+        crate::request::validators(&Method::GET, &headers).unwrap_or_default()
     }
 
     fn response(pairs: &[(&str, &'static str)]) -> HeaderMap {
@@ -371,14 +291,6 @@ mod tests {
         assert!(validators(&[("if-none-match", "\"abc\"")]).fresh(OK, &weak));
         assert!(validators(&[("if-none-match", "*")]).fresh(OK, &HeaderMap::new()));
         assert!(!validators(&[("if-none-match", "\"abc\"")]).fresh(OK, &HeaderMap::new()));
-    }
-
-    #[test]
-    fn entity_tag_lists_parse_tolerantly() {
-        let tags: Vec<&str> = entity_tags(r#" "a,b", W/"c" ,, bare , "open"#).collect();
-        assert_eq!(tags, [r#""a,b""#, r#"W/"c""#, "bare", r#""open"#]);
-        assert_eq!(entity_tags(",,, ,").count(), 0);
-        assert_eq!(entity_tags("W/").collect::<Vec<_>>(), ["W/"]);
     }
 
     #[test]
@@ -417,12 +329,12 @@ mod tests {
         );
         let mut headers = HeaderMap::new();
         headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"a\""));
-        assert!(Validators::of(&Method::POST, &headers).is_none());
-        assert!(Validators::of(&Method::HEAD, &headers).is_some());
-        assert!(Validators::of(&Method::GET, &HeaderMap::new()).is_none());
+        assert!(crate::request::validators(&Method::POST, &headers).is_none());
+        assert!(crate::request::validators(&Method::HEAD, &headers).is_some());
+        assert!(crate::request::validators(&Method::GET, &HeaderMap::new()).is_none());
         let mut lines = HeaderMap::new();
         lines.append(header::IF_NONE_MATCH, HeaderValue::from_static("\"x\""));
         lines.append(header::IF_NONE_MATCH, HeaderValue::from_static("\"a\""));
-        assert!(Validators::of(&Method::GET, &lines).is_some_and(|v| v.fresh(OK, &res)));
+        assert!(crate::request::validators(&Method::GET, &lines).is_some_and(|v| v.fresh(OK, &res)));
     }
 }

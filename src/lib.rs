@@ -113,7 +113,7 @@
 //!
 //! ## Request and response helpers
 //!
-//! [`HeaderExt`] and [`RequestExt`] give `Request`, `Parts`, `HeaderMap` and
+//! [`HeaderExt`] and [`RequestHeadExt`] give `Request`, `Parts`, `HeaderMap` and
 //! `Context` Koa's request aliases (`accepts`, `is`, `fresh`, `ip`, `host`, `query`,
 //! ...); [`response`] has `redirect`, `attachment`, `etag` and friends;
 //! [`conditional`] answers fresh requests with 304. Which proxies are believed is the
@@ -139,43 +139,53 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `axum` | yes | `Context` extractor, `IntoResponse` for `HttpError` and `Ended` |
+//! | `axum` | yes | extractors (`Context`, `Cookies`, `Connection`) and `IntoResponse` for `HttpError` and `Ended`; needs only `axum-core` |
 //! | `server` | yes | [`serve`]: the connection-tracking hyper server |
+//! | `connect-info` | no | `Connection` as axum's connect info, for `axum::serve` (brings the `axum` crate) |
 //! | `tracing` | no | logs errors that are not exposed or are 5xx |
+//! | `test-util` | no | `live_contexts()`, a count of live contexts for leak tests (counts on every request: not for production) |
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod body;
-pub mod conditional;
-pub mod connection;
-mod context;
-pub mod cookies;
+// Ground: these import nothing above them.
+pub mod body;
 pub mod error;
-mod events;
-mod hooks;
-mod layer;
+mod fresh;
 mod negotiate;
 pub mod proxy;
+
+// The per-request record and what it is made of.
+pub mod connection;
+pub mod context;
+pub mod cookies;
+
+// Helpers: they may use the context, never the layer.
+pub mod conditional;
 pub mod request;
 pub mod response;
 pub mod stream;
 
+// The layer, the server and the glue.
 #[cfg(feature = "axum")]
 mod axum;
-
-pub use body::{Body, ResponseBody};
-pub use connection::{Connection, ConnectionKind};
+pub mod layer;
 #[cfg(feature = "server")]
-pub use connection::{Connections, Fingerprint, Serve, serve};
-pub use context::{Context, Ended, HooksStarted, State, live_contexts};
+pub mod server;
+#[cfg(feature = "test-util")]
+mod test_util;
+
+pub use connection::{Connection, ConnectionKind};
+pub use context::{Context, Ended, ErrorAction, HooksStarted, Outcome};
 pub use cookies::{CookieError, Cookies, Keys, SignedFormat};
-pub use error::{BoxError, ErrorFormat, HttpError, IntoStatus};
-pub use events::Outcome;
-pub use layer::{ContextLayer, ContextService, ErrorAction, ResponseFuture};
+pub use error::{BoxError, ErrorFormat, HttpError};
+pub use layer::{ContextLayer, ContextService};
 pub use proxy::TrustProxy;
-pub use request::{HeaderExt, RequestExt};
-pub use stream::{CaughtBody, FirstFrame, StreamAlreadyCaught};
+pub use request::{HeaderExt, RequestHeadExt};
+#[cfg(feature = "server")]
+pub use server::{Connections, serve};
+#[cfg(feature = "test-util")]
+pub use test_util::live_contexts;
 
 pub use http;
 

@@ -5,7 +5,7 @@
 //! q-value of the most specific header entry that matches it; the offer with the
 //! highest q wins; ties go to the more specific match, then to the earlier offer.
 
-use http::HeaderValue;
+use http::header::{self, HeaderMap, HeaderValue};
 
 /// One parsed entry of an `Accept`-style header.
 #[derive(Debug, Clone, Copy)]
@@ -219,6 +219,40 @@ pub(crate) fn media_type(name: &str) -> Option<std::borrow::Cow<'_, str>> {
     let ext = name.strip_prefix('.').unwrap_or(name).to_ascii_lowercase();
     let index = TYPES.binary_search_by(|(n, _)| (*n).cmp(ext.as_str())).ok()?;
     TYPES.get(index).map(|(_, media)| std::borrow::Cow::Borrowed(*media))
+}
+
+/// Adds `field` to a `Vary` header: merged with what is there, no duplicates
+/// (case-insensitive), and `*` replaces everything. It lives here because `Vary`
+/// names what negotiation looked at; `response::vary` is its public face, and the
+/// context's deferred edits call it too.
+pub(crate) fn vary(headers: &mut HeaderMap, field: &str) {
+    let field = field.trim();
+    if field.is_empty() {
+        return;
+    }
+    let mut fields: Vec<&str> = Vec::new();
+    let existing: Vec<HeaderValue> = headers.get_all(header::VARY).iter().cloned().collect();
+    for value in &existing {
+        // A value that is not visible ASCII is not a list of field names: dropped.
+        let Ok(value) = value.to_str() else { continue };
+        fields.extend(value.split(',').map(str::trim).filter(|f| !f.is_empty()));
+    }
+    if fields.contains(&"*") {
+        headers.insert(header::VARY, HeaderValue::from_static("*"));
+        return;
+    }
+    if field == "*" {
+        headers.insert(header::VARY, HeaderValue::from_static("*"));
+        return;
+    }
+    for new in field.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        if !fields.iter().any(|f| f.eq_ignore_ascii_case(new)) {
+            fields.push(new);
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(&fields.join(", ")) {
+        headers.insert(header::VARY, value);
+    }
 }
 
 #[cfg(test)]

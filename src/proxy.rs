@@ -6,7 +6,7 @@
 //! (RFC 7239). Anyone can send those headers, so they are believed only when the
 //! peer is a proxy you trust. [`ContextLayer::trust_proxy`](crate::ContextLayer::trust_proxy)
 //! says which peers those are; the request helpers
-//! ([`RequestExt::ip`](crate::request::RequestExt::ip), `ips`, `protocol`, `secure`,
+//! ([`RequestHeadExt::ip`](crate::request::RequestHeadExt::ip), `ips`, `protocol`, `secure`,
 //! `host`) follow it.
 //!
 //! ```
@@ -196,21 +196,6 @@ impl fmt::Display for InvalidIpRange {
 
 impl std::error::Error for InvalidIpRange {}
 
-impl crate::ContextLayer {
-    /// Which proxies' `X-Forwarded-*` and `Forwarded` headers are believed;
-    /// [`TrustProxy::None`] by default. See [the `proxy` module](crate::proxy).
-    ///
-    /// ```
-    /// use tower_context::{ContextLayer, TrustProxy};
-    ///
-    /// let layer = ContextLayer::new().trust_proxy(TrustProxy::Hops(1));
-    /// ```
-    #[must_use]
-    pub fn trust_proxy(self, trust: TrustProxy) -> Self {
-        self.with(|c| c.trust_proxy = trust)
-    }
-}
-
 /// At most this many forwarded entries are read, nearest first: more is hostile.
 const MAX_HOPS: usize = 32;
 
@@ -234,6 +219,15 @@ pub(crate) struct Resolved<'a> {
     pub(crate) proto: Option<&'static str>,
     /// The host the client asked for, when a trusted proxy said so.
     pub(crate) host: Option<&'a str>,
+}
+
+/// The request's protocol: `"https"` when the URI's scheme says so or a trusted
+/// proxy did (`believed`, from [`resolve`]), else `"http"`.
+pub(crate) fn protocol(uri: &http::Uri, believed: Option<&'static str>) -> &'static str {
+    if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+        return "https";
+    }
+    believed.unwrap_or("http")
 }
 
 /// Decides what to believe about a request with peer `peer` (`None`: unknown).

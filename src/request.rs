@@ -5,7 +5,7 @@
 //!   and its siblings), [`is`](HeaderExt::is) and [`header`](HeaderExt::header). It is
 //!   implemented for [`HeaderMap`], [`http::Request`], [`http::request::Parts`] and
 //!   [`Context`].
-//! - [`RequestExt`] needs the whole request head: freshness, the client's address,
+//! - [`RequestHeadExt`] needs the whole request head: freshness, the client's address,
 //!   protocol and host (following [`TrustProxy`]), the URL's
 //!   parts. It is implemented for `Request`, `Parts` and `Context`.
 //!
@@ -14,7 +14,7 @@
 //!
 //! ```
 //! use http::Request;
-//! use tower_context::request::{HeaderExt, RequestExt};
+//! use tower_context::request::{HeaderExt, RequestHeadExt};
 //!
 //! let req = Request::get("/shop/items?page=2&tag=a&tag=b")
 //!     .header("host", "eu.shop.example:8080")
@@ -39,8 +39,8 @@ use http::request::Parts;
 use http::{Method, Request, Response, Uri};
 use percent_encoding::percent_decode_str;
 
-use crate::conditional::Validators;
 use crate::context::Context;
+use crate::fresh::Validators;
 use crate::negotiate;
 use crate::proxy::{self, ProxyHeaders, Resolved, TrustProxy};
 
@@ -64,7 +64,7 @@ pub(crate) mod sealed {
         }
     }
 
-    /// Request-head access for [`RequestExt`](super::RequestExt).
+    /// Request-head access for [`RequestHeadExt`](super::RequestHeadExt).
     pub trait Head: Headers {
         fn sealed_method(&self) -> &Method;
         fn sealed_uri(&self) -> &Uri;
@@ -330,7 +330,7 @@ fn type_is(offer: &str, actual: &mime::Mime) -> bool {
 /// [`Context`] in its extensions (so, inside [`ContextLayer`](crate::ContextLayer),
 /// the layer's [`trust_proxy`](crate::ContextLayer::trust_proxy)); without a
 /// `Context`, no proxy is trusted.
-pub trait RequestExt: HeaderExt + sealed::Head {
+pub trait RequestHeadExt: HeaderExt + sealed::Head {
     /// Whether the client's cached copy is still good for this response: a `GET` or
     /// `HEAD` whose `If-None-Match` or `If-Modified-Since` matches the response's
     /// `ETag` or `Last-Modified`, on a 2xx or 304 response (Koa's `ctx.fresh`). See
@@ -338,15 +338,14 @@ pub trait RequestExt: HeaderExt + sealed::Head {
     ///
     /// ```
     /// use http::{Request, Response};
-    /// use tower_context::request::RequestExt;
+    /// use tower_context::request::RequestHeadExt;
     ///
     /// let req = Request::get("/").header("if-none-match", "W/\"v1\", \"v2\"").body(()).unwrap();
     /// let res = Response::builder().header("etag", "\"v2\"").body(()).unwrap();
     /// assert!(req.fresh(&res));
     /// ```
     fn fresh<B>(&self, response: &Response<B>) -> bool {
-        Validators::of(self.sealed_method(), self)
-            .is_some_and(|v| v.fresh(response.status(), response.headers()))
+        validators(self.sealed_method(), self).is_some_and(|v| v.fresh(response.status(), response.headers()))
     }
 
     /// `!fresh(response)`.
@@ -372,10 +371,7 @@ pub trait RequestExt: HeaderExt + sealed::Head {
     /// `"https"` when the request came over TLS (the URI's scheme says so) or a
     /// trusted proxy says it did, else `"http"`.
     fn protocol(&self) -> &'static str {
-        if self.sealed_uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
-            return "https";
-        }
-        believed(self).proto.unwrap_or("http")
+        proxy::protocol(self.sealed_uri(), believed(self).proto)
     }
 
     /// `protocol() == "https"`.
@@ -448,7 +444,7 @@ pub trait RequestExt: HeaderExt + sealed::Head {
     ///
     /// ```
     /// use http::Request;
-    /// use tower_context::request::RequestExt;
+    /// use tower_context::request::RequestHeadExt;
     ///
     /// let req = Request::get("/?q=rust+tower&tag=a&tag=b&empty").body(()).unwrap();
     /// let query = req.query();
@@ -479,7 +475,17 @@ pub trait RequestExt: HeaderExt + sealed::Head {
     }
 }
 
-impl<T: sealed::Head + ?Sized> RequestExt for T {}
+impl<T: sealed::Head + ?Sized> RequestHeadExt for T {}
+
+/// The cache validators of a request (see `fresh`).
+pub(crate) fn validators<T: sealed::Headers + ?Sized>(method: &Method, headers: &T) -> Option<Validators> {
+    Validators::of(
+        method,
+        headers.sealed_joined(header::IF_NONE_MATCH.as_str()),
+        headers.sealed_header(header::IF_MODIFIED_SINCE.as_str()),
+        || headers.sealed_joined(header::CACHE_CONTROL.as_str()),
+    )
+}
 
 /// What the trusted proxies say, owned.
 struct Believed {
@@ -505,7 +511,7 @@ fn believed<T: sealed::Head + ?Sized>(request: &T) -> Believed {
     Believed { ip, ips, proto, host: host.map(str::to_owned) }
 }
 
-/// A parsed query string: see [`RequestExt::query`].
+/// A parsed query string: see [`RequestHeadExt::query`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Query {
     pairs: Vec<(String, String)>,

@@ -28,10 +28,10 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use crate::Body;
+use crate::body::Body;
 use crate::error::HttpError;
 use crate::negotiate;
-use crate::request::{HeaderExt, RequestExt};
+use crate::request::{HeaderExt, RequestHeadExt};
 
 /// Adds `field` to the `Vary` header: merged with what is there, no duplicates
 /// (case-insensitive), and `*` replaces everything.
@@ -49,33 +49,7 @@ use crate::request::{HeaderExt, RequestExt};
 /// assert_eq!(headers["vary"], "*");
 /// ```
 pub fn vary(headers: &mut HeaderMap, field: &str) {
-    let field = field.trim();
-    if field.is_empty() {
-        return;
-    }
-    let mut fields: Vec<&str> = Vec::new();
-    let existing: Vec<HeaderValue> = headers.get_all(header::VARY).iter().cloned().collect();
-    for value in &existing {
-        // A value that is not visible ASCII is not a list of field names: dropped.
-        let Ok(value) = value.to_str() else { continue };
-        fields.extend(value.split(',').map(str::trim).filter(|f| !f.is_empty()));
-    }
-    if fields.contains(&"*") {
-        headers.insert(header::VARY, HeaderValue::from_static("*"));
-        return;
-    }
-    if field == "*" {
-        headers.insert(header::VARY, HeaderValue::from_static("*"));
-        return;
-    }
-    for new in field.split(',').map(str::trim).filter(|f| !f.is_empty()) {
-        if !fields.iter().any(|f| f.eq_ignore_ascii_case(new)) {
-            fields.push(new);
-        }
-    }
-    if let Ok(value) = HeaderValue::from_str(&fields.join(", ")) {
-        headers.insert(header::VARY, value);
-    }
+    negotiate::vary(headers, field);
 }
 
 /// A redirect target that is refused: empty, or with a scheme that runs script
@@ -99,15 +73,6 @@ impl std::error::Error for InvalidRedirect {}
 impl From<InvalidRedirect> for HttpError {
     fn from(err: InvalidRedirect) -> Self {
         HttpError::new(StatusCode::BAD_REQUEST).message("invalid redirect target").with_source(err)
-    }
-}
-
-/// Renders as the [`HttpError`] it converts to, so a handler can return
-/// `Result<Response<Body>, InvalidRedirect>` as it is.
-#[cfg(feature = "axum")]
-impl axum_core::response::IntoResponse for InvalidRedirect {
-    fn into_response(self) -> axum_core::response::Response {
-        axum_core::response::IntoResponse::into_response(HttpError::from(self))
     }
 }
 
@@ -197,7 +162,7 @@ pub fn redirect_with_status(
 /// `ctx.back`).
 ///
 /// On this site means a path (`/cart`, not `//other.example`) or an `http`/`https`
-/// URL whose host is the request's [`host`](RequestExt::host). To send the client
+/// URL whose host is the request's [`host`](RequestHeadExt::host). To send the client
 /// back to another site on purpose, pass the `Referer` to [`redirect`] yourself.
 ///
 /// ```
@@ -217,7 +182,7 @@ pub fn redirect_with_status(
 ///
 /// As [`redirect`], for the fallback.
 pub fn redirect_back(
-    request: &(impl RequestExt + ?Sized),
+    request: &(impl RequestHeadExt + ?Sized),
     fallback: &str,
 ) -> Result<Response<Body>, InvalidRedirect> {
     let referer = HeaderExt::header(request, "referer").and_then(|v| v.to_str().ok()).map(str::trim);

@@ -8,7 +8,7 @@
 //! Close fires.
 //!
 //! A stream that fails *before* its first byte (a missing file, a refused upstream)
-//! can do better: with [`ContextLayer::first_frame`] (or [`FirstFrame`] on one
+//! can do better: with [`ContextLayer::first_frame`](crate::ContextLayer::first_frame) (or [`FirstFrame`] on one
 //! response) the layer polls the first frame before it lets the head go, so such a
 //! failure becomes a proper error response with a status and a negotiated body.
 //!
@@ -17,7 +17,8 @@
 //! use bytes::Bytes;
 //! use futures_util::stream;
 //! use http::Response;
-//! use tower_context::{Body, Context, ContextLayer, HttpError};
+//! use tower_context::body::Body;
+//! use tower_context::{Context, ContextLayer, HttpError};
 //!
 //! async fn download(ctx: Context) -> Result<Response<Body>, HttpError> {
 //!     let chunks = stream::iter([Ok::<_, std::io::Error>(Bytes::from("chunk"))]);
@@ -39,9 +40,9 @@ use futures_core::Stream;
 use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::context::{Context, flag};
+use crate::body::{Body, BoxError};
+use crate::context::{Context, WeakContext};
 use crate::error::HttpError;
-use crate::{Body, BoxError, ContextLayer};
 
 /// Returned by [`Context::catch_stream`] when the request already caught one: as in
 /// Toa, a request has one caught stream.
@@ -63,7 +64,7 @@ impl From<StreamAlreadyCaught> for HttpError {
 }
 
 /// Put this in a response's extensions to have the layer poll the body's first frame
-/// before the head goes out, for this response only (see [`ContextLayer::first_frame`]).
+/// before the head goes out, for this response only (see [`ContextLayer::first_frame`](crate::ContextLayer::first_frame)).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FirstFrame;
 
@@ -95,8 +96,7 @@ impl Context {
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<BoxError>,
     {
-        let previous = self.inner.flags.fetch_or(flag::STREAM_CAUGHT, std::sync::atomic::Ordering::AcqRel);
-        if previous & flag::STREAM_CAUGHT != 0 {
+        if !self.phase().catch_stream() {
             return Err(StreamAlreadyCaught);
         }
         Ok(CaughtBody { body: Some(body), ctx: self.downgrade() })
@@ -122,7 +122,7 @@ pin_project! {
         #[pin]
         body: Option<B>,
         // Weak: a caught body kept somewhere by mistake does not keep the request.
-        ctx: std::sync::Weak<crate::context::Inner>,
+        ctx: WeakContext,
     }
 }
 
@@ -154,9 +154,8 @@ where
                 this.body.set(None);
                 let err = HttpError::from_error(err.into());
                 match this.ctx.upgrade() {
-                    Some(inner) => {
-                        let ctx = Context { inner };
-                        ctx.set(flag::STREAM_FAILED);
+                    Some(ctx) => {
+                        ctx.phase().mark_stream_failed();
                         ctx.emit_error(err);
                     }
                     None => drop(err),
@@ -205,24 +204,6 @@ where
             .stream
             .poll_next(cx)
             .map(|item| item.map(|r| r.map(|chunk| Frame::data(chunk.into())).map_err(Into::into)))
-    }
-}
-
-impl ContextLayer {
-    /// Polls each response body's first frame before the head leaves the layer, so a
-    /// stream that fails before its first byte becomes a real error response instead
-    /// of a 200 that stops short. Off by default; [`FirstFrame`] turns it on for one
-    /// response.
-    ///
-    /// The trade-off: the head waits for the first frame, so time to first byte
-    /// becomes the time to the first frame (fine for a file or an upstream that answers
-    /// at once; for a stream that stays quiet before its first event, such as some SSE
-    /// feeds, send an early comment frame or leave this off for that route). The one
-    /// frame is held, then sent first; nothing more is buffered. Bodies that are
-    /// already complete (full bytes, empty) are not touched.
-    #[must_use]
-    pub fn first_frame(self, enabled: bool) -> Self {
-        self.with(|c| c.first_frame = enabled)
     }
 }
 

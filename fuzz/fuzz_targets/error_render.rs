@@ -33,7 +33,8 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{Map, Number, Value};
 use tower_context::error::MAX_RENDERED_MESSAGE;
-use tower_context::{Body, ContextLayer, ErrorFormat, HttpError};
+use tower_context::body::Body;
+use tower_context::{ContextLayer, ErrorFormat, HttpError};
 
 #[derive(Arbitrary, Debug)]
 struct Input {

@@ -1,5 +1,5 @@
 //! X-Forwarded-For / X-Forwarded-Proto / X-Forwarded-Host / Forwarded parsing under
-//! each `TrustProxy` setting, through `RequestExt` on the `Context` and on the request
+//! each `TrustProxy` setting, through `RequestHeadExt` on the `Context` and on the request
 //! inside the layer (peer from a `Connection` in the extensions).
 //!
 //! Checked:
@@ -25,7 +25,7 @@ use libfuzzer_sys::fuzz_target;
 
 use http::{Request, Uri};
 use tower_context::proxy::IpRange;
-use tower_context::request::RequestExt;
+use tower_context::request::RequestHeadExt;
 use tower_context::{Connection, ContextLayer, TrustProxy};
 
 #[derive(Arbitrary, Debug)]
@@ -206,7 +206,7 @@ struct Facts {
     subdomains: Vec<String>,
 }
 
-fn facts<R: RequestExt + ?Sized>(r: &R, offset: usize) -> Facts {
+fn facts<R: RequestHeadExt + ?Sized>(r: &R, offset: usize) -> Facts {
     Facts {
         ip: r.ip(),
         ips: r.ips(),

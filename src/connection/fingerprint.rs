@@ -4,23 +4,18 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
-
-use http::header::{self, HeaderMap, HeaderValue};
 
 use super::Connection;
 
-/// The header a client without cookies may send its fingerprint in.
-const HEADER: &str = "x-sessionid";
 /// Shorter values are too easy to guess or collide; longer ones are not ours.
 const MIN_LEN: usize = 16;
-const MAX_LEN: usize = 128;
+pub(crate) const MAX_LEN: usize = 128;
 
 /// A client's fingerprint: the value of its `sessionID` cookie (or `x-sessionid`
-/// header), or a new random one that [`serve`](super::serve) sends back with
+/// header), or a new random one that [`serve`](crate::serve) sends back with
 /// `Set-Cookie`.
 ///
-/// [`serve`](super::serve) inserts the request's own fingerprint into every
+/// [`serve`](crate::serve) inserts the request's own fingerprint into every
 /// request's extensions (in axum: `Extension<Fingerprint>`).
 /// [`Connection::fingerprint`] holds the latest request's, which is the same thing
 /// unless a proxy sends several clients' requests over one connection.
@@ -39,7 +34,7 @@ impl Fingerprint {
     }
 
     /// A presented value, if it can be trusted as a fingerprint.
-    fn parse(value: &str) -> Option<Fingerprint> {
+    pub(crate) fn parse(value: &str) -> Option<Fingerprint> {
         let well_formed = (MIN_LEN..=MAX_LEN).contains(&value.len())
             && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         well_formed.then(|| Fingerprint(Arc::from(value)))
@@ -114,91 +109,9 @@ impl Connection {
     }
 }
 
-/// Where fingerprints are read from and how the cookie is written.
-#[derive(Clone, Debug)]
-pub(crate) struct FingerprintConfig {
-    pub(crate) cookie: String,
-    pub(crate) max_age: Option<Duration>,
-}
-
-impl Default for FingerprintConfig {
-    fn default() -> Self {
-        FingerprintConfig { cookie: String::from("sessionID"), max_age: Some(Duration::from_secs(3600)) }
-    }
-}
-
-/// A request's fingerprint, and the `Set-Cookie` to send when the client's cookie
-/// does not already hold it.
-pub(crate) struct Resolved {
-    pub(crate) fingerprint: Fingerprint,
-    pub(crate) set_cookie: Option<HeaderValue>,
-}
-
-impl FingerprintConfig {
-    /// The request's fingerprint: its valid cookie, else its valid header, else a
-    /// new one.
-    pub(crate) fn resolve(&self, headers: &HeaderMap) -> Resolved {
-        let cookie = self.read_cookie(headers);
-        if let Some(fingerprint) = cookie {
-            return Resolved { fingerprint, set_cookie: None };
-        }
-        let fingerprint = headers
-            .get(HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| Fingerprint::parse(v.trim()))
-            .unwrap_or_else(Fingerprint::generate);
-        let set_cookie = self.set_cookie(&fingerprint);
-        Resolved { fingerprint, set_cookie }
-    }
-
-    /// The first cookie with the configured name, if its value can be trusted.
-    fn read_cookie(&self, headers: &HeaderMap) -> Option<Fingerprint> {
-        let value = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|line| line.to_str().ok())
-            .flat_map(cookie::Cookie::split_parse)
-            .filter_map(Result::ok)
-            .find(|c| c.name() == self.cookie)?;
-        Fingerprint::parse(value.value())
-    }
-
-    fn set_cookie(&self, fingerprint: &Fingerprint) -> Option<HeaderValue> {
-        let mut cookie = cookie::Cookie::build((self.cookie.as_str(), fingerprint.as_str()))
-            .path("/")
-            .http_only(true)
-            .same_site(cookie::SameSite::Lax)
-            .build();
-        if let Some(max_age) = self.max_age {
-            let max_age = cookie::time::Duration::try_from(max_age).unwrap_or(cookie::time::Duration::MAX);
-            cookie.set_max_age(max_age);
-            if let Some(expires) = cookie::time::OffsetDateTime::now_utc().checked_add(max_age) {
-                cookie.set_expires(expires);
-            }
-        }
-        HeaderValue::from_str(&cookie.encoded().to_string()).ok()
-    }
-}
-
-/// Whether `name` can be a cookie name (an HTTP token).
-pub(crate) fn valid_cookie_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
 
     #[test]
     fn generated_ones_are_random_hex() {
@@ -217,68 +130,5 @@ mod tests {
         fallback_random(&mut a);
         fallback_random(&mut b);
         assert_ne!(a, b);
-    }
-
-    #[test]
-    fn cookie_wins_over_header() {
-        let config = FingerprintConfig::default();
-        let r = config.resolve(&headers(&[
-            ("cookie", "a=1; sessionID=0123456789abcdef0123"),
-            ("x-sessionid", "ffffffffffffffffffff"),
-        ]));
-        assert_eq!(r.fingerprint.as_str(), "0123456789abcdef0123");
-        assert!(r.set_cookie.is_none());
-    }
-
-    #[test]
-    fn header_is_used_and_then_set_as_cookie() {
-        let config = FingerprintConfig::default();
-        let r = config.resolve(&headers(&[("x-sessionid", "ffffffffffffffffffff")]));
-        assert_eq!(r.fingerprint.as_str(), "ffffffffffffffffffff");
-        let cookie = r.set_cookie.unwrap();
-        let cookie = cookie.to_str().unwrap();
-        assert!(cookie.starts_with("sessionID=ffffffffffffffffffff"), "{cookie}");
-        assert!(cookie.contains("HttpOnly") && cookie.contains("Path=/") && cookie.contains("Max-Age=3600"));
-        assert!(cookie.contains("Expires="));
-    }
-
-    #[test]
-    fn bad_values_are_replaced() {
-        let config = FingerprintConfig::default();
-        let long = "a".repeat(MAX_LEN + 1);
-        for bad in [
-            "short",
-            "has space in it 123",
-            "quote\"quote\"quote\"quote",
-            long.as_str(),
-            "ünïcödé-ünïcödé-ünïcödé",
-        ] {
-            let cookie = format!("sessionID={bad}");
-            let Ok(value) = HeaderValue::from_bytes(cookie.as_bytes()) else { continue };
-            let mut map = HeaderMap::new();
-            map.insert(header::COOKIE, value);
-            let r = config.resolve(&map);
-            assert_ne!(r.fingerprint.as_str(), bad);
-            assert_eq!(r.fingerprint.as_str().len(), 32);
-            assert!(r.set_cookie.is_some());
-        }
-    }
-
-    #[test]
-    fn no_expiry_when_max_age_is_none() {
-        let config = FingerprintConfig { cookie: "sid".into(), max_age: None };
-        let r = config.resolve(&HeaderMap::new());
-        let cookie = r.set_cookie.unwrap();
-        let cookie = cookie.to_str().unwrap();
-        assert!(cookie.starts_with("sid="));
-        assert!(!cookie.contains("Max-Age") && !cookie.contains("Expires"));
-    }
-
-    #[test]
-    fn cookie_names() {
-        assert!(valid_cookie_name("sessionID"));
-        assert!(!valid_cookie_name(""));
-        assert!(!valid_cookie_name("a b"));
-        assert!(!valid_cookie_name("a=b"));
     }
 }

@@ -9,8 +9,8 @@
 //!
 //! Two servers make them:
 //!
-//! - [`serve`] (feature "server", on by default): a hyper-util server for HTTP/1.1
-//!   and HTTP/2 that also keeps a registry of open connections ([`Connections`]),
+//! - [`serve`](crate::serve) (feature "server", on by default): a hyper-util server for HTTP/1.1
+//!   and HTTP/2 that also keeps a registry of open connections ([`Connections`](crate::Connections)),
 //!   counts requests, limits how many run at once on one connection, gives clients
 //!   a fingerprint cookie, lets you destroy one connection, and shuts down
 //!   gracefully.
@@ -53,7 +53,7 @@
 //! under axum's server:
 //!
 //! - `id`, `connected_at`, `remote_addr`, `local_addr` and `params` work as under
-//!   [`serve`];
+//!   [`serve`](crate::serve);
 //! - `kind` stays [`ConnectionKind::Unknown`]; `pending`, `total` stay 0 and
 //!   `message_id` and `fingerprint` stay `None` (no fingerprint is read or sent);
 //! - there is no registry, no open/close hooks and no per-connection request limit;
@@ -61,23 +61,13 @@
 //!   the socket open and keeps serving it.
 
 #[cfg(feature = "server")]
-mod fingerprint;
-#[cfg(feature = "server")]
-mod limit;
-#[cfg(feature = "server")]
-mod registry;
-#[cfg(feature = "server")]
-mod serve;
+pub(crate) mod fingerprint;
 
 #[cfg(feature = "server")]
 pub use fingerprint::Fingerprint;
-#[cfg(feature = "server")]
-pub use registry::Connections;
-#[cfg(feature = "server")]
-pub use serve::{Serve, serve};
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -94,7 +84,7 @@ use tokio::sync::Notify;
 ///
 /// Get it with [`Context::connection`](crate::Context::connection), or in axum as an
 /// extractor (`conn: Connection`, or `Option<Connection>` when the app may run
-/// without one). [`serve`] puts it in every request's extensions; axum's server puts
+/// without one). [`serve`](crate::serve) puts it in every request's extensions; axum's server puts
 /// it there as `ConnectInfo<Connection>`.
 ///
 /// ```
@@ -177,7 +167,7 @@ static NEXT: AtomicU64 = AtomicU64::new(1);
 impl Connection {
     /// A connection record for a socket accepted by a server of your own.
     ///
-    /// [`serve`] and axum's server make these themselves. A server of your own can
+    /// [`serve`](crate::serve) and axum's server make these themselves. A server of your own can
     /// make one per socket and insert a clone into every request's extensions; the
     /// counters, kind and fingerprint then stay unset, as under axum's server.
     ///
@@ -232,13 +222,13 @@ impl Connection {
     }
 
     /// The protocol spoken on the connection (Actionhero's `type`), known once the
-    /// first request has arrived under [`serve`].
+    /// first request has arrived under [`serve`](crate::serve).
     pub fn kind(&self) -> ConnectionKind {
         ConnectionKind::from_u8(self.inner.kind.load(Ordering::Relaxed))
     }
 
     /// How many requests are in flight on the connection now (Actionhero's
-    /// `pendingActions`): from the moment [`serve`] hands a request to the app until
+    /// `pendingActions`): from the moment [`serve`](crate::serve) hands a request to the app until
     /// its response body has been sent or dropped.
     pub fn pending(&self) -> usize {
         self.inner.pending.load(Ordering::Acquire)
@@ -272,10 +262,10 @@ impl Connection {
 
     /// Destroys the connection (Actionhero's `destroy`).
     ///
-    /// Under [`serve`], the requests in flight on it finish, then the socket is
+    /// Under [`serve`](crate::serve), the requests in flight on it finish, then the socket is
     /// closed (HTTP/1.1: no more requests are read; HTTP/2: GOAWAY), and any request
     /// that still arrives is refused with 503. The connection leaves the
-    /// [`Connections`] registry when the socket has closed. Under axum's server it
+    /// [`Connections`](crate::Connections) registry when the socket has closed. Under axum's server it
     /// only marks the connection. Calling it again does nothing.
     pub fn destroy(&self) {
         if !self.inner.destroyed.swap(true, Ordering::AcqRel) {
@@ -289,13 +279,13 @@ impl Connection {
         self.inner.destroyed.load(Ordering::Acquire)
     }
 
-    /// The connection a request carries: put there by [`serve`] (or a server of your
+    /// The connection a request carries: put there by [`serve`](crate::serve) (or a server of your
     /// own), or by axum's server as `ConnectInfo<Connection>`.
     pub(crate) fn from_extensions(extensions: &Extensions) -> Option<Connection> {
         if let Some(conn) = extensions.get::<Connection>() {
             return Some(conn.clone());
         }
-        #[cfg(feature = "axum")]
+        #[cfg(feature = "connect-info")]
         if let Some(info) = extensions.get::<::axum::extract::ConnectInfo<Connection>>() {
             return Some(info.0.clone());
         }
@@ -307,6 +297,45 @@ impl Connection {
     pub(crate) fn observe_version(&self, version: http::Version) {
         let kind = if version == http::Version::HTTP_2 { 2 } else { 1 };
         let _ = self.inner.kind.compare_exchange(0, kind, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Counts a new request in flight, unless `limit` requests already are; true
+    /// when counted (in `pending` and `total`).
+    #[cfg(feature = "server")]
+    pub(crate) fn start_request(&self, limit: Option<usize>) -> bool {
+        let counter = &self.inner.pending;
+        match limit {
+            None => {
+                counter.fetch_add(1, Ordering::AcqRel);
+            }
+            Some(limit) => {
+                let counted = counter
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1));
+                if counted.is_err() {
+                    return false;
+                }
+            }
+        }
+        self.inner.total.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    /// A request counted by `start_request` is done.
+    #[cfg(feature = "server")]
+    pub(crate) fn end_request(&self) {
+        self.inner.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// A request arrived, refused or not: the sequence behind `message_id`.
+    #[cfg(feature = "server")]
+    pub(crate) fn count_message(&self) {
+        self.inner.messages.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Completes when [`destroy`](Self::destroy) is called (or was, before).
+    #[cfg(feature = "server")]
+    pub(crate) fn destroyed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.destroy.notified()
     }
 
     fn params_map(&self) -> MutexGuard<'_, Map<String, Value>> {
@@ -391,68 +420,6 @@ impl fmt::Debug for Params<'_> {
     }
 }
 
-#[cfg(feature = "axum")]
-mod axum_impls {
-    use std::convert::Infallible;
-    use std::net::SocketAddr;
-
-    use ::axum::extract::connect_info::Connected;
-    use ::axum::serve::IncomingStream;
-    use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
-    use http::request::Parts;
-    use tokio::net::{TcpListener, TcpStream};
-
-    use super::{Connection, unspecified};
-    use crate::{Context, HttpError};
-
-    fn accepted(stream: &TcpStream, remote_addr: SocketAddr) -> Connection {
-        Connection::new(remote_addr, stream.local_addr().unwrap_or_else(|_| unspecified()))
-    }
-
-    /// `app.into_make_service_with_connect_info::<Connection>()`: one `Connection`
-    /// per socket accepted by `axum::serve`.
-    impl Connected<IncomingStream<'_, TcpListener>> for Connection {
-        fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
-            accepted(stream.io(), *stream.remote_addr())
-        }
-    }
-
-    fn find(parts: &Parts) -> Option<Connection> {
-        Connection::from_extensions(&parts.extensions)
-            .or_else(|| parts.extensions.get::<Context>().and_then(|ctx| ctx.connection().cloned()))
-    }
-
-    /// Takes the request's [`Connection`]; when no server recorded one, answers 500
-    /// (the message, not exposed, says how to get one).
-    impl<S: Send + Sync> FromRequestParts<S> for Connection {
-        type Rejection = HttpError;
-
-        async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-            find(parts).ok_or_else(|| {
-                HttpError::new(500).message(
-                    "no Connection: serve the app with tower_context::serve, or axum::serve with \
-                     into_make_service_with_connect_info::<Connection>()",
-                )
-            })
-        }
-    }
-
-    /// `Option<Connection>`: `None` when no server recorded one.
-    impl<S: Send + Sync> OptionalFromRequestParts<S> for Connection {
-        type Rejection = Infallible;
-
-        async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
-            Ok(find(parts))
-        }
-    }
-}
-
-/// `0.0.0.0:0`, for a local address the socket could not report.
-#[cfg_attr(not(feature = "axum"), allow(dead_code))]
-fn unspecified() -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,7 +467,7 @@ mod tests {
         assert_eq!(Connection::from_extensions(&ext), Some(a));
     }
 
-    #[cfg(feature = "axum")]
+    #[cfg(feature = "connect-info")]
     #[test]
     fn found_in_axum_connect_info() {
         let a = conn();

@@ -5,7 +5,7 @@ use std::fmt;
 
 use cookie::Cookie;
 
-use crate::HttpError;
+use crate::error::HttpError;
 
 /// Why the jar refused a cookie, or why keys could not be made.
 ///

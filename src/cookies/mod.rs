@@ -151,40 +151,9 @@ pub enum KeygripHash {
 /// The layer's cookie settings.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct CookieConfig {
-    keys: Option<Keys>,
-    format: SignedFormat,
-    secure_over_http: bool,
-}
-
-impl crate::ContextLayer {
-    /// The keys for signed and private cookies, newest first (see [`Keys`]).
-    ///
-    /// ```
-    /// use tower_context::ContextLayer;
-    /// use tower_context::cookies::Keys;
-    ///
-    /// let layer = ContextLayer::new().keys(Keys::new(["2025-06 secret", "2025-01 secret"]));
-    /// ```
-    #[must_use]
-    pub fn keys(self, keys: Keys) -> Self {
-        self.with(|c| c.cookies.keys = Some(keys))
-    }
-
-    /// The format of signed cookies: [`SignedFormat::Cookie`] by default, or
-    /// [`SignedFormat::Keygrip`] to share signed cookies with Koa, Toa or Express.
-    #[must_use]
-    pub fn signed_format(self, format: SignedFormat) -> Self {
-        self.with(|c| c.cookies.format = format)
-    }
-
-    /// Whether a `Secure` cookie may be set on a request that is not secure. Off by
-    /// default: such a cookie is refused with [`CookieError::SecureOverHttp`], as Koa
-    /// does, since the browser would not send it back over http. Turn it on behind a
-    /// TLS-terminating proxy you cannot mark as trusted.
-    #[must_use]
-    pub fn allow_secure_cookies_over_http(self, allow: bool) -> Self {
-        self.with(|c| c.cookies.secure_over_http = allow)
-    }
+    pub(crate) keys: Option<Keys>,
+    pub(crate) format: SignedFormat,
+    pub(crate) secure_over_http: bool,
 }
 
 /// The request's cookie jar: read the request's cookies, set and remove cookies on
@@ -544,36 +513,6 @@ impl IntoIterator for &Cookies {
 
     fn into_iter(self) -> Iter {
         self.iter()
-    }
-}
-
-/// Takes the request's [`Cookies`]; a route without
-/// [`ContextLayer`](crate::ContextLayer) around it answers 500.
-///
-/// ```
-/// use axum::{Router, routing::get};
-/// use tower_context::ContextLayer;
-/// use tower_context::cookies::Cookies;
-///
-/// async fn handler(cookies: Cookies) -> String {
-///     cookies.get("name").unwrap_or_else(|| "stranger".into())
-/// }
-///
-/// let app: Router = Router::new().route("/", get(handler)).layer(ContextLayer::new());
-/// ```
-#[cfg(feature = "axum")]
-impl<S: Send + Sync> axum_core::extract::FromRequestParts<S> for Cookies {
-    type Rejection = crate::HttpError;
-
-    async fn from_request_parts(
-        parts: &mut http::request::Parts,
-        _state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<crate::Context>()
-            .map(|ctx| ctx.cookies().clone())
-            .ok_or_else(|| crate::HttpError::new(500).message("tower_context::ContextLayer is not installed"))
     }
 }
 

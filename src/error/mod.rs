@@ -49,8 +49,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value};
 
-/// The boxed error type used at the crate's boundaries.
-pub type BoxError = Box<dyn StdError + Send + Sync>;
+pub use crate::body::BoxError;
 
 /// An HTTP error: the Rust counterpart of Toa's `ctx.throw()` / `ctx.createError()`.
 ///
@@ -322,8 +321,18 @@ impl HttpError {
     /// and hooks.
     ///
     /// This is what an `HttpError` returned from an axum handler becomes, so errors
-    /// make sense even without the layer.
-    pub fn into_response(self) -> http::Response<crate::Body> {
+    /// make sense even without the layer. (Named apart from axum's
+    /// `IntoResponse::into_response`, which gives axum's body type, so that
+    /// `err.into_response()` means axum's under axum.)
+    ///
+    /// ```
+    /// use tower_context::HttpError;
+    ///
+    /// let response = HttpError::new(404).into_http_response();
+    /// assert_eq!(response.status(), 404);
+    /// assert_eq!(response.headers()["content-type"], "application/json");
+    /// ```
+    pub fn into_http_response(self) -> http::Response<crate::body::Body> {
         let mut response = render::render_default(&self);
         response.extensions_mut().insert(Thrown(self));
         response

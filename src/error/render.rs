@@ -7,7 +7,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde_json::Value;
 
 use super::{HttpError, reason};
-use crate::Body;
+use crate::body::Body;
 use crate::negotiate;
 
 /// How [`ContextLayer`](crate::ContextLayer) writes the body of an error response.

@@ -52,8 +52,7 @@ use tower::{ServiceBuilder, ServiceExt, service_fn};
 use tower_context::cookies::{Cookie, Cookies, KeygripHash, Keys, SameSite, SignedFormat, time};
 use tower_context::{Context, ContextLayer, Ended, HttpError, throw};
 
-mod common;
-use common::body_string;
+use crate::common::body_string;
 
 /// `key` | `data` | algorithm → signature (see the module docs for how).
 const KEYBOARD_CAT_SID_SHA1: &str = "bDPldTuO4L189k44cqUSZURruS8"; // "keyboard cat" | "sid=abc123" | sha1

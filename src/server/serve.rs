@@ -17,7 +17,6 @@ use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context as TaskContext, Poll, ready};
 use std::time::Duration;
 
@@ -33,18 +32,19 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::Service;
 
+use super::Connections;
 use super::fingerprint::{FingerprintConfig, Resolved, valid_cookie_name};
 use super::limit::{DEFAULT_SIMULTANEOUS, Pending, TOO_MANY};
-use super::{Connection, Connections};
-use crate::body::EitherBody;
-use crate::{Body, BoxError, HttpError};
+use crate::body::{Body, BoxError, EitherBody};
+use crate::connection::Connection;
+use crate::error::HttpError;
 
 /// Serves `app` on `listener`, HTTP/1.1 (with keep-alive) and HTTP/2 (with prior
 /// knowledge, h2c), making one [`Connection`] per accepted socket.
 ///
 /// Every request reaches `app` with its socket's `Connection` in its extensions, so
 /// [`Context::connection`](crate::Context::connection) and the axum extractor find
-/// it, and with the client's [`Fingerprint`](super::Fingerprint) beside it. Await the
+/// it, and with the client's [`Fingerprint`](crate::connection::Fingerprint) beside it. Await the
 /// returned [`Serve`] to run the server; configure it first with its methods:
 ///
 /// | setting | default |
@@ -401,7 +401,7 @@ where
         tokio::select! {
             biased;
             _ = connection.as_mut() => break,
-            () = conn.inner.destroy.notified(), if !closing => {
+            () = conn.destroyed(), if !closing => {
                 closing = true;
                 connection.as_mut().graceful_shutdown();
             }
@@ -415,7 +415,7 @@ where
             // the app yet, so nothing is cut short.
             () = &mut first_request, if waiting_for_first => {
                 waiting_for_first = false;
-                if conn.inner.messages.load(Ordering::Acquire) == 0 {
+                if conn.message_id().is_none() {
                     break;
                 }
             }
@@ -483,12 +483,13 @@ where
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         let conn = &self.conn;
         conn.observe_version(request.version());
-        conn.inner.messages.fetch_add(1, Ordering::AcqRel);
+        conn.count_message();
         let Resolved { fingerprint, set_cookie } = self.config.fingerprint.resolve(request.headers());
         conn.set_fingerprint(fingerprint.clone());
 
         if conn.is_destroyed() {
-            let mut response = HttpError::new(503).message("this connection was destroyed").into_response();
+            let mut response =
+                HttpError::new(503).message("this connection was destroyed").into_http_response();
             if request.version() != Version::HTTP_2 {
                 response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
@@ -496,7 +497,7 @@ where
         }
         let Some(pending) = Pending::start(conn, self.config.simultaneous) else {
             return ResponseFuture::refused(
-                HttpError::new(429).message(TOO_MANY).into_response(),
+                HttpError::new(429).message(TOO_MANY).into_http_response(),
                 set_cookie,
             );
         };
@@ -561,10 +562,10 @@ where
             match this.state.as_mut().project() {
                 StateProj::NotReady { app, request } => {
                     if let Err(err) = ready!(app.poll_ready(cx)) {
-                        break own(HttpError::from_error(err).into_response());
+                        break own(HttpError::from_error(err).into_http_response());
                     }
                     let Some(request) = request.take() else {
-                        break own(HttpError::new(500).into_response());
+                        break own(HttpError::new(500).into_http_response());
                     };
                     let future = app.call(request);
                     this.state.set(State::Called { future });
@@ -572,7 +573,7 @@ where
                 StateProj::Called { future } => {
                     break match ready!(future.poll(cx)) {
                         Ok(response) => response.map(|body| ConnectionBody::new(EitherBody::Inner { body })),
-                        Err(err) => own(HttpError::from_error(err).into_response()),
+                        Err(err) => own(HttpError::from_error(err).into_http_response()),
                     };
                 }
                 StateProj::Refused { response } => {

@@ -1,6 +1,6 @@
 //! No leaks: hooks, listeners and tasks that captured the Context are released when
-//! the request ends, on every path. One test in this binary, so the process-wide count
-//! of live contexts is this test's alone.
+//! the request ends, on every path. The test runs alone (see `main.rs`), so the
+//! process-wide count of live contexts is its own.
 
 use std::time::Duration;
 
@@ -8,10 +8,10 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty, StreamBody};
 use tower::{Layer, ServiceExt, service_fn};
-use tower_context::{Body, BoxError, Context, ContextLayer, HttpError, live_contexts};
+use tower_context::body::Body;
+use tower_context::{BoxError, Context, ContextLayer, HttpError, live_contexts};
 
-mod common;
-use common::ctx_of;
+use crate::common::ctx_of;
 
 /// Registers everything that could hold the context: a hook, listeners, state, a task.
 fn entangle(ctx: &Context) {
@@ -63,8 +63,14 @@ async fn handle(req: Request<Empty<Bytes>>) -> Result<Response<Body>, HttpError>
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn contexts_are_released_on_every_path() {
+#[test]
+fn contexts_are_released_on_every_path() {
+    let _alone = crate::alone();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(released_on_every_path());
+}
+
+async fn released_on_every_path() {
     let svc = ContextLayer::new().layer(service_fn(handle));
     for round in 0..500 {
         for path in ["/plain", "/ended", "/error", "/panic", "/stream"] {

@@ -10,13 +10,13 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::Empty;
 use tower::{Layer, ServiceExt, service_fn};
+use tower_context::body::Body;
 use tower_context::conditional::{ConditionalGetLayer, conditional_get};
-use tower_context::request::{HeaderExt, RequestExt};
+use tower_context::request::{HeaderExt, RequestHeadExt};
 use tower_context::response::{attachment, content_type, etag, last_modified, redirect, redirect_back};
-use tower_context::{Body, Context, ContextLayer, HttpError};
+use tower_context::{Context, ContextLayer, HttpError};
 
-mod common;
-use common::body_string;
+use crate::common::body_string;
 
 fn request(method: &str, uri: &str, headers: &[(&str, &str)]) -> Request<axum::body::Body> {
     let mut builder = Request::builder().method(method).uri(uri);

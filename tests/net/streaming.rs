@@ -18,11 +18,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tower::{Layer, service_fn};
-use tower_context::{
-    Body, Context, ContextLayer, ErrorAction, FirstFrame, HttpError, Outcome, StreamAlreadyCaught,
-};
-
-mod common;
+use tower_context::body::Body;
+use tower_context::stream::FirstFrame;
+use tower_context::stream::StreamAlreadyCaught;
+use tower_context::{Context, ContextLayer, ErrorAction, HttpError, Outcome};
 
 type Events = Arc<Mutex<Vec<String>>>;
 
@@ -53,7 +52,7 @@ where
         let _ = tx.send((ctx.clone(), events));
         handler(ctx, req)
     }));
-    common::spawn_hyper(listener, svc);
+    crate::common::spawn_hyper(listener, svc);
     (addr, rx)
 }
 
@@ -107,7 +106,7 @@ async fn a_caught_stream_that_fails_midway_is_reported_dropped_and_closes() {
     let cleaned = Arc::new(AtomicBool::new(false));
     let hook_saw = Arc::new(Mutex::new(Vec::new()));
     let h = hook_saw.clone();
-    let layer = ContextLayer::new().on_error(move |err, _| {
+    let layer = ContextLayer::new().handle_error(move |err, _| {
         h.lock().unwrap().push(err.source().map(ToString::to_string).unwrap_or_default());
         ErrorAction::Render(err)
     });

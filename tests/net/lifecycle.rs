@@ -16,9 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tower::{Layer, service_fn};
-use tower_context::{Body, BoxError, Context, ContextLayer, HttpError, Outcome};
-
-mod common;
+use tower_context::body::Body;
+use tower_context::{BoxError, Context, ContextLayer, HttpError, Outcome};
 
 type Events = Arc<Mutex<Vec<&'static str>>>;
 
@@ -47,7 +46,7 @@ where
         let _ = tx.send((ctx, events));
         handler(req)
     }));
-    common::spawn_hyper(listener, svc);
+    crate::common::spawn_hyper(listener, svc);
     (addr, rx)
 }
 

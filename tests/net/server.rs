@@ -19,7 +19,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::timeout;
-use tower_context::{Connection, Connections, Fingerprint, Serve};
+use tower_context::connection::Fingerprint;
+use tower_context::server::Serve;
+use tower_context::{Connection, Connections};
 
 /// Bounds every wait in these tests; never what a test asserts.
 const BOUND: Duration = Duration::from_secs(5);

@@ -9,24 +9,24 @@
 //! each end with the live heap within a tenth of "one allocation per request of one
 //! kind" of where round 1 left it (see `run`).
 //!
-//! The counters are process-wide, so this binary has one test body; the always-on
-//! test and the full-size ignored one share it and take a lock, so
-//! `--include-ignored` runs them one after the other.
+//! The counters are process-wide, so every test of this binary runs alone (see
+//! `main.rs`): the always-on test and the full-size ignored one run one after the
+//! other under `--include-ignored`.
 //!
 //! ```text
 //! # always on (CI): 1,000 per kind x 8 kinds x 3 rounds, about 10 s in debug
-//! cargo test --all-features --test leak_rounds
+//! cargo test --all-features --test soak leak_rounds
 //! # the issue's size: 10,000 per kind x 8 kinds x 3 rounds (240,000 requests), about
 //! # 11 s in release (about two minutes in debug, hence ignored)
-//! cargo test --all-features --release --test leak_rounds -- --ignored --nocapture
+//! cargo test --all-features --release --test soak leak_rounds -- --ignored --nocapture
 //! # any size
-//! LEAK_ROUNDS_PER_KIND=2000 cargo test --all-features --test leak_rounds -- --nocapture
+//! LEAK_ROUNDS_PER_KIND=2000 cargo test --all-features --test soak leak_rounds -- --nocapture
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -39,7 +39,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
-use tower_context::{Body, BoxError, Connections, Context, ContextLayer, HttpError, live_contexts};
+use tower_context::body::Body;
+use tower_context::{BoxError, Connections, Context, ContextLayer, HttpError, live_contexts};
 
 // ---------------------------------------------------------------------------------
 // The counting allocator.
@@ -349,8 +350,6 @@ async fn round(server: &Server, lanes: usize, per_kind: usize) -> Heap {
     last
 }
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
 fn quiet_panics() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -362,7 +361,7 @@ fn quiet_panics() {
 }
 
 fn run(per_kind: usize) {
-    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _alone = crate::alone();
     quiet_panics();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
@@ -416,7 +415,7 @@ fn contexts_connections_and_heap_return_to_rest_between_rounds() {
 
 /// The issue's size: 10,000 requests of each kind per round. About two minutes in a
 /// debug build, 11 s in release:
-/// `cargo test --all-features --release --test leak_rounds -- --ignored --nocapture`.
+/// `cargo test --all-features --release --test soak leak_rounds -- --ignored --nocapture`.
 #[test]
 #[ignore = "full size: run with --release -- --ignored"]
 fn ten_thousand_of_each_kind() {

@@ -1,11 +1,10 @@
-//! Soak test (issue 9, point 3): a real `tower_context::serve` server on 127.0.0.1
-//! under 200 concurrent clients for a while, 10% of them disconnecting mid-response
-//! and some sending malformed requests.
+//! The soak harness (issue 9, point 3): a real `tower_context::serve` server on
+//! 127.0.0.1 under 200 concurrent clients for a while, 10% of them disconnecting
+//! mid-response and some sending malformed requests.
 //!
 //! ```text
-//! cargo run --release --example soak -- 60        # seconds (default 60), then clients (default 200)
-//! SOAK_SECS=5 SOAK_CLIENTS=50 cargo run --example soak
-//! scripts/soak.sh                                 # the full 60 s run in release, with the report
+//! cargo test --all-features --test soak soak::             # 4 s (SOAK_SECS, SOAK_CLIENTS)
+//! scripts/soak.sh                                          # the full 60 s run in release
 //! ```
 //!
 //! Every request that reaches the app gets listeners that count its Finish and its
@@ -22,11 +21,10 @@
 //!   even 100 bytes per request at the throughput of a release build (tens of thousands
 //!   of requests per second) grows by more than that in the second half of a 60 s run.
 //!
-//! `tests/soak.rs` runs a short version of the same code in `cargo test`.
+//! The report is printed, and the test fails with the broken invariants listed.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,7 +38,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
-use tower_context::{Body, BoxError, Connections, Context, ContextLayer, HttpError, live_contexts};
+use tower_context::body::Body;
+use tower_context::{BoxError, Connections, Context, ContextLayer, HttpError, live_contexts};
 
 /// What to run.
 #[derive(Debug, Clone, Copy)]
@@ -52,14 +51,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// From the command line (`soak [secs] [clients]`) or `SOAK_SECS` / `SOAK_CLIENTS`.
-    pub fn from_env() -> Config {
-        let mut args = std::env::args().skip(1);
-        let arg = |name: &str, value: Option<String>, default: u64| -> u64 {
-            value.or_else(|| std::env::var(name).ok()).and_then(|v| v.parse().ok()).unwrap_or(default)
+    /// From `SOAK_SECS` / `SOAK_CLIENTS`, else `secs` seconds and 200 clients.
+    pub fn from_env(secs: u64) -> Config {
+        let var = |name: &str, default: u64| -> u64 {
+            std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
         };
-        let secs = arg("SOAK_SECS", args.next(), 60);
-        let clients = arg("SOAK_CLIENTS", args.next(), 200);
+        let secs = var("SOAK_SECS", secs);
+        let clients = var("SOAK_CLIENTS", 200);
         Config {
             duration: Duration::from_secs(secs.max(1)),
             clients: usize::try_from(clients.max(10)).unwrap_or(200),
@@ -645,23 +643,5 @@ async fn soak(config: Config) -> Report {
         rss_middle,
         rss_end,
         peak_live_contexts,
-    }
-}
-
-#[allow(dead_code)] // `tests/soak.rs` includes this file for `run`, not for `main`.
-fn main() -> ExitCode {
-    let config = Config::from_env();
-    eprintln!("soak: {} clients for {} s on 127.0.0.1 ...", config.clients, config.duration.as_secs());
-    let report = run(config);
-    println!("{report}");
-    let failures = report.failures();
-    if failures.is_empty() {
-        println!("soak: PASS");
-        ExitCode::SUCCESS
-    } else {
-        for failure in &failures {
-            println!("soak: FAIL: {failure}");
-        }
-        ExitCode::FAILURE
     }
 }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty};
 use tower::{Layer, ServiceExt, service_fn};
-use tower_context::request::RequestExt;
+use tower_context::request::RequestHeadExt;
 use tower_context::{Connection, Context, ContextLayer, TrustProxy};
 
 const SPOOF: &[(&str, &str)] = &[

@@ -8,8 +8,8 @@ use std::task::{Context as TaskContext, Poll, ready};
 use http::Response;
 use pin_project_lite::pin_project;
 
-use crate::Body;
-use crate::context::{Context, HooksStarted, flag};
+use super::{Context, HooksStarted};
+use crate::body::Body;
 use crate::error::HttpError;
 
 /// An after-hook: the closure and, once it is called, its future, in one allocation
@@ -25,7 +25,7 @@ pub(crate) struct Hooks {
 }
 
 impl Hooks {
-    fn push(&mut self, hook: Hook) {
+    pub(crate) fn push(&mut self, hook: Hook) {
         if self.first.is_none() && self.rest.is_empty() {
             self.first = Some(hook);
         } else {
@@ -126,58 +126,6 @@ impl Context {
         F: FnOnce(Response<Body>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Response<Body>, HttpError>> + Send + 'static,
     {
-        let mut shared = self.lock();
-        // One read-modify-write: either the layer's decision (which sets
-        // HOOKS_STARTED the same way) sees WORK, or this call sees HOOKS_STARTED.
-        let before = self.inner.flags.fetch_or(flag::WORK, std::sync::atomic::Ordering::AcqRel);
-        if before & (flag::HOOKS_STARTED | flag::RESPONDED | flag::ERROR_PATH) != 0 {
-            return Err(HooksStarted);
-        }
-        shared.hooks.push(Box::pin(HookCell::Waiting { hook: Some(hook) }));
-        Ok(())
-    }
-
-    /// Marks the hooks as started and takes them, with the deferred edits: from here
-    /// on no hook can be added, so the layer runs them without the lock. Inside the
-    /// hooks, `end` may be accepted once more (it skips the remaining hooks).
-    ///
-    /// Also takes a response given to `end` after the layer last looked (between
-    /// the inner response and this call): it was accepted before the hooks, so the
-    /// hooks run on it, as on any response ended before them.
-    pub(crate) fn start_hooks(&self) -> (Hooks, Vec<crate::context::Edit>, Option<Response<Body>>) {
-        use std::sync::atomic::Ordering::{AcqRel, Acquire};
-        let mut shared = self.lock();
-        let ended = shared.ended.take().map(|ended| *ended);
-        // Nothing is left to signal when the ended response was the only thing (an
-        // error cannot be pending with it: each refuses the other).
-        let spent = if ended.is_some() && shared.error.is_none() { flag::SIGNAL } else { 0 };
-        // One swap: hooks started, and WORK is spent (an edit made from now on sets it
-        // again, for `respond`).
-        let _ = self.inner.flags.fetch_update(AcqRel, Acquire, |flags| {
-            Some((flags | flag::HOOKS_STARTED) & !(flag::END_CALLED | flag::WORK | spent))
-        });
-        (std::mem::take(&mut shared.hooks), std::mem::take(&mut shared.edits), ended)
-    }
-
-    /// The layer's decision for a response nobody asked to change: `None` when hooks
-    /// or edits exist (they run), else from now on none can be added (they would be
-    /// refused). With `send`, the same compare-and-swap also marks the response as
-    /// gone when nothing is pending (`Some(true)`: `respond`'s own swap is done);
-    /// `Some(false)` leaves that to `respond`.
-    pub(crate) fn claim_untouched(&self, send: bool) -> Option<bool> {
-        use std::sync::atomic::Ordering::{AcqRel, Acquire};
-        let mut flags = self.flags();
-        loop {
-            if flags & flag::WORK != 0 {
-                self.set(flag::HOOKS_STARTED);
-                return None;
-            }
-            let sent = send && flags & flag::SIGNAL == 0;
-            let claim = if sent { flag::HOOKS_STARTED | flag::RESPONDED } else { flag::HOOKS_STARTED };
-            match self.inner.flags.compare_exchange_weak(flags, flags | claim, AcqRel, Acquire) {
-                Ok(_) => return Some(sent),
-                Err(now) => flags = now,
-            }
-        }
+        self.phase().add_hook(Box::pin(HookCell::Waiting { hook: Some(hook) }))
     }
 }

@@ -4,16 +4,16 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::Connection;
+use crate::connection::Connection;
 
-/// The open connections of a [`serve`](super::serve) server, by id (Actionhero's
+/// The open connections of a [`serve`](crate::serve) server, by id (Actionhero's
 /// `api.connections`).
 ///
 /// A connection is added when its socket is accepted and removed when the socket has
 /// closed, whatever closed it (the client, a timeout, [`destroy`](Self::destroy),
 /// shutdown). A cheap handle: clones share one registry. Get the server's with
-/// [`Serve::connections`](super::Serve::connections), or make one first and give it
-/// to the server with [`Serve::with_connections`](super::Serve::with_connections),
+/// [`Serve::connections`](crate::server::Serve::connections), or make one first and give it
+/// to the server with [`Serve::with_connections`](crate::server::Serve::with_connections),
 /// so the app itself can hold it.
 ///
 /// ```no_run

@@ -1,7 +1,7 @@
 //! The count of live contexts that the leak tests rely on stays right when contexts
 //! are made and dropped on different threads, and when those threads exit; and a
 //! context nobody can observe is let go when the head leaves, not at the body's end.
-//! One test in this binary, so the process-wide count is this test's alone.
+//! The test runs alone (see `main.rs`), so the process-wide count is its own.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +34,7 @@ fn make(n: usize) -> Vec<Context> {
 /// the count of live contexts once the response head is out, with the body unread.
 async fn live_while_the_body_is_unread(
     register: fn(&Context),
-) -> (usize, Response<tower_context::ResponseBody<Empty<Bytes>>>) {
+) -> (usize, Response<tower_context::layer::ResponseBody<Empty<Bytes>>>) {
     let svc = ContextLayer::new().layer(service_fn(move |req: Request<Empty<Bytes>>| {
         register(req.extensions().get::<Context>().unwrap());
         // An empty body is at its end already: no failure of it could be reported.
@@ -46,6 +46,7 @@ async fn live_while_the_body_is_unread(
 
 #[test]
 fn the_live_count_follows_contexts_across_threads_that_exit() {
+    let _alone = crate::alone();
     assert_eq!(live_contexts(), 0);
 
     // Made on threads that have exited, dropped here.

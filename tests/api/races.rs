@@ -11,10 +11,10 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty};
 use tower::{Layer, ServiceExt, service_fn};
-use tower_context::{Body, Context, ContextLayer, Ended, HttpError};
+use tower_context::body::Body;
+use tower_context::{Context, ContextLayer, Ended, HttpError};
 
-mod common;
-use common::ctx_of;
+use crate::common::ctx_of;
 
 /// The handler's own response, at once or after one yield (every other round), so
 /// the racer lands before and after it.

@@ -1,9 +1,7 @@
 //! The per-connection limit of requests in flight (Actionhero's
 //! `simultaneousActions`) and the guard that counts one request in flight.
 
-use std::sync::atomic::Ordering;
-
-use super::Connection;
+use crate::connection::Connection;
 
 /// Actionhero's default `simultaneousActions`.
 pub(crate) const DEFAULT_SIMULTANEOUS: usize = 5;
@@ -22,25 +20,13 @@ pub(crate) struct Pending {
 impl Pending {
     /// Counts a new request in flight, unless `limit` requests already are.
     pub(crate) fn start(conn: &Connection, limit: Option<usize>) -> Option<Pending> {
-        let counter = &conn.inner.pending;
-        match limit {
-            None => {
-                counter.fetch_add(1, Ordering::AcqRel);
-            }
-            Some(limit) => {
-                counter
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
-                    .ok()?;
-            }
-        }
-        conn.inner.total.fetch_add(1, Ordering::AcqRel);
-        Some(Pending { conn: conn.clone() })
+        conn.start_request(limit).then(|| Pending { conn: conn.clone() })
     }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        self.conn.inner.pending.fetch_sub(1, Ordering::AcqRel);
+        self.conn.end_request();
     }
 }
 

@@ -13,10 +13,10 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
-use tower_context::{Body, Context, ContextLayer, HooksStarted, HttpError, Outcome};
+use tower_context::body::Body;
+use tower_context::{Context, ContextLayer, HooksStarted, HttpError, Outcome};
 
-mod common;
-use common::{body_string, ctx_of};
+use crate::common::{body_string, ctx_of};
 
 type Log = Arc<Mutex<Vec<String>>>;
 
@@ -787,7 +787,7 @@ async fn an_accepted_end_wins_over_a_later_panic_or_failing_hook() {
     // the panic is reported, once, to the error listeners and the app's hook.
     let told = log();
     let (t, hook_told) = (told.clone(), told.clone());
-    let layer = ContextLayer::new().on_error(move |err, _| {
+    let layer = ContextLayer::new().handle_error(move |err, _| {
         push(&hook_told, format!("app hook {}", err.status().as_u16()));
         tower_context::ErrorAction::Render(err)
     });

@@ -11,13 +11,13 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, StreamBody};
 use tower::{Layer, ServiceExt, service_fn};
+use tower_context::body::Body;
 use tower_context::{
-    Body, BoxError, Context, ContextLayer, ErrorAction, ErrorFormat, HttpError, ensure, ensure_eq,
-    http_error, throw,
+    BoxError, Context, ContextLayer, ErrorAction, ErrorFormat, HttpError, ensure, ensure_eq, http_error,
+    throw,
 };
 
-mod common;
-use common::{body_string, ctx_of};
+use crate::common::{body_string, ctx_of};
 
 fn req(uri: &str, accept: Option<&str>) -> Request<axum::body::Body> {
     let mut builder = Request::get(uri);
@@ -237,7 +237,7 @@ async fn the_app_error_hook_can_render_replace_respond_or_swallow() {
 
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
-    let layer = ContextLayer::new().on_error(move |err, ctx| {
+    let layer = ContextLayer::new().handle_error(move |err, ctx| {
         s.lock().unwrap().push(format!("{} {}", ctx.uri().path(), err.status()));
         ErrorAction::Render(err)
     });
@@ -246,11 +246,11 @@ async fn the_app_error_hook_can_render_replace_respond_or_swallow() {
     assert_eq!(*seen.lock().unwrap(), ["/legacy 404 Not Found"]);
 
     let layer =
-        ContextLayer::new().on_error(|err, _| ErrorAction::Render(err.message("replaced").expose(true)));
+        ContextLayer::new().handle_error(|err, _| ErrorAction::Render(err.message("replaced").expose(true)));
     let res = layer.layer(failing(404)).oneshot(get()).await.unwrap();
     assert_eq!(body_string(res).await, r#"{"status":404,"error":"Not Found","message":"replaced"}"#);
 
-    let layer = ContextLayer::new().on_error(|_, _| {
+    let layer = ContextLayer::new().handle_error(|_, _| {
         ErrorAction::Respond(Response::builder().status(418).body(Body::from("custom")).unwrap())
     });
     let res = layer.layer(failing(404)).oneshot(get()).await.unwrap();
@@ -258,7 +258,7 @@ async fn the_app_error_hook_can_render_replace_respond_or_swallow() {
     assert_eq!(body_string(res).await, "custom");
 
     // Swallowed: the response as it stood, with the deferred edits applied.
-    let layer = ContextLayer::new().on_error(|_, _| ErrorAction::Swallow);
+    let layer = ContextLayer::new().handle_error(|_, _| ErrorAction::Swallow);
     let res = layer.layer(failing(404)).oneshot(get()).await.unwrap();
     assert_eq!(res.status(), 202);
     assert_eq!(body_string(res).await, "");
@@ -288,7 +288,7 @@ async fn error_listeners_see_each_error_once_even_after_the_head_left() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let hooked = Arc::new(Mutex::new(Vec::new()));
     let (s, h) = (seen.clone(), hooked.clone());
-    let layer = ContextLayer::new().on_error(move |err, _| {
+    let layer = ContextLayer::new().handle_error(move |err, _| {
         h.lock().unwrap().push(err.status().as_u16());
         ErrorAction::Render(err)
     });
@@ -318,7 +318,7 @@ async fn error_listeners_see_each_error_once_even_after_the_head_left() {
 
 #[tokio::test]
 async fn a_panicking_error_hook_does_not_take_a_failing_body_down() {
-    let layer = ContextLayer::new().on_error(|err, _| {
+    let layer = ContextLayer::new().handle_error(|err, _| {
         if err.status() == 500 {
             panic!("the hook itself is broken");
         }
@@ -340,9 +340,10 @@ async fn errors_carried_by_an_ended_or_hooked_response_are_rendered_too() {
     let svc = ContextLayer::new().layer(service_fn(|req: Request<Empty<Bytes>>| async move {
         let ctx = ctx_of(&req);
         if req.uri().path() == "/ended" {
-            let _ = ctx.end(HttpError::new(403).message("from end").into_response());
+            let _ = ctx.end(HttpError::new(403).message("from end").into_http_response());
         } else {
-            ctx.after(|_| async { Ok(HttpError::new(409).message("from hook").into_response()) }).unwrap();
+            ctx.after(|_| async { Ok(HttpError::new(409).message("from hook").into_http_response()) })
+                .unwrap();
         }
         Ok::<_, Infallible>(Response::new(Body::empty()))
     }));

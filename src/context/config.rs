@@ -1,0 +1,67 @@
+//! The layer's settings, kept below the layer so that the context (which every
+//! request carries) can read them without depending on the layer.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::Response;
+
+use super::Context;
+use crate::body::Body;
+use crate::cookies::CookieConfig;
+use crate::error::{ErrorFormat, HttpError};
+use crate::proxy::TrustProxy;
+
+/// What the app-level error policy ([`ContextLayer::handle_error`](crate::ContextLayer::handle_error))
+/// decides.
+#[derive(Debug)]
+pub enum ErrorAction {
+    /// Render this error (the one given, or a replacement).
+    Render(HttpError),
+    /// Send this response instead of a rendered error.
+    Respond(Response<Body>),
+    /// Swallow the error and send the response that was about to go out (Toa's
+    /// `onerror` returning `true`): the response that carried the error, or an empty
+    /// one with the deferred edits applied.
+    Swallow,
+}
+
+pub(crate) type ErrorPolicy = dyn Fn(HttpError, &Context) -> ErrorAction + Send + Sync;
+pub(crate) type Renderer = dyn Fn(&HttpError, &Context) -> Response<Body> + Send + Sync;
+
+/// The layer's settings, shared by every request through the context.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) catch_panic: bool,
+    pub(crate) error_format: ErrorFormat,
+    pub(crate) handle_error: Option<Arc<ErrorPolicy>>,
+    pub(crate) renderer: Option<Arc<Renderer>>,
+    pub(crate) cookies: CookieConfig,
+    pub(crate) trust_proxy: TrustProxy,
+    pub(crate) first_frame: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            catch_panic: true,
+            error_format: ErrorFormat::Negotiate,
+            handle_error: None,
+            renderer: None,
+            cookies: CookieConfig::default(),
+            trust_proxy: TrustProxy::default(),
+            first_frame: false,
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContextLayer")
+            .field("catch_panic", &self.catch_panic)
+            .field("error_format", &self.error_format)
+            .field("handle_error", &self.handle_error.is_some())
+            .field("render_error", &self.renderer.is_some())
+            .finish()
+    }
+}

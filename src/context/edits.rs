@@ -1,0 +1,67 @@
+//! Deferred response edits: `ctx.set_status`, `set_header` and friends shape a
+//! response the caller does not hold yet; the layer applies them when it does.
+
+use http::StatusCode;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::Context;
+
+/// A response edit made before there was a response to edit.
+pub(crate) enum Edit {
+    Status(StatusCode),
+    Insert(HeaderName, HeaderValue),
+    Append(HeaderName, HeaderValue),
+    Remove(HeaderName),
+    Vary(HeaderName),
+}
+
+/// Applies the deferred edits to a response's head, in the order they were made.
+pub(crate) fn apply(edits: Vec<Edit>, status: &mut StatusCode, headers: &mut HeaderMap) {
+    for edit in edits {
+        match edit {
+            Edit::Status(s) => *status = s,
+            Edit::Insert(name, value) => {
+                headers.insert(name, value);
+            }
+            Edit::Append(name, value) => {
+                headers.append(name, value);
+            }
+            Edit::Remove(name) => {
+                headers.remove(name);
+            }
+            Edit::Vary(field) => crate::negotiate::vary(headers, field.as_str()),
+        }
+    }
+}
+
+impl Context {
+    /// Sets the response status, applied when the response leaves the inner service
+    /// (before the hooks run), so a layer or handler without the response in hand
+    /// can still shape it. Edits made later (from a hook, say) apply just before the
+    /// response leaves the layer.
+    pub fn set_status(&self, status: StatusCode) {
+        self.inner.phase.add_edit(Edit::Status(status));
+    }
+
+    /// Sets a response header (replacing any value), applied like [`set_status`](Self::set_status).
+    /// On the error path only headers the error rendering keeps survive.
+    pub fn set_header(&self, name: HeaderName, value: HeaderValue) {
+        self.inner.phase.add_edit(Edit::Insert(name, value));
+    }
+
+    /// Appends a response header value, applied like [`set_status`](Self::set_status).
+    pub fn append_header(&self, name: HeaderName, value: HeaderValue) {
+        self.inner.phase.add_edit(Edit::Append(name, value));
+    }
+
+    /// Removes a response header, applied like [`set_status`](Self::set_status).
+    pub fn remove_header(&self, name: HeaderName) {
+        self.inner.phase.add_edit(Edit::Remove(name));
+    }
+
+    /// Adds a field to the response's `Vary` header (merged, no duplicates, `*` wins),
+    /// applied like [`set_status`](Self::set_status).
+    pub fn vary(&self, field: HeaderName) {
+        self.inner.phase.add_edit(Edit::Vary(field));
+    }
+}

@@ -1,0 +1,438 @@
+//! [`ResponseFuture`]: the request's life while the layer owns it, as a few named
+//! steps. Each step looks at one state and says what comes next ([`Step`]); the
+//! loop in `drive` moves between them. Every exit goes through `respond.rs`.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll, ready};
+
+use bytes::Bytes;
+use http::{Method, Response};
+use http_body::Body as _;
+use pin_project_lite::pin_project;
+
+use super::body::ResponseBody;
+use super::completion::Completion;
+use super::respond::{fail, first_frame_failed, respond, send_ended, send_head};
+use crate::body::{Body, BoxError};
+use crate::context::{Claim, Context, Hook, Hooks, Signal, Started, apply_edits};
+use crate::error::{HttpError, Thrown, panic_error};
+use crate::stream::{FirstFrame, Prefixed};
+
+pin_project! {
+    /// The future of [`ContextService`](super::ContextService). Not boxed: its states
+    /// are pinned in place.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+        // Present while this layer owns the request's lifecycle (it made the context)
+        // and the response has not left; it holds the context. Dropped with the
+        // future: Close.
+        completion: Option<Completion>,
+        owner: bool,
+        catch_panic: bool,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Inner { #[pin] future: F },
+        // Boxed: these states are rare, and the response future stays small (it is
+        // moved around by every layer above).
+        Hooks { response: Option<Box<Response<Body>>>, pending: Hooks, running: Option<Hook> },
+        // Waiting for the body's first frame before the head may go (first-frame mode).
+        FirstFrame { response: Option<Box<Response<Body>>> },
+        Failed { error: Option<HttpError> },
+        Done,
+    }
+}
+
+/// What a step decided.
+enum Step<B> {
+    /// Wait: the waker is registered.
+    Pending,
+    /// The response leaves the layer.
+    Ready(Response<ResponseBody<B>>),
+    /// Run the after-hooks on this response (the deferred edits apply first).
+    Hooks(Response<Body>),
+    /// Poll this response's first frame before its head goes.
+    FirstFrame(Box<Response<Body>>),
+    /// Look again: a signal came while the waker was registered, or a hook finished.
+    Again,
+}
+
+type Output<B> = Result<Response<ResponseBody<B>>, std::convert::Infallible>;
+
+impl<F> ResponseFuture<F> {
+    pub(super) fn new(future: F, completion: Option<Completion>, catch_panic: bool) -> Self {
+        let owner = completion.is_some();
+        ResponseFuture { state: State::Inner { future }, completion, owner, catch_panic }
+    }
+
+    /// A request that failed before the inner service could take it (`poll_ready`'s
+    /// error, or a panic in `call`).
+    pub(super) fn failed(error: HttpError, completion: Option<Completion>, catch_panic: bool) -> Self {
+        let owner = completion.is_some();
+        ResponseFuture { state: State::Failed { error: Some(error) }, completion, owner, catch_panic }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").field("owner", &self.owner).finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Output = Output<B>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let output = match this.completion.take() {
+            Some(completion) => {
+                // Held in a local while the request runs, so that even an unwinding
+                // panic (with catch_panic off) drops it and fires Close.
+                match drive(this.state.as_mut(), completion.ctx(), *this.catch_panic, cx) {
+                    Poll::Pending => {
+                        *this.completion = Some(completion);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(response) => Ok(hand_over(completion, response)),
+                }
+            }
+            None if *this.owner => panic!("ResponseFuture polled after completion"),
+            None => ready!(this.state.as_mut().poll_passthrough(*this.catch_panic, cx)),
+        };
+        // Whatever the state still holds (the inner future, a hook) is dropped now.
+        this.state.set(State::Done);
+        Poll::Ready(output)
+    }
+}
+
+/// The response leaves: its body takes over the request's completion (Finish at its
+/// end, Close if dropped first), unless nobody could ever see either.
+fn hand_over<B>(completion: Completion, mut response: Response<ResponseBody<B>>) -> Response<ResponseBody<B>>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    if completion.unobserved() && body_cannot_report(completion.ctx(), &response) {
+        // The context goes now rather than riding along with the body.
+        completion.release();
+    } else {
+        response.body_mut().watch(completion);
+    }
+    response
+}
+
+/// The request's life when this layer owns it: each state's step, until one lets
+/// the response go or waits.
+fn drive<F, B, E>(
+    mut state: Pin<&mut State<F>>,
+    ctx: &Context,
+    catch: bool,
+    cx: &mut TaskContext<'_>,
+) -> Poll<Response<ResponseBody<B>>>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    loop {
+        let step = match state.as_mut().project() {
+            StateProj::Inner { future } => poll_inner(future, ctx, catch, cx),
+            StateProj::Hooks { response, pending, running } => {
+                poll_hooks(response, pending, running, ctx, catch, cx)
+            }
+            StateProj::FirstFrame { response } => poll_first_frame(response, ctx, catch, cx),
+            StateProj::Failed { error } => {
+                inner_failed(ctx, error.take().unwrap_or_else(|| HttpError::new(500)))
+            }
+            StateProj::Done => panic!("ResponseFuture polled after completion"),
+        };
+        match step {
+            Step::Pending => return Poll::Pending,
+            Step::Ready(response) => return Poll::Ready(response),
+            Step::Hooks(response) => state.set(start_hooks(ctx, response)),
+            Step::FirstFrame(response) => state.set(State::FirstFrame { response: Some(response) }),
+            Step::Again => {}
+        }
+    }
+}
+
+/// Runs user code (a poll, a hook call), turning a panic into a 500 when `catch` is on.
+fn guarded<T>(catch: bool, f: impl FnOnce() -> T) -> Result<T, HttpError> {
+    if catch { catch_unwind(AssertUnwindSafe(f)).map_err(panic_error) } else { Ok(f()) }
+}
+
+/// Waits for a wake-up. Only a future that waits needs waking by `end` or an error
+/// (one that was ready never registers); a signal that came in between is caught by
+/// the check made after registering.
+fn park<B>(ctx: &Context, cx: &TaskContext<'_>) -> Step<B> {
+    if ctx.phase().park(cx.waker()) { Step::Again } else { Step::Pending }
+}
+
+/// The inner future: a signal from the context first, else one poll.
+fn poll_inner<F, B, E>(future: Pin<&mut F>, ctx: &Context, catch: bool, cx: &mut TaskContext<'_>) -> Step<B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    match ctx.phase().take_signal() {
+        Some(Signal::Error(err)) => return Step::Ready(fail(ctx, err, None)),
+        Some(Signal::End(ended)) => return Step::Hooks(ended),
+        None => {}
+    }
+    let err = match guarded(catch, || future.poll(cx)) {
+        Ok(Poll::Pending) => return park(ctx, cx),
+        Ok(Poll::Ready(Ok(response))) => return inner_response(ctx, response),
+        Ok(Poll::Ready(Err(err))) => HttpError::from_error(err),
+        Err(panic) => panic,
+    };
+    inner_failed(ctx, err)
+}
+
+/// An error from the inner service (its `Err`, or a panic) meets what the context
+/// holds: a signalled error came first (it is rendered, this one only told), or an
+/// accepted `end` did (its response goes on to the hooks, this error only told, never
+/// silently dropped); else this error is rendered.
+fn inner_failed<B>(ctx: &Context, err: HttpError) -> Step<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    match ctx.phase().take_signal() {
+        Some(Signal::Error(signalled)) => {
+            ctx.report_error(&err);
+            Step::Ready(fail(ctx, signalled, None))
+        }
+        Some(Signal::End(ended)) => {
+            ctx.report_error(&err);
+            Step::Hooks(ended)
+        }
+        None => Step::Ready(fail(ctx, err, None)),
+    }
+}
+
+/// The inner service's response meets what the context holds: an error signalled
+/// meanwhile wins, then an accepted `end`, then an error the response carries
+/// (axum handlers return errors this way); the loser is reported.
+fn inner_response<B>(ctx: &Context, mut response: Response<B>) -> Step<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let thrown = response.extensions_mut().remove::<Thrown>();
+    let signal = ctx.phase().take_signal();
+    if let (Some(_), Some(Thrown(other))) = (&signal, &thrown) {
+        ctx.report_error(other);
+    }
+    match (signal, thrown) {
+        (Some(Signal::Error(err)), _) => Step::Ready(fail(ctx, err, Some(response.map(Body::new)))),
+        (Some(Signal::End(ended)), _) => {
+            drop(response);
+            Step::Hooks(ended)
+        }
+        (None, Some(Thrown(err))) => Step::Ready(fail(ctx, err, Some(response.map(Body::new)))),
+        (None, None) => untouched(ctx, response),
+    }
+}
+
+/// A response nobody may have asked to change: it goes out with the inner body as
+/// it is, unless hooks or edits exist (they run) or its first frame must be polled.
+fn untouched<B>(ctx: &Context, response: Response<B>) -> Step<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let first_frame = wants_first_frame(ctx, &response);
+    match ctx.phase().claim_untouched(!first_frame) {
+        Claim::Work => Step::Hooks(response.map(Body::new)),
+        Claim::Untouched if first_frame => Step::FirstFrame(Box::new(response.map(Body::new))),
+        Claim::Untouched => Step::Ready(respond(ctx, response.map(ResponseBody::inner))),
+        Claim::UntouchedAndGone => {
+            let mut response = response.map(ResponseBody::inner);
+            send_head(ctx, &mut response, None);
+            Step::Ready(response)
+        }
+    }
+}
+
+/// Applies the deferred edits and moves to the hooks.
+fn start_hooks<F>(ctx: &Context, response: Response<Body>) -> State<F> {
+    let Started { hooks, edits, ended } = ctx.phase().start_hooks();
+    // An `end` that came just now wins over the inner response, as it would have a
+    // moment earlier (the inner one is dropped here, outside the lock).
+    let response = ended.unwrap_or(response);
+    let response = if edits.is_empty() {
+        response
+    } else {
+        let (mut parts, body) = response.into_parts();
+        apply_edits(edits, &mut parts.status, &mut parts.headers);
+        Response::from_parts(parts, body)
+    };
+    State::Hooks { response: Some(Box::new(response)), pending: hooks, running: None }
+}
+
+/// One after-hook at a time, last added first. A signal ends them: an error takes
+/// the error path, an `end` skips the hooks left.
+fn poll_hooks<B>(
+    response: &mut Option<Box<Response<Body>>>,
+    pending: &mut Hooks,
+    running: &mut Option<Hook>,
+    ctx: &Context,
+    catch: bool,
+    cx: &mut TaskContext<'_>,
+) -> Step<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    if running.is_none() {
+        let Some(hook) = pending.pop() else { return hooks_done(ctx, response) };
+        *running = Some(hook);
+    }
+    // A signal that came before this hook's first poll, or woke it.
+    if let Some(signal) = ctx.phase().take_signal() {
+        *running = None;
+        return Step::Ready(match signal {
+            Signal::Error(err) => fail(ctx, err, None),
+            Signal::End(ended) => {
+                pending.clear();
+                send_ended(ctx, ended)
+            }
+        });
+    }
+    let Some(hook) = running.as_mut() else { return Step::Again };
+    // The first poll calls the hook with the response; the one it returns goes back
+    // into the same box.
+    match guarded(catch, || hook.as_mut().poll_hook(response, cx)) {
+        Ok(Poll::Pending) => park(ctx, cx),
+        Err(err) | Ok(Poll::Ready(Err(err))) => {
+            *running = None;
+            Step::Ready(fail(ctx, err, None))
+        }
+        Ok(Poll::Ready(Ok(()))) => {
+            *running = None;
+            match ctx.phase().take_signal() {
+                Some(Signal::Error(err)) => {
+                    let next = response.take().map(|next| *next);
+                    Step::Ready(fail(ctx, err, next))
+                }
+                Some(Signal::End(ended)) => {
+                    pending.clear();
+                    Step::Ready(send_ended(ctx, ended))
+                }
+                None => Step::Again,
+            }
+        }
+    }
+}
+
+/// Every hook ran: the response goes, or first its first frame is polled.
+fn hooks_done<B>(ctx: &Context, response: &mut Option<Box<Response<Body>>>) -> Step<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let response = response.take().unwrap_or_default();
+    if wants_first_frame(ctx, &response) {
+        return Step::FirstFrame(response);
+    }
+    Step::Ready(respond(ctx, (*response).map(ResponseBody::replaced)))
+}
+
+/// First-frame mode: the head waits for the body's first frame, so a body that fails
+/// before it becomes a real error response.
+fn poll_first_frame<B>(
+    response: &mut Option<Box<Response<Body>>>,
+    ctx: &Context,
+    catch: bool,
+    cx: &mut TaskContext<'_>,
+) -> Step<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    // The body may wait on something that `end` or an error cuts short.
+    ctx.phase().park(cx.waker());
+    match ctx.phase().take_signal() {
+        Some(Signal::Error(err)) => {
+            let prior = response.take().map(|r| r.map(|_| Body::empty()));
+            return Step::Ready(fail(ctx, err, prior));
+        }
+        Some(Signal::End(ended)) => return Step::Ready(send_ended(ctx, ended)),
+        None => {}
+    }
+    let Some(pending) = response.as_mut() else {
+        return Step::Ready(respond(ctx, Response::default()));
+    };
+    let first = match guarded(catch, || Pin::new(pending.body_mut()).poll_frame(cx)) {
+        Ok(Poll::Pending) => return Step::Pending,
+        Ok(Poll::Ready(Some(Ok(frame)))) => Some(frame),
+        Ok(Poll::Ready(None)) => None,
+        Ok(Poll::Ready(Some(Err(err)))) => {
+            return Step::Ready(first_frame_failed(ctx, response.take(), Ok(err)));
+        }
+        Err(panic) => return Step::Ready(first_frame_failed(ctx, response.take(), Err(panic))),
+    };
+    let (parts, rest) = response.take().unwrap_or_default().into_parts();
+    let body = match first {
+        Some(frame) => Prefixed::body(frame, rest),
+        None => Body::empty(),
+    };
+    Step::Ready(respond(ctx, Response::from_parts(parts, ResponseBody::replaced(body))))
+}
+
+/// Whether nothing would hear of this body failing: it is already at its end, or
+/// there is no app-level error policy and no tracing to tell (listeners are checked
+/// by `Completion::unobserved`).
+fn body_cannot_report<B: http_body::Body>(ctx: &Context, response: &Response<B>) -> bool {
+    response.body().is_end_stream() || (ctx.config().handle_error.is_none() && !cfg!(feature = "tracing"))
+}
+
+/// Whether the layer should poll this response's first frame before sending the head.
+/// Bodies whose length is known (full bytes) cannot fail before their first frame.
+fn wants_first_frame<T: http_body::Body>(ctx: &Context, response: &Response<T>) -> bool {
+    (ctx.config().first_frame || response.extensions().get::<FirstFrame>().is_some())
+        && !response.body().is_end_stream()
+        && response.body().size_hint().exact().is_none()
+        && ctx.method() != Method::HEAD
+        && !matches!(response.status().as_u16(), 204 | 205 | 304)
+}
+
+impl<F, B, E> State<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    /// A nested layer: the outer one owns the request. Errors and panics become
+    /// responses that carry the error, for the outer layer to render.
+    fn poll_passthrough(self: Pin<&mut Self>, catch: bool, cx: &mut TaskContext<'_>) -> Poll<Output<B>> {
+        let err = match self.project() {
+            StateProj::Inner { future } => match guarded(catch, || future.poll(cx)) {
+                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(Ok(response))) => return Poll::Ready(Ok(response.map(ResponseBody::inner))),
+                Ok(Poll::Ready(Err(err))) => HttpError::from_error(err),
+                Err(panic) => panic,
+            },
+            StateProj::Failed { error } => error.take().unwrap_or_else(|| HttpError::new(500)),
+            StateProj::Hooks { .. } | StateProj::FirstFrame { .. } | StateProj::Done => {
+                panic!("ResponseFuture polled after completion")
+            }
+        };
+        Poll::Ready(Ok(err.into_http_response().map(ResponseBody::replaced)))
+    }
+}

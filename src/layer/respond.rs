@@ -1,0 +1,236 @@
+//! Every way out of the layer, in one place: [`respond`] for a response, [`fail`]
+//! for an error, and [`send_head`], the last steps both share.
+//!
+//! The calls go one way: `respond` may hand an error to `fail` (a response that
+//! carries one, or an error that arrived while the last hook finished); `fail` never
+//! calls `respond`. Where an accepted `end` wins over an error, `fail` sends the
+//! ended response itself through `leave`, which both share.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Response};
+
+use super::body::ResponseBody;
+use crate::body::{Body, BoxError};
+use crate::context::{Context, Edit, ErrorAction, ErrorPath, Left, Signal, apply_edits};
+use crate::error::{ErrorFormat, HttpError, Thrown, panic_error, render};
+
+type Sent<B> = Response<ResponseBody<B>>;
+
+/// An error on its way to the error path.
+pub(super) enum Failure {
+    /// A new error: Error fires, the app's policy decides, and it is rendered.
+    New(HttpError),
+    /// An error the listeners and the policy were told of already (a caught
+    /// stream's, when nothing was left to render it with): a plain 500.
+    Told,
+}
+
+impl From<HttpError> for Failure {
+    fn from(err: HttpError) -> Self {
+        Failure::New(err)
+    }
+}
+
+/// The exit of every path that has a response: it leaves the layer, unless it
+/// carries an error or an error beat it (then the error path).
+pub(super) fn respond<B>(ctx: &Context, response: Sent<B>) -> Sent<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    match leave(ctx, response) {
+        Leaving::Sent(sent) => sent,
+        Leaving::Failed(err, prior) => fail(ctx, err, Some(prior)),
+    }
+}
+
+/// Sends a response given to `end`, as it is (no hook runs on it from here).
+pub(super) fn send_ended<B>(ctx: &Context, ended: Response<Body>) -> Sent<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    respond(ctx, ended.map(ResponseBody::replaced))
+}
+
+/// What [`leave`] did.
+enum Leaving<B> {
+    /// The response left.
+    Sent(Sent<B>),
+    /// It stayed: this error goes down the error path, with the response's head.
+    Failed(HttpError, Response<Body>),
+}
+
+/// Marks the response as gone and sends it; unless it carries an error (a hook's
+/// result, an ended response) or an error arrived while the last hook finished:
+/// that error and the response's head come back, for the error path.
+fn leave<B>(ctx: &Context, mut response: Sent<B>) -> Leaving<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    if let Some(Thrown(err)) = response.extensions_mut().remove::<Thrown>() {
+        return Leaving::Failed(err, response.map(|_| Body::empty()));
+    }
+    let Left { edits, ended, late_error } = match ctx.phase().leave() {
+        Ok(left) => left,
+        Err(err) => return Leaving::Failed(err, response.map(|_| Body::empty())),
+    };
+    if let Some(ended) = ended {
+        // `end` arrived after the hooks were done but before the response left: its
+        // response goes instead. The one that lost, and its body (user code), are
+        // dropped here, outside the lock.
+        drop(std::mem::replace(&mut response, ended.map(ResponseBody::replaced)));
+    }
+    if !edits.is_empty() {
+        // Edits made after the hooks started (from a hook, a task) still apply.
+        let (mut parts, body) = response.into_parts();
+        apply_edits(edits, &mut parts.status, &mut parts.headers);
+        response = Response::from_parts(parts, body);
+    }
+    send_head(ctx, &mut response, late_error);
+    Leaving::Sent(response)
+}
+
+/// The error path: Error fires, the app's policy decides, the error is rendered.
+/// `prior` is the response that was about to go out, if any: its kept headers
+/// survive, and a swallowed error sends it.
+pub(super) fn fail<B>(ctx: &Context, failure: impl Into<Failure>, prior: Option<Response<Body>>) -> Sent<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let (mut failure, mut prior) = (failure.into(), prior);
+    let edits = loop {
+        match ctx.phase().enter_error_path() {
+            ErrorPath::Entered(edits) => break edits,
+            ErrorPath::Ended(ended) => {
+                // An `end` accepted before this error came to light wins over it, as
+                // it does when the layer sees the end first: its response goes out,
+                // and the error is only reported.
+                drop(prior);
+                if let Failure::New(err) = &failure {
+                    ctx.report_error(err);
+                }
+                match leave(ctx, ended.map(ResponseBody::replaced)) {
+                    Leaving::Sent(sent) => return sent,
+                    // The ended response carries an error of its own: that one goes
+                    // down the path, now taken (the ended response is spent).
+                    Leaving::Failed(err, carrier) => (failure, prior) = (Failure::New(err), Some(carrier)),
+                }
+            }
+        }
+    };
+    let response = match failure {
+        Failure::New(err) => decide(ctx, err, prior, edits),
+        Failure::Told => render_error(ctx, &HttpError::new(500), prior, edits),
+    };
+    let late_error = ctx.phase().leave_on_error_path();
+    let mut response = response.map(ResponseBody::replaced);
+    send_head(ctx, &mut response, late_error);
+    response
+}
+
+/// Error fires, then the app's error policy decides what goes out.
+fn decide(ctx: &Context, err: HttpError, prior: Option<Response<Body>>, edits: Vec<Edit>) -> Response<Body> {
+    ctx.emit_error_event(&err);
+    let action = match &ctx.config().handle_error {
+        Some(policy) => catch_unwind(AssertUnwindSafe(|| policy(err, ctx)))
+            .unwrap_or_else(|panic| ErrorAction::Render(panic_error(panic))),
+        None => ErrorAction::Render(err),
+    };
+    match action {
+        ErrorAction::Render(err) => render_error(ctx, &err, prior, edits),
+        ErrorAction::Respond(response) => response,
+        ErrorAction::Swallow => {
+            let (mut parts, body) = prior.unwrap_or_default().into_parts();
+            apply_edits(edits, &mut parts.status, &mut parts.headers);
+            Response::from_parts(parts, body)
+        }
+    }
+}
+
+/// Renders an error with the layer's renderer or format, keeping the whitelisted
+/// headers of what was set before it.
+fn render_error(
+    ctx: &Context,
+    err: &HttpError,
+    prior: Option<Response<Body>>,
+    edits: Vec<Edit>,
+) -> Response<Body> {
+    let (mut before, body) = prior.unwrap_or_default().into_parts();
+    drop(body);
+    apply_edits(edits, &mut before.status, &mut before.headers);
+    let mut response = match &ctx.config().renderer {
+        Some(renderer) => catch_unwind(AssertUnwindSafe(|| renderer(err, ctx)))
+            .unwrap_or_else(|panic| render::render_body(&panic_error(panic), ErrorFormat::Json)),
+        None => {
+            let format = ctx.config().error_format.resolve(ctx.header("accept"));
+            render::render_body(err, format)
+        }
+    };
+    render::apply_headers(&mut response, err, Some(&before.headers));
+    response
+}
+
+/// The body failed before its first frame (first-frame mode): a real error response.
+/// `failure` is the body's error, or the panic it raised.
+pub(super) fn first_frame_failed<B>(
+    ctx: &Context,
+    pending: Option<Box<Response<Body>>>,
+    failure: Result<BoxError, HttpError>,
+) -> Sent<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    // The handler's headers (CORS, vary, ...) count as set before the error.
+    let prior = pending.map(|r| r.map(|_| Body::empty()));
+    let err = match failure {
+        Err(panic) => panic,
+        // A caught stream already told the context: its error (or an `end` that beat
+        // it) is what goes out.
+        Ok(_) if ctx.phase().stream_failed() => match ctx.phase().take_signal() {
+            Some(Signal::Error(reported)) => reported,
+            Some(Signal::End(ended)) => {
+                drop(prior);
+                return send_ended(ctx, ended);
+            }
+            None => return fail(ctx, Failure::Told, prior),
+        },
+        Ok(err) => HttpError::from_error(err),
+    };
+    fail(ctx, err, prior)
+}
+
+/// The last steps of every path, once the response is marked as gone: Set-Cookie,
+/// the body rules of HEAD and 204/205/304, End, and an error that came too late.
+pub(super) fn send_head<B>(ctx: &Context, response: &mut Sent<B>, late_error: Option<HttpError>)
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    if let Some(jar) = ctx.touched_cookies() {
+        jar.write(response.headers_mut());
+    }
+    let head = ctx.method() == Method::HEAD;
+    let no_body = matches!(response.status().as_u16(), 204 | 205 | 304);
+    if head || no_body {
+        let hint = http_body::Body::size_hint(response.body());
+        if head && !no_body && !response.headers().contains_key(header::CONTENT_LENGTH) {
+            if let Some(length) = hint.exact() {
+                response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            }
+        }
+        if !http_body::Body::is_end_stream(response.body()) {
+            *response.body_mut() = ResponseBody::replaced(Body::empty());
+        }
+    }
+    ctx.emit_end();
+    if let Some(err) = late_error {
+        ctx.report_error(&err);
+    }
+}

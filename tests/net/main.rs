@@ -1,0 +1,11 @@
+//! Real sockets: a real hyper server (ours, `tower_context::serve`, or axum's) on
+//! 127.0.0.1 and a real client, for everything about connections, keep-alive,
+//! streaming and clients that go away.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod connection;
+mod lifecycle;
+mod server;
+mod streaming;
