@@ -198,8 +198,8 @@ pub trait HeaderExt: sealed::Headers {
     /// A request header by name (case-insensitive); `Referrer` and `Referer` are
     /// the same header. Koa's `ctx.get`.
     ///
-    /// On a [`Context`] the inherent [`Context::header`] is found first; call
-    /// `HeaderExt::header(&ctx, "referrer")` for the alias.
+    /// On a [`Context`] the inherent [`Context::header`] is found first; it reads
+    /// the same headers and knows the same alias.
     fn header(&self, name: &str) -> Option<&HeaderValue> {
         let name = if name.eq_ignore_ascii_case("referrer") { "referer" } else { name };
         self.sealed_header(name)

@@ -3,7 +3,7 @@
 //! Hyper writes the response head before it polls the body, so a stream that fails
 //! halfway cannot change the status any more. [`Context::catch_stream`] makes that
 //! failure visible instead of silent: the error reaches the context (Error event,
-//! the layer's `on_error` hook), the stream is dropped at once so its cleanup runs,
+//! the layer's `handle_error` policy), the stream is dropped at once so its cleanup runs,
 //! the response ends early (the server cuts the connection's response short) and
 //! Close fires.
 //!
@@ -86,7 +86,7 @@ impl Context {
     ///
     /// When the body fails, its error goes to the context (rendered as an error
     /// response if the head has not left yet, reported to `on_error` listeners and the
-    /// layer's hook otherwise), the body is dropped at once, the response ends early
+    /// layer's error policy otherwise), the body is dropped at once, the response ends early
     /// and Close fires. If the response is replaced before the body was sent (by
     /// `end` or an error), dropping the caught body runs the same cleanup.
     ///

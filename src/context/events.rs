@@ -100,7 +100,8 @@ impl Context {
 
     /// Fires End. The caller has marked the response as gone.
     pub(crate) fn emit_end(&self) {
-        for listener in self.phase().take_end_listeners() {
+        let Some(listeners) = self.phase().take_end_listeners() else { return };
+        for listener in listeners {
             call_quietly(|| listener(self));
         }
     }
@@ -128,7 +129,7 @@ impl Context {
     }
 
     /// An error that can no longer change the response: listeners and the layer's
-    /// error hook hear of it.
+    /// error policy hear of it.
     pub(crate) fn report_error(&self, err: &HttpError) {
         self.emit_error_event(err);
         if let Some(policy) = &self.config().handle_error {

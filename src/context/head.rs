@@ -49,10 +49,12 @@ fn next_id() -> u64 {
 }
 
 impl Id {
+    #[inline]
     pub(crate) fn adopt(value: &HeaderValue) -> Option<Id> {
         value.to_str().ok().filter(|s| !s.is_empty()).map(|_| Id::Adopted(value.clone()))
     }
 
+    #[inline]
     pub(crate) fn generate() -> Id {
         Id::Made { n: next_id(), text: OnceLock::new() }
     }

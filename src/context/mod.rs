@@ -161,20 +161,22 @@ impl Context {
             .get::<tower_http::request_id::RequestId>()
             .and_then(|id| Id::adopt(id.header_value()))
             .unwrap_or_else(Id::generate);
-        Context {
-            inner: Arc::new(Inner {
-                id,
-                method: request.method().clone(),
-                uri: request.uri().clone(),
-                version: request.version(),
-                headers: Captured::capture(request.headers()),
-                config,
-                phase: Phase::new(),
-                state: Mutex::new(Extensions::new()),
-                cookies: OnceLock::new(),
-                connection: Connection::from_extensions(request.extensions()),
-            }),
-        }
+        // Built in place: `new_cyclic` allocates first and the closure writes the
+        // fields into the allocation, where `Arc::new` would build the whole context
+        // on the stack and copy it in (it is several hundred bytes).
+        let inner = Arc::new_cyclic(|_| Inner {
+            id,
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            headers: Captured::capture(request.headers()),
+            config,
+            phase: Phase::new(),
+            state: Mutex::new(Extensions::new()),
+            cookies: OnceLock::new(),
+            connection: Connection::from_extensions(request.extensions()),
+        });
+        Context { inner }
     }
 
     pub(crate) fn phase(&self) -> &Phase {
@@ -308,7 +310,7 @@ impl Context {
     /// While the response has not left the layer, the request stops and the error is
     /// rendered (the first such error wins, and an accepted [`end`](Self::end) wins
     /// over later errors). Otherwise the response can no longer change: the error
-    /// goes to the `on_error` listeners and the layer's error hook only.
+    /// goes to the `on_error` listeners and the layer's error policy only.
     pub fn emit_error(&self, error: impl Into<HttpError>) {
         if let Err(error) = self.phase().try_signal_error(error.into()) {
             self.report_error(&error);

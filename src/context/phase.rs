@@ -191,6 +191,7 @@ pub(crate) struct Released {
 }
 
 impl Phase {
+    #[inline(always)]
     pub(crate) fn new() -> Phase {
         Phase {
             flags: AtomicU32::new(0),
@@ -562,12 +563,14 @@ impl Phase {
 
     // ---- Events -------------------------------------------------------------------
 
-    /// The End listeners, taken to be called (once RESPONDED is set, none is added).
-    pub(crate) fn take_end_listeners(&self) -> Vec<OnceListener> {
+    /// The End listeners, taken to be called (once RESPONDED is set, none is added);
+    /// `None` without a lock when no listener was ever registered.
+    #[inline]
+    pub(crate) fn take_end_listeners(&self) -> Option<Vec<OnceListener>> {
         if !self.has(flag::LISTENERS) {
-            return Vec::new();
+            return None;
         }
-        self.lock().listeners.as_mut().map(|l| mem::take(&mut l.end)).unwrap_or_default()
+        self.lock().listeners.as_mut().map(|l| mem::take(&mut l.end))
     }
 
     /// Starts delivering `err` to the Error listeners: the listeners, taken out to be

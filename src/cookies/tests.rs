@@ -170,7 +170,7 @@ fn cookie_format_reads_the_cookie_crates_own_jar() {
 }
 
 // Keygrip vectors: HMAC-SHA1 of "sid=abc123", base64url without padding (see
-// tests/cookies.rs for how they were computed).
+// tests/api/cookies.rs for how they were computed).
 const SIG_KEYBOARD_CAT: &str = "bDPldTuO4L189k44cqUSZURruS8";
 const SIG_OLD: &str = "HgpzBDoHrpbYT1kZUjJAfZzINsA";
 const SIG_NEW: &str = "Qr2kZAYsHOfYPbZNr9Dk6B5XfaQ";

@@ -67,6 +67,7 @@ enum Step<B> {
 type Output<B> = Result<Response<ResponseBody<B>>, std::convert::Infallible>;
 
 impl<F> ResponseFuture<F> {
+    #[inline]
     pub(super) fn new(future: F, completion: Option<Completion>, catch_panic: bool) -> Self {
         let owner = completion.is_some();
         ResponseFuture { state: State::Inner { future }, completion, owner, catch_panic }
@@ -74,6 +75,7 @@ impl<F> ResponseFuture<F> {
 
     /// A request that failed before the inner service could take it (`poll_ready`'s
     /// error, or a panic in `call`).
+    #[inline]
     pub(super) fn failed(error: HttpError, completion: Option<Completion>, catch_panic: bool) -> Self {
         let owner = completion.is_some();
         ResponseFuture { state: State::Failed { error: Some(error) }, completion, owner, catch_panic }
@@ -120,6 +122,7 @@ where
 
 /// The response leaves: its body takes over the request's completion (Finish at its
 /// end, Close if dropped first), unless nobody could ever see either.
+#[inline]
 fn hand_over<B>(completion: Completion, mut response: Response<ResponseBody<B>>) -> Response<ResponseBody<B>>
 where
     B: http_body::Body<Data = Bytes>,
@@ -171,6 +174,7 @@ where
 }
 
 /// Runs user code (a poll, a hook call), turning a panic into a 500 when `catch` is on.
+#[inline]
 fn guarded<T>(catch: bool, f: impl FnOnce() -> T) -> Result<T, HttpError> {
     if catch { catch_unwind(AssertUnwindSafe(f)).map_err(panic_error) } else { Ok(f()) }
 }
@@ -178,11 +182,13 @@ fn guarded<T>(catch: bool, f: impl FnOnce() -> T) -> Result<T, HttpError> {
 /// Waits for a wake-up. Only a future that waits needs waking by `end` or an error
 /// (one that was ready never registers); a signal that came in between is caught by
 /// the check made after registering.
+#[inline]
 fn park<B>(ctx: &Context, cx: &TaskContext<'_>) -> Step<B> {
     if ctx.phase().park(cx.waker()) { Step::Again } else { Step::Pending }
 }
 
 /// The inner future: a signal from the context first, else one poll.
+#[inline]
 fn poll_inner<F, B, E>(future: Pin<&mut F>, ctx: &Context, catch: bool, cx: &mut TaskContext<'_>) -> Step<B>
 where
     F: Future<Output = Result<Response<B>, E>>,
@@ -229,6 +235,8 @@ where
 /// The inner service's response meets what the context holds: an error signalled
 /// meanwhile wins, then an accepted `end`, then an error the response carries
 /// (axum handlers return errors this way); the loser is reported.
+// Always inlined: the response is built in place instead of copied out and in.
+#[inline(always)]
 fn inner_response<B>(ctx: &Context, mut response: Response<B>) -> Step<B>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -252,6 +260,7 @@ where
 
 /// A response nobody may have asked to change: it goes out with the inner body as
 /// it is, unless hooks or edits exist (they run) or its first frame must be polled.
+#[inline(always)]
 fn untouched<B>(ctx: &Context, response: Response<B>) -> Step<B>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
