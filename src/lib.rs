@@ -142,7 +142,7 @@
 //! | `axum` | yes | extractors (`Context`, `Cookies`, `Connection`) and `IntoResponse` for `HttpError` and `Ended`; needs only `axum-core` |
 //! | `server` | yes | [`serve`]: the connection-tracking hyper server |
 //! | `connect-info` | no | `Connection` as axum's connect info, for `axum::serve` (brings the `axum` crate) |
-//! | `tracing` | no | logs errors that are not exposed or are 5xx |
+//! | `tracing` | yes | logs errors that are not exposed or are 5xx (as Toa does) as `tracing` events; install a subscriber to see them |
 //! | `test-util` | no | `live_contexts()`, a count of live contexts for leak tests (counts on every request: not for production) |
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -191,6 +191,6 @@ pub use http;
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::error::macros::{__start, ErrorArg};
+    pub use crate::error::macros::{__start, ApplyArg, ApplyError, Arg, ErrorArg};
     pub use serde_json::json;
 }

@@ -221,10 +221,12 @@ pub(crate) struct Resolved<'a> {
     pub(crate) host: Option<&'a str>,
 }
 
-/// The request's protocol: `"https"` when the URI's scheme says so or a trusted
-/// proxy did (`believed`, from [`resolve`]), else `"http"`.
-pub(crate) fn protocol(uri: &http::Uri, believed: Option<&'static str>) -> &'static str {
-    if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+/// The request's protocol: `"https"` when it came over TLS (`tls`: what the
+/// transport says, never the client) or a trusted proxy says so (`believed`, from
+/// [`resolve`]), else `"http"`. The scheme of an absolute-form request line (or of
+/// HTTP/2's `:scheme`) is the client's word, and is not believed.
+pub(crate) fn protocol(tls: bool, believed: Option<&'static str>) -> &'static str {
+    if tls {
         return "https";
     }
     believed.unwrap_or("http")

@@ -70,6 +70,8 @@ pub(crate) mod sealed {
         fn sealed_uri(&self) -> &Uri;
         /// The connection's peer, when known.
         fn sealed_peer(&self) -> Option<IpAddr>;
+        /// Whether the transport says the request came over TLS.
+        fn sealed_tls(&self) -> bool;
         fn sealed_trust(&self) -> &TrustProxy;
     }
 }
@@ -137,6 +139,11 @@ fn peer_of(extensions: &http::Extensions) -> Option<IpAddr> {
         .map(|c| c.remote_addr().ip())
 }
 
+fn tls_of(extensions: &http::Extensions) -> bool {
+    crate::connection::came_over_tls(extensions)
+        || extensions.get::<Context>().is_some_and(Context::came_over_tls)
+}
+
 fn trust_of(extensions: &http::Extensions) -> &TrustProxy {
     extensions.get::<Context>().map_or(&NO_TRUST, |ctx| &ctx.config().trust_proxy)
 }
@@ -150,6 +157,9 @@ impl<B> sealed::Head for Request<B> {
     }
     fn sealed_peer(&self) -> Option<IpAddr> {
         peer_of(self.extensions())
+    }
+    fn sealed_tls(&self) -> bool {
+        tls_of(self.extensions())
     }
     fn sealed_trust(&self) -> &TrustProxy {
         trust_of(self.extensions())
@@ -166,6 +176,9 @@ impl sealed::Head for Parts {
     fn sealed_peer(&self) -> Option<IpAddr> {
         peer_of(&self.extensions)
     }
+    fn sealed_tls(&self) -> bool {
+        tls_of(&self.extensions)
+    }
     fn sealed_trust(&self) -> &TrustProxy {
         trust_of(&self.extensions)
     }
@@ -180,6 +193,9 @@ impl sealed::Head for Context {
     }
     fn sealed_peer(&self) -> Option<IpAddr> {
         self.connection().map(|c| c.remote_addr().ip())
+    }
+    fn sealed_tls(&self) -> bool {
+        self.came_over_tls()
     }
     fn sealed_trust(&self) -> &TrustProxy {
         &self.config().trust_proxy
@@ -371,7 +387,7 @@ pub trait RequestHeadExt: HeaderExt + sealed::Head {
     /// `"https"` when the request came over TLS (the URI's scheme says so) or a
     /// trusted proxy says it did, else `"http"`.
     fn protocol(&self) -> &'static str {
-        proxy::protocol(self.sealed_uri(), believed(self).proto)
+        proxy::protocol(self.sealed_tls(), believed(self).proto)
     }
 
     /// `protocol() == "https"`.
@@ -691,8 +707,13 @@ mod tests {
         assert!(req.subdomains(2).is_empty());
         let abs = get("https://user@api.example:8443/x?y=1", &[("host", "ignored.example")]);
         assert_eq!(abs.host().as_deref(), Some("api.example:8443"));
-        assert_eq!(abs.protocol(), "https");
-        assert!(abs.secure());
+        // The scheme of an absolute-form request line is the client's word: over a
+        // transport that is not TLS the request is http.
+        assert_eq!(abs.protocol(), "http");
+        assert!(!abs.secure());
+        let mut over_tls = get("https://api.example/x", &[]);
+        over_tls.extensions_mut().insert(crate::connection::Tls);
+        assert_eq!(over_tls.protocol(), "https");
         assert_eq!(abs.href().as_deref(), Some("https://user@api.example:8443/x?y=1"));
         let sub = get("/", &[("host", "tobi.ferrets.example.com")]);
         assert_eq!(sub.subdomains(2), ["ferrets", "tobi"]);

@@ -152,7 +152,7 @@ where
             Poll::Ready(Some(Err(err))) => {
                 // Drop the stream now: its cleanup must not wait for the server.
                 this.body.set(None);
-                let err = HttpError::from_error(err.into());
+                let err = HttpError::from_stream_error(err.into());
                 match this.ctx.upgrade() {
                     Some(ctx) => {
                         ctx.phase().mark_stream_failed();

@@ -59,6 +59,46 @@
 //! - there is no registry, no open/close hooks and no per-connection request limit;
 //! - `destroy` only marks the connection (`is_destroyed` turns true): axum keeps
 //!   the socket open and keeps serving it.
+//!
+//! # Behind a TLS acceptor of your own
+//!
+//! Whether a request is `https` is the transport's word, never the client's: under
+//! [`serve`](crate::serve) with [`Serve::tls`](crate::server::Serve::tls) (feature
+//! `tls`) every request is. A server of your own that terminates TLS says so per
+//! socket with [`Connection::new_tls`] (or per request with the [`Tls`] marker),
+//! here with tokio-rustls and hyper-util:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use axum::Router;
+//! use hyper_util::rt::{TokioExecutor, TokioIo};
+//! use hyper_util::service::TowerToHyperService;
+//! use tokio_rustls::{TlsAcceptor, rustls::ServerConfig};
+//! use tower::ServiceExt;
+//! use tower_context::Connection;
+//!
+//! # async fn run(app: Router, tls: Arc<ServerConfig>) -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+//! let acceptor = TlsAcceptor::from(tls);
+//! loop {
+//!     let (tcp, remote) = listener.accept().await?;
+//!     let (acceptor, app) = (acceptor.clone(), app.clone());
+//!     tokio::spawn(async move {
+//!         let local = tcp.local_addr()?;
+//!         let stream = acceptor.accept(tcp).await?;
+//!         let conn = Connection::new_tls(remote, local);
+//!         // Every request on this socket carries its TLS connection.
+//!         let app = app.map_request(move |mut req: http::Request<_>| {
+//!             req.extensions_mut().insert(conn.clone());
+//!             req
+//!         });
+//!         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+//!         let served = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app)).await;
+//!         served.map_err(std::io::Error::other)
+//!     });
+//! }
+//! # }
+//! ```
 
 #[cfg(feature = "server")]
 pub(crate) mod fingerprint;
@@ -108,6 +148,8 @@ struct Inner {
     connected_at: SystemTime,
     remote_addr: SocketAddr,
     local_addr: SocketAddr,
+    /// The socket speaks TLS (the server terminated it).
+    tls: bool,
     kind: AtomicU8,
     /// The fingerprint of the latest request (see [`Connection::fingerprint`]).
     #[cfg(feature = "server")]
@@ -120,6 +162,26 @@ struct Inner {
     destroyed: AtomicBool,
     /// Wakes the server's task for this socket when `destroy` is called.
     destroy: Notify,
+}
+
+/// Says that a request came over TLS: for a server of your own that terminates TLS
+/// and does not make [`Connection`]s, insert it into every request's extensions
+/// (see [`Connection::new_tls`] for the other way). The layer believes it as it
+/// believes the transport: requests that carry it are `https`.
+///
+/// ```
+/// use tower_context::connection::Tls;
+///
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(Tls);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tls;
+
+/// Whether the request these extensions belong to came over TLS, as its transport
+/// says: the [`Tls`] marker, or a TLS [`Connection`].
+pub(crate) fn came_over_tls(extensions: &Extensions) -> bool {
+    extensions.get::<Tls>().is_some() || Connection::from_extensions(extensions).is_some_and(|c| c.is_tls())
 }
 
 /// What protocol a [`Connection`] speaks.
@@ -179,6 +241,28 @@ impl Connection {
     /// assert_eq!(conn.total(), 0);
     /// ```
     pub fn new(remote_addr: SocketAddr, local_addr: SocketAddr) -> Connection {
+        Connection::make(remote_addr, local_addr, false)
+    }
+
+    /// A connection record for a socket whose TLS your server terminated: requests
+    /// on it are `https` ([`RequestHeadExt::secure`](crate::RequestHeadExt::secure),
+    /// Secure cookies), whatever the request line or proxy headers say.
+    ///
+    /// [`serve`](crate::serve) makes these itself when it terminates TLS (feature
+    /// `tls`). With another TLS acceptor, make one per accepted socket and insert a
+    /// clone into every request's extensions, or insert the [`Tls`] marker.
+    ///
+    /// ```
+    /// use tower_context::Connection;
+    ///
+    /// let conn = Connection::new_tls("127.0.0.1:50000".parse().unwrap(), "127.0.0.1:8443".parse().unwrap());
+    /// assert!(conn.is_tls());
+    /// ```
+    pub fn new_tls(remote_addr: SocketAddr, local_addr: SocketAddr) -> Connection {
+        Connection::make(remote_addr, local_addr, true)
+    }
+
+    fn make(remote_addr: SocketAddr, local_addr: SocketAddr, tls: bool) -> Connection {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         Connection {
             inner: Arc::new(Inner {
@@ -186,6 +270,7 @@ impl Connection {
                 connected_at: SystemTime::now(),
                 remote_addr,
                 local_addr,
+                tls,
                 kind: AtomicU8::new(0),
                 #[cfg(feature = "server")]
                 fingerprint: Mutex::new(None),
@@ -219,6 +304,12 @@ impl Connection {
     /// The local address the socket was accepted on.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
+    }
+
+    /// Whether the socket speaks TLS that this server terminated (see
+    /// [`new_tls`](Self::new_tls)).
+    pub fn is_tls(&self) -> bool {
+        self.inner.tls
     }
 
     /// The protocol spoken on the connection (Actionhero's `type`), known once the

@@ -2,7 +2,7 @@
 //! response the caller does not hold yet; the layer applies them when it does.
 
 use http::StatusCode;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
 
 use super::Context;
 
@@ -16,9 +16,15 @@ pub(crate) enum Edit {
 }
 
 /// Applies the deferred edits to a response's head, in the order they were made.
+///
+/// A status set before the response is a preset, as in Koa: a redirect keeps its
+/// own status over a preset that is not a redirect (`set_status(304)` then
+/// `redirect(..)` answers 302), and takes a preset redirect status (301, 303, 307,
+/// 308) instead of its 302.
 pub(crate) fn apply(edits: Vec<Edit>, status: &mut StatusCode, headers: &mut HeaderMap) {
     for edit in edits {
         match edit {
+            Edit::Status(s) if is_redirect(*status) && headers.contains_key(LOCATION) && !is_redirect(s) => {}
             Edit::Status(s) => *status = s,
             Edit::Insert(name, value) => {
                 headers.insert(name, value);
@@ -34,12 +40,34 @@ pub(crate) fn apply(edits: Vec<Edit>, status: &mut StatusCode, headers: &mut Hea
     }
 }
 
+/// A status that redirects, as Koa's `statuses.redirect` lists them.
+fn is_redirect(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 300..=303 | 305 | 307 | 308)
+}
+
+/// The error an invalid status becomes: a 500 whose message, not exposed, says why.
+pub(crate) fn invalid_status(status: StatusCode) -> crate::error::HttpError {
+    crate::error::HttpError::new(500).message(format!("invalid status code {}", status.as_u16()))
+}
+
+/// The statuses an app may set: `http` accepts up to 999, HTTP defines up to 599.
+pub(crate) fn is_valid_status(status: StatusCode) -> bool {
+    status.as_u16() <= 599
+}
+
 impl Context {
     /// Sets the response status, applied when the response leaves the inner service
     /// (before the hooks run), so a layer or handler without the response in hand
     /// can still shape it. Edits made later (from a hook, say) apply just before the
     /// response leaves the layer.
+    ///
+    /// A status above 599 (`http` accepts up to 999; HTTP stops at 599) is refused:
+    /// the request takes the error path with a 500 that names it.
     pub fn set_status(&self, status: StatusCode) {
+        if !is_valid_status(status) {
+            self.emit_error(invalid_status(status));
+            return;
+        }
         self.inner.phase.add_edit(Edit::Status(status));
     }
 

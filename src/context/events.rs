@@ -175,6 +175,16 @@ impl Context {
     }
 }
 
+/// Whether errors the request meets are logged: the `tracing` feature is on and a
+/// global subscriber is installed. Without one, a body that could still fail needs
+/// no context kept for it.
+pub(crate) fn errors_are_logged() -> bool {
+    #[cfg(feature = "tracing")]
+    return tracing::dispatcher::has_been_set();
+    #[cfg(not(feature = "tracing"))]
+    false
+}
+
 /// Runs a listener; a panic in it is contained (listeners run inside the response
 /// future or a body's drop, where unwinding would take the connection down).
 pub(crate) fn call_quietly(f: impl FnOnce()) {

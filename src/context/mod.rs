@@ -35,10 +35,11 @@ use http::{Extensions, Method, Request, Response, Uri, Version};
 
 pub use config::ErrorAction;
 pub use events::Outcome;
+pub(crate) use events::errors_are_logged;
 pub use state::StateMap;
 
 pub(crate) use config::Config;
-pub(crate) use edits::{Edit, apply as apply_edits};
+pub(crate) use edits::{Edit, apply as apply_edits, invalid_status, is_valid_status};
 pub(crate) use hooks::{Hook, Hooks};
 pub(crate) use phase::{Claim, ErrorPath, Left, Signal, Started};
 
@@ -96,6 +97,8 @@ pub(crate) struct Inner {
     /// Made on first use: a request nobody asks about parses no cookies.
     cookies: OnceLock<Cookies>,
     connection: Option<Connection>,
+    /// The transport says the request came over TLS.
+    tls: bool,
 }
 
 #[cfg(feature = "test-util")]
@@ -164,6 +167,9 @@ impl Context {
         // Built in place: `new_cyclic` allocates first and the closure writes the
         // fields into the allocation, where `Arc::new` would build the whole context
         // on the stack and copy it in (it is several hundred bytes).
+        let connection = Connection::from_extensions(request.extensions());
+        let tls = connection.as_ref().is_some_and(Connection::is_tls)
+            || request.extensions().get::<crate::connection::Tls>().is_some();
         let inner = Arc::new_cyclic(|_| Inner {
             id,
             method: request.method().clone(),
@@ -174,7 +180,8 @@ impl Context {
             phase: Phase::new(),
             state: Mutex::new(Extensions::new()),
             cookies: OnceLock::new(),
-            connection: Connection::from_extensions(request.extensions()),
+            connection,
+            tls,
         });
         Context { inner }
     }
@@ -256,7 +263,12 @@ impl Context {
         };
         let peer = self.connection().map(|c| c.remote_addr().ip());
         let believed = proxy::resolve(&self.config().trust_proxy, peer, headers).proto;
-        proxy::protocol(self.uri(), believed) == "https"
+        proxy::protocol(self.came_over_tls(), believed) == "https"
+    }
+
+    /// Whether the transport says the request came over TLS.
+    pub(crate) fn came_over_tls(&self) -> bool {
+        self.inner.tls
     }
 
     /// Stops processing and responds with `response`: Toa's `ctx.end`.

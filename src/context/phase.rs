@@ -54,7 +54,7 @@
 //! 6. **Nothing registered is kept past completion.** Every registration (listener,
 //!    task, state, edit) sets its bit with a read-modify-write; [`Phase::complete`]
 //!    sees the bit and releases what was kept, or the registration sees the outcome
-//!    and acts at once. (Tests: `tests/api/leaks.rs`.)
+//!    and acts at once. (Test: `contexts_are_released_on_every_path` in `tests/soak/leaks.rs`.)
 
 use std::mem;
 use std::pin::pin;

@@ -3,14 +3,17 @@
 //!
 //! Arguments come in any order, as in Toa: an integer or [`StatusCode`] sets the
 //! status, a string sets the message, an [`HttpError`] is the starting point (its
-//! status and message are kept unless later arguments change them), and a trailing
-//! `{ ... }` is a JSON object of properties (written as for `serde_json::json!`).
+//! status and message are kept unless later arguments change them), any other error
+//! gives its text as the message and becomes the source (so `throw!(422, err)` answers
+//! with `err`'s text, as Toa's `ctx.throw(422, new Error('test'))` answers `test`;
+//! alone, `throw!(err)` is a 500 whose text stays hidden), and a trailing `{ ... }` is
+//! a JSON object of properties (written as for `serde_json::json!`).
 
 use std::borrow::Cow;
 
 use http::StatusCode;
 
-use super::{HttpError, IntoStatus};
+use super::{BoxError, HttpError, IntoStatus};
 
 /// One argument of the error macros. Not for use outside them.
 #[doc(hidden)]
@@ -59,6 +62,54 @@ pub fn __start() -> HttpError {
     HttpError::new(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
+/// One macro argument, for the two-level dispatch below: a type with an [`ErrorArg`]
+/// impl (status, message, `HttpError`) is applied as such; any other error becomes
+/// the message and source (Toa's `throw(422, new Error('test'))` answers `test`).
+/// The dispatch picks the first at compile time by auto-ref: `(&&Arg(x)).apply_arg(..)`
+/// finds [`ApplyArg`] on `&Arg<T>` when `T: ErrorArg`, and only else [`ApplyError`]
+/// on `Arg<T>`. Not for use outside the macros.
+#[doc(hidden)]
+pub struct Arg<T>(pub std::cell::Cell<Option<T>>);
+
+impl<T> Arg<T> {
+    pub fn new(value: T) -> Self {
+        Arg(std::cell::Cell::new(Some(value)))
+    }
+}
+
+#[doc(hidden)]
+pub trait ApplyArg {
+    fn apply_arg(&self, err: HttpError) -> HttpError;
+}
+
+impl<T: ErrorArg> ApplyArg for &Arg<T> {
+    fn apply_arg(&self, err: HttpError) -> HttpError {
+        match self.0.take() {
+            Some(arg) => arg.apply(err),
+            None => err,
+        }
+    }
+}
+
+#[doc(hidden)]
+pub trait ApplyError {
+    fn apply_arg(&self, err: HttpError) -> HttpError;
+}
+
+impl<E: Into<BoxError>> ApplyError for Arg<E> {
+    fn apply_arg(&self, err: HttpError) -> HttpError {
+        let Some(cause) = self.0.take() else { return err };
+        match cause.into().downcast::<HttpError>() {
+            // A boxed `HttpError` is the starting point, as an `HttpError` is.
+            Ok(http) => *http,
+            // Any other error keeps the status so far and gives its text as the
+            // message: shown to the client only when that status exposes it (below
+            // 500), as `http-errors` does.
+            Err(other) => err.message(other.to_string()).with_source(other),
+        }
+    }
+}
+
 /// Builds an [`HttpError`](crate::HttpError) without returning it: Toa's
 /// `ctx.createError`.
 ///
@@ -84,12 +135,16 @@ macro_rules! http_error {
     ($a:expr, $b:expr, { $($props:tt)* } $(,)?) => {
         $crate::http_error!($a, $b).properties_from($crate::__private::json!({ $($props)* }))
     };
-    ($a:expr $(,)?) => {
-        $crate::__private::ErrorArg::apply($a, $crate::__private::__start())
-    };
-    ($a:expr, $b:expr $(,)?) => {
-        $crate::__private::ErrorArg::apply($b, $crate::http_error!($a))
-    };
+    ($a:expr $(,)?) => {{
+        #[allow(unused_imports)]
+        use $crate::__private::{ApplyArg as _, ApplyError as _};
+        (&&$crate::__private::Arg::new($a)).apply_arg($crate::__private::__start())
+    }};
+    ($a:expr, $b:expr $(,)?) => {{
+        #[allow(unused_imports)]
+        use $crate::__private::{ApplyArg as _, ApplyError as _};
+        (&&$crate::__private::Arg::new($b)).apply_arg($crate::http_error!($a))
+    }};
 }
 
 /// Returns early with an [`HttpError`](crate::HttpError): Toa's `ctx.throw`.
@@ -253,6 +308,30 @@ mod tests {
         let err = crate::http_error!("only a message", { "a": 1 });
         assert_eq!(err.status(), 500);
         assert_eq!(err.properties()["a"], 1);
+    }
+
+    #[test]
+    fn any_error_gives_its_text_as_the_message() {
+        use std::error::Error as _;
+
+        // Toa's `ctx.throw(422, new Error('test'))`: a client status exposes the text.
+        let err = crate::http_error!(422, std::io::Error::other("test"));
+        assert_eq!(err.status(), 422);
+        assert_eq!(err.message_str(), "test");
+        assert!(err.is_exposed());
+        assert_eq!(err.source().map(|s| s.to_string()).as_deref(), Some("test"));
+        // Either order; alone it is a 500 whose text stays hidden.
+        let err = crate::http_error!(std::io::Error::other("test"), 409);
+        assert_eq!((err.status().as_u16(), err.message_str()), (409, "test"));
+        let err = crate::http_error!(std::io::Error::other("disk full"));
+        assert_eq!(err.status(), 500);
+        assert!(!err.is_exposed());
+        // A boxed error, and a boxed `HttpError`, which is recovered as it is.
+        let boxed: BoxError = "boxed text".into();
+        assert_eq!(crate::http_error!(400, boxed).message_str(), "boxed text");
+        let boxed: BoxError = Box::new(HttpError::new(403).message("no"));
+        let err = crate::http_error!(400, boxed);
+        assert_eq!((err.status().as_u16(), err.message_str()), (403, "no"));
     }
 
     #[test]

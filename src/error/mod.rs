@@ -140,6 +140,37 @@ impl HttpError {
         }
     }
 
+    /// A body stream's error: as [`from_error`](Self::from_error), except that an I/O
+    /// error of kind `NotFound` is a 404 and `PermissionDenied` a 403 (looked for
+    /// along the error's sources), as Koa and Toa answer a missing file stream.
+    pub(crate) fn from_stream_error(source: BoxError) -> Self {
+        let status = {
+            let mut next: Option<&(dyn StdError + 'static)> = Some(&*source);
+            let mut found = None;
+            while let Some(err) = next {
+                if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                    found = match io.kind() {
+                        std::io::ErrorKind::NotFound => Some(StatusCode::NOT_FOUND),
+                        std::io::ErrorKind::PermissionDenied => Some(StatusCode::FORBIDDEN),
+                        _ => None,
+                    };
+                    break;
+                }
+                next = err.source();
+            }
+            found
+        };
+        let err = HttpError::from_error(source);
+        match status {
+            Some(status) if err.status() == StatusCode::INTERNAL_SERVER_ERROR => {
+                let mut err = err;
+                err.0.status = status;
+                err
+            }
+            _ => err,
+        }
+    }
+
     /// Sets the message.
     #[must_use]
     pub fn message(mut self, message: impl Into<Cow<'static, str>>) -> Self {
@@ -227,6 +258,23 @@ impl HttpError {
     /// Properties merged into the rendered JSON body.
     pub fn properties(&self) -> &Map<String, Value> {
         &self.0.properties
+    }
+
+    /// Whether two errors say the same thing: status, message, exposure, headers,
+    /// properties, and the very same source.
+    pub(crate) fn says_the_same_as(&self, other: &HttpError) -> bool {
+        let (a, b) = (&*self.0, &*other.0);
+        let same_source = match (&a.source, &b.source) {
+            (None, None) => true,
+            (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+            _ => false,
+        };
+        a.status == b.status
+            && self.message_str() == other.message_str()
+            && self.is_exposed() == other.is_exposed()
+            && a.headers == b.headers
+            && a.properties == b.properties
+            && same_source
     }
 
     /// Whether this error came from a panic caught by the layer.

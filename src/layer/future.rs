@@ -17,7 +17,10 @@ use super::body::ResponseBody;
 use super::completion::Completion;
 use super::respond::{fail, first_frame_failed, respond, send_ended, send_head};
 use crate::body::{Body, BoxError};
-use crate::context::{Claim, Context, Hook, Hooks, Signal, Started, apply_edits};
+use crate::context::{
+    Claim, Context, Hook, Hooks, Signal, Started, apply_edits, errors_are_logged, invalid_status,
+    is_valid_status,
+};
 use crate::error::{HttpError, Thrown, panic_error};
 use crate::stream::{FirstFrame, Prefixed};
 
@@ -254,6 +257,10 @@ where
             Step::Hooks(ended)
         }
         (None, Some(Thrown(err))) => Step::Ready(fail(ctx, err, Some(response.map(Body::new)))),
+        (None, None) if !is_valid_status(response.status()) => {
+            let err = invalid_status(response.status());
+            Step::Ready(fail(ctx, err, Some(response.map(Body::new))))
+        }
         (None, None) => untouched(ctx, response),
     }
 }
@@ -406,10 +413,10 @@ where
 }
 
 /// Whether nothing would hear of this body failing: it is already at its end, or
-/// there is no app-level error policy and no tracing to tell (listeners are checked
-/// by `Completion::unobserved`).
+/// there is no app-level error policy and no log to tell (listeners are checked by
+/// `Completion::unobserved`).
 fn body_cannot_report<B: http_body::Body>(ctx: &Context, response: &Response<B>) -> bool {
-    response.body().is_end_stream() || (ctx.config().handle_error.is_none() && !cfg!(feature = "tracing"))
+    response.body().is_end_stream() || (ctx.config().handle_error.is_none() && !errors_are_logged())
 }
 
 /// Whether the layer should poll this response's first frame before sending the head.

@@ -332,8 +332,9 @@ mod tests {
     async fn an_unobserved_request_lets_its_context_go_with_the_head() {
         // A body at its end cannot fail: nothing could ever be told.
         assert!(!watched(ContextLayer::new(), |_| {}, Empty::<Bytes>::new()).await);
-        // A body that could still fail: tracing would log its failure.
-        assert_eq!(watched(ContextLayer::new(), |_| {}, full()).await, cfg!(feature = "tracing"));
+        // A body that could still fail, but no subscriber is installed in this test
+        // process, so nothing would log its failure either.
+        assert!(!watched(ContextLayer::new(), |_| {}, full()).await);
     }
 
     #[tokio::test]

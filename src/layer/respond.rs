@@ -14,7 +14,9 @@ use http::{Method, Response};
 
 use super::body::ResponseBody;
 use crate::body::{Body, BoxError};
-use crate::context::{Context, Edit, ErrorAction, ErrorPath, Left, Signal, apply_edits};
+use crate::context::{
+    Context, Edit, ErrorAction, ErrorPath, Left, Signal, apply_edits, invalid_status, is_valid_status,
+};
 use crate::error::{ErrorFormat, HttpError, Thrown, panic_error, render};
 
 type Sent<B> = Response<ResponseBody<B>>;
@@ -75,6 +77,9 @@ where
     if let Some(Thrown(err)) = response.extensions_mut().remove::<Thrown>() {
         return Leaving::Failed(err, response.map(|_| Body::empty()));
     }
+    if !is_valid_status(response.status()) {
+        return Leaving::Failed(invalid_status(response.status()), response.map(|_| Body::empty()));
+    }
     let Left { edits, ended, late_error } = match ctx.phase().leave() {
         Ok(left) => left,
         Err(err) => return Leaving::Failed(err, response.map(|_| Body::empty())),
@@ -128,29 +133,74 @@ where
         Failure::New(err) => decide(ctx, err, prior, edits),
         Failure::Told => render_error(ctx, &HttpError::new(500), prior, edits),
     };
+    let mut response = response;
+    if !is_valid_status(response.status()) {
+        // A swallowed error or the policy's response can still carry a status HTTP
+        // does not have: it never goes out.
+        *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    }
     let late_error = ctx.phase().leave_on_error_path();
     let mut response = response.map(ResponseBody::replaced);
     send_head(ctx, &mut response, late_error);
     response
 }
 
-/// Error fires, then the app's error policy decides what goes out.
+/// Error fires, then the app's error policy decides what goes out. An error raised
+/// while deciding (a replacement that says something else than the error given, or
+/// the policy's panic) fires Error too, so none goes unreported (Toa's app-level
+/// `onerror` logs those).
 fn decide(ctx: &Context, err: HttpError, prior: Option<Response<Body>>, edits: Vec<Edit>) -> Response<Body> {
     ctx.emit_error_event(&err);
-    let action = match &ctx.config().handle_error {
-        Some(policy) => catch_unwind(AssertUnwindSafe(|| policy(err, ctx)))
-            .unwrap_or_else(|panic| ErrorAction::Render(panic_error(panic))),
-        None => ErrorAction::Render(err),
+    let Some(policy) = &ctx.config().handle_error else {
+        return render_error(ctx, &err, prior, edits);
     };
+    // Kept to tell the error given back from a replacement.
+    let original = err.clone();
+    let action = catch_unwind(AssertUnwindSafe(|| policy(err, ctx))).unwrap_or_else(|panic| {
+        let err = panic_error(panic);
+        ctx.emit_error_event(&err);
+        ErrorAction::Render(err)
+    });
     match action {
-        ErrorAction::Render(err) => render_error(ctx, &err, prior, edits),
-        ErrorAction::Respond(response) => response,
+        ErrorAction::Render(err) => {
+            if !err.says_the_same_as(&original) && !err.is_panic() {
+                ctx.emit_error_event(&err);
+            }
+            render_error(ctx, &err, prior, edits)
+        }
+        ErrorAction::Respond(response) => keep_earlier_headers(response, prior, edits),
         ErrorAction::Swallow => {
             let (mut parts, body) = prior.unwrap_or_default().into_parts();
             apply_edits(edits, &mut parts.status, &mut parts.headers);
             Response::from_parts(parts, body)
         }
     }
+}
+
+/// The policy's own response, with the headers set before the error (the deferred
+/// edits' among them, CORS for one) that it does not set itself. Its status and
+/// body framing are its own.
+fn keep_earlier_headers(
+    response: Response<Body>,
+    prior: Option<Response<Body>>,
+    edits: Vec<Edit>,
+) -> Response<Body> {
+    let (mut before, body) = prior.unwrap_or_default().into_parts();
+    drop(body);
+    apply_edits(edits, &mut before.status, &mut before.headers);
+    let (mut parts, body) = response.into_parts();
+    let mut last = None;
+    for (name, value) in &before.headers {
+        let framing = name == header::CONTENT_TYPE
+            || name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING;
+        if framing || (last != Some(name) && parts.headers.contains_key(name)) {
+            continue;
+        }
+        last = Some(name);
+        parts.headers.append(name, value.clone());
+    }
+    Response::from_parts(parts, body)
 }
 
 /// Renders an error with the layer's renderer or format, keeping the whitelisted
@@ -201,13 +251,15 @@ where
             }
             None => return fail(ctx, Failure::Told, prior),
         },
-        Ok(err) => HttpError::from_error(err),
+        Ok(err) => HttpError::from_stream_error(err),
     };
     fail(ctx, err, prior)
 }
 
 /// The last steps of every path, once the response is marked as gone: Set-Cookie,
-/// the body rules of HEAD and 204/205/304, End, and an error that came too late.
+/// the body rules of HEAD and 204/205/304 (no body; no `Content-Type`,
+/// `Content-Length` or `Transfer-Encoding` for the three), End, and an error that
+/// came too late.
 pub(super) fn send_head<B>(ctx: &Context, response: &mut Sent<B>, late_error: Option<HttpError>)
 where
     B: http_body::Body<Data = Bytes>,
@@ -216,12 +268,17 @@ where
     if let Some(jar) = ctx.touched_cookies() {
         jar.write(response.headers_mut());
     }
-    let head = ctx.method() == Method::HEAD;
-    let no_body = matches!(response.status().as_u16(), 204 | 205 | 304);
-    if head || no_body {
-        let hint = http_body::Body::size_hint(response.body());
-        if head && !no_body && !response.headers().contains_key(header::CONTENT_LENGTH) {
-            if let Some(length) = hint.exact() {
+    if matches!(response.status().as_u16(), 204 | 205 | 304) {
+        // No content, so nothing to describe or frame (Koa removes the same three).
+        let headers = response.headers_mut();
+        headers.remove(header::CONTENT_TYPE);
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove(header::TRANSFER_ENCODING);
+        *response.body_mut() = ResponseBody::replaced(Body::empty());
+    } else if ctx.method() == Method::HEAD {
+        // The head tells the length the body would have had, when it is known.
+        if !response.headers().contains_key(header::CONTENT_LENGTH) {
+            if let Some(length) = http_body::Body::size_hint(response.body()).exact() {
                 response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(length));
             }
         }

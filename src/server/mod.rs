@@ -26,3 +26,7 @@ mod serve;
 
 pub use registry::Connections;
 pub use serve::{Serve, serve};
+
+/// The rustls that [`Serve::tls`] takes its configuration from (feature `tls`).
+#[cfg(feature = "tls")]
+pub use tokio_rustls::rustls;

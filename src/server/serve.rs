@@ -111,6 +111,8 @@ pub struct Serve<S> {
 }
 
 struct Config {
+    #[cfg(feature = "tls")]
+    tls: Option<tokio_rustls::TlsAcceptor>,
     simultaneous: Option<usize>,
     max_connections: Option<usize>,
     header_read_timeout: Duration,
@@ -122,6 +124,8 @@ struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            #[cfg(feature = "tls")]
+            tls: None,
             simultaneous: Some(DEFAULT_SIMULTANEOUS),
             max_connections: Some(10_000),
             header_read_timeout: Duration::from_secs(30),
@@ -167,6 +171,35 @@ impl<S> Serve<S> {
     /// keep-alive connection is closed. On HTTP/2 it only bounds the first request.
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.config.header_read_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Terminates TLS on every accepted socket with `config` (feature `tls`): the
+    /// handshake must finish within the [header read
+    /// timeout](Self::header_read_timeout), a client that fails it is dropped, and
+    /// every request on the socket is `https` (a [TLS
+    /// `Connection`](crate::Connection::new_tls), so `secure()` is true and Secure
+    /// cookies are allowed and set by default). For HTTP/2 over TLS, offer it in
+    /// `config.alpn_protocols` (`h2`, then `http/1.1`).
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use tower_context::server::rustls::{ServerConfig, crypto::ring, pki_types::{CertificateDer, PrivateKeyDer}};
+    ///
+    /// # async fn run(app: axum::Router, certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>)
+    /// # -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tls = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+    ///     .with_safe_default_protocol_versions()?
+    ///     .with_no_client_auth()
+    ///     .with_single_cert(certs, key)?;
+    /// tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+    /// tower_context::serve(listener, app).tls(Arc::new(tls)).await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: Arc<tokio_rustls::rustls::ServerConfig>) -> Self {
+        self.config.tls = Some(tokio_rustls::TlsAcceptor::from(config));
         self
     }
 
@@ -383,15 +416,45 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let Socket { stream, remote_addr, app, config, connections, builder, mut shutdown, permit } = socket;
+    let Socket { stream, remote_addr, app, config, connections, builder, shutdown, permit } = socket;
     let Ok(local_addr) = stream.local_addr() else { return };
     // Small responses go out at once rather than waiting for Nagle.
     let _ = stream.set_nodelay(true);
+    #[cfg(feature = "tls")]
+    if let Some(acceptor) = &config.tls {
+        // The handshake is bounded like a request head: a client that starts one and
+        // stalls is dropped. Nothing is registered until it succeeds.
+        let handshake = tokio::time::timeout(config.header_read_timeout, acceptor.accept(stream));
+        let Ok(Ok(stream)) = handshake.await else { return };
+        let conn = Connection::new_tls(remote_addr, local_addr);
+        let open = Open::new(conn.clone(), connections, Arc::clone(&config), permit);
+        return drive(stream, conn, open, app, config, builder, shutdown).await;
+    }
     let conn = Connection::new(remote_addr, local_addr);
     let open = Open::new(conn.clone(), connections, Arc::clone(&config), permit);
+    drive(stream, conn, open, app, config, builder, shutdown).await;
+}
 
+/// Serves one socket's connection until it closes: gracefully on `destroy` or
+/// server shutdown, at once when no request arrived in time.
+async fn drive<I, S, B>(
+    io: I,
+    conn: Connection,
+    open: Open,
+    app: S,
+    config: Arc<Config>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let service = ConnService { app, conn: conn.clone(), config: Arc::clone(&config) };
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
     let first_request = tokio::time::sleep(config.header_read_timeout);
     tokio::pin!(first_request);

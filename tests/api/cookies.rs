@@ -72,6 +72,13 @@ fn request(uri: &str, cookie: Option<&[u8]>) -> Request<axum::body::Body> {
     builder.body(axum::body::Body::empty()).unwrap()
 }
 
+/// A request that came over TLS, as a TLS-terminating server marks it.
+fn over_tls(uri: &str) -> Request<axum::body::Body> {
+    let mut request = request(uri, None);
+    request.extensions_mut().insert(tower_context::connection::Tls);
+    request
+}
+
 fn set_cookies<B>(response: &Response<B>) -> Vec<String> {
     response.headers().get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect()
 }
@@ -247,9 +254,12 @@ async fn secure_follows_the_request() {
         ctx.cookies().set(("a", "1"))?;
         Ok("ok")
     }
-    let (_, lines) = call(ContextLayer::new(), handler, request("https://example.com/", None)).await;
+    let (_, lines) = call(ContextLayer::new(), handler, over_tls("https://example.com/")).await;
     assert_eq!(lines, ["a=1; HttpOnly; Secure; Path=/"]);
     let (_, lines) = call(ContextLayer::new(), handler, request("http://example.com/", None)).await;
+    assert_eq!(lines, ["a=1; HttpOnly; Path=/"]);
+    // What the client wrote in the request line is not the transport.
+    let (_, lines) = call(ContextLayer::new(), handler, request("https://example.com/", None)).await;
     assert_eq!(lines, ["a=1; HttpOnly; Path=/"]);
 }
 
@@ -311,7 +321,7 @@ async fn same_site_max_age_expires_domain() {
         ctx.cookies().remove(Cookie::build("old").path("/app").domain("example.com"))?;
         Ok("ok")
     }
-    let (_, lines) = call(ContextLayer::new(), handler, request("https://example.com/", None)).await;
+    let (_, lines) = call(ContextLayer::new(), handler, over_tls("https://example.com/")).await;
     assert_eq!(
         lines,
         [

@@ -355,3 +355,146 @@ async fn errors_carried_by_an_ended_or_hooked_response_are_rendered_too() {
         assert_eq!(body_string(res).await, message);
     }
 }
+
+#[tokio::test]
+async fn throw_with_a_client_status_and_an_error_shows_the_errors_text() {
+    // Toa's `ctx.throw(422, new Error('test'))` answers `test`.
+    async fn handler() -> Result<&'static str, HttpError> {
+        let parsed: Result<u8, std::num::ParseIntError> = "x".parse();
+        if let Err(err) = parsed {
+            throw!(422, err);
+        }
+        Ok("unreachable")
+    }
+    let res = Router::new().route("/", get(handler)).layer(ContextLayer::new()).oneshot(req("/", None)).await;
+    let res = res.unwrap();
+    assert_eq!(res.status(), 422);
+    assert_eq!(
+        body_string(res).await,
+        r#"{"status":422,"error":"Unprocessable Entity","message":"invalid digit found in string"}"#
+    );
+    // A 5xx keeps the text hidden, as for any error.
+    async fn hidden() -> Result<&'static str, HttpError> {
+        throw!(503, std::io::Error::other("db at 10.0.0.7 is down"));
+    }
+    let res = Router::new().route("/", get(hidden)).layer(ContextLayer::new()).oneshot(req("/", None)).await;
+    assert_eq!(
+        body_string(res.unwrap()).await,
+        r#"{"status":503,"error":"Service Unavailable","message":"Service Unavailable"}"#
+    );
+}
+
+#[tokio::test]
+async fn errors_raised_by_the_error_policy_reach_the_listeners() {
+    for (policy, want) in [
+        ("same", vec!["404 original"]),
+        ("modified", vec!["404 original", "404 gone"]),
+        ("replaced", vec!["404 original", "410 Gone"]),
+        ("panics", vec!["404 original", "500 Internal Server Error"]),
+    ] {
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let s = seen.clone();
+        let layer = ContextLayer::new().handle_error(move |err, _| match policy {
+            "same" => ErrorAction::Render(err),
+            "modified" => ErrorAction::Render(err.message("gone")),
+            "replaced" => ErrorAction::Render(HttpError::new(410)),
+            _ => panic!("the policy itself fails"),
+        });
+        let svc = layer.layer(service_fn(move |req: Request<Empty<Bytes>>| {
+            let s = s.clone();
+            ctx_of(&req)
+                .on_error(move |err| s.lock().unwrap().push(format!("{} {}", err.status().as_u16(), err)));
+            async { Err::<Response<Body>, _>(HttpError::new(404).message("original")) }
+        }));
+        let res = svc.oneshot(Request::get("/").body(Empty::new()).unwrap()).await.unwrap();
+        let status = res.status().as_u16();
+        assert_eq!(status, want.last().unwrap()[..3].parse::<u16>().unwrap(), "{policy}");
+        assert_eq!(*seen.lock().unwrap(), want, "{policy}");
+    }
+}
+
+#[tokio::test]
+async fn a_handled_error_that_responds_keeps_the_headers_set_before_it() {
+    let make = |action: fn() -> ErrorAction| {
+        ContextLayer::new().handle_error(move |_, _| action()).layer(service_fn(
+            |req: Request<Empty<Bytes>>| {
+                let ctx = ctx_of(&req);
+                ctx.set_header(
+                    HeaderName::from_static("access-control-allow-origin"),
+                    HeaderValue::from_static("https://app.example"),
+                );
+                ctx.set_header(HeaderName::from_static("x-request-cost"), HeaderValue::from_static("3"));
+                async { Err::<Response<Body>, _>(HttpError::new(404)) }
+            },
+        ))
+    };
+    let get = || Request::get("/").body(Empty::new()).unwrap();
+    let res = make(|| {
+        ErrorAction::Respond(
+            Response::builder().status(418).header("x-request-cost", "9").body(Body::from("teapot")).unwrap(),
+        )
+    })
+    .oneshot(get())
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 418);
+    assert_eq!(res.headers()["access-control-allow-origin"], "https://app.example");
+    assert_eq!(res.headers()["x-request-cost"], "9", "the response's own header wins");
+    assert_eq!(body_string(res).await, "teapot");
+
+    let res = make(|| ErrorAction::Swallow).oneshot(get()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["access-control-allow-origin"], "https://app.example");
+    assert_eq!(res.headers()["x-request-cost"], "3");
+}
+
+#[tokio::test]
+async fn a_redirect_keeps_its_status_over_a_preset_that_is_not_a_redirect() {
+    async fn handler(ctx: Context) -> Result<Response<Body>, HttpError> {
+        let preset = ctx.uri().query().unwrap_or("200").parse().unwrap_or(200);
+        ctx.set_status(StatusCode::from_u16(preset).unwrap());
+        Ok(tower_context::response::redirect(&ctx, "/elsewhere")?)
+    }
+    let app = Router::new().route("/", get(handler)).layer(ContextLayer::new());
+    for (preset, want) in [(304, 302), (200, 302), (404, 302), (301, 301), (303, 303), (307, 307), (308, 308)]
+    {
+        let res = app.clone().oneshot(req(&format!("/?{preset}"), None)).await.unwrap();
+        assert_eq!(res.status(), want, "preset {preset}");
+        assert_eq!(res.headers()["location"], "/elsewhere");
+    }
+}
+
+#[tokio::test]
+async fn statuses_http_does_not_have_are_refused_with_a_500() {
+    async fn returned() -> Response<Body> {
+        let mut res = Response::new(Body::from("odd"));
+        *res.status_mut() = StatusCode::from_u16(999).unwrap();
+        res
+    }
+    async fn preset(ctx: Context) -> &'static str {
+        ctx.set_status(StatusCode::from_u16(600).unwrap());
+        "odd"
+    }
+    async fn hooked(ctx: Context) -> &'static str {
+        ctx.after(|mut res| async move {
+            *res.status_mut() = StatusCode::from_u16(700).unwrap();
+            Ok(res)
+        })
+        .unwrap();
+        "odd"
+    }
+    let app = Router::new()
+        .route("/returned", get(returned))
+        .route("/preset", get(preset))
+        .route("/hooked", get(hooked))
+        .layer(ContextLayer::new());
+    for path in ["/returned", "/preset", "/hooked"] {
+        let res = app.clone().oneshot(req(path, None)).await.unwrap();
+        assert_eq!(res.status(), 500, "{path}");
+        assert_eq!(
+            body_string(res).await,
+            r#"{"status":500,"error":"Internal Server Error","message":"Internal Server Error"}"#,
+            "{path}"
+        );
+    }
+}

@@ -9,3 +9,5 @@ mod connection;
 mod lifecycle;
 mod server;
 mod streaming;
+#[cfg(feature = "tls")]
+mod tls;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use futures_util::stream;
-use http::{HeaderMap, Request, Response};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::StreamBody;
 use hyper::body::Incoming;
 use std::error::Error as _;
@@ -409,4 +409,78 @@ async fn first_frame_keeps_a_body_that_is_only_trailers() {
     let res = svc.oneshot(Request::get("/").body(http_body_util::Empty::new()).unwrap()).await.unwrap();
     let collected = res.into_body().collect().await.unwrap();
     assert_eq!(collected.trailers().unwrap()["grpc-status"], "5");
+}
+
+/// One stream item that fails with an I/O error of `kind`, before any data.
+fn failing_io(kind: std::io::ErrorKind) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    stream::iter([Err(std::io::Error::new(kind, "no file here: /srv/secret/path"))])
+}
+
+#[tokio::test]
+async fn first_frame_maps_a_missing_or_forbidden_stream_to_404_and_403() {
+    // Toa answers a missing file stream with 404; the I/O error's text (a path) stays
+    // hidden, the status's reason is shown.
+    for (caught, kind, status, reason) in [
+        (true, std::io::ErrorKind::NotFound, 404, "Not Found"),
+        (true, std::io::ErrorKind::PermissionDenied, 403, "Forbidden"),
+        (false, std::io::ErrorKind::NotFound, 404, "Not Found"),
+        (false, std::io::ErrorKind::PermissionDenied, 403, "Forbidden"),
+        (true, std::io::ErrorKind::ConnectionRefused, 500, "Internal Server Error"),
+    ] {
+        let (addr, mut contexts) =
+            serve(ContextLayer::new().first_frame(true), move |ctx, _req| async move {
+                let body = if caught {
+                    Body::new(ctx.catch_byte_stream(failing_io(kind))?)
+                } else {
+                    Body::new(http_body_util::StreamBody::new(
+                        failing_io(kind).map(|r| r.map(http_body::Frame::data)),
+                    ))
+                };
+                Ok(Response::new(body))
+            })
+            .await;
+        let reply = fetch(addr, "GET", "/file").await;
+        assert!(reply.starts_with(&format!("HTTP/1.1 {status} {reason}")), "{kind:?} {caught}: {reply}");
+        let body = format!(r#"{{"status":{status},"error":"{reason}","message":"{reason}"}}"#);
+        assert!(reply.ends_with(&body), "{kind:?} {caught}: {reply}");
+        assert!(!reply.contains("/srv/secret"), "{reply}");
+        let (ctx, events) = contexts.recv().await.unwrap();
+        assert_eq!(done(&ctx).await, Outcome::Finished);
+        assert_eq!(*events.lock().unwrap(), [format!("error {reason}"), "end".into(), "finish".into()]);
+    }
+}
+
+#[tokio::test]
+async fn no_content_statuses_send_no_body_and_no_content_headers() {
+    // Koa removes Content-Type, Content-Length and Transfer-Encoding for 204 and 304;
+    // 205 (reset content) may not carry content either.
+    for status in [204_u16, 205, 304] {
+        let (addr, _contexts) = serve(ContextLayer::new(), move |_ctx, req| async move {
+            let streamed = req.uri().path() == "/stream";
+            let body = if streamed {
+                Body::new(http_body_util::StreamBody::new(stream::iter([Ok::<_, Infallible>(
+                    http_body::Frame::data(Bytes::from("not sent")),
+                )])))
+            } else {
+                Body::from("not sent")
+            };
+            let mut response = Response::new(body);
+            *response.status_mut() = StatusCode::from_u16(status).unwrap();
+            response.headers_mut().insert("content-type", HeaderValue::from_static("text/plain"));
+            response.headers_mut().insert("x-kept", HeaderValue::from_static("yes"));
+            Ok(response)
+        })
+        .await;
+        for path in ["/full", "/stream"] {
+            let reply = fetch(addr, "GET", path).await;
+            let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+            let head = head.to_ascii_lowercase();
+            assert!(head.starts_with(&format!("http/1.1 {status}")), "{status} {path}: {reply}");
+            assert!(head.contains("x-kept: yes"), "{reply}");
+            assert!(!head.contains("content-type"), "{status} {path}: {reply}");
+            assert!(!head.contains("transfer-encoding"), "{status} {path}: {reply}");
+            assert!(!head.contains("content-length") || head.contains("content-length: 0"), "{reply}");
+            assert_eq!(body, "", "{status} {path}: {reply}");
+        }
+    }
 }
