@@ -141,6 +141,7 @@
 //! |---|---|---|
 //! | `axum` | yes | extractors (`Context`, `Cookies`, `Connection`) and `IntoResponse` for `HttpError` and `Ended`; needs only `axum-core` |
 //! | `server` | yes | [`serve`]: the connection-tracking hyper server |
+//! | `tls` | no | [`serve`] terminates TLS itself (rustls, ring provider): see `server::Serve::tls` |
 //! | `connect-info` | no | `Connection` as axum's connect info, for `axum::serve` (brings the `axum` crate) |
 //! | `tracing` | yes | logs errors that are not exposed or are 5xx (as Toa does) as `tracing` events; install a subscriber to see them |
 //! | `test-util` | no | `live_contexts()`, a count of live contexts for leak tests (counts on every request: not for production) |
