@@ -75,7 +75,7 @@ async fn login(ctx: Context) -> Result<String, HttpError> {
 }
 
 async fn me(ctx: Context) -> Result<String, HttpError> {
-    match ctx.cookies().get_signed("user") {
+    match ctx.cookies().get_signed("user")? {
         Some(user) => Ok(format!("you are {user}\n")),
         None => throw!(401, "not logged in (or the signature did not verify)"),
     }

@@ -7,7 +7,8 @@
 //! use tower_context::{ContextLayer, HttpError};
 //!
 //! async fn visit(cookies: Cookies) -> Result<String, HttpError> {
-//!     let visits: u32 = cookies.get_signed("visits").and_then(|v| v.parse().ok()).unwrap_or(0);
+//!     // `?`: without keys on the layer this is an error (a 500), not "no visits yet".
+//!     let visits: u32 = cookies.get_signed("visits")?.and_then(|v| v.parse().ok()).unwrap_or(0);
 //!     cookies.set_signed(Cookie::build(("visits", (visits + 1).to_string())).same_site(SameSite::Lax))?;
 //!     Ok(format!("visit number {}", visits + 1))
 //! }
@@ -37,10 +38,11 @@
 //!
 //! # Signed and private cookies
 //!
-//! Both need [`Keys`] on the layer. They sign (or encrypt) with the first key and
-//! verify (or decrypt) with any; a cookie that only an older key verifies is sent again
-//! signed with the first key on the same response, so rotating keys does not log
-//! anyone out. A cookie that fails to verify reads as absent. Signatures and
+//! Both need [`Keys`] on the layer: reading or setting one without keys is
+//! [`CookieError::NoKeys`]. They sign (or encrypt) with the first key and verify (or
+//! decrypt) with any; a cookie that only an older key verifies is sent again signed
+//! with the first key on the same response, so rotating keys does not log anyone out.
+//! A cookie that fails to verify reads as absent (`Ok(None)`). Signatures and
 //! authentication tags are compared in constant time.
 //!
 //! Signed cookies come in two formats, chosen with
@@ -64,6 +66,10 @@
 //!   removed one reads as absent. Koa reads the request only.
 //! - An empty value is a cookie with an empty value; [`Cookies::remove`] deletes. Koa
 //!   deletes on an empty value.
+//! - Reading a signed or private cookie without keys is [`CookieError::NoKeys`] on
+//!   every read. Koa throws only once a request carries both the cookie and its
+//!   `.sig`, so a layer that lost its keys looks like a visitor who is not logged in
+//!   until then; failing on the first read shows the misconfiguration at once.
 //! - A cookie re-signed or re-encrypted for key rotation is sent with the default
 //!   attributes (Koa does the same for `name.sig`); set it again with your own
 //!   attributes in the same response if it needs them: the last set wins.
@@ -274,49 +280,72 @@ impl Cookies {
         Ok(())
     }
 
-    /// The value of a signed cookie, verified with any of the keys; `None` when it is
-    /// absent, fails to verify, or the layer has no keys.
+    /// The value of a signed cookie, verified with any of the keys: `Ok(None)` when it
+    /// is absent or fails to verify.
     ///
     /// A cookie verified with an older key is sent again, signed with the first key.
     /// With [`SignedFormat::Keygrip`], a `name.sig` that does not match is cleared.
-    pub fn get_signed(&self, name: &str) -> Option<String> {
-        let keys = self.keys().ok()?;
-        let value = self.get(name)?;
-        match self.inner.config.format {
-            SignedFormat::Cookie => {
-                let (index, plain) =
-                    open(keys, name, &value, |jar, key, cookie| jar.signed(key).verify(cookie))?;
-                if index > 0 {
-                    // Best effort: a value from the request that the jar would not
-                    // set (it has a space at an end, say) stays as it was.
-                    let _ = self.set_signed((name.to_owned(), plain.clone()));
+    ///
+    /// ```
+    /// use tower_context::{Context, HttpError, throw};
+    ///
+    /// async fn me(ctx: Context) -> Result<String, HttpError> {
+    ///     match ctx.cookies().get_signed("user")? {
+    ///         Some(user) => Ok(format!("you are {user}")),
+    ///         None => throw!(401, "not logged in"),
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`CookieError::NoKeys`] when the layer has no keys, whether or not the cookie
+    /// is there: nothing can verify, and reading that as "not logged in" would hide
+    /// the misconfiguration.
+    pub fn get_signed(&self, name: &str) -> Result<Option<String>, CookieError> {
+        let keys = self.keys()?;
+        let Some(value) = self.get(name) else { return Ok(None) };
+        Ok(match self.inner.config.format {
+            SignedFormat::Cookie => self.verify_sealed(keys, name, &value),
+            SignedFormat::Keygrip(hash) => self.verify_keygrip(hash, keys, name, value),
+        })
+    }
+
+    /// [`get_signed`](Self::get_signed) in the cookie crate's format.
+    fn verify_sealed(&self, keys: &Keys, name: &str, value: &str) -> Option<String> {
+        let (index, plain) = open(keys, name, value, |jar, key, cookie| jar.signed(key).verify(cookie))?;
+        if index > 0 {
+            // Best effort: a value from the request that the jar would not set (it has
+            // a space at an end, say) stays as it was.
+            let _ = self.set_signed((name.to_owned(), plain.clone()));
+        }
+        Some(plain)
+    }
+
+    /// [`get_signed`](Self::get_signed) in Keygrip's format: the value is `value`
+    /// itself, if `name.sig` signs it.
+    fn verify_keygrip(&self, hash: KeygripHash, keys: &Keys, name: &str, value: String) -> Option<String> {
+        let matched = {
+            let mut jar = self.jar();
+            let signature = jar.get_by(|n| is_companion(n, name))?;
+            keygrip::index(hash, keys, name, &value, signature)
+        };
+        let sig_name = format!("{name}.sig");
+        match matched {
+            None => {
+                if let Ok(removal) = self.removal(Cookie::new(sig_name, "")) {
+                    self.jar().put(removal, true);
                 }
-                Some(plain)
+                None
             }
-            SignedFormat::Keygrip(hash) => {
-                let matched = {
-                    let mut jar = self.jar();
-                    let signature = jar.get_by(|n| is_companion(n, name))?;
-                    keygrip::index(hash, keys, name, &value, signature)
-                };
-                let sig_name = format!("{name}.sig");
-                match matched {
-                    None => {
-                        if let Ok(removal) = self.removal(Cookie::new(sig_name, "")) {
-                            self.jar().put(removal, true);
-                        }
-                        None
-                    }
-                    Some(index) => {
-                        if index > 0 {
-                            let sig = sign_keygrip(hash, keys, name, &value);
-                            if let Ok(cookie) = self.prepare(Cookie::new(sig_name, sig), false) {
-                                self.jar().put(cookie, false);
-                            }
-                        }
-                        Some(value)
+            Some(index) => {
+                if index > 0 {
+                    let sig = sign_keygrip(hash, keys, name, &value);
+                    if let Ok(cookie) = self.prepare(Cookie::new(sig_name, sig), false) {
+                        self.jar().put(cookie, false);
                     }
                 }
+                Some(value)
             }
         }
     }
@@ -348,17 +377,23 @@ impl Cookies {
         Ok(())
     }
 
-    /// The value of a private cookie, decrypted with any of the keys; `None` when it
-    /// is absent, fails to decrypt, or the layer has no keys. A cookie decrypted with an
-    /// older key is sent again, encrypted with the first key.
-    pub fn get_private(&self, name: &str) -> Option<String> {
-        let keys = self.keys().ok()?;
-        let value = self.get(name)?;
-        let (index, plain) = open(keys, name, &value, |jar, key, cookie| jar.private(key).decrypt(cookie))?;
+    /// The value of a private cookie, decrypted with any of the keys: `Ok(None)` when
+    /// it is absent or fails to decrypt. A cookie decrypted with an older key is sent
+    /// again, encrypted with the first key.
+    ///
+    /// # Errors
+    ///
+    /// [`CookieError::NoKeys`] when the layer has no keys, whether or not the cookie
+    /// is there, as for [`get_signed`](Self::get_signed).
+    pub fn get_private(&self, name: &str) -> Result<Option<String>, CookieError> {
+        let keys = self.keys()?;
+        let Some(value) = self.get(name) else { return Ok(None) };
+        let opened = open(keys, name, &value, |jar, key, cookie| jar.private(key).decrypt(cookie));
+        let Some((index, plain)) = opened else { return Ok(None) };
         if index > 0 {
             let _ = self.set_private((name.to_owned(), plain.clone()));
         }
-        Some(plain)
+        Ok(Some(plain))
     }
 
     /// Sets a private cookie: its value is encrypted and authenticated with the first
