@@ -105,6 +105,11 @@
 //!     Ok(format!("you are {user}"))
 //! }
 //!
+//! async fn logout(ctx: Context) -> Result<&'static str, HttpError> {
+//!     ctx.cookies().remove_signed("user")?; // user and user.sig
+//!     Ok("bye")
+//! }
+//!
 //! let layer = ContextLayer::new()
 //!     .keys(Keys::new(["this-years-secret", "last-years-secret"]))
 //!     .signed_format(SignedFormat::KEYGRIP);

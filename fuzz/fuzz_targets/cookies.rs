@@ -7,7 +7,8 @@
 //! - nothing panics, whatever the header, names, values, keys or attributes;
 //! - `iter()` agrees with `get()`, one pair per name;
 //! - a cookie just set (plain, signed, private) reads back as set, a removed one as
-//!   absent; a Keygrip `get_signed` value is the raw value;
+//!   absent (a signed one removed with `remove_signed`: its `name.sig` too); a
+//!   Keygrip `get_signed` value is the raw value;
 //! - signed and private reads are `Err(NoKeys)` exactly when no key is usable;
 //! - every cookie the jar accepted leaves as a `Set-Cookie` line;
 //! - request 2 sends those lines back as a browser would, to a layer whose key list has
@@ -56,6 +57,7 @@ enum Kind {
     Signed,
     Private,
     Remove,
+    RemoveSigned,
 }
 
 #[derive(Arbitrary, Debug, Clone)]
@@ -225,6 +227,15 @@ fuzz_target!(|input: Input| {
                 Kind::Remove => cookies.remove(op.cookie()).map(|()| {
                     assert_eq!(cookies.get(&op.name), None, "{op:?}");
                 }),
+                Kind::RemoveSigned => cookies.remove_signed(op.cookie()).map(|()| {
+                    assert_eq!(cookies.get(&op.name), None, "{op:?}");
+                    if let SignedFormat::Keygrip(_) = format {
+                        assert_eq!(cookies.get(&format!("{}.sig", op.name)), None, "{op:?}");
+                    }
+                    if !no_keys {
+                        assert_eq!(cookies.get_signed(&op.name), Ok(None), "{op:?}");
+                    }
+                }),
             };
             accepted.push(result.is_ok());
         }
@@ -248,7 +259,11 @@ fuzz_target!(|input: Input| {
     let accepted: Vec<&Op> = ops
         .iter()
         .zip(&outcome)
-        .filter(|(op, ok)| **ok && op.kind != Kind::Remove && alone.iter().any(|a| std::ptr::eq(*a, *op)))
+        .filter(|(op, ok)| {
+            **ok
+                && !matches!(op.kind, Kind::Remove | Kind::RemoveSigned)
+                && alone.iter().any(|a| std::ptr::eq(*a, *op))
+        })
         .map(|(op, _)| op)
         .collect();
     for op in &accepted {

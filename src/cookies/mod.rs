@@ -45,13 +45,17 @@
 //! A cookie that fails to verify reads as absent (`Ok(None)`). Signatures and
 //! authentication tags are compared in constant time.
 //!
+//! [`Cookies::remove_signed`] deletes a signed cookie with its signature, and
+//! [`Cookies::remove`] deletes a private one.
+//!
 //! Signed cookies come in two formats, chosen with
 //! [`ContextLayer::signed_format`](crate::ContextLayer::signed_format):
 //! - [`SignedFormat::Keygrip`] (the default, with SHA-1): the Node `cookies` +
 //!   `keygrip` modules' (Koa, Toa, Express), a companion `name.sig` cookie holding the
 //!   HMAC of `name=value`, so a signature is bound to its cookie's name. With the same
 //!   keys, a Rust service and a Koa service read each other's signed cookies. A
-//!   `name.sig` that does not match is cleared, as Koa does.
+//!   `name.sig` that does not match is cleared, as Koa does, and
+//!   [`remove_signed`](Cookies::remove_signed) deletes `name` and `name.sig` together.
 //! - [`SignedFormat::Cookie`]: the cookie crate's, a MAC inside the value, as
 //!   axum-extra's `SignedCookieJar` and tower-cookies write it (they percent-encode
 //!   it; both spellings are read). It signs the value only: a value signed under one
@@ -64,12 +68,16 @@
 //!
 //! - [`Cookies::get`] sees this response's changes: a cookie just set reads back, a
 //!   removed one reads as absent. Koa reads the request only.
-//! - An empty value is a cookie with an empty value; [`Cookies::remove`] deletes. Koa
-//!   deletes on an empty value.
+//! - An empty value is a cookie with an empty value; [`Cookies::remove`] and
+//!   [`Cookies::remove_signed`] delete. Koa deletes on an empty value
+//!   (`set(name, null, { signed: true })` for a signed cookie).
 //! - Reading a signed or private cookie without keys is [`CookieError::NoKeys`] on
 //!   every read. Koa throws only once a request carries both the cookie and its
 //!   `.sig`, so a layer that lost its keys looks like a visitor who is not logged in
 //!   until then; failing on the first read shows the misconfiguration at once.
+//! - [`Cookies::remove_signed`] needs no keys, where Koa throws without them:
+//!   deleting uses no secret, and a logout should not fail because signing is
+//!   misconfigured.
 //! - A cookie re-signed or re-encrypted for key rotation is sent with the default
 //!   attributes (Koa does the same for `name.sig`); set it again with your own
 //!   attributes in the same response if it needs them: the last set wins.
@@ -247,8 +255,10 @@ impl Cookies {
 
     /// Deletes a cookie: sends it empty and expired, with the same `Path` (`/` when
     /// unset) and `Domain` as the cookie given, since a browser only deletes a cookie
-    /// that matches both. With [`SignedFormat::Keygrip`], a `name.sig` companion is
-    /// deleted too.
+    /// that matches both. It deletes plain and private cookies; for signed ones use
+    /// [`remove_signed`](Self::remove_signed). With [`SignedFormat::Keygrip`], a
+    /// `name.sig` companion that the request sent (or this response set) is deleted
+    /// too.
     ///
     /// ```
     /// # use tower_context::Context;
@@ -266,17 +276,43 @@ impl Cookies {
         let removal = self.removal(cookie.into())?;
         let companion = match self.inner.config.format {
             SignedFormat::Keygrip(_) => {
-                let mut sig = removal.clone();
-                sig.set_name(format!("{}.sig", removal.name()));
+                let sig = companion_of(&removal);
                 self.get(sig.name()).is_some().then_some(sig)
             }
             SignedFormat::Cookie => None,
         };
-        let mut jar = self.jar();
-        jar.put(removal, true);
-        if let Some(sig) = companion {
-            jar.put(sig, true);
-        }
+        self.put_removals(removal, companion);
+        Ok(())
+    }
+
+    /// Deletes a signed cookie, as [`remove`](Self::remove) does, and with
+    /// [`SignedFormat::Keygrip`] its `name.sig` companion too, whether or not the
+    /// request sent one: Koa's `ctx.cookies.set(name, null, { signed: true })`. With
+    /// [`SignedFormat::Cookie`] the signature is inside the value, so only `name` is
+    /// deleted.
+    ///
+    /// Deleting uses no secret, so this works without [`Keys`] (Koa throws there).
+    ///
+    /// ```
+    /// # use tower_context::Context;
+    /// use tower_context::cookies::Cookie;
+    /// # fn f(ctx: Context) -> Result<(), tower_context::cookies::CookieError> {
+    /// // Sends `user=` and `user.sig=`, both expired.
+    /// ctx.cookies().remove_signed("user")?;
+    /// ctx.cookies().remove_signed(Cookie::build("sid").path("/app"))?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// An invalid name, `Path` or `Domain`, as for [`set`](Self::set).
+    pub fn remove_signed(&self, cookie: impl Into<Cookie<'static>>) -> Result<(), CookieError> {
+        let removal = self.removal(cookie.into())?;
+        let companion = match self.inner.config.format {
+            SignedFormat::Keygrip(_) => Some(companion_of(&removal)),
+            SignedFormat::Cookie => None,
+        };
+        self.put_removals(removal, companion);
         Ok(())
     }
 
@@ -462,6 +498,23 @@ impl Cookies {
         removal.set_expires(time::OffsetDateTime::UNIX_EPOCH);
         Ok(removal)
     }
+
+    /// Records a removal and, when there is one, the removal of its `name.sig`, under
+    /// one lock so no reader sees one without the other.
+    fn put_removals(&self, removal: Cookie<'static>, companion: Option<Cookie<'static>>) {
+        let mut jar = self.jar();
+        jar.put(removal, true);
+        if let Some(sig) = companion {
+            jar.put(sig, true);
+        }
+    }
+}
+
+/// The removal of `name.sig` that goes with a removal of `name`: same attributes.
+fn companion_of(removal: &Cookie<'static>) -> Cookie<'static> {
+    let mut sig = removal.clone();
+    sig.set_name(format!("{}.sig", removal.name()));
+    sig
 }
 
 /// Verifies or decrypts a value in the cookie crate's format with each key in turn:

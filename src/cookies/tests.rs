@@ -260,6 +260,79 @@ fn keygrip_remove_deletes_the_companion() {
 }
 
 #[test]
+fn keygrip_remove_signed_deletes_both_whether_or_not_the_sig_was_sent() {
+    let keys = config(Some(Keys::new(["keyboard cat"])), SignedFormat::KEYGRIP);
+    for header in ["sid=abc123", "", &format!("sid=abc123; sid.sig={SIG_KEYBOARD_CAT}")] {
+        let cookies = jar(header, &keys, false);
+        cookies.remove_signed("sid").unwrap();
+        assert_eq!(
+            set_cookies(&cookies),
+            [format!("sid=; HttpOnly; Path=/; {GONE}"), format!("sid.sig=; HttpOnly; Path=/; {GONE}")],
+            "{header}"
+        );
+        assert_eq!(cookies.get_signed("sid"), Ok(None), "{header}");
+        assert_eq!(cookies.get("sid.sig"), None, "{header}");
+    }
+}
+
+#[test]
+fn remove_signed_keeps_path_and_domain_on_both() {
+    let keys = config(Some(Keys::new(["keyboard cat"])), SignedFormat::KEYGRIP);
+    let cookies = jar("", &keys, true);
+    cookies.remove_signed(Cookie::build("sid").path("/app").domain("example.com")).unwrap();
+    assert_eq!(
+        set_cookies(&cookies),
+        [
+            format!("sid=; HttpOnly; Secure; Path=/app; Domain=example.com; {GONE}"),
+            format!("sid.sig=; HttpOnly; Secure; Path=/app; Domain=example.com; {GONE}")
+        ]
+    );
+}
+
+#[test]
+fn remove_signed_replaces_a_signed_set_and_a_rotation() {
+    let keys = config(Some(Keys::new(["new secret", "old secret"])), SignedFormat::KEYGRIP);
+    let cookies = jar(&format!("sid=abc123; sid.sig={SIG_OLD}"), &keys, false);
+    // The read re-signs with the newest key, then the logout wins over it.
+    assert_eq!(cookies.get_signed("sid"), some("abc123"));
+    cookies.set_signed(("other", "1")).unwrap();
+    cookies.remove_signed("sid").unwrap();
+    cookies.remove_signed("other").unwrap();
+    assert_eq!(
+        set_cookies(&cookies),
+        [
+            format!("sid.sig=; HttpOnly; Path=/; {GONE}"),
+            format!("other=; HttpOnly; Path=/; {GONE}"),
+            format!("other.sig=; HttpOnly; Path=/; {GONE}"),
+            format!("sid=; HttpOnly; Path=/; {GONE}"),
+        ]
+    );
+}
+
+#[test]
+fn cookie_format_remove_signed_deletes_the_one_cookie() {
+    let keys = config(Some(Keys::new(["k"])), SignedFormat::Cookie);
+    let cookies = jar("sid=whatever; sid.sig=unrelated", &keys, false);
+    cookies.remove_signed("sid").unwrap();
+    assert_eq!(set_cookies(&cookies), [format!("sid=; HttpOnly; Path=/; {GONE}")]);
+    assert_eq!(cookies.get("sid.sig").as_deref(), Some("unrelated"));
+}
+
+#[test]
+fn remove_signed_needs_no_keys() {
+    let cookies = jar("", &CookieConfig::default(), false);
+    cookies.remove_signed("sid").unwrap();
+    assert_eq!(
+        set_cookies(&cookies),
+        [format!("sid=; HttpOnly; Path=/; {GONE}"), format!("sid.sig=; HttpOnly; Path=/; {GONE}")]
+    );
+    assert!(matches!(
+        jar("", &CookieConfig::default(), false).remove_signed("a b"),
+        Err(CookieError::InvalidName { .. })
+    ));
+}
+
+#[test]
 fn private_cookies_hide_and_rotate() {
     let old = config(Some(Keys::new(["old"])), SignedFormat::Cookie);
     let first = jar("", &old, true);

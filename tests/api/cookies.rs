@@ -491,6 +491,32 @@ async fn keygrip_re_signs_an_old_key_with_the_newest() {
     assert_eq!(lines, [format!("sid.sig={NEW_SID_SHA1}; HttpOnly; Path=/")]);
 }
 
+async fn logout(ctx: Context) -> Result<&'static str, HttpError> {
+    ctx.cookies().remove_signed("sid")?;
+    Ok("bye")
+}
+
+#[tokio::test]
+async fn removing_a_signed_cookie_removes_its_signature_as_koa_does() {
+    let both = [format!("sid=; HttpOnly; Path=/; {GONE}"), format!("sid.sig=; HttpOnly; Path=/; {GONE}")];
+    let layer = keygrip(&["keyboard cat"], KeygripHash::Sha1);
+    let signed = format!("sid=abc123; sid.sig={KEYBOARD_CAT_SID_SHA1}");
+    // Whatever the browser sent: both cookies, the value alone, or nothing.
+    for header in [Some(signed.as_bytes()), Some(b"sid=abc123".as_slice()), None] {
+        let (response, lines) = call(layer.clone(), logout, request("/", header)).await;
+        assert_eq!(response.body(), "bye");
+        assert_eq!(lines, both, "{header:?}");
+    }
+    // Deleting needs no secret: it works on a layer without keys too.
+    let (_, lines) = call(ContextLayer::new(), logout, request("/", Some(b"sid=abc123"))).await;
+    assert_eq!(lines, both);
+
+    // In the cookie crate's format the signature is inside the value: one cookie.
+    let layer = ContextLayer::new().keys(Keys::new(["k"])).signed_format(SignedFormat::Cookie);
+    let (_, lines) = call(layer, logout, request("/", Some(b"sid=abc123"))).await;
+    assert_eq!(lines, [format!("sid=; HttpOnly; Path=/; {GONE}")]);
+}
+
 // 5. Private cookies.
 
 #[tokio::test]
