@@ -34,7 +34,9 @@
 //! when the request is secure (TLS, or https said by a trusted proxy). A `Secure`
 //! cookie on a plain-http request is refused with [`CookieError::SecureOverHttp`]
 //! unless [`ContextLayer::allow_secure_cookies_over_http`](crate::ContextLayer::allow_secure_cookies_over_http)
-//! says otherwise. Any default can be overridden on the [`Cookie`] you pass.
+//! says otherwise. Any default can be overridden on the [`Cookie`] you pass; an empty
+//! path (`.path("")`) sends no `Path` at all, as in Koa, so the browser scopes the
+//! cookie to the request's directory.
 //!
 //! # Signed and private cookies
 //!
@@ -236,7 +238,9 @@ impl Cookies {
     }
 
     /// Sets a cookie on the response, with the defaults `Path=/`, `HttpOnly` and
-    /// `Secure` on a secure request for what the cookie leaves unset.
+    /// `Secure` on a secure request for what the cookie leaves unset. An empty path
+    /// (`.path("")`) sends no `Path`: the browser then scopes the cookie to the
+    /// request's directory.
     ///
     /// Takes anything that makes a [`Cookie`]: a `(name, value)` pair, a `Cookie` or a
     /// [`CookieBuilder`].
@@ -254,11 +258,11 @@ impl Cookies {
     }
 
     /// Deletes a cookie: sends it empty and expired, with the same `Path` (`/` when
-    /// unset) and `Domain` as the cookie given, since a browser only deletes a cookie
-    /// that matches both. It deletes plain and private cookies; for signed ones use
-    /// [`remove_signed`](Self::remove_signed). With [`SignedFormat::Keygrip`], a
-    /// `name.sig` companion that the request sent (or this response set) is deleted
-    /// too.
+    /// unset, none when empty) and `Domain` as the cookie given, since a browser only
+    /// deletes a cookie that matches both. It deletes plain and private cookies; for
+    /// signed ones use [`remove_signed`](Self::remove_signed). With
+    /// [`SignedFormat::Keygrip`], a `name.sig` companion that the request sent (or this
+    /// response set) is deleted too.
     ///
     /// ```
     /// # use tower_context::Context;
@@ -465,8 +469,11 @@ impl Cookies {
             error::check_value(cookie.name(), cookie.value())?;
         }
         error::check_attributes(&cookie)?;
-        if cookie.path().is_none() {
-            cookie.set_path("/");
+        match cookie.path() {
+            None => cookie.set_path("/"),
+            // The cookie crate would write an empty `Path=`; Koa writes no `Path`.
+            Some("") => cookie.unset_path(),
+            Some(_) => {}
         }
         if cookie.http_only().is_none() {
             cookie.set_http_only(true);
@@ -488,7 +495,12 @@ impl Cookies {
         error::check_name(given.name())?;
         error::check_attributes(&given)?;
         let mut removal = Cookie::new(given.name().to_owned(), "");
-        removal.set_path(given.path().unwrap_or("/").to_owned());
+        // The same path rule as `prepare`, so a removal matches what `set` sent.
+        match given.path() {
+            None => removal.set_path("/"),
+            Some("") => {}
+            Some(path) => removal.set_path(path.to_owned()),
+        }
         if let Some(domain) = given.domain() {
             removal.set_domain(domain.to_owned());
         }

@@ -333,6 +333,33 @@ fn remove_signed_needs_no_keys() {
 }
 
 #[test]
+fn an_empty_path_sends_no_path() {
+    let cookies = jar("", &CookieConfig::default(), false);
+    cookies.set(Cookie::build(("a", "1")).path("")).unwrap();
+    cookies.remove(Cookie::build("b").path("")).unwrap();
+    assert_eq!(set_cookies(&cookies), ["a=1; HttpOnly".to_owned(), format!("b=; HttpOnly; {GONE}")]);
+
+    let keygrip = config(Some(Keys::new(["keyboard cat"])), SignedFormat::KEYGRIP);
+    let cookies = jar("", &keygrip, false);
+    cookies.set_signed(Cookie::build(("sid", "abc123")).path("")).unwrap();
+    cookies.set_private(Cookie::build(("box", "x")).path("")).unwrap();
+    assert_eq!(cookies.get_signed("sid"), some("abc123"));
+    let lines = set_cookies(&cookies);
+    assert_eq!(
+        lines[..2],
+        ["sid=abc123; HttpOnly".to_owned(), format!("sid.sig={SIG_KEYBOARD_CAT}; HttpOnly")]
+    );
+    assert!(lines[2].starts_with("box=") && lines[2].ends_with("; HttpOnly"), "{}", lines[2]);
+
+    let cookies = jar("", &keygrip, false);
+    cookies.remove_signed(Cookie::build("sid").path("")).unwrap();
+    assert_eq!(
+        set_cookies(&cookies),
+        [format!("sid=; HttpOnly; {GONE}"), format!("sid.sig=; HttpOnly; {GONE}")]
+    );
+}
+
+#[test]
 fn private_cookies_hide_and_rotate() {
     let old = config(Some(Keys::new(["old"])), SignedFormat::Cookie);
     let first = jar("", &old, true);

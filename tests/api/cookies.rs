@@ -517,6 +517,29 @@ async fn removing_a_signed_cookie_removes_its_signature_as_koa_does() {
     assert_eq!(lines, [format!("sid=; HttpOnly; Path=/; {GONE}")]);
 }
 
+#[tokio::test]
+async fn an_empty_path_sends_no_path_attribute() {
+    async fn handler(ctx: Context) -> Result<&'static str, HttpError> {
+        ctx.cookies().set(Cookie::build(("here", "1")).path(""))?;
+        ctx.cookies().set_signed(Cookie::build(("sid", "abc123")).path(""))?;
+        ctx.cookies().remove(Cookie::build("old").path(""))?;
+        ctx.cookies().remove_signed(Cookie::build("user").path(""))?;
+        Ok("ok")
+    }
+    let (_, lines) = call(keygrip(&["keyboard cat"], KeygripHash::Sha1), handler, request("/", None)).await;
+    assert_eq!(
+        lines,
+        [
+            "here=1; HttpOnly".to_owned(),
+            "sid=abc123; HttpOnly".to_owned(),
+            format!("sid.sig={KEYBOARD_CAT_SID_SHA1}; HttpOnly"),
+            format!("old=; HttpOnly; {GONE}"),
+            format!("user=; HttpOnly; {GONE}"),
+            format!("user.sig=; HttpOnly; {GONE}"),
+        ]
+    );
+}
+
 // 5. Private cookies.
 
 #[tokio::test]
