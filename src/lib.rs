@@ -90,14 +90,24 @@
 //! reads need it, and whose changes go out as `Set-Cookie` on every path. Signed and private cookies use [`Keys`], newest first:
 //! a cookie verified by an older key is re-signed with the newest. With
 //! [`SignedFormat::KEYGRIP`] signatures are byte-compatible with Koa, Toa and
-//! Express.
+//! Express. Without keys, reading or setting a signed cookie is an error.
 //!
 //! ```
-//! use tower_context::{Context, ContextLayer, HttpError, Keys, SignedFormat, cookies::Cookie};
+//! use tower_context::{Context, ContextLayer, HttpError, Keys, SignedFormat, cookies::Cookie, throw};
 //!
 //! async fn login(ctx: Context) -> Result<&'static str, HttpError> {
 //!     ctx.cookies().set_signed(Cookie::new("user", "ann"))?;
 //!     Ok("welcome")
+//! }
+//!
+//! async fn me(ctx: Context) -> Result<String, HttpError> {
+//!     let Some(user) = ctx.cookies().get_signed("user")? else { throw!(401, "not logged in") };
+//!     Ok(format!("you are {user}"))
+//! }
+//!
+//! async fn logout(ctx: Context) -> Result<&'static str, HttpError> {
+//!     ctx.cookies().remove_signed("user")?; // user and user.sig
+//!     Ok("bye")
 //! }
 //!
 //! let layer = ContextLayer::new()

@@ -7,7 +7,9 @@
 //! - nothing panics, whatever the header, names, values, keys or attributes;
 //! - `iter()` agrees with `get()`, one pair per name;
 //! - a cookie just set (plain, signed, private) reads back as set, a removed one as
-//!   absent; a Keygrip `get_signed` value is the raw value;
+//!   absent (a signed one removed with `remove_signed`: its `name.sig` too); a
+//!   Keygrip `get_signed` value is the raw value;
+//! - signed and private reads are `Err(NoKeys)` exactly when no key is usable;
 //! - every cookie the jar accepted leaves as a `Set-Cookie` line;
 //! - request 2 sends those lines back as a browser would, to a layer whose key list has
 //!   a new key in front: every signed and private cookie still reads back, and is sent
@@ -26,7 +28,7 @@ use libfuzzer_sys::fuzz_target;
 use http::Request;
 use http::header::{COOKIE, SET_COOKIE};
 use tower_context::ContextLayer;
-use tower_context::cookies::{Cookie, KeygripHash, Keys, SameSite, SignedFormat, time};
+use tower_context::cookies::{Cookie, CookieError, KeygripHash, Keys, SameSite, SignedFormat, time};
 
 const NEW_KEY: &[u8] = b"fuzz rotation key";
 
@@ -55,6 +57,7 @@ enum Kind {
     Signed,
     Private,
     Remove,
+    RemoveSigned,
 }
 
 #[derive(Arbitrary, Debug, Clone)]
@@ -178,6 +181,8 @@ fuzz_target!(|input: Input| {
     let ops: Vec<Op> = input.ops.into_iter().take(6).collect();
     let https = input.https;
     let allow = input.allow_secure_over_http;
+    // `Keys::new` skips empty secrets.
+    let no_keys = keys.iter().all(|k| k.is_empty());
 
     // Request 1: arbitrary cookies in, arbitrary operations.
     let ops_in = ops.clone();
@@ -188,11 +193,18 @@ fuzz_target!(|input: Input| {
         for name in &reads {
             let plain = cookies.get(name);
             let signed = cookies.get_signed(name);
-            let _ = cookies.get_private(name);
-            if matches!(format, SignedFormat::Keygrip(_)) {
-                if let Some(signed) = signed {
+            let private = cookies.get_private(name);
+            if no_keys {
+                assert_eq!(signed, Err(CookieError::NoKeys), "{name:?}");
+                assert_eq!(private, Err(CookieError::NoKeys), "{name:?}");
+                continue;
+            }
+            assert!(private.is_ok(), "{name:?}: {private:?}");
+            match (format, signed) {
+                (SignedFormat::Keygrip(_), Ok(Some(signed))) => {
                     assert_eq!(Some(signed), plain, "a Keygrip signed value is the raw value");
                 }
+                (_, signed) => assert!(signed.is_ok(), "{name:?}: {signed:?}"),
             }
         }
         let all: Vec<(String, String)> = cookies.iter().collect();
@@ -207,13 +219,22 @@ fuzz_target!(|input: Input| {
                     assert_eq!(cookies.get(&op.name).as_deref(), Some(op.value.as_str()), "{op:?}");
                 }),
                 Kind::Signed => cookies.set_signed(op.cookie()).map(|()| {
-                    assert_eq!(cookies.get_signed(&op.name).as_deref(), Some(op.value.as_str()), "{op:?}");
+                    assert_eq!(cookies.get_signed(&op.name), Ok(Some(op.value.clone())), "{op:?}");
                 }),
                 Kind::Private => cookies.set_private(op.cookie()).map(|()| {
-                    assert_eq!(cookies.get_private(&op.name).as_deref(), Some(op.value.as_str()), "{op:?}");
+                    assert_eq!(cookies.get_private(&op.name), Ok(Some(op.value.clone())), "{op:?}");
                 }),
                 Kind::Remove => cookies.remove(op.cookie()).map(|()| {
                     assert_eq!(cookies.get(&op.name), None, "{op:?}");
+                }),
+                Kind::RemoveSigned => cookies.remove_signed(op.cookie()).map(|()| {
+                    assert_eq!(cookies.get(&op.name), None, "{op:?}");
+                    if let SignedFormat::Keygrip(_) = format {
+                        assert_eq!(cookies.get(&format!("{}.sig", op.name)), None, "{op:?}");
+                    }
+                    if !no_keys {
+                        assert_eq!(cookies.get_signed(&op.name), Ok(None), "{op:?}");
+                    }
                 }),
             };
             accepted.push(result.is_ok());
@@ -238,7 +259,11 @@ fuzz_target!(|input: Input| {
     let accepted: Vec<&Op> = ops
         .iter()
         .zip(&outcome)
-        .filter(|(op, ok)| **ok && op.kind != Kind::Remove && alone.iter().any(|a| std::ptr::eq(*a, *op)))
+        .filter(|(op, ok)| {
+            **ok
+                && !matches!(op.kind, Kind::Remove | Kind::RemoveSigned)
+                && alone.iter().any(|a| std::ptr::eq(*a, *op))
+        })
         .map(|(op, _)| op)
         .collect();
     for op in &accepted {
@@ -267,7 +292,7 @@ fuzz_target!(|input: Input| {
                 Kind::Signed => cookies.get_signed(&op.name),
                 _ => cookies.get_private(&op.name),
             };
-            assert_eq!(got.as_deref(), Some(op.value.as_str()), "after rotation: {op:?}");
+            assert_eq!(got, Ok(Some(op.value.clone())), "after rotation: {op:?}");
         }
         common::ok()
     });
@@ -293,7 +318,7 @@ fuzz_target!(|input: Input| {
                 Kind::Signed => cookies.get_signed(&op.name),
                 _ => cookies.get_private(&op.name),
             };
-            assert_eq!(got.as_deref(), Some(op.value.as_str()), "with the new key alone: {op:?}");
+            assert_eq!(got, Ok(Some(op.value.clone())), "with the new key alone: {op:?}");
         }
         common::ok()
     });

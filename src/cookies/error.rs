@@ -50,8 +50,9 @@ pub enum CookieError {
         /// The cookie's name.
         name: String,
     },
-    /// A signed or private cookie was set, but the layer has no keys
-    /// ([`ContextLayer::keys`](crate::ContextLayer::keys)).
+    /// A signed or private cookie was set or read, but the layer has no keys
+    /// ([`ContextLayer::keys`](crate::ContextLayer::keys)): Toa's and Koa's
+    /// "`.keys` required for signed cookies".
     NoKeys,
     /// [`Keys::try_new`](super::Keys::try_new) was given no keys, or an empty one.
     EmptyKey {

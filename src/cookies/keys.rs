@@ -68,9 +68,9 @@ impl KeyedMacs {
 
 impl Keys {
     /// Keys from secrets, newest first. Empty secrets are skipped (an empty HMAC key
-    /// signs nothing worth trusting); if none is left, signed and private cookies read
-    /// as absent and setting one is [`CookieError::NoKeys`]. Use [`Keys::try_new`] to
-    /// get an error instead.
+    /// signs nothing worth trusting); if none is left, reading or setting a signed or
+    /// private cookie is [`CookieError::NoKeys`]. Use [`Keys::try_new`] to get the
+    /// error here instead.
     pub fn new<I, K>(secrets: I) -> Keys
     where
         I: IntoIterator<Item = K>,

@@ -7,7 +7,8 @@
 //! use tower_context::{ContextLayer, HttpError};
 //!
 //! async fn visit(cookies: Cookies) -> Result<String, HttpError> {
-//!     let visits: u32 = cookies.get_signed("visits").and_then(|v| v.parse().ok()).unwrap_or(0);
+//!     // `?`: without keys on the layer this is an error (a 500), not "no visits yet".
+//!     let visits: u32 = cookies.get_signed("visits")?.and_then(|v| v.parse().ok()).unwrap_or(0);
 //!     cookies.set_signed(Cookie::build(("visits", (visits + 1).to_string())).same_site(SameSite::Lax))?;
 //!     Ok(format!("visit number {}", visits + 1))
 //! }
@@ -33,15 +34,21 @@
 //! when the request is secure (TLS, or https said by a trusted proxy). A `Secure`
 //! cookie on a plain-http request is refused with [`CookieError::SecureOverHttp`]
 //! unless [`ContextLayer::allow_secure_cookies_over_http`](crate::ContextLayer::allow_secure_cookies_over_http)
-//! says otherwise. Any default can be overridden on the [`Cookie`] you pass.
+//! says otherwise. Any default can be overridden on the [`Cookie`] you pass; an empty
+//! path (`.path("")`) sends no `Path` at all, as in Koa, so the browser scopes the
+//! cookie to the request's directory.
 //!
 //! # Signed and private cookies
 //!
-//! Both need [`Keys`] on the layer. They sign (or encrypt) with the first key and
-//! verify (or decrypt) with any; a cookie that only an older key verifies is sent again
-//! signed with the first key on the same response, so rotating keys does not log
-//! anyone out. A cookie that fails to verify reads as absent. Signatures and
+//! Both need [`Keys`] on the layer: reading or setting one without keys is
+//! [`CookieError::NoKeys`]. They sign (or encrypt) with the first key and verify (or
+//! decrypt) with any; a cookie that only an older key verifies is sent again signed
+//! with the first key on the same response, so rotating keys does not log anyone out.
+//! A cookie that fails to verify reads as absent (`Ok(None)`). Signatures and
 //! authentication tags are compared in constant time.
+//!
+//! [`Cookies::remove_signed`] deletes a signed cookie with its signature, and
+//! [`Cookies::remove`] deletes a private one.
 //!
 //! Signed cookies come in two formats, chosen with
 //! [`ContextLayer::signed_format`](crate::ContextLayer::signed_format):
@@ -49,7 +56,8 @@
 //!   `keygrip` modules' (Koa, Toa, Express), a companion `name.sig` cookie holding the
 //!   HMAC of `name=value`, so a signature is bound to its cookie's name. With the same
 //!   keys, a Rust service and a Koa service read each other's signed cookies. A
-//!   `name.sig` that does not match is cleared, as Koa does.
+//!   `name.sig` that does not match is cleared, as Koa does, and
+//!   [`remove_signed`](Cookies::remove_signed) deletes `name` and `name.sig` together.
 //! - [`SignedFormat::Cookie`]: the cookie crate's, a MAC inside the value, as
 //!   axum-extra's `SignedCookieJar` and tower-cookies write it (they percent-encode
 //!   it; both spellings are read). It signs the value only: a value signed under one
@@ -62,8 +70,16 @@
 //!
 //! - [`Cookies::get`] sees this response's changes: a cookie just set reads back, a
 //!   removed one reads as absent. Koa reads the request only.
-//! - An empty value is a cookie with an empty value; [`Cookies::remove`] deletes. Koa
-//!   deletes on an empty value.
+//! - An empty value is a cookie with an empty value; [`Cookies::remove`] and
+//!   [`Cookies::remove_signed`] delete. Koa deletes on an empty value
+//!   (`set(name, null, { signed: true })` for a signed cookie).
+//! - Reading a signed or private cookie without keys is [`CookieError::NoKeys`] on
+//!   every read. Koa throws only once a request carries both the cookie and its
+//!   `.sig`, so a layer that lost its keys looks like a visitor who is not logged in
+//!   until then; failing on the first read shows the misconfiguration at once.
+//! - [`Cookies::remove_signed`] needs no keys, where Koa throws without them:
+//!   deleting uses no secret, and a logout should not fail because signing is
+//!   misconfigured.
 //! - A cookie re-signed or re-encrypted for key rotation is sent with the default
 //!   attributes (Koa does the same for `name.sig`); set it again with your own
 //!   attributes in the same response if it needs them: the last set wins.
@@ -222,7 +238,9 @@ impl Cookies {
     }
 
     /// Sets a cookie on the response, with the defaults `Path=/`, `HttpOnly` and
-    /// `Secure` on a secure request for what the cookie leaves unset.
+    /// `Secure` on a secure request for what the cookie leaves unset. An empty path
+    /// (`.path("")`) sends no `Path`: the browser then scopes the cookie to the
+    /// request's directory.
     ///
     /// Takes anything that makes a [`Cookie`]: a `(name, value)` pair, a `Cookie` or a
     /// [`CookieBuilder`].
@@ -240,9 +258,11 @@ impl Cookies {
     }
 
     /// Deletes a cookie: sends it empty and expired, with the same `Path` (`/` when
-    /// unset) and `Domain` as the cookie given, since a browser only deletes a cookie
-    /// that matches both. With [`SignedFormat::Keygrip`], a `name.sig` companion is
-    /// deleted too.
+    /// unset, none when empty) and `Domain` as the cookie given, since a browser only
+    /// deletes a cookie that matches both. It deletes plain and private cookies; for
+    /// signed ones use [`remove_signed`](Self::remove_signed). With
+    /// [`SignedFormat::Keygrip`], a `name.sig` companion that the request sent (or this
+    /// response set) is deleted too.
     ///
     /// ```
     /// # use tower_context::Context;
@@ -260,63 +280,112 @@ impl Cookies {
         let removal = self.removal(cookie.into())?;
         let companion = match self.inner.config.format {
             SignedFormat::Keygrip(_) => {
-                let mut sig = removal.clone();
-                sig.set_name(format!("{}.sig", removal.name()));
+                let sig = companion_of(&removal);
                 self.get(sig.name()).is_some().then_some(sig)
             }
             SignedFormat::Cookie => None,
         };
-        let mut jar = self.jar();
-        jar.put(removal, true);
-        if let Some(sig) = companion {
-            jar.put(sig, true);
-        }
+        self.put_removals(removal, companion);
         Ok(())
     }
 
-    /// The value of a signed cookie, verified with any of the keys; `None` when it is
-    /// absent, fails to verify, or the layer has no keys.
+    /// Deletes a signed cookie, as [`remove`](Self::remove) does, and with
+    /// [`SignedFormat::Keygrip`] its `name.sig` companion too, whether or not the
+    /// request sent one: Koa's `ctx.cookies.set(name, null, { signed: true })`. With
+    /// [`SignedFormat::Cookie`] the signature is inside the value, so only `name` is
+    /// deleted.
+    ///
+    /// Deleting uses no secret, so this works without [`Keys`] (Koa throws there).
+    ///
+    /// ```
+    /// # use tower_context::Context;
+    /// use tower_context::cookies::Cookie;
+    /// # fn f(ctx: Context) -> Result<(), tower_context::cookies::CookieError> {
+    /// // Sends `user=` and `user.sig=`, both expired.
+    /// ctx.cookies().remove_signed("user")?;
+    /// ctx.cookies().remove_signed(Cookie::build("sid").path("/app"))?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// An invalid name, `Path` or `Domain`, as for [`set`](Self::set).
+    pub fn remove_signed(&self, cookie: impl Into<Cookie<'static>>) -> Result<(), CookieError> {
+        let removal = self.removal(cookie.into())?;
+        let companion = match self.inner.config.format {
+            SignedFormat::Keygrip(_) => Some(companion_of(&removal)),
+            SignedFormat::Cookie => None,
+        };
+        self.put_removals(removal, companion);
+        Ok(())
+    }
+
+    /// The value of a signed cookie, verified with any of the keys: `Ok(None)` when it
+    /// is absent or fails to verify.
     ///
     /// A cookie verified with an older key is sent again, signed with the first key.
     /// With [`SignedFormat::Keygrip`], a `name.sig` that does not match is cleared.
-    pub fn get_signed(&self, name: &str) -> Option<String> {
-        let keys = self.keys().ok()?;
-        let value = self.get(name)?;
-        match self.inner.config.format {
-            SignedFormat::Cookie => {
-                let (index, plain) =
-                    open(keys, name, &value, |jar, key, cookie| jar.signed(key).verify(cookie))?;
-                if index > 0 {
-                    // Best effort: a value from the request that the jar would not
-                    // set (it has a space at an end, say) stays as it was.
-                    let _ = self.set_signed((name.to_owned(), plain.clone()));
+    ///
+    /// ```
+    /// use tower_context::{Context, HttpError, throw};
+    ///
+    /// async fn me(ctx: Context) -> Result<String, HttpError> {
+    ///     match ctx.cookies().get_signed("user")? {
+    ///         Some(user) => Ok(format!("you are {user}")),
+    ///         None => throw!(401, "not logged in"),
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`CookieError::NoKeys`] when the layer has no keys, whether or not the cookie
+    /// is there: nothing can verify, and reading that as "not logged in" would hide
+    /// the misconfiguration.
+    pub fn get_signed(&self, name: &str) -> Result<Option<String>, CookieError> {
+        let keys = self.keys()?;
+        let Some(value) = self.get(name) else { return Ok(None) };
+        Ok(match self.inner.config.format {
+            SignedFormat::Cookie => self.verify_sealed(keys, name, &value),
+            SignedFormat::Keygrip(hash) => self.verify_keygrip(hash, keys, name, value),
+        })
+    }
+
+    /// [`get_signed`](Self::get_signed) in the cookie crate's format.
+    fn verify_sealed(&self, keys: &Keys, name: &str, value: &str) -> Option<String> {
+        let (index, plain) = open(keys, name, value, |jar, key, cookie| jar.signed(key).verify(cookie))?;
+        if index > 0 {
+            // Best effort: a value from the request that the jar would not set (it has
+            // a space at an end, say) stays as it was.
+            let _ = self.set_signed((name.to_owned(), plain.clone()));
+        }
+        Some(plain)
+    }
+
+    /// [`get_signed`](Self::get_signed) in Keygrip's format: the value is `value`
+    /// itself, if `name.sig` signs it.
+    fn verify_keygrip(&self, hash: KeygripHash, keys: &Keys, name: &str, value: String) -> Option<String> {
+        let matched = {
+            let mut jar = self.jar();
+            let signature = jar.get_by(|n| is_companion(n, name))?;
+            keygrip::index(hash, keys, name, &value, signature)
+        };
+        let sig_name = format!("{name}.sig");
+        match matched {
+            None => {
+                if let Ok(removal) = self.removal(Cookie::new(sig_name, "")) {
+                    self.jar().put(removal, true);
                 }
-                Some(plain)
+                None
             }
-            SignedFormat::Keygrip(hash) => {
-                let matched = {
-                    let mut jar = self.jar();
-                    let signature = jar.get_by(|n| is_companion(n, name))?;
-                    keygrip::index(hash, keys, name, &value, signature)
-                };
-                let sig_name = format!("{name}.sig");
-                match matched {
-                    None => {
-                        if let Ok(removal) = self.removal(Cookie::new(sig_name, "")) {
-                            self.jar().put(removal, true);
-                        }
-                        None
-                    }
-                    Some(index) => {
-                        if index > 0 {
-                            let sig = sign_keygrip(hash, keys, name, &value);
-                            if let Ok(cookie) = self.prepare(Cookie::new(sig_name, sig), false) {
-                                self.jar().put(cookie, false);
-                            }
-                        }
-                        Some(value)
+            Some(index) => {
+                if index > 0 {
+                    let sig = sign_keygrip(hash, keys, name, &value);
+                    if let Ok(cookie) = self.prepare(Cookie::new(sig_name, sig), false) {
+                        self.jar().put(cookie, false);
                     }
                 }
+                Some(value)
             }
         }
     }
@@ -348,17 +417,23 @@ impl Cookies {
         Ok(())
     }
 
-    /// The value of a private cookie, decrypted with any of the keys; `None` when it
-    /// is absent, fails to decrypt, or the layer has no keys. A cookie decrypted with an
-    /// older key is sent again, encrypted with the first key.
-    pub fn get_private(&self, name: &str) -> Option<String> {
-        let keys = self.keys().ok()?;
-        let value = self.get(name)?;
-        let (index, plain) = open(keys, name, &value, |jar, key, cookie| jar.private(key).decrypt(cookie))?;
+    /// The value of a private cookie, decrypted with any of the keys: `Ok(None)` when
+    /// it is absent or fails to decrypt. A cookie decrypted with an older key is sent
+    /// again, encrypted with the first key.
+    ///
+    /// # Errors
+    ///
+    /// [`CookieError::NoKeys`] when the layer has no keys, whether or not the cookie
+    /// is there, as for [`get_signed`](Self::get_signed).
+    pub fn get_private(&self, name: &str) -> Result<Option<String>, CookieError> {
+        let keys = self.keys()?;
+        let Some(value) = self.get(name) else { return Ok(None) };
+        let opened = open(keys, name, &value, |jar, key, cookie| jar.private(key).decrypt(cookie));
+        let Some((index, plain)) = opened else { return Ok(None) };
         if index > 0 {
             let _ = self.set_private((name.to_owned(), plain.clone()));
         }
-        Some(plain)
+        Ok(Some(plain))
     }
 
     /// Sets a private cookie: its value is encrypted and authenticated with the first
@@ -394,8 +469,11 @@ impl Cookies {
             error::check_value(cookie.name(), cookie.value())?;
         }
         error::check_attributes(&cookie)?;
-        if cookie.path().is_none() {
-            cookie.set_path("/");
+        match cookie.path() {
+            None => cookie.set_path("/"),
+            // The cookie crate would write an empty `Path=`; Koa writes no `Path`.
+            Some("") => cookie.unset_path(),
+            Some(_) => {}
         }
         if cookie.http_only().is_none() {
             cookie.set_http_only(true);
@@ -417,7 +495,12 @@ impl Cookies {
         error::check_name(given.name())?;
         error::check_attributes(&given)?;
         let mut removal = Cookie::new(given.name().to_owned(), "");
-        removal.set_path(given.path().unwrap_or("/").to_owned());
+        // The same path rule as `prepare`, so a removal matches what `set` sent.
+        match given.path() {
+            None => removal.set_path("/"),
+            Some("") => {}
+            Some(path) => removal.set_path(path.to_owned()),
+        }
         if let Some(domain) = given.domain() {
             removal.set_domain(domain.to_owned());
         }
@@ -427,6 +510,23 @@ impl Cookies {
         removal.set_expires(time::OffsetDateTime::UNIX_EPOCH);
         Ok(removal)
     }
+
+    /// Records a removal and, when there is one, the removal of its `name.sig`, under
+    /// one lock so no reader sees one without the other.
+    fn put_removals(&self, removal: Cookie<'static>, companion: Option<Cookie<'static>>) {
+        let mut jar = self.jar();
+        jar.put(removal, true);
+        if let Some(sig) = companion {
+            jar.put(sig, true);
+        }
+    }
+}
+
+/// The removal of `name.sig` that goes with a removal of `name`: same attributes.
+fn companion_of(removal: &Cookie<'static>) -> Cookie<'static> {
+    let mut sig = removal.clone();
+    sig.set_name(format!("{}.sig", removal.name()));
+    sig
 }
 
 /// Verifies or decrypts a value in the cookie crate's format with each key in turn:

@@ -337,7 +337,7 @@ async fn same_site_max_age_expires_domain() {
 // 3. Keys and rotation, in the cookie crate's format.
 
 async fn remember(ctx: Context) -> Result<String, HttpError> {
-    let seen = ctx.cookies().get_signed("sid");
+    let seen = ctx.cookies().get_signed("sid")?;
     if seen.is_none() {
         ctx.cookies().set_signed(("sid", "abc123"))?;
     }
@@ -400,13 +400,38 @@ async fn generated_keys_sign_and_verify() {
 #[tokio::test]
 async fn signed_cookies_without_keys_are_a_clear_error() {
     async fn handler(ctx: Context) -> String {
-        ctx.cookies().set_signed(("sid", "1")).unwrap_err().to_string()
+        let cookies = ctx.cookies();
+        let errors = [
+            cookies.set_signed(("sid", "1")).err(),
+            cookies.get_signed("sid").err(),
+            cookies.get_private("sid").err(),
+            cookies.get_signed("never_sent").err(),
+        ];
+        errors.map(|e| e.map(|e| e.to_string()).unwrap_or_else(|| "no error".into())).join("\n")
     }
-    let (response, _) = call(ContextLayer::new(), handler, request("/", None)).await;
-    assert_eq!(
-        response.body(),
-        "signed and private cookies need keys: ContextLayer::new().keys(Keys::new([..]))"
-    );
+    let message = "signed and private cookies need keys: ContextLayer::new().keys(Keys::new([..]))";
+    let (response, lines) = call(ContextLayer::new(), handler, request("/", Some(b"sid=1; sid.sig=x"))).await;
+    assert_eq!(response.body(), &[message; 4].join("\n"));
+    assert!(lines.is_empty());
+
+    // Through `?`, reading without keys is a 500 that does not show its message, not
+    // a visitor who seems logged out.
+    let (response, lines) =
+        call(ContextLayer::new(), read_sid, request("/", Some(b"sid=1; sid.sig=x"))).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!response.body().contains("keys"));
+    assert!(lines.is_empty());
+    let (response, _) = call(ContextLayer::new(), read_sid, request("/", None)).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let (response, _) = call(ContextLayer::new().keys(Keys::new([""])), read_sid, request("/", None)).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+
+    // With keys, a missing or forged cookie is still just absent.
+    let layer = keygrip(&["keyboard cat"], KeygripHash::Sha1);
+    let (response, _) = call(layer.clone(), read_sid, request("/", None)).await;
+    assert_eq!((response.status(), response.body().as_str()), (StatusCode::OK, "absent"));
+    let (response, _) = call(layer, read_sid, request("/", Some(b"sid=1; sid.sig=forged"))).await;
+    assert_eq!((response.status(), response.body().as_str()), (StatusCode::OK, "absent"));
 }
 
 // 4. Keygrip, against the reference vectors.
@@ -436,8 +461,8 @@ async fn keygrip_writes_what_koa_writes() {
     assert_eq!(lines[1], format!("sid.sig={KEYBOARD_CAT_SID_SHA256}; HttpOnly; Path=/"));
 }
 
-async fn read_sid(ctx: Context) -> String {
-    ctx.cookies().get_signed("sid").unwrap_or_else(|| "absent".into())
+async fn read_sid(ctx: Context) -> Result<String, HttpError> {
+    Ok(ctx.cookies().get_signed("sid")?.unwrap_or_else(|| "absent".into()))
 }
 
 #[tokio::test]
@@ -452,8 +477,8 @@ async fn keygrip_reads_what_koa_writes() {
     assert_eq!(response.body(), "abc123");
     assert!(lines.is_empty());
 
-    async fn read_user(ctx: Context) -> String {
-        ctx.cookies().get_signed("user").unwrap_or_else(|| "absent".into())
+    async fn read_user(ctx: Context) -> Result<String, HttpError> {
+        Ok(ctx.cookies().get_signed("user")?.unwrap_or_else(|| "absent".into()))
     }
     let header = format!("user=ann; user.sig={NEW_USER_SHA256}");
     let (response, _) =
@@ -476,12 +501,61 @@ async fn keygrip_re_signs_an_old_key_with_the_newest() {
     assert_eq!(lines, [format!("sid.sig={NEW_SID_SHA1}; HttpOnly; Path=/")]);
 }
 
+async fn logout(ctx: Context) -> Result<&'static str, HttpError> {
+    ctx.cookies().remove_signed("sid")?;
+    Ok("bye")
+}
+
+#[tokio::test]
+async fn removing_a_signed_cookie_removes_its_signature_as_koa_does() {
+    let both = [format!("sid=; HttpOnly; Path=/; {GONE}"), format!("sid.sig=; HttpOnly; Path=/; {GONE}")];
+    let layer = keygrip(&["keyboard cat"], KeygripHash::Sha1);
+    let signed = format!("sid=abc123; sid.sig={KEYBOARD_CAT_SID_SHA1}");
+    // Whatever the browser sent: both cookies, the value alone, or nothing.
+    for header in [Some(signed.as_bytes()), Some(b"sid=abc123".as_slice()), None] {
+        let (response, lines) = call(layer.clone(), logout, request("/", header)).await;
+        assert_eq!(response.body(), "bye");
+        assert_eq!(lines, both, "{header:?}");
+    }
+    // Deleting needs no secret: it works on a layer without keys too.
+    let (_, lines) = call(ContextLayer::new(), logout, request("/", Some(b"sid=abc123"))).await;
+    assert_eq!(lines, both);
+
+    // In the cookie crate's format the signature is inside the value: one cookie.
+    let layer = ContextLayer::new().keys(Keys::new(["k"])).signed_format(SignedFormat::Cookie);
+    let (_, lines) = call(layer, logout, request("/", Some(b"sid=abc123"))).await;
+    assert_eq!(lines, [format!("sid=; HttpOnly; Path=/; {GONE}")]);
+}
+
+#[tokio::test]
+async fn an_empty_path_sends_no_path_attribute() {
+    async fn handler(ctx: Context) -> Result<&'static str, HttpError> {
+        ctx.cookies().set(Cookie::build(("here", "1")).path(""))?;
+        ctx.cookies().set_signed(Cookie::build(("sid", "abc123")).path(""))?;
+        ctx.cookies().remove(Cookie::build("old").path(""))?;
+        ctx.cookies().remove_signed(Cookie::build("user").path(""))?;
+        Ok("ok")
+    }
+    let (_, lines) = call(keygrip(&["keyboard cat"], KeygripHash::Sha1), handler, request("/", None)).await;
+    assert_eq!(
+        lines,
+        [
+            "here=1; HttpOnly".to_owned(),
+            "sid=abc123; HttpOnly".to_owned(),
+            format!("sid.sig={KEYBOARD_CAT_SID_SHA1}; HttpOnly"),
+            format!("old=; HttpOnly; {GONE}"),
+            format!("user=; HttpOnly; {GONE}"),
+            format!("user.sig=; HttpOnly; {GONE}"),
+        ]
+    );
+}
+
 // 5. Private cookies.
 
 #[tokio::test]
 async fn private_cookies_are_hidden_and_rotate() {
     async fn handler(ctx: Context) -> Result<String, HttpError> {
-        let seen = ctx.cookies().get_private("session");
+        let seen = ctx.cookies().get_private("session")?;
         if seen.is_none() {
             ctx.cookies()
                 .set_private(Cookie::build(("session", "user=42; role=admin")).same_site(SameSite::Lax))?;
@@ -515,7 +589,7 @@ async fn bad_cookie_headers_never_panic() {
     async fn handler(ctx: Context) -> String {
         let cookies = ctx.cookies();
         let all: Vec<String> = cookies.iter().map(|(n, v)| format!("{n}={v}")).collect();
-        let _ = (cookies.get_signed("a"), cookies.get_private("a"));
+        assert_eq!((cookies.get_signed("a"), cookies.get_private("a")), (Ok(None), Ok(None)));
         format!(
             "a={:?} n={} all={}",
             cookies.get("a"),
@@ -653,7 +727,7 @@ async fn reads_and_writes_axum_extras_signed_jar_and_the_cookie_crates_private_j
 
     async fn handler(ctx: Context) -> Result<String, HttpError> {
         let cookies = ctx.cookies();
-        let read = format!("{:?} {:?}", cookies.get_signed("sid"), cookies.get_private("secret"));
+        let read = format!("{:?} {:?}", cookies.get_signed("sid")?, cookies.get_private("secret")?);
         cookies.set_signed(("mine", "from rust"))?;
         cookies.set_private(("hidden", "x"))?;
         Ok(read)
@@ -737,8 +811,8 @@ async fn signatures_are_bound_to_the_cookie_name() {
         ctx.cookies().set_private(Cookie::new("secret", "ann"))?;
         Ok("set")
     }
-    async fn read(ctx: Context) -> String {
-        format!("{:?} {:?}", ctx.cookies().get_signed("role"), ctx.cookies().get_private("other"))
+    async fn read(ctx: Context) -> Result<String, HttpError> {
+        Ok(format!("{:?} {:?}", ctx.cookies().get_signed("role")?, ctx.cookies().get_private("other")?))
     }
     let layer = || ContextLayer::new().keys(Keys::new(["k1"]));
     let (_, lines) = call(layer(), sign, request("/", None)).await;
@@ -753,8 +827,8 @@ async fn signatures_are_bound_to_the_cookie_name() {
 
     // Sent back under their own names, they verify...
     let honest = format!("user={user}; user.sig={sig}; secret={secret}");
-    async fn read_own(ctx: Context) -> String {
-        format!("{:?} {:?}", ctx.cookies().get_signed("user"), ctx.cookies().get_private("secret"))
+    async fn read_own(ctx: Context) -> Result<String, HttpError> {
+        Ok(format!("{:?} {:?}", ctx.cookies().get_signed("user")?, ctx.cookies().get_private("secret")?))
     }
     let (response, _) = call(layer(), read_own, request("/", Some(honest.as_bytes()))).await;
     assert_eq!(response.body(), r#"Some("ann") Some("ann")"#);
