@@ -171,6 +171,9 @@ pub mod connection;
 pub mod context;
 pub mod cookies;
 
+// Phase 2: the live connection. It uses the connection record, never the layer.
+pub mod chat;
+
 // Helpers: they may use the context, never the layer.
 pub mod conditional;
 pub mod request;

@@ -102,6 +102,11 @@
 
 #[cfg(feature = "server")]
 pub(crate) mod fingerprint;
+mod mailbox;
+mod message;
+
+pub use mailbox::{MailboxConfig, Overflow, SendError};
+pub use message::{Message, SayPayload};
 
 #[cfg(feature = "server")]
 pub use fingerprint::Fingerprint;
@@ -162,6 +167,10 @@ struct Inner {
     destroyed: AtomicBool,
     /// Wakes the server's task for this socket when `destroy` is called.
     destroy: Notify,
+    /// Push-capable connections only.
+    mailbox: Option<mailbox::Mailbox>,
+    /// Rooms joined, in join order.
+    rooms: Mutex<Vec<String>>,
 }
 
 /// Says that a request came over TLS: for a server of your own that terminates TLS
@@ -194,6 +203,12 @@ pub enum ConnectionKind {
     Http1,
     /// HTTP/2.
     Http2,
+    /// A WebSocket: pushed to, can chat.
+    WebSocket,
+    /// A server-sent event stream: pushed to, can chat (receive side).
+    ServerSentEvents,
+    /// A connection made in process for tests: pushed to, can chat, every verb.
+    Test,
 }
 
 impl ConnectionKind {
@@ -203,14 +218,37 @@ impl ConnectionKind {
             ConnectionKind::Unknown => "unknown",
             ConnectionKind::Http1 => "http1",
             ConnectionKind::Http2 => "http2",
+            ConnectionKind::WebSocket => "websocket",
+            ConnectionKind::ServerSentEvents => "sse",
+            ConnectionKind::Test => "test",
         }
+    }
+
+    /// Whether a connection of this kind can be pushed to and join rooms
+    /// (Actionhero's `canChat`: web no, websocket and test yes).
+    pub fn can_chat(self) -> bool {
+        matches!(self, ConnectionKind::WebSocket | ConnectionKind::ServerSentEvents | ConnectionKind::Test)
     }
 
     fn from_u8(n: u8) -> ConnectionKind {
         match n {
             1 => ConnectionKind::Http1,
             2 => ConnectionKind::Http2,
+            3 => ConnectionKind::WebSocket,
+            4 => ConnectionKind::ServerSentEvents,
+            5 => ConnectionKind::Test,
             _ => ConnectionKind::Unknown,
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            ConnectionKind::Unknown => 0,
+            ConnectionKind::Http1 => 1,
+            ConnectionKind::Http2 => 2,
+            ConnectionKind::WebSocket => 3,
+            ConnectionKind::ServerSentEvents => 4,
+            ConnectionKind::Test => 5,
         }
     }
 }
@@ -262,7 +300,44 @@ impl Connection {
         Connection::make(remote_addr, local_addr, true)
     }
 
+    /// A push-capable connection of `kind` (a WebSocket, an SSE stream, or one made
+    /// for tests), with a bounded mailbox: what the chat transports make for each
+    /// client. A kind that cannot chat gets no mailbox.
+    ///
+    /// ```
+    /// use tower_context::connection::{Connection, ConnectionKind, MailboxConfig, Message};
+    ///
+    /// let addr = "127.0.0.1:50000".parse().unwrap();
+    /// let conn = Connection::live(ConnectionKind::Test, addr, addr, MailboxConfig::default());
+    /// assert!(conn.can_chat());
+    /// conn.send_message(Message::alert("hi")).unwrap();
+    /// ```
+    pub fn live(
+        kind: ConnectionKind,
+        remote_addr: SocketAddr,
+        local_addr: SocketAddr,
+        mailbox: MailboxConfig,
+    ) -> Connection {
+        Connection::build(
+            remote_addr,
+            local_addr,
+            false,
+            kind,
+            kind.can_chat().then(|| mailbox::Mailbox::new(mailbox)),
+        )
+    }
+
     fn make(remote_addr: SocketAddr, local_addr: SocketAddr, tls: bool) -> Connection {
+        Connection::build(remote_addr, local_addr, tls, ConnectionKind::Unknown, None)
+    }
+
+    fn build(
+        remote_addr: SocketAddr,
+        local_addr: SocketAddr,
+        tls: bool,
+        kind: ConnectionKind,
+        mailbox: Option<mailbox::Mailbox>,
+    ) -> Connection {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         Connection {
             inner: Arc::new(Inner {
@@ -271,7 +346,7 @@ impl Connection {
                 remote_addr,
                 local_addr,
                 tls,
-                kind: AtomicU8::new(0),
+                kind: AtomicU8::new(kind.to_u8()),
                 #[cfg(feature = "server")]
                 fingerprint: Mutex::new(None),
                 pending: AtomicUsize::new(0),
@@ -280,6 +355,8 @@ impl Connection {
                 params: Mutex::new(Map::new()),
                 destroyed: AtomicBool::new(false),
                 destroy: Notify::new(),
+                mailbox,
+                rooms: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -359,6 +436,9 @@ impl Connection {
     /// [`Connections`](crate::Connections) registry when the socket has closed. Under axum's server it
     /// only marks the connection. Calling it again does nothing.
     pub fn destroy(&self) {
+        if let Some(mailbox) = &self.inner.mailbox {
+            mailbox.close();
+        }
         if !self.inner.destroyed.swap(true, Ordering::AcqRel) {
             // A stored permit: the server's task sees it even if it is not waiting yet.
             self.inner.destroy.notify_one();
@@ -368,6 +448,92 @@ impl Connection {
     /// Whether [`destroy`](Self::destroy) was called.
     pub fn is_destroyed(&self) -> bool {
         self.inner.destroyed.load(Ordering::Acquire)
+    }
+
+    /// Whether the connection can be pushed to and join rooms (Actionhero's
+    /// `canChat`): WebSocket, SSE and test connections can, plain HTTP cannot.
+    pub fn can_chat(&self) -> bool {
+        self.kind().can_chat()
+    }
+
+    /// The rooms the connection is in, in the order it joined them (Actionhero's
+    /// `rooms`). Only joining and leaving change it.
+    pub fn rooms(&self) -> Vec<String> {
+        self.rooms_list().clone()
+    }
+
+    /// Pushes a message to the client (Actionhero's `sendMessage`): it waits in the
+    /// connection's bounded mailbox until the transport sends it. A full mailbox
+    /// follows its [`Overflow`] policy.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::NotPushCapable`] for a plain HTTP connection,
+    /// [`SendError::Closed`] once destroyed, [`SendError::Full`] when the mailbox
+    /// was full under [`Overflow::Disconnect`] (the connection is then destroyed).
+    pub fn send_message(&self, message: Message) -> Result<(), SendError> {
+        self.push(message.into_bytes())
+    }
+
+    /// Pushes encoded bytes: room fan-out shares one encoding between receivers.
+    pub(crate) fn push(&self, bytes: bytes::Bytes) -> Result<(), SendError> {
+        let mailbox = self.inner.mailbox.as_ref().ok_or(SendError::NotPushCapable)?;
+        match mailbox.push(bytes)? {
+            mailbox::Pushed::Queued => Ok(()),
+            mailbox::Pushed::Overflowed => {
+                self.destroy();
+                Err(SendError::Full)
+            }
+        }
+    }
+
+    /// The next message for the client, for a transport to send: `None` once the
+    /// connection is destroyed and its mailbox drained (or for a connection that
+    /// cannot be pushed to). Messages the mailbox had to drop are announced first, as
+    /// one `alert` frame with the count.
+    pub async fn next_message(&self) -> Option<bytes::Bytes> {
+        self.inner.mailbox.as_ref()?.recv().await
+    }
+
+    /// How many messages were dropped for this connection because its mailbox was
+    /// full (each announced to the client).
+    pub fn missed_messages(&self) -> u64 {
+        self.inner.mailbox.as_ref().map_or(0, mailbox::Mailbox::dropped)
+    }
+
+    /// How many messages wait in the mailbox now.
+    pub fn queued_messages(&self) -> usize {
+        self.inner.mailbox.as_ref().map_or(0, mailbox::Mailbox::len)
+    }
+
+    /// Actionhero's `detailsView`: id, fingerprint, remote IP and port, params,
+    /// connectedAt (ms), rooms, totalActions, pendingActions.
+    pub fn details(&self) -> Value {
+        let connected_at = self
+            .inner
+            .connected_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        #[cfg(feature = "server")]
+        let fingerprint = self.fingerprint().map_or_else(|| self.id().to_owned(), |f| f.as_str().to_owned());
+        #[cfg(not(feature = "server"))]
+        let fingerprint = self.id().to_owned();
+        serde_json::json!({
+            "id": self.id(),
+            "fingerprint": fingerprint,
+            "remoteIP": self.remote_addr().ip().to_string(),
+            "remotePort": self.remote_addr().port(),
+            "params": Value::Object(self.params_map().clone()),
+            "connectedAt": connected_at,
+            "rooms": self.rooms(),
+            "totalActions": self.total(),
+            "pendingActions": self.pending(),
+        })
+    }
+
+    pub(crate) fn rooms_list(&self) -> MutexGuard<'_, Vec<String>> {
+        // No user code runs under this lock.
+        self.inner.rooms.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The connection a request carries: put there by [`serve`](crate::serve) (or a server of your

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod chat;
 mod cookies;
 mod core;
 mod errors;

@@ -1,0 +1,472 @@
+//! [`Chat`]: Actionhero's rooms for live connections (WebSocket, SSE): a room
+//! registry, membership, [`ChatMiddleware`], broadcast and `send_to`, across
+//! instances through a [`Bus`].
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use tower_context::chat::Chat;
+//! use tower_context::connection::{Connection, ConnectionKind, MailboxConfig};
+//!
+//! let chat = Chat::new().with_rooms(["defaultRoom"]);
+//! let addr = "127.0.0.1:50000".parse().unwrap();
+//! let ann = Connection::live(ConnectionKind::Test, addr, addr, MailboxConfig::default());
+//! chat.register(&ann).unwrap();
+//! chat.join(ann.id(), "defaultRoom").await.unwrap();
+//! chat.say(&ann, "defaultRoom", "hello".into()).unwrap();
+//! let frame = ann.next_message().await.unwrap(); // the sender gets its own message too
+//! assert!(frame.starts_with(br#"{"message":"hello","room":"defaultRoom","from":""#));
+//! # });
+//! ```
+//!
+//! A message is encoded once and its bytes shared by every receiver's mailbox; only
+//! per-receiver `say` middleware makes a copy for the receivers it rewrites.
+//! Members on this node get a message before it is published on the bus.
+
+mod bus;
+mod error;
+mod middleware;
+mod rooms;
+mod verb;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use serde_json::Value;
+
+pub use bus::{BoxFuture, Bus, Command, LocalBus, Node};
+pub use error::ChatError;
+pub use middleware::ChatMiddleware;
+pub use verb::{Verb, VerbSet};
+
+use crate::connection::{Connection, Message, SayPayload};
+use rooms::Rooms;
+
+/// A chat node: see the [module docs](self). A cheap handle (one `Arc`).
+#[derive(Clone)]
+pub struct Chat {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    id: Arc<str>,
+    bus: Arc<dyn Bus>,
+    rooms: Arc<Rooms>,
+    /// The chat connections this node holds, by id.
+    local: RwLock<HashMap<String, Connection>>,
+    /// This node's members of each room, in join order: the fan-out list.
+    members: RwLock<HashMap<String, Vec<Connection>>>,
+    middleware: RwLock<Arc<[ChatMiddleware]>>,
+    rpc_timeout: Duration,
+}
+
+impl Default for Chat {
+    fn default() -> Self {
+        Chat::new()
+    }
+}
+
+impl std::fmt::Debug for Chat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chat").field("node", &self.id()).field("rooms", &self.rooms()).finish_non_exhaustive()
+    }
+}
+
+/// Milliseconds since the Unix epoch, as Actionhero stamps `joinedAt` and `sentAt`.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
+}
+
+thread_local! {
+    /// Messages said while join or leave middleware runs on this thread, held until
+    /// the membership change is recorded (or refused): as in Actionhero, whose bus
+    /// delivers after the change, a joiner hears its own announcement and a leaver
+    /// does not hear its farewell.
+    static DEFERRED: std::cell::RefCell<Option<Vec<(Chat, SayPayload)>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` (middleware) holding back what it says; returns its result and what
+/// was held back, for the caller to send once the change is made. A nested call
+/// leaves the holding to the outer one.
+fn holding_messages<T>(f: impl FnOnce() -> T) -> (T, Vec<(Chat, SayPayload)>) {
+    let outer = DEFERRED.with(|d| d.borrow().is_some());
+    if outer {
+        return (f(), Vec::new());
+    }
+    DEFERRED.with(|d| *d.borrow_mut() = Some(Vec::new()));
+    // Taken back even if `f` unwinds, so a panic cannot leave this thread holding.
+    struct Release;
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let _ = DEFERRED.try_with(|d| d.borrow_mut().take());
+        }
+    }
+    let release = Release;
+    let result = f();
+    let held = DEFERRED.with(|d| d.borrow_mut().take()).unwrap_or_default();
+    drop(release);
+    (result, held)
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Sends what middleware said while a membership change was being made.
+fn release(held: Vec<(Chat, SayPayload)>) {
+    for (chat, payload) in held {
+        chat.publish(&payload.room.clone(), &payload);
+    }
+}
+
+impl Chat {
+    /// One node on its own: an in-process bus and room registry of its own.
+    pub fn new() -> Chat {
+        let id = format!("node-{:08x}", getrandom::u32().unwrap_or_else(|_| std::process::id()));
+        Chat::node(id, Arc::new(LocalBus::default()), Arc::new(Rooms::default()))
+    }
+
+    pub(crate) fn node(id: String, bus: Arc<dyn Bus>, rooms: Arc<Rooms>) -> Chat {
+        let chat = Chat {
+            inner: Arc::new(Inner {
+                id: Arc::from(id),
+                bus,
+                rooms,
+                local: RwLock::new(HashMap::new()),
+                members: RwLock::new(HashMap::new()),
+                middleware: RwLock::new(Arc::from(Vec::new())),
+                rpc_timeout: Duration::from_secs(5),
+            }),
+        };
+        chat.inner.bus.attach(Node(Arc::downgrade(&chat.inner)));
+        chat
+    }
+
+    /// Makes these rooms unless they exist (Actionhero's starting rooms).
+    #[must_use]
+    pub fn with_rooms<'a>(self, rooms: impl IntoIterator<Item = &'a str>) -> Chat {
+        for room in rooms {
+            let _ = self.inner.rooms.add(room);
+        }
+        self
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Adds a middleware; all run in ascending priority, then in the order added.
+    pub fn add_middleware(&self, middleware: ChatMiddleware) {
+        let mut all = write(&self.inner.middleware);
+        let mut list: Vec<ChatMiddleware> = all.to_vec();
+        list.push(middleware);
+        // Stable: equal priorities keep the order they were added in.
+        list.sort_by_key(ChatMiddleware::order);
+        *all = Arc::from(list);
+    }
+
+    fn middleware(&self) -> Arc<[ChatMiddleware]> {
+        Arc::clone(&read(&self.inner.middleware))
+    }
+
+    // ---- The registry ---------------------------------------------------------------
+
+    /// Makes a room. Errors: `room exists`, `a room is required`.
+    pub fn add_room(&self, room: &str) -> Result<(), ChatError> {
+        self.inner.rooms.add(room)
+    }
+
+    /// Whether a room exists.
+    pub fn room_exists(&self, room: &str) -> bool {
+        self.inner.rooms.exists(room)
+    }
+
+    /// Every room, by name.
+    pub fn rooms(&self) -> Vec<String> {
+        self.inner.rooms.names()
+    }
+
+    /// Actionhero's `roomStatus`: `{room, members: {id: {id, joinedAt}}, membersCount}`.
+    pub fn room_status(&self, room: &str) -> Result<Value, ChatError> {
+        self.inner.rooms.status(room)
+    }
+
+    /// Destroys a room: its members are told "this room has been deleted" (from
+    /// `"0"`), each leaves (leave middleware runs; it cannot refuse here), then the
+    /// room is gone. Error: `room does not exist`.
+    pub async fn destroy_room(&self, room: &str) -> Result<(), ChatError> {
+        self.broadcast(room, Value::from("this room has been deleted"))?;
+        for member in self.inner.rooms.remove(room)? {
+            // Each member's node drops it from its connection's rooms and fan-out.
+            let _ = self.leave_on_node(&member, room, true).await;
+        }
+        Ok(())
+    }
+
+    // ---- Connections ----------------------------------------------------------------
+
+    /// Makes a live connection known to this node, so rooms, `send_to` and the bus
+    /// can reach it. Error: `this connection cannot chat` for a plain HTTP one.
+    pub fn register(&self, conn: &Connection) -> Result<(), ChatError> {
+        if !conn.can_chat() {
+            return Err(ChatError::CannotChat);
+        }
+        write(&self.inner.local).insert(conn.id().to_owned(), conn.clone());
+        self.inner.rooms.register(conn.id(), &self.inner.id);
+        Ok(())
+    }
+
+    /// A connection this node holds.
+    pub fn connection(&self, id: &str) -> Option<Connection> {
+        read(&self.inner.local).get(id).cloned()
+    }
+
+    /// Destroys a connection (Actionhero's `destroy`): it leaves every room (leave
+    /// middleware runs and cannot refuse), its mailbox closes so the transport says
+    /// goodbye and closes, and the node forgets it.
+    pub fn destroy(&self, conn: &Connection) {
+        conn.destroy();
+        for room in conn.rooms() {
+            let _ = self.leave_local(conn, &room, true);
+        }
+        write(&self.inner.local).remove(conn.id());
+        self.inner.rooms.unregister(conn.id());
+    }
+
+    // ---- Membership -----------------------------------------------------------------
+
+    /// Adds a connection, held by any node, to a room. Errors, in Actionhero's
+    /// order: `connection already in this room (ROOM)`, `room does not exist`, a
+    /// join middleware's veto; `RPC Timeout` when the node holding it does not answer.
+    pub async fn join(&self, connection: &str, room: &str) -> Result<(), ChatError> {
+        match self.connection(connection) {
+            Some(conn) => self.join_local(&conn, room),
+            None => {
+                let node = self.node_of(connection)?;
+                let command = Command::Join { connection: connection.to_owned(), room: room.to_owned() };
+                self.inner.bus.call(&node, command, self.inner.rpc_timeout).await
+            }
+        }
+    }
+
+    /// Removes a connection, held by any node, from a room. Errors: `connection not
+    /// in this room (ROOM)`, a leave middleware's veto, `RPC Timeout`.
+    pub async fn leave(&self, connection: &str, room: &str) -> Result<(), ChatError> {
+        self.leave_on_node(connection, room, false).await
+    }
+
+    async fn leave_on_node(&self, connection: &str, room: &str, force: bool) -> Result<(), ChatError> {
+        match self.connection(connection) {
+            Some(conn) => self.leave_local(&conn, room, force),
+            None => {
+                let node = self.node_of(connection)?;
+                let command =
+                    Command::Leave { connection: connection.to_owned(), room: room.to_owned(), force };
+                self.inner.bus.call(&node, command, self.inner.rpc_timeout).await
+            }
+        }
+    }
+
+    fn node_of(&self, connection: &str) -> Result<String, ChatError> {
+        self.inner
+            .rooms
+            .node_of(connection)
+            .map(|n| n.to_string())
+            .ok_or_else(|| ChatError::NoSuchConnection(connection.to_owned()))
+    }
+
+    fn join_local(&self, conn: &Connection, room: &str) -> Result<(), ChatError> {
+        if conn.rooms_list().iter().any(|r| r == room) {
+            return Err(ChatError::AlreadyInRoom(room.to_owned()));
+        }
+        if !self.inner.rooms.exists(room) {
+            return Err(ChatError::NoSuchRoom);
+        }
+        let (allowed, held) = holding_messages(|| {
+            for middleware in self.middleware().iter() {
+                if let Some(join) = &middleware.join {
+                    join(self, conn, room).map_err(ChatError::Vetoed)?;
+                }
+            }
+            Ok(())
+        });
+        // The check above and this record are apart (middleware ran between): the
+        // registry decides, so two joins at once record the member once.
+        let joined = allowed.and_then(|()| self.inner.rooms.join(room, conn.id(), now_ms()));
+        if joined.is_ok() {
+            conn.rooms_list().push(room.to_owned());
+            write(&self.inner.members).entry(room.to_owned()).or_default().push(conn.clone());
+        }
+        release(held);
+        joined
+    }
+
+    fn leave_local(&self, conn: &Connection, room: &str, force: bool) -> Result<(), ChatError> {
+        if !conn.rooms_list().iter().any(|r| r == room) {
+            return Err(ChatError::NotInRoom(room.to_owned()));
+        }
+        let (allowed, held) = holding_messages(|| {
+            for middleware in self.middleware().iter() {
+                if let Some(leave) = &middleware.leave {
+                    match leave(self, conn, room) {
+                        Err(veto) if !force => return Err(ChatError::Vetoed(veto)),
+                        _ => {}
+                    }
+                }
+            }
+            Ok(())
+        });
+        if let Err(veto) = allowed {
+            release(held);
+            return Err(veto);
+        }
+        self.inner.rooms.leave(room, conn.id());
+        conn.rooms_list().retain(|r| r != room);
+        let mut members = write(&self.inner.members);
+        if let Some(list) = members.get_mut(room) {
+            list.retain(|member| member != conn);
+            if list.is_empty() {
+                members.remove(room);
+            }
+        }
+        drop(members);
+        release(held);
+        Ok(())
+    }
+
+    /// Runs a command from another node.
+    fn handle(&self, command: Command) -> Result<(), ChatError> {
+        let id = match &command {
+            Command::Join { connection, .. }
+            | Command::Leave { connection, .. }
+            | Command::Send { connection, .. } => connection,
+        };
+        let conn = self.connection(id).ok_or_else(|| ChatError::NoSuchConnection(id.clone()))?;
+        match command {
+            Command::Join { room, .. } => self.join_local(&conn, &room),
+            Command::Leave { room, force, .. } => self.leave_local(&conn, &room, force),
+            Command::Send { message, .. } => conn.push(message).map_err(|_| ChatError::CannotChat),
+        }
+    }
+
+    // ---- Messages -------------------------------------------------------------------
+
+    /// A connection says `message` in `room` (the `say` verb). Errors: `both room and
+    /// message are required`, `connection not in this room (ROOM)`.
+    ///
+    /// `on_say_receive` middleware runs once, here; the message then reaches every
+    /// member of the room, the sender included, on every node.
+    pub fn say(&self, conn: &Connection, room: &str, message: Value) -> Result<(), ChatError> {
+        if room.is_empty() || message.is_null() || message.as_str() == Some("") {
+            return Err(ChatError::RoomAndMessageRequired);
+        }
+        if !conn.rooms_list().iter().any(|r| r == room) {
+            return Err(ChatError::NotInRoom(room.to_owned()));
+        }
+        let mut payload =
+            SayPayload { message, room: room.to_owned(), from: conn.id().to_owned(), sent_at: now_ms() };
+        for middleware in self.middleware().iter() {
+            if let Some(on_receive) = &middleware.on_say_receive {
+                match on_receive(conn, room, payload) {
+                    Some(next) => payload = next,
+                    // Silenced for everyone.
+                    None => return Ok(()),
+                }
+            }
+        }
+        self.publish(room, &payload);
+        Ok(())
+    }
+
+    /// A server-side message to a room, from `"0"`: no membership needed. Errors:
+    /// `both room and message are required`, `room does not exist`.
+    pub fn broadcast(&self, room: &str, message: Value) -> Result<(), ChatError> {
+        if room.is_empty() || message.is_null() {
+            return Err(ChatError::RoomAndMessageRequired);
+        }
+        if !self.inner.rooms.exists(room) {
+            return Err(ChatError::NoSuchRoom);
+        }
+        let payload = SayPayload { message, room: room.to_owned(), from: "0".to_owned(), sent_at: now_ms() };
+        self.publish(room, &payload);
+        Ok(())
+    }
+
+    /// Pushes a message to a connection held by any node. Errors: `connection not
+    /// found (ID)`, `RPC Timeout`, and what [`Connection::send_message`] refuses.
+    pub async fn send_to(&self, connection: &str, message: Message) -> Result<(), ChatError> {
+        if let Some(conn) = self.connection(connection) {
+            return conn.send_message(message).map_err(|_| ChatError::CannotChat);
+        }
+        let node = self.node_of(connection)?;
+        let command = Command::Send { connection: connection.to_owned(), message: message.into_bytes() };
+        self.inner.bus.call(&node, command, self.inner.rpc_timeout).await
+    }
+
+    /// Encodes once, delivers to this node's members, then publishes to the others
+    /// (held back while join or leave middleware runs: see `holding_messages`).
+    fn publish(&self, room: &str, payload: &SayPayload) {
+        let held = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
+            Some(held) => {
+                held.push((self.clone(), payload.clone()));
+                true
+            }
+            None => false,
+        });
+        if held {
+            return;
+        }
+        let bytes = Message::say(payload).into_bytes();
+        self.deliver_local(room, &bytes, Some(payload));
+        self.inner.bus.publish(&self.inner.id, room, bytes);
+    }
+
+    /// Hands a room message to this node's members: the same bytes to each, unless
+    /// per-receiver `say` middleware rewrites it for some.
+    fn deliver_local(&self, room: &str, bytes: &Bytes, payload: Option<&SayPayload>) {
+        let middleware = self.middleware();
+        if !middleware.iter().any(|m| m.say.is_some()) {
+            if let Some(members) = read(&self.inner.members).get(room) {
+                for member in members {
+                    // A closed or overflowing mailbox is the member's transport's
+                    // business (it was counted, or the connection destroyed).
+                    let _ = member.push(bytes.clone());
+                }
+            }
+            return;
+        }
+        // User code runs per receiver: not under the members lock.
+        let members = read(&self.inner.members).get(room).cloned().unwrap_or_default();
+        let decoded;
+        let payload = match payload {
+            Some(payload) => payload,
+            None => match SayPayload::from_bytes(bytes) {
+                Some(parsed) => {
+                    decoded = parsed;
+                    &decoded
+                }
+                None => return,
+            },
+        };
+        for member in members {
+            let mut current = Some(payload.clone());
+            for m in middleware.iter() {
+                let Some(say) = &m.say else { continue };
+                let Some(next) = current.take() else { break };
+                // An error drops the message for this receiver only.
+                current = say(&member, room, next).ok().flatten();
+            }
+            if let Some(rewritten) = current {
+                let _ = member.push(Message::say(&rewritten).into_bytes());
+            }
+        }
+    }
+}
