@@ -2,8 +2,9 @@
 //!
 //! One algorithm serves the error renderer and the request helpers. It follows the
 //! `negotiator` module that Koa's `accepts` uses: each offered value takes the
-//! q-value of the most specific header entry that matches it; the offer with the
-//! highest q wins; ties go to the more specific match, then to the earlier offer.
+//! q-value of the most specific header entry that matches it (of equally specific
+//! ones, the highest); the offer with the highest q wins; ties go to the more
+//! specific match, then to the earlier offer.
 
 use http::header::{self, HeaderMap, HeaderValue};
 
@@ -81,7 +82,9 @@ pub(crate) fn best<T>(
         let mut found: Option<(u16, Specificity)> = None;
         for entry in entries(header) {
             if let Some(spec) = matches(&entry, offer) {
-                if found.is_none_or(|(_, s)| spec > s) {
+                // Between equally specific entries the higher q counts, as in
+                // `negotiator`: `en;q=0, en` accepts `en`.
+                if found.is_none_or(|(q, s)| spec > s || (spec == s && entry.q > q)) {
                     found = Some((entry.q, spec));
                 }
             }
@@ -279,6 +282,14 @@ mod tests {
     fn the_most_specific_entry_decides_an_offers_q() {
         let offers = ["text/html", "text/plain"];
         assert_eq!(pick("text/*;q=0.9, text/html;q=0.1", &offers), Some("text/plain"));
+    }
+
+    #[test]
+    fn equally_specific_entries_give_the_higher_q() {
+        let offers = ["text/html"];
+        assert_eq!(pick("text/html;q=0, text/html", &offers), Some("text/html"));
+        assert_eq!(pick("text/html, text/html;q=0", &offers), Some("text/html"));
+        assert_eq!(pick("text/html;q=0, text/*", &offers), None);
     }
 
     #[test]
