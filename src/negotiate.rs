@@ -33,7 +33,7 @@ fn parse_q(raw: &str) -> Option<u16> {
 
 /// The entries of a header, skipping malformed ones (empty, or a q that is not a
 /// number). At most `MAX_ENTRIES` entries are read: a longer header is hostile.
-pub(crate) fn entries(header: &str) -> impl Iterator<Item = Entry<'_>> {
+pub(crate) fn entries(header: &str) -> impl Iterator<Item = Entry<'_>> + Clone {
     const MAX_ENTRIES: usize = 64;
     header.split(',').take(MAX_ENTRIES).filter_map(|part| {
         let mut pieces = part.split(';');
@@ -77,10 +77,20 @@ pub(crate) fn best<T>(
     };
     // A header that is not visible ASCII accepts nothing we could match.
     let header = header.to_str().ok()?;
+    best_among(entries(header), offers, matches)
+}
+
+/// [`best`] over entries already read, so a caller can add entries the header
+/// implies (see [`encoding_entries`]).
+pub(crate) fn best_among<'h, T>(
+    entries: impl Iterator<Item = Entry<'h>> + Clone,
+    offers: &[T],
+    matches: impl Fn(&Entry<'_>, &T) -> Option<Specificity>,
+) -> Option<usize> {
     let mut best: Option<(usize, u16, Specificity)> = None;
     for (index, offer) in offers.iter().enumerate() {
         let mut found: Option<(u16, Specificity)> = None;
-        for entry in entries(header) {
+        for entry in entries.clone() {
             if let Some(spec) = matches(&entry, offer) {
                 // Between equally specific entries the higher q counts, as in
                 // `negotiator`: `en;q=0, en` accepts `en`.
@@ -99,6 +109,24 @@ pub(crate) fn best<T>(
         }
     }
     best.map(|(index, _, _)| index)
+}
+
+/// The entries of an `Accept-Encoding` header (empty when there is none), plus
+/// `identity` at the lowest non-zero q seen (1 when none) unless an entry names it
+/// or `*`. This is `negotiator`'s reading: without a header only `identity` is
+/// acceptable, so a server never compresses for a client that did not ask, and a
+/// header that lists codings still leaves the uncompressed body as a last resort.
+pub(crate) fn encoding_entries(header: &str) -> impl Iterator<Item = Entry<'_>> + Clone {
+    let mut covered = false;
+    let mut lowest = 1000;
+    for entry in entries(header) {
+        covered |= entry.value == "*" || entry.value.eq_ignore_ascii_case("identity");
+        if entry.q > 0 {
+            lowest = lowest.min(entry.q);
+        }
+    }
+    let identity = (!covered).then_some(Entry { value: "identity", params: "", q: lowest });
+    entries(header).chain(identity)
 }
 
 /// Matches a media-type entry (`type/subtype`, `type/*`, `*/*`, with parameters)
@@ -314,6 +342,15 @@ mod tests {
         let offers = ["en-US", "fr-CA"];
         let got = best(Some(&header), &offers, |e, o| token_match(e, o, true));
         assert_eq!(got, Some(1));
+    }
+
+    #[test]
+    fn identity_joins_accept_encoding_at_the_lowest_q() {
+        let values = |header| encoding_entries(header).map(|e| (e.value, e.q)).collect::<Vec<_>>();
+        assert_eq!(values(""), [("identity", 1000)]);
+        assert_eq!(values("br;q=0.2, gzip;q=0"), [("br", 200), ("gzip", 0), ("identity", 200)]);
+        assert_eq!(values("gzip, IDENTITY;q=0"), [("gzip", 1000), ("IDENTITY", 0)]);
+        assert_eq!(values("*;q=0.3"), [("*", 300)]);
     }
 
     #[test]

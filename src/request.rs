@@ -192,7 +192,8 @@ impl sealed::Head for Context {
 /// [`Context`]. Negotiation follows Koa's `accepts` (the `negotiator` package): an
 /// offer takes the q-value of the most specific header entry that covers it, the
 /// highest q wins, ties go to the more specific match and then to the earlier offer;
-/// `q=0` refuses. Without the header, every offer is acceptable and the first wins.
+/// `q=0` refuses. Without the header, every offer is acceptable and the first wins,
+/// except for encodings: without `Accept-Encoding` only `identity` is acceptable.
 /// A malformed entry (a q that is not a number) is skipped; a q above 1 counts as 1.
 pub trait HeaderExt: sealed::Headers {
     /// A request header by name (case-insensitive); `Referrer` and `Referer` are
@@ -233,8 +234,10 @@ pub trait HeaderExt: sealed::Headers {
         types.get(index).copied()
     }
 
-    /// The best of `encodings` for `Accept-Encoding`. `identity` is acceptable
-    /// unless the header refuses it (`identity;q=0`, or `*;q=0` without naming it).
+    /// The best of `encodings` for `Accept-Encoding`. Unless the header names it
+    /// (`identity;q=0`) or `*`, `identity` is acceptable at the lowest q the header
+    /// gives, as in Koa; so without the header `identity` is the only acceptable
+    /// encoding, and a client is never sent a compression it did not ask for.
     ///
     /// ```
     /// use http::Request;
@@ -243,20 +246,16 @@ pub trait HeaderExt: sealed::Headers {
     /// let req = Request::get("/").header("accept-encoding", "gzip;q=0.5, br").body(()).unwrap();
     /// assert_eq!(req.accepts_encodings(&["gzip", "br", "identity"]), Some("br"));
     /// assert_eq!(req.accepts_encodings(&["zstd", "identity"]), Some("identity"));
+    ///
+    /// let plain = Request::get("/").body(()).unwrap();
+    /// assert_eq!(plain.accepts_encodings(&["gzip", "identity"]), Some("identity"));
+    /// assert_eq!(plain.accepts_encodings(&["gzip"]), None);
     /// ```
     fn accepts_encodings<'t>(&self, encodings: &[&'t str]) -> Option<&'t str> {
         let header = self.sealed_joined(header::ACCEPT_ENCODING.as_str());
-        if let Some(index) =
-            negotiate::best(header.as_deref(), encodings, |e, o| negotiate::token_match(e, o, false))
-        {
-            return encodings.get(index).copied();
-        }
-        let identity = encodings.iter().find(|e| e.eq_ignore_ascii_case("identity"))?;
-        let header = header?;
-        let named = header.to_str().ok().is_some_and(|h| {
-            negotiate::entries(h).any(|e| negotiate::token_match(&e, "identity", false).is_some())
-        });
-        (!named).then_some(*identity)
+        let entries = negotiate::encoding_entries(readable(header.as_deref()));
+        let index = negotiate::best_among(entries, encodings, |e, o| negotiate::token_match(e, o, false))?;
+        encodings.get(index).copied()
     }
 
     /// The best of `charsets` for `Accept-Charset` (case-insensitive names).
@@ -305,6 +304,12 @@ pub trait HeaderExt: sealed::Headers {
 }
 
 impl<T: sealed::Headers + ?Sized> HeaderExt for T {}
+
+/// A header as text for negotiation: an unreadable one (not visible ASCII) names
+/// nothing that could match, so it reads as empty.
+fn readable(header: Option<&HeaderValue>) -> &str {
+    header.and_then(|h| h.to_str().ok()).unwrap_or_default()
+}
 
 /// Whether a media type matches a type as `is` accepts it.
 fn type_is(offer: &str, actual: &mime::Mime) -> bool {
@@ -665,6 +670,23 @@ mod tests {
         let bad = Request::post("/").header("content-type", "not a type").body(()).unwrap();
         assert_eq!(bad.is(&["*/*", "json"]), None);
         assert_eq!(get("/", &[]).is(&["*/*"]), None);
+    }
+
+    #[test]
+    fn without_accept_encoding_only_identity() {
+        let none = get("/", &[]);
+        assert_eq!(none.accepts_encodings(&["gzip", "identity"]), Some("identity"));
+        assert_eq!(none.accepts_encodings(&["gzip"]), None);
+        assert_eq!(none.accepts_encodings(&["IDENTITY"]), Some("IDENTITY"));
+        // identity sits at the lowest q the header gives.
+        let low = get("/", &[("accept-encoding", "gzip;q=0.4, br;q=0")]);
+        assert_eq!(low.accepts_encodings(&["identity", "gzip"]), Some("identity"));
+        assert_eq!(low.accepts_encodings(&["br", "identity"]), Some("identity"));
+        let star = get("/", &[("accept-encoding", "*;q=0.5, gzip")]);
+        assert_eq!(star.accepts_encodings(&["identity"]), Some("identity"));
+        let mut map = HeaderMap::new();
+        map.insert(header::ACCEPT_ENCODING, HeaderValue::from_bytes(b"gzip\xff").unwrap());
+        assert_eq!(map.accepts_encodings(&["gzip", "identity"]), Some("identity"));
     }
 
     #[test]

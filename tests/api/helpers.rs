@@ -76,9 +76,47 @@ async fn accepts_family_with_q_values_and_wildcards() {
     let (_, _, body) = call(&app, req).await;
     assert_eq!(body, r#"type=None enc=Some("identity") charset=Some("utf-8") lang=Some("en")"#);
 
-    // No headers at all: the first offer of each.
+    // No headers at all: the first offer of each, except that only identity is an
+    // acceptable encoding.
     let (_, _, body) = call(&app, request("GET", "/accepts", &[])).await;
-    assert_eq!(body, r#"type=Some("json") enc=Some("br") charset=Some("utf-8") lang=Some("en")"#);
+    assert_eq!(body, r#"type=Some("json") enc=Some("identity") charset=Some("utf-8") lang=Some("en")"#);
+}
+
+#[tokio::test]
+async fn without_accept_encoding_nothing_is_compressed() {
+    let app = Router::new()
+        .route(
+            "/",
+            get(|ctx: Context| async move {
+                format!(
+                    "{:?} {:?} {:?}",
+                    ctx.accepts_encodings(&["gzip", "br"]),
+                    ctx.accepts_encodings(&["br", "identity"]),
+                    ctx.accepts_encodings(&["identity", "br"]),
+                )
+            }),
+        )
+        .layer(ContextLayer::new());
+    let cases: [&[(&str, &str)]; 5] = [
+        &[],
+        &[("accept-encoding", "br")],
+        &[("accept-encoding", "br;q=0.5")],
+        &[("accept-encoding", "gzip;q=0.5, br")],
+        &[("accept-encoding", "*;q=0")],
+    ];
+    let answers = [
+        r#"None Some("identity") Some("identity")"#,
+        // identity comes in at the lowest q the client gave: a tie that the earlier
+        // offer wins.
+        r#"Some("br") Some("br") Some("identity")"#,
+        r#"Some("br") Some("br") Some("identity")"#,
+        r#"Some("br") Some("br") Some("br")"#,
+        "None None None",
+    ];
+    for (headers, want) in cases.into_iter().zip(answers) {
+        let (_, _, body) = call(&app, request("GET", "/", headers)).await;
+        assert_eq!(body, want, "{headers:?}");
+    }
 }
 
 #[tokio::test]
