@@ -129,6 +129,29 @@ pub(crate) fn encoding_entries(header: &str) -> impl Iterator<Item = Entry<'_>> 
     entries(header).chain(identity)
 }
 
+/// The values of the entries a header accepts (q above 0), highest q first and
+/// ties in header order, as `negotiator` lists them when asked for no offer in
+/// particular. Entries whose value is not `well_formed` are left out.
+pub(crate) fn ranked<'h>(
+    entries: impl Iterator<Item = Entry<'h>>,
+    well_formed: fn(&str) -> bool,
+) -> Vec<String> {
+    let mut accepted: Vec<Entry<'h>> = entries.filter(|e| e.q > 0 && well_formed(e.value)).collect();
+    // Stable, so equal q keeps the header's order.
+    accepted.sort_by_key(|e| std::cmp::Reverse(e.q));
+    accepted.into_iter().map(|e| e.value.to_owned()).collect()
+}
+
+/// A value with no whitespace inside: a charset, coding or language tag.
+pub(crate) fn is_token(value: &str) -> bool {
+    !value.contains(|c: char| c.is_ascii_whitespace())
+}
+
+/// `type/subtype` with both parts present: an `Accept` entry's media range.
+pub(crate) fn is_media_range(value: &str) -> bool {
+    value.split_once('/').is_some_and(|(t, sub)| !t.is_empty() && !sub.is_empty()) && is_token(value)
+}
+
 /// Matches a media-type entry (`type/subtype`, `type/*`, `*/*`, with parameters)
 /// against a full media type offer such as `application/json`.
 pub(crate) fn media_match(entry: &Entry<'_>, offer: &str) -> Option<Specificity> {
@@ -351,6 +374,17 @@ mod tests {
         assert_eq!(values("br;q=0.2, gzip;q=0"), [("br", 200), ("gzip", 0), ("identity", 200)]);
         assert_eq!(values("gzip, IDENTITY;q=0"), [("gzip", 1000), ("IDENTITY", 0)]);
         assert_eq!(values("*;q=0.3"), [("*", 300)]);
+    }
+
+    #[test]
+    fn ranked_is_q_order_then_header_order() {
+        let header = "a;q=0.5, b, c;q=0, d;q=0.5, e;q=1, f g";
+        assert_eq!(ranked(entries(header), is_token), ["b", "e", "a", "d"]);
+        assert!(ranked(entries(""), is_token).is_empty());
+        assert!(is_media_range("text/*"));
+        for not in ["text", "/x", "x/", "a b/c", ""] {
+            assert!(!is_media_range(not), "{not}");
+        }
     }
 
     #[test]

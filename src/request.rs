@@ -195,6 +195,9 @@ impl sealed::Head for Context {
 /// `q=0` refuses. Without the header, every offer is acceptable and the first wins,
 /// except for encodings: without `Accept-Encoding` only `identity` is acceptable.
 /// A malformed entry (a q that is not a number) is skipped; a q above 1 counts as 1.
+///
+/// Each `accepts_*` method has an `accepted_*` sibling that lists what the header
+/// accepts, best first (Koa's `accepts()` with no arguments).
 pub trait HeaderExt: sealed::Headers {
     /// A request header by name (case-insensitive); `Referrer` and `Referer` are
     /// the same header. Koa's `ctx.get`.
@@ -234,6 +237,26 @@ pub trait HeaderExt: sealed::Headers {
         types.get(index).copied()
     }
 
+    /// The media ranges the `Accept` header accepts, highest q first, ties in header
+    /// order, `q=0` left out, each as written without its parameters (Koa's
+    /// `accepts()` with no arguments). Without the header, `["*/*"]`: anything goes.
+    /// Empty when nothing is acceptable (an empty or unreadable header).
+    ///
+    /// ```
+    /// use http::Request;
+    /// use tower_context::request::HeaderExt;
+    ///
+    /// let req = Request::get("/")
+    ///     .header("accept", "text/*;q=0.5, application/json, image/png;q=0, text/html;level=1")
+    ///     .body(())
+    ///     .unwrap();
+    /// assert_eq!(req.accepted_types(), ["application/json", "text/html", "text/*"]);
+    /// assert_eq!(Request::get("/").body(()).unwrap().accepted_types(), ["*/*"]);
+    /// ```
+    fn accepted_types(&self) -> Vec<String> {
+        accepted(self.sealed_joined(header::ACCEPT.as_str()).as_deref(), "*/*", negotiate::is_media_range)
+    }
+
     /// The best of `encodings` for `Accept-Encoding`. Unless the header names it
     /// (`identity;q=0`) or `*`, `identity` is acceptable at the lowest q the header
     /// gives, as in Koa; so without the header `identity` is the only acceptable
@@ -258,11 +281,43 @@ pub trait HeaderExt: sealed::Headers {
         encodings.get(index).copied()
     }
 
+    /// The content codings `Accept-Encoding` accepts, highest q first, ties in
+    /// header order, `q=0` left out, `identity` included as
+    /// [`accepts_encodings`](Self::accepts_encodings) counts it (Koa's
+    /// `acceptsEncodings()`). Without the header, `["identity"]`.
+    ///
+    /// ```
+    /// use http::Request;
+    /// use tower_context::request::HeaderExt;
+    ///
+    /// let req = Request::get("/").header("accept-encoding", "gzip;q=0.8, deflate;q=0, br").body(()).unwrap();
+    /// assert_eq!(req.accepted_encodings(), ["br", "gzip", "identity"]);
+    /// assert_eq!(Request::get("/").body(()).unwrap().accepted_encodings(), ["identity"]);
+    /// ```
+    fn accepted_encodings(&self) -> Vec<String> {
+        let header = self.sealed_joined(header::ACCEPT_ENCODING.as_str());
+        negotiate::ranked(negotiate::encoding_entries(readable(header.as_deref())), negotiate::is_token)
+    }
+
     /// The best of `charsets` for `Accept-Charset` (case-insensitive names).
     fn accepts_charsets<'t>(&self, charsets: &[&'t str]) -> Option<&'t str> {
         let header = self.sealed_joined(header::ACCEPT_CHARSET.as_str());
         let index = negotiate::best(header.as_deref(), charsets, |e, o| negotiate::token_match(e, o, false))?;
         charsets.get(index).copied()
+    }
+
+    /// The charsets `Accept-Charset` accepts, highest q first, ties in header order,
+    /// `q=0` left out (Koa's `acceptsCharsets()`). Without the header, `["*"]`.
+    ///
+    /// ```
+    /// use http::Request;
+    /// use tower_context::request::HeaderExt;
+    ///
+    /// let req = Request::get("/").header("accept-charset", "iso-8859-1;q=0.2, utf-8").body(()).unwrap();
+    /// assert_eq!(req.accepted_charsets(), ["utf-8", "iso-8859-1"]);
+    /// ```
+    fn accepted_charsets(&self) -> Vec<String> {
+        accepted(self.sealed_joined(header::ACCEPT_CHARSET.as_str()).as_deref(), "*", negotiate::is_token)
     }
 
     /// The best of `languages` for `Accept-Language`; `en` in the header covers
@@ -280,6 +335,21 @@ pub trait HeaderExt: sealed::Headers {
         let header = self.sealed_joined(header::ACCEPT_LANGUAGE.as_str());
         let index = negotiate::best(header.as_deref(), languages, |e, o| negotiate::token_match(e, o, true))?;
         languages.get(index).copied()
+    }
+
+    /// The language tags `Accept-Language` accepts, highest q first, ties in header
+    /// order, `q=0` left out, as written (Koa's `acceptsLanguages()`). Without the
+    /// header, `["*"]`.
+    ///
+    /// ```
+    /// use http::Request;
+    /// use tower_context::request::HeaderExt;
+    ///
+    /// let req = Request::get("/").header("accept-language", "en;q=0.8, fr-CH, fr;q=0.9, de;q=0").body(()).unwrap();
+    /// assert_eq!(req.accepted_languages(), ["fr-CH", "fr", "en"]);
+    /// ```
+    fn accepted_languages(&self) -> Vec<String> {
+        accepted(self.sealed_joined(header::ACCEPT_LANGUAGE.as_str()).as_deref(), "*", negotiate::is_token)
     }
 
     /// The first of `types` that the request's `Content-Type` is, as given (Koa's
@@ -309,6 +379,15 @@ impl<T: sealed::Headers + ?Sized> HeaderExt for T {}
 /// nothing that could match, so it reads as empty.
 fn readable(header: Option<&HeaderValue>) -> &str {
     header.and_then(|h| h.to_str().ok()).unwrap_or_default()
+}
+
+/// What an `Accept`-style header accepts, best first; `absent` stands for "anything"
+/// when there is no header, as `negotiator` reads a missing header.
+fn accepted(header: Option<&HeaderValue>, absent: &str, well_formed: fn(&str) -> bool) -> Vec<String> {
+    match header {
+        None => vec![absent.to_owned()],
+        Some(_) => negotiate::ranked(negotiate::entries(readable(header)), well_formed),
+    }
 }
 
 /// Whether a media type matches a type as `is` accepts it.
@@ -678,15 +757,56 @@ mod tests {
         assert_eq!(none.accepts_encodings(&["gzip", "identity"]), Some("identity"));
         assert_eq!(none.accepts_encodings(&["gzip"]), None);
         assert_eq!(none.accepts_encodings(&["IDENTITY"]), Some("IDENTITY"));
-        // identity sits at the lowest q the header gives.
+        assert_eq!(none.accepted_encodings(), ["identity"]);
+        // identity sits at the lowest q the header gives, after the rest in a tie.
         let low = get("/", &[("accept-encoding", "gzip;q=0.4, br;q=0")]);
+        assert_eq!(low.accepted_encodings(), ["gzip", "identity"]);
         assert_eq!(low.accepts_encodings(&["identity", "gzip"]), Some("identity"));
         assert_eq!(low.accepts_encodings(&["br", "identity"]), Some("identity"));
         let star = get("/", &[("accept-encoding", "*;q=0.5, gzip")]);
+        assert_eq!(star.accepted_encodings(), ["gzip", "*"]);
         assert_eq!(star.accepts_encodings(&["identity"]), Some("identity"));
         let mut map = HeaderMap::new();
         map.insert(header::ACCEPT_ENCODING, HeaderValue::from_bytes(b"gzip\xff").unwrap());
         assert_eq!(map.accepts_encodings(&["gzip", "identity"]), Some("identity"));
+        assert_eq!(map.accepted_encodings(), ["identity"]);
+    }
+
+    #[test]
+    fn accepted_lists_in_q_order() {
+        let req = get(
+            "/",
+            &[
+                ("accept", "text/html;q=0.5, application/json;q=0.9, */*;q=0.1, image/png, text/plain;q=0"),
+                ("accept-charset", "utf-8, iso-8859-1;q=0.5, *;q=0.1"),
+                ("accept-language", "de;q=0.5, en-US, en;q=0.9, fr;q=0.5"),
+            ],
+        );
+        assert_eq!(req.accepted_types(), ["image/png", "application/json", "text/html", "*/*"]);
+        assert_eq!(req.accepted_charsets(), ["utf-8", "iso-8859-1", "*"]);
+        assert_eq!(req.accepted_languages(), ["en-US", "en", "de", "fr"]);
+        let none = get("/", &[]);
+        assert_eq!(none.accepted_types(), ["*/*"]);
+        assert_eq!(none.accepted_charsets(), ["*"]);
+        assert_eq!(none.accepted_languages(), ["*"]);
+        let empty = get("/", &[("accept", ""), ("accept-language", " , ;q=1")]);
+        assert!(empty.accepted_types().is_empty());
+        assert!(empty.accepted_languages().is_empty());
+    }
+
+    #[test]
+    fn accepted_lists_skip_malformed_entries() {
+        let req =
+            get("/", &[("accept", "text/html;q=abc, /json, text/, a b/c, json, application/json;q=1e9")]);
+        assert_eq!(req.accepted_types(), ["application/json"]);
+        let req = get("/", &[("accept-language", "en US, fr;q=NaN, de")]);
+        assert_eq!(req.accepted_languages(), ["de"]);
+        let mut map = HeaderMap::new();
+        map.insert(header::ACCEPT, HeaderValue::from_bytes(b"text/html\xff").unwrap());
+        assert!(map.accepted_types().is_empty());
+        let many = "a/b;q=0.5, ".repeat(1000);
+        let req = get("/", &[("accept", many.as_str())]);
+        assert!(req.accepted_types().len() <= 64);
     }
 
     #[test]

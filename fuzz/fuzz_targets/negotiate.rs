@@ -1,6 +1,6 @@
-//! Accept / Accept-Language / Accept-Encoding / Accept-Charset negotiation and
-//! Content-Type matching (`is`), through `HeaderExt` on a `HeaderMap`, a `Request` and
-//! a `Context` inside the layer.
+//! Accept / Accept-Language / Accept-Encoding / Accept-Charset negotiation, the
+//! `accepted_*` lists, and Content-Type matching (`is`), through `HeaderExt` on a
+//! `HeaderMap`, a `Request` and a `Context` inside the layer.
 //!
 //! Checked:
 //! - nothing panics, whatever the headers (several lines, obs-text bytes) or offers;
@@ -8,6 +8,8 @@
 //! - the header map, the request and the context agree;
 //! - the answer over a list is acceptable alone, and a list with any offer acceptable
 //!   alone has an answer;
+//! - every charset, encoding and language an `accepted_*` list names is acceptable
+//!   alone;
 //! - `is` over a list answers with the first offer that `is` accepts alone.
 
 #![no_main]
@@ -67,6 +69,37 @@ fn answers<'t, H: HeaderExt + ?Sized>(h: &H, offers: &[&'t str]) -> Answers<'t> 
     }
 }
 
+/// What the helpers that take no offers say.
+#[derive(Debug, PartialEq, Eq)]
+struct Lists {
+    types: Vec<String>,
+    languages: Vec<String>,
+    encodings: Vec<String>,
+    charsets: Vec<String>,
+}
+
+fn lists<H: HeaderExt + ?Sized>(h: &H) -> Lists {
+    Lists {
+        types: h.accepted_types(),
+        languages: h.accepted_languages(),
+        encodings: h.accepted_encodings(),
+        charsets: h.accepted_charsets(),
+    }
+}
+
+fn check_lists<H: HeaderExt + ?Sized>(h: &H) {
+    let lists = lists(h);
+    for language in &lists.languages {
+        assert_eq!(h.accepts_languages(&[language.as_str()]), Some(language.as_str()), "listed language");
+    }
+    for encoding in &lists.encodings {
+        assert_eq!(h.accepts_encodings(&[encoding.as_str()]), Some(encoding.as_str()), "listed encoding");
+    }
+    for charset in &lists.charsets {
+        assert_eq!(h.accepts_charsets(&[charset.as_str()]), Some(charset.as_str()), "listed charset");
+    }
+}
+
 fn check<H: HeaderExt + ?Sized>(h: &H, offers: &[&str]) {
     let all = answers(h, offers);
     for answer in [all.accepts, all.languages, all.encodings, all.charsets, all.is].into_iter().flatten() {
@@ -118,9 +151,11 @@ fuzz_target!(|input: Input| {
     let offers: Vec<&str> = owned.iter().map(String::as_str).collect();
 
     check(&headers, &offers);
+    check_lists(&headers);
     let mut request = Request::get("/").body(()).expect("a valid request");
     *request.headers_mut() = headers.clone();
     assert_eq!(answers(&request, &offers), answers(&headers, &offers), "request and header map");
+    assert_eq!(lists(&request), lists(&headers), "request and header map");
     // A context joins the lines of a header; `is` on a map reads the first line only.
     let one_content_type = headers.get_all(CONTENT_TYPE).iter().count() <= 1;
 
@@ -128,6 +163,7 @@ fuzz_target!(|input: Input| {
     let done = common::run(&ContextLayer::new(), request, move |req, ctx| async move {
         let offers: Vec<&str> = owned_in.iter().map(String::as_str).collect();
         check(&ctx, &offers);
+        check_lists(&ctx);
         let mut from_ctx = answers(&ctx, &offers);
         let mut from_req = answers(&req, &offers);
         if !one_content_type {
@@ -135,6 +171,7 @@ fuzz_target!(|input: Input| {
             from_req.is = None;
         }
         assert_eq!(from_ctx, from_req, "context and request");
+        assert_eq!(lists(&ctx), lists(&req), "context and request");
         common::ok()
     });
     common::assert_clean_headers(&done.head);

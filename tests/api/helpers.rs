@@ -48,6 +48,18 @@ fn negotiation_app() -> Router {
             }),
         )
         .route(
+            "/accepted",
+            get(|ctx: Context| async move {
+                serde_json::json!({
+                    "types": ctx.accepted_types(),
+                    "encodings": ctx.accepted_encodings(),
+                    "charsets": ctx.accepted_charsets(),
+                    "languages": ctx.accepted_languages(),
+                })
+                .to_string()
+            }),
+        )
+        .route(
             "/is",
             post(
                 |ctx: Context| async move { format!("{:?}", ctx.is(&["json", "urlencoded", "multipart/*"])) },
@@ -117,6 +129,59 @@ async fn without_accept_encoding_nothing_is_compressed() {
         let (_, _, body) = call(&app, request("GET", "/", headers)).await;
         assert_eq!(body, want, "{headers:?}");
     }
+}
+
+async fn accepted(headers: &[(&str, &str)]) -> serde_json::Value {
+    let (status, _, body) = call(&negotiation_app(), request("GET", "/accepted", headers)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test]
+async fn accepted_lists_best_first() {
+    let got = accepted(&[
+        ("accept", "text/html;q=0.8, application/json, text/plain;q=0, image/*;q=0.8, */*;q=0.1"),
+        ("accept-encoding", "gzip;q=0.6, br, zstd;q=0.6"),
+        ("accept-charset", "iso-8859-1;q=0.4, utf-8"),
+        ("accept-language", "fr;q=0.9, de-CH, de;q=0.9, en;q=0.5, *;q=0"),
+    ])
+    .await;
+    assert_eq!(
+        got,
+        serde_json::json!({
+            "types": ["application/json", "text/html", "image/*", "*/*"],
+            "encodings": ["br", "gzip", "zstd", "identity"],
+            "charsets": ["utf-8", "iso-8859-1"],
+            "languages": ["de-CH", "fr", "de", "en"],
+        })
+    );
+    // No headers: anything, except that the only encoding is identity.
+    let got = accepted(&[]).await;
+    assert_eq!(
+        got,
+        serde_json::json!({ "types": ["*/*"], "encodings": ["identity"], "charsets": ["*"], "languages": ["*"] })
+    );
+    // Empty headers accept nothing (an empty Accept-Encoding still leaves identity).
+    let got =
+        accepted(&[("accept", ""), ("accept-encoding", ""), ("accept-charset", ""), ("accept-language", "")])
+            .await;
+    assert_eq!(
+        got,
+        serde_json::json!({ "types": [], "encodings": ["identity"], "charsets": [], "languages": [] })
+    );
+    let got = accepted(&[("accept-encoding", "gzip, identity;q=0")]).await;
+    assert_eq!(got["encodings"], serde_json::json!(["gzip"]));
+}
+
+#[tokio::test]
+async fn accepted_lists_skip_what_they_cannot_read() {
+    let got = accepted(&[
+        ("accept", ";;, text/html;q=nope, json, /x, a b/c, application/xml;q=7, text/csv;q=-1"),
+        ("accept-language", "en-US;q=0.5, e n, ,fr"),
+    ])
+    .await;
+    assert_eq!(got["types"], serde_json::json!(["application/xml"]));
+    assert_eq!(got["languages"], serde_json::json!(["fr", "en-US"]));
 }
 
 #[tokio::test]
@@ -247,9 +312,11 @@ async fn bad_hosts_are_absent_not_errors() {
 async fn helpers_work_on_plain_requests_and_parts() {
     let req = request("GET", "/x?a=1", &[("host", "h.example"), ("accept", "text/html")]);
     assert_eq!(req.accepts(&["json", "html"]), Some("html"));
+    assert_eq!(req.accepted_types(), ["text/html"]);
     let (parts, _) = req.into_parts();
     assert_eq!(parts.href().as_deref(), Some("http://h.example/x?a=1"));
     assert_eq!(parts.headers.accepts(&["html"]), Some("html"));
+    assert_eq!(parts.headers.accepted_encodings(), ["identity"]);
 }
 
 fn page_app() -> Router {
