@@ -1,10 +1,14 @@
-//! Content negotiation over `Accept`-style headers: q-values, wildcards, specificity.
+//! Content negotiation over `Accept`-style headers: q-values, wildcards, specificity;
+//! and media types: short names, and matching a `Content-Type` against types.
 //!
 //! One algorithm serves the error renderer and the request helpers. It follows the
 //! `negotiator` module that Koa's `accepts` uses: each offered value takes the
 //! q-value of the most specific header entry that matches it (of equally specific
 //! ones, the highest); the offer with the highest q wins; ties go to the more
 //! specific match, then to the earlier offer.
+//! Type matching follows `type-is`, which Koa's `request.is` and `response.is` use.
+
+use std::borrow::Cow;
 
 use http::header::{self, HeaderMap, HeaderValue};
 
@@ -263,16 +267,58 @@ const TYPES: &[(&str, &str)] = &[
 /// The media type for a short name or extension (`json`, `.png`, `urlencoded`,
 /// `multipart`), or the name itself when it already is a valid media type
 /// (`text/plain`, `image/*`). `None` for anything else.
-pub(crate) fn media_type(name: &str) -> Option<std::borrow::Cow<'_, str>> {
+pub(crate) fn media_type(name: &str) -> Option<Cow<'_, str>> {
     let name = name.trim();
     if name.contains('/') {
         let media = name.parse::<mime::Mime>().ok()?;
         let complete = !media.type_().as_str().is_empty() && !media.subtype().as_str().is_empty();
-        return complete.then_some(std::borrow::Cow::Borrowed(name));
+        return complete.then_some(Cow::Borrowed(name));
     }
     let ext = name.strip_prefix('.').unwrap_or(name).to_ascii_lowercase();
     let index = TYPES.binary_search_by(|(n, _)| (*n).cmp(ext.as_str())).ok()?;
-    TYPES.get(index).map(|(_, media)| std::borrow::Cow::Borrowed(*media))
+    TYPES.get(index).map(|(_, media)| Cow::Borrowed(*media))
+}
+
+/// A `Content-Type` value as a media type (type, subtype and charset lowercased);
+/// `None` when it is not one. A wildcard is a pattern, not a type a body can have.
+pub(crate) fn parse_content_type(value: &HeaderValue) -> Option<mime::Mime> {
+    let media: mime::Mime = value.to_str().ok()?.parse().ok()?;
+    // The parser lets `text/` through with an empty subtype.
+    let real = |part: mime::Name<'_>| !part.as_str().is_empty() && part != mime::STAR;
+    (real(media.type_()) && real(media.subtype())).then_some(media)
+}
+
+/// The first of `types` that a `Content-Type` is, as the `type-is` module answers:
+/// the type as given, except that a wildcard (`text/*`) or a suffix (`+json`) gives
+/// the actual type, since it names a family and the caller wants to know which
+/// member came. No `types` gives the actual type. The actual type is lowercase and
+/// without parameters. `None` for a missing or malformed `Content-Type`, or when
+/// nothing matches.
+pub(crate) fn type_is<'t>(content_type: Option<&HeaderValue>, types: &[&'t str]) -> Option<Cow<'t, str>> {
+    let actual = parse_content_type(content_type?)?;
+    let essence = || Cow::Owned(actual.essence_str().to_owned());
+    if types.is_empty() {
+        return Some(essence());
+    }
+    let given = types.iter().copied().find(|t| type_matches(t, &actual))?;
+    let family = given.trim_start().starts_with('+') || given.contains('*');
+    Some(if family { essence() } else { Cow::Borrowed(given) })
+}
+
+/// Whether `actual` is of `given`: a media type with optional wildcards, a short
+/// name or extension, or `+suffix`.
+fn type_matches(given: &str, actual: &mime::Mime) -> bool {
+    let given = given.trim();
+    if let Some(suffix) = given.strip_prefix('+') {
+        return actual.suffix().is_some_and(|s| s.as_str().eq_ignore_ascii_case(suffix));
+    }
+    let Some(wanted) = media_type(given).and_then(|m| m.parse::<mime::Mime>().ok()) else {
+        return false;
+    };
+    let part = |want: mime::Name<'_>, have: mime::Name<'_>| {
+        want == mime::STAR || want.as_str().eq_ignore_ascii_case(have.as_str())
+    };
+    part(wanted.type_(), actual.type_()) && part(wanted.subtype(), actual.subtype())
 }
 
 /// Adds `field` to a `Vary` header: merged with what is there, no duplicates

@@ -352,24 +352,29 @@ pub trait HeaderExt: sealed::Headers {
         accepted(self.sealed_joined(header::ACCEPT_LANGUAGE.as_str()).as_deref(), "*", negotiate::is_token)
     }
 
-    /// The first of `types` that the request's `Content-Type` is, as given (Koa's
-    /// `ctx.is`). A type is a media type with optional wildcards (`multipart/*`), a
-    /// short name or extension (`json`, `urlencoded`, `multipart`, `html`), or a
-    /// structured-syntax suffix (`+json` matches `application/ld+json`). `None` when
+    /// Which of `types` the request's `Content-Type` is (Koa's `ctx.is`). A type is a
+    /// media type with optional wildcards (`multipart/*`), a short name or extension
+    /// (`json`, `urlencoded`, `multipart`, `html`), or a structured-syntax suffix
+    /// (`+json` matches `application/ld+json`). The first match answers: a name or
+    /// full type as given (borrowed), a wildcard or suffix with the request's actual
+    /// type (owned, lowercase and without parameters), since it matches a whole
+    /// family. No types at all gives the request's type. `None` when
     /// the request has no `Content-Type`, a malformed one, or none of the types.
+    /// Koa also answers `null` for a request with neither `Content-Length` nor
+    /// `Transfer-Encoding` (no body); here only `Content-Type` counts.
     ///
     /// ```
     /// use http::Request;
     /// use tower_context::request::HeaderExt;
     ///
-    /// let req = Request::post("/").header("content-type", "application/json; charset=utf-8").body(()).unwrap();
-    /// assert_eq!(req.is(&["urlencoded", "json"]), Some("json"));
+    /// let req = Request::post("/").header("content-type", "text/html; charset=utf-8").body(()).unwrap();
+    /// assert_eq!(req.is(&["json", "html"]).as_deref(), Some("html"));
+    /// assert_eq!(req.is(&["text/*"]).as_deref(), Some("text/html"));
+    /// assert_eq!(req.is(&[]).as_deref(), Some("text/html"));
     /// assert_eq!(req.is(&["multipart/*"]), None);
     /// ```
-    fn is<'t>(&self, types: &[&'t str]) -> Option<&'t str> {
-        let content_type: mime::Mime =
-            self.sealed_header(header::CONTENT_TYPE.as_str())?.to_str().ok()?.parse().ok()?;
-        types.iter().copied().find(|offer| type_is(offer, &content_type))
+    fn is<'t>(&self, types: &[&'t str]) -> Option<Cow<'t, str>> {
+        negotiate::type_is(self.sealed_header(header::CONTENT_TYPE.as_str()), types)
     }
 }
 
@@ -388,21 +393,6 @@ fn accepted(header: Option<&HeaderValue>, absent: &str, well_formed: fn(&str) ->
         None => vec![absent.to_owned()],
         Some(_) => negotiate::ranked(negotiate::entries(readable(header)), well_formed),
     }
-}
-
-/// Whether a media type matches a type as `is` accepts it.
-fn type_is(offer: &str, actual: &mime::Mime) -> bool {
-    let offer = offer.trim();
-    if let Some(suffix) = offer.strip_prefix('+') {
-        return actual.suffix().is_some_and(|s| s.as_str().eq_ignore_ascii_case(suffix));
-    }
-    let Some(wanted) = negotiate::media_type(offer).and_then(|m| m.parse::<mime::Mime>().ok()) else {
-        return false;
-    };
-    let part = |want: mime::Name<'_>, have: mime::Name<'_>| {
-        want == mime::STAR || want.as_str().eq_ignore_ascii_case(have.as_str())
-    };
-    part(wanted.type_(), actual.type_()) && part(wanted.subtype(), actual.subtype())
 }
 
 /// Helpers that read the whole request head: freshness, client facts (following
@@ -738,17 +728,30 @@ mod tests {
     fn is_matches_content_types() {
         let form =
             Request::post("/").header("content-type", "application/x-www-form-urlencoded").body(()).unwrap();
-        assert_eq!(form.is(&["json", "urlencoded"]), Some("urlencoded"));
+        assert_eq!(form.is(&["json", "urlencoded"]).as_deref(), Some("urlencoded"));
         let multi =
             Request::post("/").header("content-type", "multipart/form-data; boundary=x").body(()).unwrap();
-        assert_eq!(multi.is(&["json", "multipart/*"]), Some("multipart/*"));
-        assert_eq!(multi.is(&["multipart"]), Some("multipart"));
-        let ld = Request::post("/").header("content-type", "application/ld+json").body(()).unwrap();
-        assert_eq!(ld.is(&["json", "+json"]), Some("+json"));
-        assert_eq!(ld.is(&["*/*"]), Some("*/*"));
+        assert_eq!(multi.is(&["json", "multipart/*"]).as_deref(), Some("multipart/form-data"));
+        assert_eq!(multi.is(&["multipart"]).as_deref(), Some("multipart"));
+        let ld = Request::post("/").header("content-type", "Application/LD+JSON").body(()).unwrap();
+        assert_eq!(ld.is(&["json", "+json"]).as_deref(), Some("application/ld+json"));
+        assert_eq!(ld.is(&["*/*"]).as_deref(), Some("application/ld+json"));
+        assert_eq!(ld.is(&["application/LD+json"]).as_deref(), Some("application/LD+json"));
+        assert_eq!(ld.is(&[]).as_deref(), Some("application/ld+json"));
         let bad = Request::post("/").header("content-type", "not a type").body(()).unwrap();
         assert_eq!(bad.is(&["*/*", "json"]), None);
+        assert_eq!(bad.is(&[]), None);
+        let pattern = Request::post("/").header("content-type", "text/*").body(()).unwrap();
+        assert_eq!(pattern.is(&["text/*"]), None);
         assert_eq!(get("/", &[]).is(&["*/*"]), None);
+        assert_eq!(get("/", &[]).is(&[]), None);
+    }
+
+    #[test]
+    fn a_given_name_is_borrowed_and_a_family_match_is_the_actual_type() {
+        let req = get("/", &[("content-type", "text/plain")]);
+        assert!(matches!(req.is(&["text"]), Some(Cow::Borrowed("text"))));
+        assert!(matches!(req.is(&["text/*"]), Some(Cow::Owned(t)) if t == "text/plain"));
     }
 
     #[test]

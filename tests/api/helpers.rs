@@ -13,7 +13,7 @@ use tower::{Layer, ServiceExt, service_fn};
 use tower_context::body::Body;
 use tower_context::conditional::{ConditionalGetLayer, conditional_get};
 use tower_context::request::{HeaderExt, RequestHeadExt};
-use tower_context::response::{attachment, content_type, etag, last_modified, redirect, redirect_back};
+use tower_context::response::{attachment, content_type, etag, is, last_modified, redirect, redirect_back};
 use tower_context::{Context, ContextLayer, HttpError};
 
 use crate::common::body_string;
@@ -208,7 +208,9 @@ async fn is_on_the_content_type() {
     let cases = [
         ("application/json; charset=utf-8", r#"Some("json")"#),
         ("application/x-www-form-urlencoded", r#"Some("urlencoded")"#),
-        ("multipart/form-data; boundary=----x", r#"Some("multipart/*")"#),
+        // A wildcard answers with the type that came.
+        ("multipart/form-data; boundary=----x", r#"Some("multipart/form-data")"#),
+        ("Multipart/Mixed", r#"Some("multipart/mixed")"#),
         ("text/plain", "None"),
         ("json", "None"),
         ("application/json; charset=\"unterminated", "None"),
@@ -221,6 +223,35 @@ async fn is_on_the_content_type() {
     }
     let (_, _, body) = call(&app, request("POST", "/is", &[])).await;
     assert_eq!(body, "None");
+}
+
+#[tokio::test]
+async fn response_is_in_an_after_hook() {
+    let app = Router::new()
+        .route(
+            "/{kind}",
+            get(|ctx: Context, axum::extract::Path(kind): axum::extract::Path<String>| async move {
+                ctx.after(|mut res| async move {
+                    let answer = format!("{:?}", is(res.headers(), &["json", "text/*"]));
+                    res.headers_mut().insert("x-is", HeaderValue::from_str(&answer).unwrap());
+                    Ok::<_, HttpError>(res)
+                })?;
+                let mut headers = HeaderMap::new();
+                content_type(&mut headers, &kind).map_err(HttpError::from)?;
+                Ok::<_, HttpError>((headers, "body"))
+            }),
+        )
+        .layer(ContextLayer::new());
+    for (kind, want) in [
+        ("json", r#"Some("json")"#),
+        ("html", r#"Some("text/html")"#),
+        ("text%2Fcsv", r#"Some("text/csv")"#),
+        ("png", "None"),
+    ] {
+        let (status, headers, _) = call(&app, request("GET", &format!("/{kind}"), &[])).await;
+        assert_eq!(status, StatusCode::OK, "{kind}");
+        assert_eq!(headers["x-is"], want, "{kind}");
+    }
 }
 
 fn facts_app() -> Router {
@@ -310,9 +341,14 @@ async fn bad_hosts_are_absent_not_errors() {
 
 #[tokio::test]
 async fn helpers_work_on_plain_requests_and_parts() {
-    let req = request("GET", "/x?a=1", &[("host", "h.example"), ("accept", "text/html")]);
+    let req = request(
+        "GET",
+        "/x?a=1",
+        &[("host", "h.example"), ("accept", "text/html"), ("content-type", "text/plain; charset=latin1")],
+    );
     assert_eq!(req.accepts(&["json", "html"]), Some("html"));
     assert_eq!(req.accepted_types(), ["text/html"]);
+    assert_eq!(req.is(&["text/*"]).as_deref(), Some("text/plain"));
     let (parts, _) = req.into_parts();
     assert_eq!(parts.href().as_deref(), Some("http://h.example/x?a=1"));
     assert_eq!(parts.headers.accepts(&["html"]), Some("html"));
