@@ -2,9 +2,10 @@
 //! two extension traits.
 //!
 //! - [`HeaderExt`] needs only headers: content negotiation ([`accepts`](HeaderExt::accepts)
-//!   and its siblings), [`is`](HeaderExt::is) and [`header`](HeaderExt::header). It is
-//!   implemented for [`HeaderMap`], [`http::Request`], [`http::request::Parts`] and
-//!   [`Context`].
+//!   and its siblings), the body's [`content_type`](HeaderExt::content_type),
+//!   [`charset`](HeaderExt::charset) and [`content_length`](HeaderExt::content_length),
+//!   [`is`](HeaderExt::is) and [`header`](HeaderExt::header). It is implemented for
+//!   [`HeaderMap`], [`http::Request`], [`http::request::Parts`] and [`Context`].
 //! - [`RequestHeadExt`] needs the whole request head: freshness, the client's address,
 //!   protocol and host (following [`TrustProxy`]), the URL's
 //!   parts. It is implemented for `Request`, `Parts` and `Context`.
@@ -186,7 +187,8 @@ impl sealed::Head for Context {
     }
 }
 
-/// Helpers that read request headers: content negotiation, `is`, `header`.
+/// Helpers that read request headers: content negotiation, the request's content
+/// type and length, `is`, `header`.
 ///
 /// Implemented for [`HeaderMap`], [`http::Request`], [`http::request::Parts`] and
 /// [`Context`]. Negotiation follows Koa's `accepts` (the `negotiator` package): an
@@ -352,13 +354,70 @@ pub trait HeaderExt: sealed::Headers {
         accepted(self.sealed_joined(header::ACCEPT_LANGUAGE.as_str()).as_deref(), "*", negotiate::is_token)
     }
 
+    /// The request's media type, lowercase and without parameters: `text/html` for
+    /// `Content-Type: text/HTML; charset=utf-8` (Koa's `ctx.type`). `None` when there
+    /// is no `Content-Type` or it is not a media type. Koa keeps the case as sent and
+    /// returns whatever comes before `;`; lowercase lets a plain `==` compare, and a
+    /// malformed header is not half-read. To test the type, use [`is`](Self::is),
+    /// which knows short names and wildcards.
+    ///
+    /// ```
+    /// use http::Request;
+    /// use tower_context::request::HeaderExt;
+    ///
+    /// let req = Request::post("/").header("content-type", "text/HTML; charset=UTF-8").body(()).unwrap();
+    /// assert_eq!(req.content_type().as_deref(), Some("text/html"));
+    /// assert_eq!(req.charset().as_deref(), Some("utf-8"));
+    /// ```
+    fn content_type(&self) -> Option<String> {
+        let media = negotiate::parse_content_type(self.sealed_header(header::CONTENT_TYPE.as_str())?)?;
+        Some(media.essence_str().to_owned())
+    }
+
+    /// The `charset` parameter of `Content-Type`, lowercase and unquoted (Koa's
+    /// `ctx.charset`, which keeps the case as sent). `None` when there is none, or
+    /// the `Content-Type` is missing or not a media type.
+    fn charset(&self) -> Option<String> {
+        let media = negotiate::parse_content_type(self.sealed_header(header::CONTENT_TYPE.as_str())?)?;
+        media.get_param(mime::CHARSET).map(|charset| charset.as_str().to_owned())
+    }
+
+    /// `Content-Length` as a number (Koa's `ctx.length`). `None` when it is absent,
+    /// not a decimal number (where Koa gives 0), or too big for a `u64`. Repeated
+    /// lines (or a list) that all give the same number count as that number, as
+    /// RFC 9110 allows; lines that disagree give `None`.
+    ///
+    /// Named `content_length` rather than Koa's `length` so that, on a
+    /// [`HeaderMap`], it does not read like [`HeaderMap::len`] (the number of headers).
+    ///
+    /// ```
+    /// use http::Request;
+    /// use tower_context::request::HeaderExt;
+    ///
+    /// let req = Request::post("/").header("content-length", "42").body(()).unwrap();
+    /// assert_eq!(req.content_length(), Some(42));
+    /// let bad = Request::post("/").header("content-length", "-1").body(()).unwrap();
+    /// assert_eq!(bad.content_length(), None);
+    /// ```
+    fn content_length(&self) -> Option<u64> {
+        let value = self.sealed_joined(header::CONTENT_LENGTH.as_str())?;
+        let mut lengths = value.to_str().ok()?.split(',').map(|part| {
+            let digits = part.trim();
+            // `u64::from_str` would also take a leading `+`, which HTTP does not.
+            let decimal = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+            decimal.then(|| digits.parse::<u64>().ok()).flatten()
+        });
+        let first = lengths.next()??;
+        lengths.all(|length| length == Some(first)).then_some(first)
+    }
+
     /// Which of `types` the request's `Content-Type` is (Koa's `ctx.is`). A type is a
     /// media type with optional wildcards (`multipart/*`), a short name or extension
     /// (`json`, `urlencoded`, `multipart`, `html`), or a structured-syntax suffix
     /// (`+json` matches `application/ld+json`). The first match answers: a name or
     /// full type as given (borrowed), a wildcard or suffix with the request's actual
-    /// type (owned, lowercase and without parameters), since it matches a whole
-    /// family. No types at all gives the request's type. `None` when
+    /// type (owned, as [`content_type`](Self::content_type) gives it), since it
+    /// matches a whole family. No types at all gives the request's type. `None` when
     /// the request has no `Content-Type`, a malformed one, or none of the types.
     /// Koa also answers `null` for a request with neither `Content-Length` nor
     /// `Transfer-Encoding` (no body); here only `Content-Type` counts.
@@ -752,6 +811,33 @@ mod tests {
         let req = get("/", &[("content-type", "text/plain")]);
         assert!(matches!(req.is(&["text"]), Some(Cow::Borrowed("text"))));
         assert!(matches!(req.is(&["text/*"]), Some(Cow::Owned(t)) if t == "text/plain"));
+    }
+
+    #[test]
+    fn content_type_charset_and_length() {
+        let req = get("/", &[("content-type", "Text/Plain; Charset=\"ISO-8859-1\"; format=flowed")]);
+        assert_eq!(req.content_type().as_deref(), Some("text/plain"));
+        assert_eq!(req.charset().as_deref(), Some("iso-8859-1"));
+        let req = get("/", &[("content-type", "application/json")]);
+        assert_eq!(req.charset(), None);
+        for malformed in ["json", "text/", "*/*", "text/plain; charset=\"open", "a b/c"] {
+            let req = get("/", &[("content-type", malformed)]);
+            assert_eq!((req.content_type(), req.charset()), (None, None), "{malformed}");
+        }
+        assert_eq!(get("/", &[]).content_type(), None);
+
+        assert_eq!(get("/", &[("content-length", "0")]).content_length(), Some(0));
+        assert_eq!(get("/", &[("content-length", "18446744073709551615")]).content_length(), Some(u64::MAX));
+        for bad in ["", "+5", "-5", "5.0", "0x10", "18446744073709551616", "5 5", "5,", "abc"] {
+            assert_eq!(get("/", &[("content-length", bad)]).content_length(), None, "{bad:?}");
+        }
+        assert_eq!(get("/", &[]).content_length(), None);
+        let mut map = HeaderMap::new();
+        map.append(header::CONTENT_LENGTH, HeaderValue::from_static("7"));
+        map.append(header::CONTENT_LENGTH, HeaderValue::from_static("7"));
+        assert_eq!(map.content_length(), Some(7));
+        map.append(header::CONTENT_LENGTH, HeaderValue::from_static("8"));
+        assert_eq!(map.content_length(), None);
     }
 
     #[test]

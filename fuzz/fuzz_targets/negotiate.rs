@@ -1,6 +1,6 @@
 //! Accept / Accept-Language / Accept-Encoding / Accept-Charset negotiation, the
-//! `accepted_*` lists, and Content-Type matching (`is`), through `HeaderExt` on a
-//! `HeaderMap`, a `Request` and a `Context` inside the layer.
+//! `accepted_*` lists, and Content-Type matching (`is`, `content_type`, `charset`),
+//! through `HeaderExt` on a `HeaderMap`, a `Request` and a `Context` inside the layer.
 //!
 //! Checked:
 //! - nothing panics, whatever the headers (several lines, obs-text bytes) or offers;
@@ -10,7 +10,8 @@
 //!   alone has an answer;
 //! - every charset, encoding and language an `accepted_*` list names is acceptable
 //!   alone;
-//! - `is` over a list answers with the first offer that `is` accepts alone.
+//! - `is` over a list answers with the first offer that `is` accepts alone, and `is`
+//!   with no offers is `content_type`.
 
 #![no_main]
 
@@ -78,6 +79,8 @@ struct Lists {
     languages: Vec<String>,
     encodings: Vec<String>,
     charsets: Vec<String>,
+    content_type: Option<String>,
+    charset: Option<String>,
 }
 
 fn lists<H: HeaderExt + ?Sized>(h: &H) -> Lists {
@@ -86,6 +89,8 @@ fn lists<H: HeaderExt + ?Sized>(h: &H) -> Lists {
         languages: h.accepted_languages(),
         encodings: h.accepted_encodings(),
         charsets: h.accepted_charsets(),
+        content_type: h.content_type(),
+        charset: h.charset(),
     }
 }
 
@@ -100,6 +105,8 @@ fn check_lists<H: HeaderExt + ?Sized>(h: &H) {
     for charset in &lists.charsets {
         assert_eq!(h.accepts_charsets(&[charset.as_str()]), Some(charset.as_str()), "listed charset");
     }
+    assert_eq!(h.is(&[]).map(Cow::into_owned), lists.content_type, "is(&[]) and content_type");
+    assert!(lists.charset.is_none() || lists.content_type.is_some(), "a charset without a type");
 }
 
 fn check<H: HeaderExt + ?Sized>(h: &H, offers: &[&str]) {
@@ -174,12 +181,18 @@ fuzz_target!(|input: Input| {
         check_lists(&ctx);
         let mut from_ctx = answers(&ctx, &offers);
         let mut from_req = answers(&req, &offers);
+        let mut lists_ctx = lists(&ctx);
+        let mut lists_req = lists(&req);
         if !one_content_type {
             from_ctx.is = None;
             from_req.is = None;
+            for l in [&mut lists_ctx, &mut lists_req] {
+                l.content_type = None;
+                l.charset = None;
+            }
         }
         assert_eq!(from_ctx, from_req, "context and request");
-        assert_eq!(lists(&ctx), lists(&req), "context and request");
+        assert_eq!(lists_ctx, lists_req, "context and request");
         common::ok()
     });
     common::assert_clean_headers(&done.head);

@@ -65,6 +65,19 @@ fn negotiation_app() -> Router {
                 |ctx: Context| async move { format!("{:?}", ctx.is(&["json", "urlencoded", "multipart/*"])) },
             ),
         )
+        .route(
+            "/body",
+            post(|ctx: Context| async move {
+                serde_json::json!({
+                    "type": ctx.content_type(),
+                    "charset": ctx.charset(),
+                    "length": ctx.content_length(),
+                    "is": ctx.is(&[]),
+                    "is_text": ctx.is(&["text/*", "json"]),
+                })
+                .to_string()
+            }),
+        )
         .layer(ContextLayer::new())
 }
 
@@ -225,6 +238,52 @@ async fn is_on_the_content_type() {
     assert_eq!(body, "None");
 }
 
+async fn body_facts(headers: &[(&str, &str)]) -> serde_json::Value {
+    let (status, _, body) = call(&negotiation_app(), request("POST", "/body", headers)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test]
+async fn content_type_charset_and_length_on_a_context() {
+    let got =
+        body_facts(&[("content-type", "text/HTML; Charset=\"UTF-8\""), ("content-length", "1024")]).await;
+    assert_eq!(
+        got,
+        serde_json::json!({
+            "type": "text/html",
+            "charset": "utf-8",
+            "length": 1024,
+            "is": "text/html",
+            "is_text": "text/html",
+        })
+    );
+    let got = body_facts(&[("content-type", "application/json"), ("content-length", "0")]).await;
+    assert_eq!(
+        got,
+        serde_json::json!({
+            "type": "application/json",
+            "charset": null,
+            "length": 0,
+            "is": "application/json",
+            "is_text": "json",
+        })
+    );
+    let none =
+        serde_json::json!({ "type": null, "charset": null, "length": null, "is": null, "is_text": null });
+    assert_eq!(body_facts(&[]).await, none);
+    for (content_type, length) in [("json", "12abc"), ("text/", "+3"), ("text/*", "-1"), ("a/b; c=\"", "1e3")]
+    {
+        let got = body_facts(&[("content-type", content_type), ("content-length", length)]).await;
+        assert_eq!(got, none, "{content_type} {length}");
+    }
+    // Repeated Content-Length lines: one length when they agree, none when not.
+    let got = body_facts(&[("content-length", "5"), ("content-length", "5")]).await;
+    assert_eq!(got["length"], 5);
+    let got = body_facts(&[("content-length", "5"), ("content-length", "6")]).await;
+    assert_eq!(got["length"], serde_json::Value::Null);
+}
+
 #[tokio::test]
 async fn response_is_in_an_after_hook() {
     let app = Router::new()
@@ -344,13 +403,21 @@ async fn helpers_work_on_plain_requests_and_parts() {
     let req = request(
         "GET",
         "/x?a=1",
-        &[("host", "h.example"), ("accept", "text/html"), ("content-type", "text/plain; charset=latin1")],
+        &[
+            ("host", "h.example"),
+            ("accept", "text/html"),
+            ("content-type", "text/plain; charset=latin1"),
+            ("content-length", "3"),
+        ],
     );
     assert_eq!(req.accepts(&["json", "html"]), Some("html"));
     assert_eq!(req.accepted_types(), ["text/html"]);
     assert_eq!(req.is(&["text/*"]).as_deref(), Some("text/plain"));
+    assert_eq!(req.charset().as_deref(), Some("latin1"));
     let (parts, _) = req.into_parts();
     assert_eq!(parts.href().as_deref(), Some("http://h.example/x?a=1"));
+    assert_eq!(parts.content_type().as_deref(), Some("text/plain"));
+    assert_eq!(parts.content_length(), Some(3));
     assert_eq!(parts.headers.accepts(&["html"]), Some("html"));
     assert_eq!(parts.headers.accepted_encodings(), ["identity"]);
 }
