@@ -1,9 +1,14 @@
-//! Content negotiation over `Accept`-style headers: q-values, wildcards, specificity.
+//! Content negotiation over `Accept`-style headers: q-values, wildcards, specificity;
+//! and media types: short names, and matching a `Content-Type` against types.
 //!
 //! One algorithm serves the error renderer and the request helpers. It follows the
 //! `negotiator` module that Koa's `accepts` uses: each offered value takes the
-//! q-value of the most specific header entry that matches it; the offer with the
-//! highest q wins; ties go to the more specific match, then to the earlier offer.
+//! q-value of the most specific header entry that matches it (of equally specific
+//! ones, the highest); the offer with the highest q wins; ties go to the more
+//! specific match, then to the earlier offer.
+//! Type matching follows `type-is`, which Koa's `request.is` and `response.is` use.
+
+use std::borrow::Cow;
 
 use http::header::{self, HeaderMap, HeaderValue};
 
@@ -32,7 +37,7 @@ fn parse_q(raw: &str) -> Option<u16> {
 
 /// The entries of a header, skipping malformed ones (empty, or a q that is not a
 /// number). At most `MAX_ENTRIES` entries are read: a longer header is hostile.
-pub(crate) fn entries(header: &str) -> impl Iterator<Item = Entry<'_>> {
+pub(crate) fn entries(header: &str) -> impl Iterator<Item = Entry<'_>> + Clone {
     const MAX_ENTRIES: usize = 64;
     header.split(',').take(MAX_ENTRIES).filter_map(|part| {
         let mut pieces = part.split(';');
@@ -76,12 +81,24 @@ pub(crate) fn best<T>(
     };
     // A header that is not visible ASCII accepts nothing we could match.
     let header = header.to_str().ok()?;
+    best_among(entries(header), offers, matches)
+}
+
+/// [`best`] over entries already read, so a caller can add entries the header
+/// implies (see [`encoding_entries`]).
+pub(crate) fn best_among<'h, T>(
+    entries: impl Iterator<Item = Entry<'h>> + Clone,
+    offers: &[T],
+    matches: impl Fn(&Entry<'_>, &T) -> Option<Specificity>,
+) -> Option<usize> {
     let mut best: Option<(usize, u16, Specificity)> = None;
     for (index, offer) in offers.iter().enumerate() {
         let mut found: Option<(u16, Specificity)> = None;
-        for entry in entries(header) {
+        for entry in entries.clone() {
             if let Some(spec) = matches(&entry, offer) {
-                if found.is_none_or(|(_, s)| spec > s) {
+                // Between equally specific entries the higher q counts, as in
+                // `negotiator`: `en;q=0, en` accepts `en`.
+                if found.is_none_or(|(q, s)| spec > s || (spec == s && entry.q > q)) {
                     found = Some((entry.q, spec));
                 }
             }
@@ -96,6 +113,47 @@ pub(crate) fn best<T>(
         }
     }
     best.map(|(index, _, _)| index)
+}
+
+/// The entries of an `Accept-Encoding` header (empty when there is none), plus
+/// `identity` at the lowest non-zero q seen (1 when none) unless an entry names it
+/// or `*`. This is `negotiator`'s reading: without a header only `identity` is
+/// acceptable, so a server never compresses for a client that did not ask, and a
+/// header that lists codings still leaves the uncompressed body as a last resort.
+pub(crate) fn encoding_entries(header: &str) -> impl Iterator<Item = Entry<'_>> + Clone {
+    let mut covered = false;
+    let mut lowest = 1000;
+    for entry in entries(header) {
+        covered |= entry.value == "*" || entry.value.eq_ignore_ascii_case("identity");
+        if entry.q > 0 {
+            lowest = lowest.min(entry.q);
+        }
+    }
+    let identity = (!covered).then_some(Entry { value: "identity", params: "", q: lowest });
+    entries(header).chain(identity)
+}
+
+/// The values of the entries a header accepts (q above 0), highest q first and
+/// ties in header order, as `negotiator` lists them when asked for no offer in
+/// particular. Entries whose value is not `well_formed` are left out.
+pub(crate) fn ranked<'h>(
+    entries: impl Iterator<Item = Entry<'h>>,
+    well_formed: fn(&str) -> bool,
+) -> Vec<String> {
+    let mut accepted: Vec<Entry<'h>> = entries.filter(|e| e.q > 0 && well_formed(e.value)).collect();
+    // Stable, so equal q keeps the header's order.
+    accepted.sort_by_key(|e| std::cmp::Reverse(e.q));
+    accepted.into_iter().map(|e| e.value.to_owned()).collect()
+}
+
+/// A value with no whitespace inside: a charset, coding or language tag.
+pub(crate) fn is_token(value: &str) -> bool {
+    !value.contains(|c: char| c.is_ascii_whitespace())
+}
+
+/// `type/subtype` with both parts present: an `Accept` entry's media range.
+pub(crate) fn is_media_range(value: &str) -> bool {
+    value.split_once('/').is_some_and(|(t, sub)| !t.is_empty() && !sub.is_empty()) && is_token(value)
 }
 
 /// Matches a media-type entry (`type/subtype`, `type/*`, `*/*`, with parameters)
@@ -209,16 +267,58 @@ const TYPES: &[(&str, &str)] = &[
 /// The media type for a short name or extension (`json`, `.png`, `urlencoded`,
 /// `multipart`), or the name itself when it already is a valid media type
 /// (`text/plain`, `image/*`). `None` for anything else.
-pub(crate) fn media_type(name: &str) -> Option<std::borrow::Cow<'_, str>> {
+pub(crate) fn media_type(name: &str) -> Option<Cow<'_, str>> {
     let name = name.trim();
     if name.contains('/') {
         let media = name.parse::<mime::Mime>().ok()?;
         let complete = !media.type_().as_str().is_empty() && !media.subtype().as_str().is_empty();
-        return complete.then_some(std::borrow::Cow::Borrowed(name));
+        return complete.then_some(Cow::Borrowed(name));
     }
     let ext = name.strip_prefix('.').unwrap_or(name).to_ascii_lowercase();
     let index = TYPES.binary_search_by(|(n, _)| (*n).cmp(ext.as_str())).ok()?;
-    TYPES.get(index).map(|(_, media)| std::borrow::Cow::Borrowed(*media))
+    TYPES.get(index).map(|(_, media)| Cow::Borrowed(*media))
+}
+
+/// A `Content-Type` value as a media type (type, subtype and charset lowercased);
+/// `None` when it is not one. A wildcard is a pattern, not a type a body can have.
+pub(crate) fn parse_content_type(value: &HeaderValue) -> Option<mime::Mime> {
+    let media: mime::Mime = value.to_str().ok()?.parse().ok()?;
+    // The parser lets `text/` through with an empty subtype.
+    let real = |part: mime::Name<'_>| !part.as_str().is_empty() && part != mime::STAR;
+    (real(media.type_()) && real(media.subtype())).then_some(media)
+}
+
+/// The first of `types` that a `Content-Type` is, as the `type-is` module answers:
+/// the type as given, except that a wildcard (`text/*`) or a suffix (`+json`) gives
+/// the actual type, since it names a family and the caller wants to know which
+/// member came. No `types` gives the actual type. The actual type is lowercase and
+/// without parameters. `None` for a missing or malformed `Content-Type`, or when
+/// nothing matches.
+pub(crate) fn type_is<'t>(content_type: Option<&HeaderValue>, types: &[&'t str]) -> Option<Cow<'t, str>> {
+    let actual = parse_content_type(content_type?)?;
+    let essence = || Cow::Owned(actual.essence_str().to_owned());
+    if types.is_empty() {
+        return Some(essence());
+    }
+    let given = types.iter().copied().find(|t| type_matches(t, &actual))?;
+    let family = given.trim_start().starts_with('+') || given.contains('*');
+    Some(if family { essence() } else { Cow::Borrowed(given) })
+}
+
+/// Whether `actual` is of `given`: a media type with optional wildcards, a short
+/// name or extension, or `+suffix`.
+fn type_matches(given: &str, actual: &mime::Mime) -> bool {
+    let given = given.trim();
+    if let Some(suffix) = given.strip_prefix('+') {
+        return actual.suffix().is_some_and(|s| s.as_str().eq_ignore_ascii_case(suffix));
+    }
+    let Some(wanted) = media_type(given).and_then(|m| m.parse::<mime::Mime>().ok()) else {
+        return false;
+    };
+    let part = |want: mime::Name<'_>, have: mime::Name<'_>| {
+        want == mime::STAR || want.as_str().eq_ignore_ascii_case(have.as_str())
+    };
+    part(wanted.type_(), actual.type_()) && part(wanted.subtype(), actual.subtype())
 }
 
 /// Adds `field` to a `Vary` header: merged with what is there, no duplicates
@@ -282,6 +382,14 @@ mod tests {
     }
 
     #[test]
+    fn equally_specific_entries_give_the_higher_q() {
+        let offers = ["text/html"];
+        assert_eq!(pick("text/html;q=0, text/html", &offers), Some("text/html"));
+        assert_eq!(pick("text/html, text/html;q=0", &offers), Some("text/html"));
+        assert_eq!(pick("text/html;q=0, text/*", &offers), None);
+    }
+
+    #[test]
     fn malformed_entries_are_skipped() {
         let offers = ["application/json", "text/plain"];
         assert_eq!(pick("text/plain;q=abc, application/json", &offers), Some("application/json"));
@@ -303,6 +411,26 @@ mod tests {
         let offers = ["en-US", "fr-CA"];
         let got = best(Some(&header), &offers, |e, o| token_match(e, o, true));
         assert_eq!(got, Some(1));
+    }
+
+    #[test]
+    fn identity_joins_accept_encoding_at_the_lowest_q() {
+        let values = |header| encoding_entries(header).map(|e| (e.value, e.q)).collect::<Vec<_>>();
+        assert_eq!(values(""), [("identity", 1000)]);
+        assert_eq!(values("br;q=0.2, gzip;q=0"), [("br", 200), ("gzip", 0), ("identity", 200)]);
+        assert_eq!(values("gzip, IDENTITY;q=0"), [("gzip", 1000), ("IDENTITY", 0)]);
+        assert_eq!(values("*;q=0.3"), [("*", 300)]);
+    }
+
+    #[test]
+    fn ranked_is_q_order_then_header_order() {
+        let header = "a;q=0.5, b, c;q=0, d;q=0.5, e;q=1, f g";
+        assert_eq!(ranked(entries(header), is_token), ["b", "e", "a", "d"]);
+        assert!(ranked(entries(""), is_token).is_empty());
+        assert!(is_media_range("text/*"));
+        for not in ["text", "/x", "x/", "a b/c", ""] {
+            assert!(!is_media_range(not), "{not}");
+        }
     }
 
     #[test]

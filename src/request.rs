@@ -2,9 +2,10 @@
 //! two extension traits.
 //!
 //! - [`HeaderExt`] needs only headers: content negotiation ([`accepts`](HeaderExt::accepts)
-//!   and its siblings), [`is`](HeaderExt::is) and [`header`](HeaderExt::header). It is
-//!   implemented for [`HeaderMap`], [`http::Request`], [`http::request::Parts`] and
-//!   [`Context`].
+//!   and its siblings), the body's [`content_type`](HeaderExt::content_type),
+//!   [`charset`](HeaderExt::charset) and [`content_length`](HeaderExt::content_length),
+//!   [`is`](HeaderExt::is) and [`header`](HeaderExt::header). It is implemented for
+//!   [`HeaderMap`], [`http::Request`], [`http::request::Parts`] and [`Context`].
 //! - [`RequestHeadExt`] needs the whole request head: freshness, the client's address,
 //!   protocol and host (following [`TrustProxy`]), the URL's
 //!   parts. It is implemented for `Request`, `Parts` and `Context`.
@@ -202,14 +203,19 @@ impl sealed::Head for Context {
     }
 }
 
-/// Helpers that read request headers: content negotiation, `is`, `header`.
+/// Helpers that read request headers: content negotiation, the request's content
+/// type and length, `is`, `header`.
 ///
 /// Implemented for [`HeaderMap`], [`http::Request`], [`http::request::Parts`] and
 /// [`Context`]. Negotiation follows Koa's `accepts` (the `negotiator` package): an
 /// offer takes the q-value of the most specific header entry that covers it, the
 /// highest q wins, ties go to the more specific match and then to the earlier offer;
-/// `q=0` refuses. Without the header, every offer is acceptable and the first wins.
+/// `q=0` refuses. Without the header, every offer is acceptable and the first wins,
+/// except for encodings: without `Accept-Encoding` only `identity` is acceptable.
 /// A malformed entry (a q that is not a number) is skipped; a q above 1 counts as 1.
+///
+/// Each `accepts_*` method has an `accepted_*` sibling that lists what the header
+/// accepts, best first (Koa's `accepts()` with no arguments).
 pub trait HeaderExt: sealed::Headers {
     /// A request header by name (case-insensitive); `Referrer` and `Referer` are
     /// the same header. Koa's `ctx.get`.
@@ -249,8 +255,30 @@ pub trait HeaderExt: sealed::Headers {
         types.get(index).copied()
     }
 
-    /// The best of `encodings` for `Accept-Encoding`. `identity` is acceptable
-    /// unless the header refuses it (`identity;q=0`, or `*;q=0` without naming it).
+    /// The media ranges the `Accept` header accepts, highest q first, ties in header
+    /// order, `q=0` left out, each as written without its parameters (Koa's
+    /// `accepts()` with no arguments). Without the header, `["*/*"]`: anything goes.
+    /// Empty when nothing is acceptable (an empty or unreadable header).
+    ///
+    /// ```
+    /// use http::Request;
+    /// use tower_context::request::HeaderExt;
+    ///
+    /// let req = Request::get("/")
+    ///     .header("accept", "text/*;q=0.5, application/json, image/png;q=0, text/html;level=1")
+    ///     .body(())
+    ///     .unwrap();
+    /// assert_eq!(req.accepted_types(), ["application/json", "text/html", "text/*"]);
+    /// assert_eq!(Request::get("/").body(()).unwrap().accepted_types(), ["*/*"]);
+    /// ```
+    fn accepted_types(&self) -> Vec<String> {
+        accepted(self.sealed_joined(header::ACCEPT.as_str()).as_deref(), "*/*", negotiate::is_media_range)
+    }
+
+    /// The best of `encodings` for `Accept-Encoding`. Unless the header names it
+    /// (`identity;q=0`) or `*`, `identity` is acceptable at the lowest q the header
+    /// gives, as in Koa; so without the header `identity` is the only acceptable
+    /// encoding, and a client is never sent a compression it did not ask for.
     ///
     /// ```
     /// use http::Request;
@@ -259,20 +287,34 @@ pub trait HeaderExt: sealed::Headers {
     /// let req = Request::get("/").header("accept-encoding", "gzip;q=0.5, br").body(()).unwrap();
     /// assert_eq!(req.accepts_encodings(&["gzip", "br", "identity"]), Some("br"));
     /// assert_eq!(req.accepts_encodings(&["zstd", "identity"]), Some("identity"));
+    ///
+    /// let plain = Request::get("/").body(()).unwrap();
+    /// assert_eq!(plain.accepts_encodings(&["gzip", "identity"]), Some("identity"));
+    /// assert_eq!(plain.accepts_encodings(&["gzip"]), None);
     /// ```
     fn accepts_encodings<'t>(&self, encodings: &[&'t str]) -> Option<&'t str> {
         let header = self.sealed_joined(header::ACCEPT_ENCODING.as_str());
-        if let Some(index) =
-            negotiate::best(header.as_deref(), encodings, |e, o| negotiate::token_match(e, o, false))
-        {
-            return encodings.get(index).copied();
-        }
-        let identity = encodings.iter().find(|e| e.eq_ignore_ascii_case("identity"))?;
-        let header = header?;
-        let named = header.to_str().ok().is_some_and(|h| {
-            negotiate::entries(h).any(|e| negotiate::token_match(&e, "identity", false).is_some())
-        });
-        (!named).then_some(*identity)
+        let entries = negotiate::encoding_entries(readable(header.as_deref()));
+        let index = negotiate::best_among(entries, encodings, |e, o| negotiate::token_match(e, o, false))?;
+        encodings.get(index).copied()
+    }
+
+    /// The content codings `Accept-Encoding` accepts, highest q first, ties in
+    /// header order, `q=0` left out, `identity` included as
+    /// [`accepts_encodings`](Self::accepts_encodings) counts it (Koa's
+    /// `acceptsEncodings()`). Without the header, `["identity"]`.
+    ///
+    /// ```
+    /// use http::Request;
+    /// use tower_context::request::HeaderExt;
+    ///
+    /// let req = Request::get("/").header("accept-encoding", "gzip;q=0.8, deflate;q=0, br").body(()).unwrap();
+    /// assert_eq!(req.accepted_encodings(), ["br", "gzip", "identity"]);
+    /// assert_eq!(Request::get("/").body(()).unwrap().accepted_encodings(), ["identity"]);
+    /// ```
+    fn accepted_encodings(&self) -> Vec<String> {
+        let header = self.sealed_joined(header::ACCEPT_ENCODING.as_str());
+        negotiate::ranked(negotiate::encoding_entries(readable(header.as_deref())), negotiate::is_token)
     }
 
     /// The best of `charsets` for `Accept-Charset` (case-insensitive names).
@@ -280,6 +322,20 @@ pub trait HeaderExt: sealed::Headers {
         let header = self.sealed_joined(header::ACCEPT_CHARSET.as_str());
         let index = negotiate::best(header.as_deref(), charsets, |e, o| negotiate::token_match(e, o, false))?;
         charsets.get(index).copied()
+    }
+
+    /// The charsets `Accept-Charset` accepts, highest q first, ties in header order,
+    /// `q=0` left out (Koa's `acceptsCharsets()`). Without the header, `["*"]`.
+    ///
+    /// ```
+    /// use http::Request;
+    /// use tower_context::request::HeaderExt;
+    ///
+    /// let req = Request::get("/").header("accept-charset", "iso-8859-1;q=0.2, utf-8").body(()).unwrap();
+    /// assert_eq!(req.accepted_charsets(), ["utf-8", "iso-8859-1"]);
+    /// ```
+    fn accepted_charsets(&self) -> Vec<String> {
+        accepted(self.sealed_joined(header::ACCEPT_CHARSET.as_str()).as_deref(), "*", negotiate::is_token)
     }
 
     /// The best of `languages` for `Accept-Language`; `en` in the header covers
@@ -299,42 +355,119 @@ pub trait HeaderExt: sealed::Headers {
         languages.get(index).copied()
     }
 
-    /// The first of `types` that the request's `Content-Type` is, as given (Koa's
-    /// `ctx.is`). A type is a media type with optional wildcards (`multipart/*`), a
-    /// short name or extension (`json`, `urlencoded`, `multipart`, `html`), or a
-    /// structured-syntax suffix (`+json` matches `application/ld+json`). `None` when
-    /// the request has no `Content-Type`, a malformed one, or none of the types.
+    /// The language tags `Accept-Language` accepts, highest q first, ties in header
+    /// order, `q=0` left out, as written (Koa's `acceptsLanguages()`). Without the
+    /// header, `["*"]`.
     ///
     /// ```
     /// use http::Request;
     /// use tower_context::request::HeaderExt;
     ///
-    /// let req = Request::post("/").header("content-type", "application/json; charset=utf-8").body(()).unwrap();
-    /// assert_eq!(req.is(&["urlencoded", "json"]), Some("json"));
+    /// let req = Request::get("/").header("accept-language", "en;q=0.8, fr-CH, fr;q=0.9, de;q=0").body(()).unwrap();
+    /// assert_eq!(req.accepted_languages(), ["fr-CH", "fr", "en"]);
+    /// ```
+    fn accepted_languages(&self) -> Vec<String> {
+        accepted(self.sealed_joined(header::ACCEPT_LANGUAGE.as_str()).as_deref(), "*", negotiate::is_token)
+    }
+
+    /// The request's media type, lowercase and without parameters: `text/html` for
+    /// `Content-Type: text/HTML; charset=utf-8` (Koa's `ctx.type`). `None` when there
+    /// is no `Content-Type` or it is not a media type. Koa keeps the case as sent and
+    /// returns whatever comes before `;`; lowercase lets a plain `==` compare, and a
+    /// malformed header is not half-read. To test the type, use [`is`](Self::is),
+    /// which knows short names and wildcards.
+    ///
+    /// ```
+    /// use http::Request;
+    /// use tower_context::request::HeaderExt;
+    ///
+    /// let req = Request::post("/").header("content-type", "text/HTML; charset=UTF-8").body(()).unwrap();
+    /// assert_eq!(req.content_type().as_deref(), Some("text/html"));
+    /// assert_eq!(req.charset().as_deref(), Some("utf-8"));
+    /// ```
+    fn content_type(&self) -> Option<String> {
+        let media = negotiate::parse_content_type(self.sealed_header(header::CONTENT_TYPE.as_str())?)?;
+        Some(media.essence_str().to_owned())
+    }
+
+    /// The `charset` parameter of `Content-Type`, lowercase and unquoted (Koa's
+    /// `ctx.charset`, which keeps the case as sent). `None` when there is none, or
+    /// the `Content-Type` is missing or not a media type.
+    fn charset(&self) -> Option<String> {
+        let media = negotiate::parse_content_type(self.sealed_header(header::CONTENT_TYPE.as_str())?)?;
+        media.get_param(mime::CHARSET).map(|charset| charset.as_str().to_owned())
+    }
+
+    /// `Content-Length` as a number (Koa's `ctx.length`). `None` when it is absent,
+    /// not a decimal number (where Koa gives 0), or too big for a `u64`. Repeated
+    /// lines (or a list) that all give the same number count as that number, as
+    /// RFC 9110 allows; lines that disagree give `None`.
+    ///
+    /// Named `content_length` rather than Koa's `length` so that, on a
+    /// [`HeaderMap`], it does not read like [`HeaderMap::len`] (the number of headers).
+    ///
+    /// ```
+    /// use http::Request;
+    /// use tower_context::request::HeaderExt;
+    ///
+    /// let req = Request::post("/").header("content-length", "42").body(()).unwrap();
+    /// assert_eq!(req.content_length(), Some(42));
+    /// let bad = Request::post("/").header("content-length", "-1").body(()).unwrap();
+    /// assert_eq!(bad.content_length(), None);
+    /// ```
+    fn content_length(&self) -> Option<u64> {
+        let value = self.sealed_joined(header::CONTENT_LENGTH.as_str())?;
+        let mut lengths = value.to_str().ok()?.split(',').map(|part| {
+            let digits = part.trim();
+            // `u64::from_str` would also take a leading `+`, which HTTP does not.
+            let decimal = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+            decimal.then(|| digits.parse::<u64>().ok()).flatten()
+        });
+        let first = lengths.next()??;
+        lengths.all(|length| length == Some(first)).then_some(first)
+    }
+
+    /// Which of `types` the request's `Content-Type` is (Koa's `ctx.is`). A type is a
+    /// media type with optional wildcards (`multipart/*`), a short name or extension
+    /// (`json`, `urlencoded`, `multipart`, `html`), or a structured-syntax suffix
+    /// (`+json` matches `application/ld+json`). The first match answers: a name or
+    /// full type as given (borrowed), a wildcard or suffix with the request's actual
+    /// type (owned, as [`content_type`](Self::content_type) gives it), since it
+    /// matches a whole family. No types at all gives the request's type. `None` when
+    /// the request has no `Content-Type`, a malformed one, or none of the types.
+    /// Koa also answers `null` for a request with neither `Content-Length` nor
+    /// `Transfer-Encoding` (no body); here only `Content-Type` counts.
+    ///
+    /// ```
+    /// use http::Request;
+    /// use tower_context::request::HeaderExt;
+    ///
+    /// let req = Request::post("/").header("content-type", "text/html; charset=utf-8").body(()).unwrap();
+    /// assert_eq!(req.is(&["json", "html"]).as_deref(), Some("html"));
+    /// assert_eq!(req.is(&["text/*"]).as_deref(), Some("text/html"));
+    /// assert_eq!(req.is(&[]).as_deref(), Some("text/html"));
     /// assert_eq!(req.is(&["multipart/*"]), None);
     /// ```
-    fn is<'t>(&self, types: &[&'t str]) -> Option<&'t str> {
-        let content_type: mime::Mime =
-            self.sealed_header(header::CONTENT_TYPE.as_str())?.to_str().ok()?.parse().ok()?;
-        types.iter().copied().find(|offer| type_is(offer, &content_type))
+    fn is<'t>(&self, types: &[&'t str]) -> Option<Cow<'t, str>> {
+        negotiate::type_is(self.sealed_header(header::CONTENT_TYPE.as_str()), types)
     }
 }
 
 impl<T: sealed::Headers + ?Sized> HeaderExt for T {}
 
-/// Whether a media type matches a type as `is` accepts it.
-fn type_is(offer: &str, actual: &mime::Mime) -> bool {
-    let offer = offer.trim();
-    if let Some(suffix) = offer.strip_prefix('+') {
-        return actual.suffix().is_some_and(|s| s.as_str().eq_ignore_ascii_case(suffix));
+/// A header as text for negotiation: an unreadable one (not visible ASCII) names
+/// nothing that could match, so it reads as empty.
+fn readable(header: Option<&HeaderValue>) -> &str {
+    header.and_then(|h| h.to_str().ok()).unwrap_or_default()
+}
+
+/// What an `Accept`-style header accepts, best first; `absent` stands for "anything"
+/// when there is no header, as `negotiator` reads a missing header.
+fn accepted(header: Option<&HeaderValue>, absent: &str, well_formed: fn(&str) -> bool) -> Vec<String> {
+    match header {
+        None => vec![absent.to_owned()],
+        Some(_) => negotiate::ranked(negotiate::entries(readable(header)), well_formed),
     }
-    let Some(wanted) = negotiate::media_type(offer).and_then(|m| m.parse::<mime::Mime>().ok()) else {
-        return false;
-    };
-    let part = |want: mime::Name<'_>, have: mime::Name<'_>| {
-        want == mime::STAR || want.as_str().eq_ignore_ascii_case(have.as_str())
-    };
-    part(wanted.type_(), actual.type_()) && part(wanted.subtype(), actual.subtype())
 }
 
 /// Helpers that read the whole request head: freshness, client facts (following
@@ -670,17 +803,115 @@ mod tests {
     fn is_matches_content_types() {
         let form =
             Request::post("/").header("content-type", "application/x-www-form-urlencoded").body(()).unwrap();
-        assert_eq!(form.is(&["json", "urlencoded"]), Some("urlencoded"));
+        assert_eq!(form.is(&["json", "urlencoded"]).as_deref(), Some("urlencoded"));
         let multi =
             Request::post("/").header("content-type", "multipart/form-data; boundary=x").body(()).unwrap();
-        assert_eq!(multi.is(&["json", "multipart/*"]), Some("multipart/*"));
-        assert_eq!(multi.is(&["multipart"]), Some("multipart"));
-        let ld = Request::post("/").header("content-type", "application/ld+json").body(()).unwrap();
-        assert_eq!(ld.is(&["json", "+json"]), Some("+json"));
-        assert_eq!(ld.is(&["*/*"]), Some("*/*"));
+        assert_eq!(multi.is(&["json", "multipart/*"]).as_deref(), Some("multipart/form-data"));
+        assert_eq!(multi.is(&["multipart"]).as_deref(), Some("multipart"));
+        let ld = Request::post("/").header("content-type", "Application/LD+JSON").body(()).unwrap();
+        assert_eq!(ld.is(&["json", "+json"]).as_deref(), Some("application/ld+json"));
+        assert_eq!(ld.is(&["*/*"]).as_deref(), Some("application/ld+json"));
+        assert_eq!(ld.is(&["application/LD+json"]).as_deref(), Some("application/LD+json"));
+        assert_eq!(ld.is(&[]).as_deref(), Some("application/ld+json"));
         let bad = Request::post("/").header("content-type", "not a type").body(()).unwrap();
         assert_eq!(bad.is(&["*/*", "json"]), None);
+        assert_eq!(bad.is(&[]), None);
+        let pattern = Request::post("/").header("content-type", "text/*").body(()).unwrap();
+        assert_eq!(pattern.is(&["text/*"]), None);
         assert_eq!(get("/", &[]).is(&["*/*"]), None);
+        assert_eq!(get("/", &[]).is(&[]), None);
+    }
+
+    #[test]
+    fn a_given_name_is_borrowed_and_a_family_match_is_the_actual_type() {
+        let req = get("/", &[("content-type", "text/plain")]);
+        assert!(matches!(req.is(&["text"]), Some(Cow::Borrowed("text"))));
+        assert!(matches!(req.is(&["text/*"]), Some(Cow::Owned(t)) if t == "text/plain"));
+    }
+
+    #[test]
+    fn content_type_charset_and_length() {
+        let req = get("/", &[("content-type", "Text/Plain; Charset=\"ISO-8859-1\"; format=flowed")]);
+        assert_eq!(req.content_type().as_deref(), Some("text/plain"));
+        assert_eq!(req.charset().as_deref(), Some("iso-8859-1"));
+        let req = get("/", &[("content-type", "application/json")]);
+        assert_eq!(req.charset(), None);
+        for malformed in ["json", "text/", "*/*", "text/plain; charset=\"open", "a b/c"] {
+            let req = get("/", &[("content-type", malformed)]);
+            assert_eq!((req.content_type(), req.charset()), (None, None), "{malformed}");
+        }
+        assert_eq!(get("/", &[]).content_type(), None);
+
+        assert_eq!(get("/", &[("content-length", "0")]).content_length(), Some(0));
+        assert_eq!(get("/", &[("content-length", "18446744073709551615")]).content_length(), Some(u64::MAX));
+        for bad in ["", "+5", "-5", "5.0", "0x10", "18446744073709551616", "5 5", "5,", "abc"] {
+            assert_eq!(get("/", &[("content-length", bad)]).content_length(), None, "{bad:?}");
+        }
+        assert_eq!(get("/", &[]).content_length(), None);
+        let mut map = HeaderMap::new();
+        map.append(header::CONTENT_LENGTH, HeaderValue::from_static("7"));
+        map.append(header::CONTENT_LENGTH, HeaderValue::from_static("7"));
+        assert_eq!(map.content_length(), Some(7));
+        map.append(header::CONTENT_LENGTH, HeaderValue::from_static("8"));
+        assert_eq!(map.content_length(), None);
+    }
+
+    #[test]
+    fn without_accept_encoding_only_identity() {
+        let none = get("/", &[]);
+        assert_eq!(none.accepts_encodings(&["gzip", "identity"]), Some("identity"));
+        assert_eq!(none.accepts_encodings(&["gzip"]), None);
+        assert_eq!(none.accepts_encodings(&["IDENTITY"]), Some("IDENTITY"));
+        assert_eq!(none.accepted_encodings(), ["identity"]);
+        // identity sits at the lowest q the header gives, after the rest in a tie.
+        let low = get("/", &[("accept-encoding", "gzip;q=0.4, br;q=0")]);
+        assert_eq!(low.accepted_encodings(), ["gzip", "identity"]);
+        assert_eq!(low.accepts_encodings(&["identity", "gzip"]), Some("identity"));
+        assert_eq!(low.accepts_encodings(&["br", "identity"]), Some("identity"));
+        let star = get("/", &[("accept-encoding", "*;q=0.5, gzip")]);
+        assert_eq!(star.accepted_encodings(), ["gzip", "*"]);
+        assert_eq!(star.accepts_encodings(&["identity"]), Some("identity"));
+        let mut map = HeaderMap::new();
+        map.insert(header::ACCEPT_ENCODING, HeaderValue::from_bytes(b"gzip\xff").unwrap());
+        assert_eq!(map.accepts_encodings(&["gzip", "identity"]), Some("identity"));
+        assert_eq!(map.accepted_encodings(), ["identity"]);
+    }
+
+    #[test]
+    fn accepted_lists_in_q_order() {
+        let req = get(
+            "/",
+            &[
+                ("accept", "text/html;q=0.5, application/json;q=0.9, */*;q=0.1, image/png, text/plain;q=0"),
+                ("accept-charset", "utf-8, iso-8859-1;q=0.5, *;q=0.1"),
+                ("accept-language", "de;q=0.5, en-US, en;q=0.9, fr;q=0.5"),
+            ],
+        );
+        assert_eq!(req.accepted_types(), ["image/png", "application/json", "text/html", "*/*"]);
+        assert_eq!(req.accepted_charsets(), ["utf-8", "iso-8859-1", "*"]);
+        assert_eq!(req.accepted_languages(), ["en-US", "en", "de", "fr"]);
+        let none = get("/", &[]);
+        assert_eq!(none.accepted_types(), ["*/*"]);
+        assert_eq!(none.accepted_charsets(), ["*"]);
+        assert_eq!(none.accepted_languages(), ["*"]);
+        let empty = get("/", &[("accept", ""), ("accept-language", " , ;q=1")]);
+        assert!(empty.accepted_types().is_empty());
+        assert!(empty.accepted_languages().is_empty());
+    }
+
+    #[test]
+    fn accepted_lists_skip_malformed_entries() {
+        let req =
+            get("/", &[("accept", "text/html;q=abc, /json, text/, a b/c, json, application/json;q=1e9")]);
+        assert_eq!(req.accepted_types(), ["application/json"]);
+        let req = get("/", &[("accept-language", "en US, fr;q=NaN, de")]);
+        assert_eq!(req.accepted_languages(), ["de"]);
+        let mut map = HeaderMap::new();
+        map.insert(header::ACCEPT, HeaderValue::from_bytes(b"text/html\xff").unwrap());
+        assert!(map.accepted_types().is_empty());
+        let many = "a/b;q=0.5, ".repeat(1000);
+        let req = get("/", &[("accept", many.as_str())]);
+        assert!(req.accepted_types().len() <= 64);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! [`redirect`] and [`redirect_back`] build a redirect response; [`attachment`],
 //! [`vary`], [`etag`], [`last_modified`] and [`content_type`] edit a response's
-//! headers in place, so they work on a response in a handler, a layer or an
-//! after-hook alike.
+//! headers in place, and [`is`] reads its type, so they work on a response in a
+//! handler, a layer or an after-hook alike.
 //!
 //! ```
 //! use std::time::{Duration, SystemTime};
@@ -394,4 +394,32 @@ pub fn content_type(headers: &mut HeaderMap, type_or_extension: &str) -> Result<
     let value = HeaderValue::from_str(&media).map_err(|_| invalid())?;
     headers.insert(header::CONTENT_TYPE, value);
     Ok(())
+}
+
+/// Which of `types` the response's `Content-Type` is (Koa's `response.is`), with the
+/// rules of the request's [`is`](HeaderExt::is): a name or full type answers as
+/// given, a wildcard or `+suffix` with the response's actual type (lowercase,
+/// without parameters), no types with that type. `None` when there is no
+/// `Content-Type`, a malformed one, or none of the types.
+///
+/// For a layer or hook that only touches some responses:
+///
+/// ```
+/// use http::header::CACHE_CONTROL;
+/// use http::{HeaderValue, Response};
+/// use tower_context::response::{content_type, is};
+///
+/// let mut res = Response::new("<p>hi</p>");
+/// content_type(res.headers_mut(), "html").unwrap();
+/// if is(res.headers(), &["html", "json"]).is_some() {
+///     res.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+/// }
+/// assert_eq!(is(res.headers(), &["json", "html"]).as_deref(), Some("html"));
+/// assert_eq!(is(res.headers(), &["text/*"]).as_deref(), Some("text/html"));
+/// assert_eq!(is(res.headers(), &[]).as_deref(), Some("text/html"));
+/// assert_eq!(is(res.headers(), &["image/*"]), None);
+/// assert_eq!(res.headers()["cache-control"], "no-store");
+/// ```
+pub fn is<'t>(headers: &HeaderMap, types: &[&'t str]) -> Option<Cow<'t, str>> {
+    negotiate::type_is(headers.get(header::CONTENT_TYPE), types)
 }

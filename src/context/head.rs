@@ -105,12 +105,13 @@ pub(crate) struct Captured {
 
 const INLINE: usize = 6;
 
-const CAPTURED: [&str; 18] = [
+const CAPTURED: [&str; 19] = [
     "accept",
     "accept-charset",
     "accept-encoding",
     "accept-language",
     "cache-control",
+    "content-length",
     "content-type",
     "cookie",
     "forwarded",
@@ -126,7 +127,7 @@ const CAPTURED: [&str; 18] = [
     "x-sessionid",
 ];
 
-const COOKIE_SLOT: usize = 6;
+const COOKIE_SLOT: usize = 7;
 
 /// The slot of a lowercase header name (as `HeaderName::as_str` gives it).
 fn slot(name: &str) -> Option<usize> {
@@ -138,19 +139,20 @@ fn slot(name: &str) -> Option<usize> {
         "accept-encoding" => 2,
         "accept-language" => 3,
         "cache-control" => 4,
-        "content-type" => 5,
-        "cookie" => 6,
-        "forwarded" => 7,
-        "host" => 8,
-        "if-modified-since" => 9,
-        "if-none-match" => 10,
-        "origin" => 11,
-        "referer" => 12,
-        "user-agent" => 13,
-        "x-forwarded-for" => 14,
-        "x-forwarded-host" => 15,
-        "x-forwarded-proto" => 16,
-        "x-sessionid" => 17,
+        "content-length" => 5,
+        "content-type" => 6,
+        "cookie" => 7,
+        "forwarded" => 8,
+        "host" => 9,
+        "if-modified-since" => 10,
+        "if-none-match" => 11,
+        "origin" => 12,
+        "referer" => 13,
+        "user-agent" => 14,
+        "x-forwarded-for" => 15,
+        "x-forwarded-host" => 16,
+        "x-forwarded-proto" => 17,
+        "x-sessionid" => 18,
         _ => return None,
     })
 }
@@ -174,7 +176,7 @@ impl Captured {
                     } else {
                         captured.more.push(value.clone());
                     }
-                    // At most 18 names, so the count always fits in a byte.
+                    // At most 19 names, so the count always fits in a byte.
                     captured.len += 1;
                     captured.slots[index] = captured.len;
                 }
@@ -255,8 +257,10 @@ mod tests {
         headers.append("accept", HeaderValue::from_static("text/html"));
         headers.append("accept", HeaderValue::from_static("*/*"));
         headers.append("x-other", HeaderValue::from_static("x"));
+        headers.append("content-length", HeaderValue::from_static("12"));
         let captured = Captured::capture(&headers);
         assert_eq!(captured.get("Cookie").unwrap(), "a=1; b=2");
+        assert_eq!(captured.get("Content-Length").unwrap(), "12");
         assert_eq!(captured.get("accept").unwrap(), "text/html, */*");
         assert!(captured.get("x-other").is_none());
         let mut headers = HeaderMap::new();

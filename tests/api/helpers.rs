@@ -13,7 +13,7 @@ use tower::{Layer, ServiceExt, service_fn};
 use tower_context::body::Body;
 use tower_context::conditional::{ConditionalGetLayer, conditional_get};
 use tower_context::request::{HeaderExt, RequestHeadExt};
-use tower_context::response::{attachment, content_type, etag, last_modified, redirect, redirect_back};
+use tower_context::response::{attachment, content_type, etag, is, last_modified, redirect, redirect_back};
 use tower_context::{Context, ContextLayer, HttpError};
 
 use crate::common::body_string;
@@ -48,10 +48,35 @@ fn negotiation_app() -> Router {
             }),
         )
         .route(
+            "/accepted",
+            get(|ctx: Context| async move {
+                serde_json::json!({
+                    "types": ctx.accepted_types(),
+                    "encodings": ctx.accepted_encodings(),
+                    "charsets": ctx.accepted_charsets(),
+                    "languages": ctx.accepted_languages(),
+                })
+                .to_string()
+            }),
+        )
+        .route(
             "/is",
             post(
                 |ctx: Context| async move { format!("{:?}", ctx.is(&["json", "urlencoded", "multipart/*"])) },
             ),
+        )
+        .route(
+            "/body",
+            post(|ctx: Context| async move {
+                serde_json::json!({
+                    "type": ctx.content_type(),
+                    "charset": ctx.charset(),
+                    "length": ctx.content_length(),
+                    "is": ctx.is(&[]),
+                    "is_text": ctx.is(&["text/*", "json"]),
+                })
+                .to_string()
+            }),
         )
         .layer(ContextLayer::new())
 }
@@ -76,9 +101,100 @@ async fn accepts_family_with_q_values_and_wildcards() {
     let (_, _, body) = call(&app, req).await;
     assert_eq!(body, r#"type=None enc=Some("identity") charset=Some("utf-8") lang=Some("en")"#);
 
-    // No headers at all: the first offer of each.
+    // No headers at all: the first offer of each, except that only identity is an
+    // acceptable encoding.
     let (_, _, body) = call(&app, request("GET", "/accepts", &[])).await;
-    assert_eq!(body, r#"type=Some("json") enc=Some("br") charset=Some("utf-8") lang=Some("en")"#);
+    assert_eq!(body, r#"type=Some("json") enc=Some("identity") charset=Some("utf-8") lang=Some("en")"#);
+}
+
+#[tokio::test]
+async fn without_accept_encoding_nothing_is_compressed() {
+    let app = Router::new()
+        .route(
+            "/",
+            get(|ctx: Context| async move {
+                format!(
+                    "{:?} {:?} {:?}",
+                    ctx.accepts_encodings(&["gzip", "br"]),
+                    ctx.accepts_encodings(&["br", "identity"]),
+                    ctx.accepts_encodings(&["identity", "br"]),
+                )
+            }),
+        )
+        .layer(ContextLayer::new());
+    let cases: [&[(&str, &str)]; 5] = [
+        &[],
+        &[("accept-encoding", "br")],
+        &[("accept-encoding", "br;q=0.5")],
+        &[("accept-encoding", "gzip;q=0.5, br")],
+        &[("accept-encoding", "*;q=0")],
+    ];
+    let answers = [
+        r#"None Some("identity") Some("identity")"#,
+        // identity comes in at the lowest q the client gave: a tie that the earlier
+        // offer wins.
+        r#"Some("br") Some("br") Some("identity")"#,
+        r#"Some("br") Some("br") Some("identity")"#,
+        r#"Some("br") Some("br") Some("br")"#,
+        "None None None",
+    ];
+    for (headers, want) in cases.into_iter().zip(answers) {
+        let (_, _, body) = call(&app, request("GET", "/", headers)).await;
+        assert_eq!(body, want, "{headers:?}");
+    }
+}
+
+async fn accepted(headers: &[(&str, &str)]) -> serde_json::Value {
+    let (status, _, body) = call(&negotiation_app(), request("GET", "/accepted", headers)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test]
+async fn accepted_lists_best_first() {
+    let got = accepted(&[
+        ("accept", "text/html;q=0.8, application/json, text/plain;q=0, image/*;q=0.8, */*;q=0.1"),
+        ("accept-encoding", "gzip;q=0.6, br, zstd;q=0.6"),
+        ("accept-charset", "iso-8859-1;q=0.4, utf-8"),
+        ("accept-language", "fr;q=0.9, de-CH, de;q=0.9, en;q=0.5, *;q=0"),
+    ])
+    .await;
+    assert_eq!(
+        got,
+        serde_json::json!({
+            "types": ["application/json", "text/html", "image/*", "*/*"],
+            "encodings": ["br", "gzip", "zstd", "identity"],
+            "charsets": ["utf-8", "iso-8859-1"],
+            "languages": ["de-CH", "fr", "de", "en"],
+        })
+    );
+    // No headers: anything, except that the only encoding is identity.
+    let got = accepted(&[]).await;
+    assert_eq!(
+        got,
+        serde_json::json!({ "types": ["*/*"], "encodings": ["identity"], "charsets": ["*"], "languages": ["*"] })
+    );
+    // Empty headers accept nothing (an empty Accept-Encoding still leaves identity).
+    let got =
+        accepted(&[("accept", ""), ("accept-encoding", ""), ("accept-charset", ""), ("accept-language", "")])
+            .await;
+    assert_eq!(
+        got,
+        serde_json::json!({ "types": [], "encodings": ["identity"], "charsets": [], "languages": [] })
+    );
+    let got = accepted(&[("accept-encoding", "gzip, identity;q=0")]).await;
+    assert_eq!(got["encodings"], serde_json::json!(["gzip"]));
+}
+
+#[tokio::test]
+async fn accepted_lists_skip_what_they_cannot_read() {
+    let got = accepted(&[
+        ("accept", ";;, text/html;q=nope, json, /x, a b/c, application/xml;q=7, text/csv;q=-1"),
+        ("accept-language", "en-US;q=0.5, e n, ,fr"),
+    ])
+    .await;
+    assert_eq!(got["types"], serde_json::json!(["application/xml"]));
+    assert_eq!(got["languages"], serde_json::json!(["fr", "en-US"]));
 }
 
 #[tokio::test]
@@ -105,7 +221,9 @@ async fn is_on_the_content_type() {
     let cases = [
         ("application/json; charset=utf-8", r#"Some("json")"#),
         ("application/x-www-form-urlencoded", r#"Some("urlencoded")"#),
-        ("multipart/form-data; boundary=----x", r#"Some("multipart/*")"#),
+        // A wildcard answers with the type that came.
+        ("multipart/form-data; boundary=----x", r#"Some("multipart/form-data")"#),
+        ("Multipart/Mixed", r#"Some("multipart/mixed")"#),
         ("text/plain", "None"),
         ("json", "None"),
         ("application/json; charset=\"unterminated", "None"),
@@ -118,6 +236,81 @@ async fn is_on_the_content_type() {
     }
     let (_, _, body) = call(&app, request("POST", "/is", &[])).await;
     assert_eq!(body, "None");
+}
+
+async fn body_facts(headers: &[(&str, &str)]) -> serde_json::Value {
+    let (status, _, body) = call(&negotiation_app(), request("POST", "/body", headers)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test]
+async fn content_type_charset_and_length_on_a_context() {
+    let got =
+        body_facts(&[("content-type", "text/HTML; Charset=\"UTF-8\""), ("content-length", "1024")]).await;
+    assert_eq!(
+        got,
+        serde_json::json!({
+            "type": "text/html",
+            "charset": "utf-8",
+            "length": 1024,
+            "is": "text/html",
+            "is_text": "text/html",
+        })
+    );
+    let got = body_facts(&[("content-type", "application/json"), ("content-length", "0")]).await;
+    assert_eq!(
+        got,
+        serde_json::json!({
+            "type": "application/json",
+            "charset": null,
+            "length": 0,
+            "is": "application/json",
+            "is_text": "json",
+        })
+    );
+    let none =
+        serde_json::json!({ "type": null, "charset": null, "length": null, "is": null, "is_text": null });
+    assert_eq!(body_facts(&[]).await, none);
+    for (content_type, length) in [("json", "12abc"), ("text/", "+3"), ("text/*", "-1"), ("a/b; c=\"", "1e3")]
+    {
+        let got = body_facts(&[("content-type", content_type), ("content-length", length)]).await;
+        assert_eq!(got, none, "{content_type} {length}");
+    }
+    // Repeated Content-Length lines: one length when they agree, none when not.
+    let got = body_facts(&[("content-length", "5"), ("content-length", "5")]).await;
+    assert_eq!(got["length"], 5);
+    let got = body_facts(&[("content-length", "5"), ("content-length", "6")]).await;
+    assert_eq!(got["length"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn response_is_in_an_after_hook() {
+    let app = Router::new()
+        .route(
+            "/{kind}",
+            get(|ctx: Context, axum::extract::Path(kind): axum::extract::Path<String>| async move {
+                ctx.after(|mut res| async move {
+                    let answer = format!("{:?}", is(res.headers(), &["json", "text/*"]));
+                    res.headers_mut().insert("x-is", HeaderValue::from_str(&answer).unwrap());
+                    Ok::<_, HttpError>(res)
+                })?;
+                let mut headers = HeaderMap::new();
+                content_type(&mut headers, &kind).map_err(HttpError::from)?;
+                Ok::<_, HttpError>((headers, "body"))
+            }),
+        )
+        .layer(ContextLayer::new());
+    for (kind, want) in [
+        ("json", r#"Some("json")"#),
+        ("html", r#"Some("text/html")"#),
+        ("text%2Fcsv", r#"Some("text/csv")"#),
+        ("png", "None"),
+    ] {
+        let (status, headers, _) = call(&app, request("GET", &format!("/{kind}"), &[])).await;
+        assert_eq!(status, StatusCode::OK, "{kind}");
+        assert_eq!(headers["x-is"], want, "{kind}");
+    }
 }
 
 fn facts_app() -> Router {
@@ -207,11 +400,26 @@ async fn bad_hosts_are_absent_not_errors() {
 
 #[tokio::test]
 async fn helpers_work_on_plain_requests_and_parts() {
-    let req = request("GET", "/x?a=1", &[("host", "h.example"), ("accept", "text/html")]);
+    let req = request(
+        "GET",
+        "/x?a=1",
+        &[
+            ("host", "h.example"),
+            ("accept", "text/html"),
+            ("content-type", "text/plain; charset=latin1"),
+            ("content-length", "3"),
+        ],
+    );
     assert_eq!(req.accepts(&["json", "html"]), Some("html"));
+    assert_eq!(req.accepted_types(), ["text/html"]);
+    assert_eq!(req.is(&["text/*"]).as_deref(), Some("text/plain"));
+    assert_eq!(req.charset().as_deref(), Some("latin1"));
     let (parts, _) = req.into_parts();
     assert_eq!(parts.href().as_deref(), Some("http://h.example/x?a=1"));
+    assert_eq!(parts.content_type().as_deref(), Some("text/plain"));
+    assert_eq!(parts.content_length(), Some(3));
     assert_eq!(parts.headers.accepts(&["html"]), Some("html"));
+    assert_eq!(parts.headers.accepted_encodings(), ["identity"]);
 }
 
 fn page_app() -> Router {
