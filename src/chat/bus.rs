@@ -78,7 +78,13 @@ impl Node {
     }
 }
 
-/// How chat nodes reach each other: see the [module docs](self).
+/// How chat nodes reach each other.
+///
+/// bus), and asks the node that holds a connection to join, leave or push to it.
+///
+/// [`LocalBus`] connects nodes in one process; [`LocalBus::cluster`] makes `n` of them
+/// sharing one room registry, so every multi-node behaviour can be tested on any
+/// machine. A bus over Redis implements the same trait.
 pub trait Bus: Send + Sync + 'static {
     /// Connects a node: from now on it gets what others publish and the commands
     /// addressed to it.
@@ -92,7 +98,7 @@ pub trait Bus: Send + Sync + 'static {
     fn call(&self, to: &str, command: Command, timeout: Duration) -> BoxFuture<Result<(), ChatError>>;
 }
 
-/// The in-process bus: see the [module docs](self).
+/// The in-process bus: see the [module docs](super).
 #[derive(Default)]
 pub struct LocalBus {
     nodes: RwLock<Vec<(String, Node)>>,

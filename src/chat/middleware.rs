@@ -31,7 +31,28 @@ type Gate = dyn Fn(&Chat, &Connection, &str) -> Result<(), String> + Send + Sync
 type OnReceive = dyn Fn(&Connection, &str, SayPayload) -> Option<SayPayload> + Send + Sync;
 type PerReceiver = dyn Fn(&Connection, &str, SayPayload) -> Result<Option<SayPayload>, String> + Send + Sync;
 
-/// One chat middleware: see the [module docs](self).
+/// One chat middleware.
+///
+///
+/// - `join` / `leave` run before a connection joins or leaves a room; an `Err`
+///   vetoes it (the connection's rooms are unchanged) and its text is the error the
+///   client sees.
+/// - `on_say_receive` runs once per message, on the sender's node, before the
+///   message is published; each gets the previous one's result, and `None` silences
+///   the message for everyone.
+/// - `say` runs once per receiver: it may rewrite the payload for that receiver,
+///   drop it (`Ok(None)`), or fail (that receiver only gets nothing).
+///
+/// Middleware runs in ascending `priority` (default 100), then in the order added.
+///
+/// ```
+/// use tower_context::chat::{Chat, ChatMiddleware};
+///
+/// let chat = Chat::new().with_rooms(["lobby", "vipRoom"]);
+/// chat.add_middleware(ChatMiddleware::new("vip only").join(|_chat, _conn, room| {
+///     if room == "vipRoom" { Err("joining rooms blocked".into()) } else { Ok(()) }
+/// }));
+/// ```
 #[derive(Clone)]
 pub struct ChatMiddleware {
     name: String,

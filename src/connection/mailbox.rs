@@ -22,7 +22,20 @@ use tokio::sync::Notify;
 
 use super::Message;
 
-/// What a full mailbox does: see the [module docs](self).
+/// What a full mailbox does.
+///
+/// in, and the transport takes out.
+///
+/// A client that reads slower than messages arrive fills its mailbox; what happens
+/// then is the [`Overflow`] policy, never a silent loss and never unbounded memory:
+/// - [`Overflow::DropOldest`] (the default) drops the oldest message to make room,
+///   counts it, and the next time the transport takes a message it first gets an
+///   `alert` frame saying how many were missed;
+/// - [`Overflow::Disconnect`] destroys the connection: the client reconnects and
+///   learns, from the close, that it fell behind.
+///
+/// Pushing never allocates once the queue has grown to its capacity: the message's
+/// bytes are shared (a reference count), the queue is a ring.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Overflow {

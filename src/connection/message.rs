@@ -18,7 +18,22 @@
 use bytes::Bytes;
 use serde_json::Value;
 
-/// A message for a live connection, encoded once (see the [module docs](self)).
+/// A message for a live connection, encoded once.
+///
+/// Every message carries a `context`: `response` (the answer to a client's frame,
+/// with its `messageId`), `user` (a chat message, [`SayPayload`]), `api` (the server
+/// speaking: the welcome, a goodbye) or `alert` (the transport's own news, such as
+/// messages the client missed). A message is encoded once, to JSON bytes; a room's
+/// fan-out clones those bytes into each mailbox.
+///
+/// ```
+/// use tower_context::connection::Message;
+///
+/// let welcome = Message::api(serde_json::json!({ "welcome": "Hello" }));
+/// assert_eq!(welcome.bytes(), r#"{"welcome":"Hello","context":"api"}"#.as_bytes());
+/// let ok = Message::ok(serde_json::json!(true), "7");
+/// assert_eq!(ok.bytes(), r#"{"status":"OK","context":"response","data":true,"messageId":"7"}"#.as_bytes());
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Message(Bytes);
 
