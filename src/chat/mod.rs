@@ -27,6 +27,8 @@ mod error;
 mod middleware;
 mod rooms;
 mod verb;
+#[cfg(feature = "ws")]
+pub mod ws;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -365,12 +367,28 @@ impl Chat {
     /// `on_say_receive` middleware runs once, here; the message then reaches every
     /// member of the room, the sender included, on every node.
     pub fn say(&self, conn: &Connection, room: &str, message: Value) -> Result<(), ChatError> {
-        if room.is_empty() || message.is_null() || message.as_str() == Some("") {
-            return Err(ChatError::RoomAndMessageRequired);
-        }
-        if !conn.rooms_list().iter().any(|r| r == room) {
-            return Err(ChatError::NotInRoom(room.to_owned()));
-        }
+        self.say_answering(conn, room, message, |_| {})
+    }
+
+    /// `say`, telling `answer` the outcome before the message is delivered: a
+    /// transport queues its answer first, so the sender reads "OK" before its own
+    /// message, as from Actionhero.
+    pub(crate) fn say_answering(
+        &self,
+        conn: &Connection,
+        room: &str,
+        message: Value,
+        answer: impl FnOnce(Result<(), ChatError>),
+    ) -> Result<(), ChatError> {
+        let checked = if room.is_empty() || message.is_null() || message.as_str() == Some("") {
+            Err(ChatError::RoomAndMessageRequired)
+        } else if !conn.rooms_list().iter().any(|r| r == room) {
+            Err(ChatError::NotInRoom(room.to_owned()))
+        } else {
+            Ok(())
+        };
+        answer(checked.clone());
+        checked?;
         let mut payload =
             SayPayload { message, room: room.to_owned(), from: conn.id().to_owned(), sent_at: now_ms() };
         for middleware in self.middleware().iter() {

@@ -11,3 +11,5 @@ mod server;
 mod streaming;
 #[cfg(feature = "tls")]
 mod tls;
+#[cfg(feature = "ws")]
+mod ws;

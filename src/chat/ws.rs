@@ -1,0 +1,342 @@
+//! Chat over WebSocket (feature `ws`): Actionhero's JSON protocol on axum's
+//! WebSocket, under [`serve`](crate::serve) or `axum::serve`.
+//!
+//! ```no_run
+//! use axum::Router;
+//! use tower_context::chat::{Chat, ws::WebSocketChat};
+//! use tower_context::ContextLayer;
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let chat = Chat::new().with_rooms(["defaultRoom"]);
+//! let app = Router::new().route("/ws", WebSocketChat::new(chat).route()).layer(ContextLayer::new());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! tower_context::serve(listener, app).await
+//! # }
+//! ```
+//!
+//! The protocol, frame by frame (every frame is a JSON text frame):
+//! - On connect the server says `{"welcome": "...", "context": "api"}`.
+//! - Each client frame `{"event": VERB, "messageId"?: ID, "room"?: ROOM, ...}` runs the
+//!   verb with the words `room` (when present) then the other values in the order
+//!   the client wrote them. The answer is `{"status": "OK", "context": "response",
+//!   "data": ..., "messageId": ID}`, or `{"status": "Error: ...", "error": "Error: ...",
+//!   "context": "response", "data": <the frame without event, messageId and room>,
+//!   "messageId": ID}`. `ID` is the client's, else a fresh one.
+//! - Room messages arrive as `{"message", "room", "from", "context": "user", "sentAt"}`.
+//! - `quit` or `exit` (or [`Chat::destroy`]) is not answered: the server says
+//!   `{"message": "Bye!", "context": "api"}` and closes (code 1000).
+//!
+//! Bad input gets a clear answer and harms nothing else: a frame that is not JSON,
+//! or a binary frame, is answered with an error response (Actionhero stays silent)
+//! and the connection is kept; a frame over the size limit closes the connection
+//! with code 1009; a client that stops reading meets its mailbox's overflow policy.
+//! The client's fingerprint is `?sessionID=` (the same value as its HTTP requests'
+//! `sessionID` cookie shares it), else the HTTP connection's.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::extract::RawQuery;
+use axum::extract::ws::{CloseFrame, Message as Frame, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use axum::routing::{MethodRouter, get};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+
+use super::{Chat, ChatError, Verb, VerbSet};
+use crate::connection::{Connection, ConnectionKind, MailboxConfig, Message};
+
+/// The close code for a frame over the size limit (RFC 6455 "message too big").
+const TOO_BIG: u16 = 1009;
+
+/// Serves chat clients over WebSocket: see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct WebSocketChat {
+    chat: Chat,
+    mailbox: MailboxConfig,
+    max_frame: usize,
+    welcome: String,
+    #[cfg(feature = "server")]
+    registry: Option<crate::server::Connections>,
+}
+
+impl WebSocketChat {
+    /// Chat over `chat`, with a mailbox of 256 messages (dropping the oldest when
+    /// full), frames of at most 64 KiB, and Actionhero's welcome.
+    pub fn new(chat: Chat) -> Self {
+        WebSocketChat {
+            chat,
+            mailbox: MailboxConfig::default(),
+            max_frame: 64 * 1024,
+            welcome: "Welcome to the actionhero api".to_owned(),
+            #[cfg(feature = "server")]
+            registry: None,
+        }
+    }
+
+    /// Lists each client in `connections` while its socket is open (kind
+    /// `WebSocket`), beside the server's HTTP connections: pass the server's
+    /// registry ([`Serve::connections`](crate::server::Serve::connections)).
+    #[cfg(feature = "server")]
+    #[must_use]
+    pub fn registry(mut self, connections: crate::server::Connections) -> Self {
+        self.registry = Some(connections);
+        self
+    }
+
+    /// Each client's mailbox: its size and overflow policy.
+    #[must_use]
+    pub fn mailbox(mut self, mailbox: MailboxConfig) -> Self {
+        self.mailbox = mailbox;
+        self
+    }
+
+    /// The largest frame a client may send; a larger one closes it with 1009.
+    #[must_use]
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes.max(1);
+        self
+    }
+
+    /// The text of the welcome message.
+    #[must_use]
+    pub fn welcome(mut self, text: impl Into<String>) -> Self {
+        self.welcome = text.into();
+        self
+    }
+
+    /// A `GET` route that upgrades to the chat protocol.
+    pub fn route<S: Clone + Send + Sync + 'static>(self) -> MethodRouter<S> {
+        get(move |upgrade: WebSocketUpgrade, http: Option<Connection>, RawQuery(query): RawQuery| {
+            let socket = self.clone();
+            async move { socket.upgrade(upgrade, http.as_ref(), query.as_deref()) }
+        })
+    }
+
+    /// Upgrades one request: `http` is the connection it came on (for the client's
+    /// address), `query` its query string (for `sessionID`).
+    pub fn upgrade(
+        &self,
+        upgrade: WebSocketUpgrade,
+        http: Option<&Connection>,
+        query: Option<&str>,
+    ) -> Response {
+        let unknown = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+        let (remote, local) = http.map_or((unknown, unknown), |c| (c.remote_addr(), c.local_addr()));
+        let conn = Connection::live(ConnectionKind::WebSocket, remote, local, self.mailbox);
+        #[cfg(feature = "server")]
+        {
+            let given = query.and_then(|q| session_id(q)).and_then(crate::connection::Fingerprint::parse);
+            if let Some(fingerprint) = given.or_else(|| http.and_then(Connection::fingerprint)) {
+                conn.set_fingerprint(fingerprint);
+            }
+        }
+        #[cfg(not(feature = "server"))]
+        let _ = query;
+        let this = self.clone();
+        upgrade
+            .max_message_size(self.max_frame)
+            .max_frame_size(self.max_frame)
+            .on_upgrade(move |socket| async move { this.run(socket, conn).await })
+    }
+
+    async fn run(self, mut socket: WebSocket, conn: Connection) {
+        if self.chat.register(&conn).is_err() {
+            return;
+        }
+        #[cfg(feature = "server")]
+        if let Some(registry) = &self.registry {
+            registry.insert(&conn);
+        }
+        let welcome = Message::api(serde_json::json!({ "welcome": self.welcome }));
+        let _ = conn.send_message(welcome);
+        let close = loop {
+            tokio::select! {
+                outgoing = conn.next_message() => match outgoing {
+                    Some(bytes) => {
+                        let Ok(text) = Utf8Bytes::try_from(bytes) else { continue };
+                        if socket.send(Frame::Text(text)).await.is_err() {
+                            break None;
+                        }
+                    }
+                    // Destroyed and drained: say goodbye.
+                    None => break Some((1000, "")),
+                },
+                incoming = socket.recv() => match incoming {
+                    Some(Ok(Frame::Text(text))) => self.answer(&conn, text.as_bytes()).await,
+                    Some(Ok(Frame::Binary(_))) => {
+                        let err = Message::error("frames must be JSON text", Value::Null, fresh_id());
+                        let _ = conn.send_message(err);
+                    }
+                    Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => {}
+                    Some(Ok(Frame::Close(_))) | None => break None,
+                    Some(Err(err)) => break too_big(err).then_some((TOO_BIG, "frame too large")),
+                },
+            }
+        };
+        if let Some((code, reason)) = close {
+            if code == 1000 {
+                let bye = Message::api(serde_json::json!({ "message": "Bye!" }));
+                if let Ok(text) = Utf8Bytes::try_from(bye.into_bytes()) {
+                    let _ = socket.send(Frame::Text(text)).await;
+                }
+            }
+            let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+            let _ = socket.send(Frame::Close(Some(frame))).await;
+        }
+        self.chat.destroy(&conn);
+        #[cfg(feature = "server")]
+        if let Some(registry) = &self.registry {
+            registry.remove(&conn);
+        }
+    }
+
+    /// Runs one client frame and queues the answer.
+    async fn answer(&self, conn: &Connection, frame: &[u8]) {
+        let mut de = serde_json::Deserializer::from_slice(frame);
+        let parsed = de.deserialize_any(FrameVisitor).and_then(|parsed| de.end().map(|()| parsed));
+        let reply = match parsed {
+            // Actionhero stays silent here; a clear answer helps the client.
+            Err(_) => Message::error("frames must be JSON text", Value::Null, fresh_id()),
+            Ok(Inbound::Other(value)) => {
+                Message::error(&ChatError::VerbNotAllowed("undefined".into()).to_string(), value, fresh_id())
+            }
+            Ok(Inbound::Object(fields)) => match self.run_verb(conn, fields).await {
+                Some(reply) => reply,
+                None => return,
+            },
+        };
+        let _ = conn.send_message(reply);
+    }
+
+    /// Runs a verb frame: its answer, or `None` when it was sent already.
+    async fn run_verb(&self, conn: &Connection, fields: Vec<(String, Value)>) -> Option<Message> {
+        let mut event = None;
+        let mut message_id = None;
+        let mut room = None;
+        let mut rest = Vec::new();
+        for (key, value) in fields {
+            match key.as_str() {
+                "event" => event = Some(value),
+                "messageId" => message_id = Some(value),
+                "room" => room = Some(value),
+                _ => rest.push((key, value)),
+            }
+        }
+        let id = message_id.unwrap_or_else(|| Value::from(fresh_id()));
+        let data = Value::Object(rest.iter().cloned().collect());
+        let words = room.iter().chain(rest.iter().map(|(_, v)| v)).map(word);
+        let verb = match &event {
+            Some(Value::String(name)) => Verb::parse(name, words),
+            Some(other) => Err(ChatError::VerbNotAllowed(word(other))),
+            None => Err(ChatError::VerbNotAllowed("undefined".into())),
+        };
+        match verb {
+            // The answer goes before the message itself, as from Actionhero.
+            Ok(Verb::Say { room, message })
+                if VerbSet::for_kind(conn.kind())
+                    .allows(&Verb::Say { room: String::new(), message: String::new() }) =>
+            {
+                let _ = self.chat.say_answering(conn, &room, Value::String(message), |result| {
+                    let reply = match result {
+                        Ok(()) => Message::ok(Value::Null, id),
+                        Err(err) => Message::error(&err.to_string(), data, id),
+                    };
+                    let _ = conn.send_message(reply);
+                });
+                None
+            }
+            Ok(verb) => Some(match self.chat.verb(conn, verb).await {
+                Ok(answer) => Message::ok(answer, id),
+                Err(err) => Message::error(&err.to_string(), data, id),
+            }),
+            Err(err) => Some(Message::error(&err.to_string(), data, id)),
+        }
+    }
+}
+
+/// A JSON value as a verb's word: text as it is, anything else as JSON.
+fn word(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A fresh message id, in the shape of a random UUID (as Actionhero makes them).
+fn fresh_id() -> String {
+    let mut b = [0_u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        b = std::process::id().to_le_bytes().repeat(4).try_into().unwrap_or([0; 16]);
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
+/// The `sessionID` of a query string.
+#[cfg(feature = "server")]
+fn session_id(query: &str) -> Option<&str> {
+    query.split('&').find_map(|pair| pair.strip_prefix("sessionID="))
+}
+
+/// Whether a socket error is a frame over the size limit.
+fn too_big(err: axum::Error) -> bool {
+    err.into_inner()
+        .downcast::<tungstenite::Error>()
+        .is_ok_and(|err| matches!(*err, tungstenite::Error::Capacity(_)))
+}
+
+/// A client frame: an object with its keys in the order written (a JSON map would
+/// sort them, and a verb's words follow the client's order), or any other value.
+enum Inbound {
+    Object(Vec<(String, Value)>),
+    Other(Value),
+}
+
+struct FrameVisitor;
+
+impl<'de> Visitor<'de> for FrameVisitor {
+    type Value = Inbound;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Inbound, A::Error> {
+        let mut fields = Vec::new();
+        while let Some((key, value)) = map.next_entry::<String, Value>()? {
+            fields.push((key, value));
+        }
+        Ok(Inbound::Object(fields))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Inbound, A::Error> {
+        let value = serde::Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(Inbound::Other(value))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Inbound, E> {
+        Ok(Inbound::Other(Value::from(v)))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Inbound, E> {
+        Ok(Inbound::Other(Value::from(v)))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Inbound, E> {
+        Ok(Inbound::Other(Value::from(v)))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Inbound, E> {
+        Ok(Inbound::Other(Value::from(v)))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Inbound, E> {
+        Ok(Inbound::Other(Value::from(v)))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Inbound, E> {
+        Ok(Inbound::Other(Value::Null))
+    }
+}

@@ -1,0 +1,178 @@
+//! Chat over a real WebSocket (`tower_context::serve` on 127.0.0.1, a
+//! tokio-tungstenite client), frame by frame against what a real Actionhero 29
+//! answers (read off one with the reference app in `../shared/reference`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tower_context::chat::Chat;
+use tower_context::chat::ws::WebSocketChat;
+use tower_context::connection::ConnectionKind;
+use tower_context::{Connections, ContextLayer};
+
+type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+async fn start(chat: Chat) -> (SocketAddr, Connections) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Connections::new();
+    let socket = WebSocketChat::new(chat).max_frame_size(1024).registry(connections.clone());
+    let app = Router::new().route("/ws", socket.route()).layer(ContextLayer::new());
+    let server = tower_context::serve(listener, app).with_connections(connections.clone());
+    tokio::spawn(async move { server.await });
+    (addr, connections)
+}
+
+async fn connect(addr: SocketAddr, query: &str) -> Client {
+    let (client, _) = connect_async(format!("ws://{addr}/ws{query}")).await.unwrap();
+    client
+}
+
+/// The next text frame, parsed.
+async fn next(client: &mut Client) -> Value {
+    loop {
+        let frame =
+            tokio::time::timeout(Duration::from_secs(5), client.next()).await.unwrap().unwrap().unwrap();
+        if let Frame::Text(text) = frame {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+async fn send(client: &mut Client, frame: &str) {
+    client.send(Frame::text(frame)).await.unwrap();
+}
+
+#[tokio::test]
+async fn actionheros_protocol_frame_by_frame() {
+    let (addr, connections) = start(Chat::new().with_rooms(["defaultRoom"])).await;
+    let mut ann = connect(addr, "?sessionID=0123456789abcdef0123").await;
+    assert_eq!(next(&mut ann).await, json!({"welcome": "Welcome to the actionhero api", "context": "api"}));
+
+    send(&mut ann, r#"{"event":"roomAdd","room":"defaultRoom","messageId":1}"#).await;
+    assert_eq!(
+        next(&mut ann).await,
+        json!({"status": "OK", "context": "response", "data": true, "messageId": 1})
+    );
+    send(&mut ann, r#"{"event":"roomAdd","room":"defaultRoom","messageId":2}"#).await;
+    let again = "Error: connection already in this room (defaultRoom)";
+    assert_eq!(
+        next(&mut ann).await,
+        json!({"status": again, "error": again, "context": "response", "data": {}, "messageId": 2})
+    );
+
+    send(&mut ann, r#"{"event":"roomView","room":"defaultRoom","messageId":3}"#).await;
+    let view = next(&mut ann).await;
+    assert_eq!(view["data"]["membersCount"], 1);
+    let ann_id = view["data"]["members"].as_object().unwrap().keys().next().unwrap().clone();
+
+    // Another client joins and speaks; both get the message, the sender too.
+    let mut bob = connect(addr, "").await;
+    next(&mut bob).await;
+    send(&mut bob, r#"{"event":"roomAdd","room":"defaultRoom","messageId":"b1"}"#).await;
+    assert_eq!(next(&mut bob).await["data"], true);
+    send(&mut bob, r#"{"event":"say","room":"defaultRoom","message":"hello there","messageId":"b2"}"#).await;
+    assert_eq!(next(&mut bob).await, json!({"status": "OK", "context": "response", "messageId": "b2"}));
+    for client in [&mut ann, &mut bob] {
+        let said = next(client).await;
+        assert_eq!(said["message"], "hello there");
+        assert_eq!(said["room"], "defaultRoom");
+        assert_eq!(said["context"], "user");
+        assert!(said["sentAt"].as_u64().unwrap() > 1_700_000_000_000);
+        assert_ne!(said["from"], ann_id);
+    }
+
+    // detailsView without a messageId gets a fresh one; the fingerprint is the
+    // client's `sessionID`.
+    send(&mut ann, r#"{"event":"detailsView"}"#).await;
+    let details = next(&mut ann).await;
+    assert_eq!(details["data"]["id"], ann_id.as_str());
+    assert_eq!(details["data"]["fingerprint"], "0123456789abcdef0123");
+    assert_eq!(details["data"]["rooms"], json!(["defaultRoom"]));
+    assert_eq!(details["data"]["remoteIP"], "127.0.0.1");
+    assert_eq!(details["messageId"].as_str().unwrap().len(), 36);
+
+    // While open, both are in the server's registry as WebSocket connections.
+    let kinds: Vec<ConnectionKind> = connections.iter().map(|c| c.kind()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == ConnectionKind::WebSocket).count(), 2, "{kinds:?}");
+
+    for (frame, error, data) in [
+        (r#"{"event":"nope","messageId":6}"#, "verb not found or not allowed (nope)", json!({})),
+        (
+            r#"{"event":"paramAdd","key":"a","value":"b","messageId":7}"#,
+            "verb not found or not allowed (paramAdd)",
+            json!({"key": "a", "value": "b"}),
+        ),
+        (r#"{"event":"roomAdd","room":"noSuchRoom","messageId":8}"#, "room does not exist", json!({})),
+        (
+            r#"{"event":"roomLeave","room":"otherRoom","messageId":9}"#,
+            "connection not in this room (otherRoom)",
+            json!({}),
+        ),
+        (r#"{"event":"say","messageId":10}"#, "both room and message are required", json!({})),
+        (r#"{"messageId":13}"#, "verb not found or not allowed (undefined)", json!({})),
+    ] {
+        send(&mut ann, frame).await;
+        let answer = next(&mut ann).await;
+        let text = format!("Error: {error}");
+        assert_eq!(answer["status"], text.as_str(), "{frame}");
+        assert_eq!(answer["error"], text.as_str(), "{frame}");
+        assert_eq!(answer["context"], "response");
+        assert_eq!(answer["data"], data, "{frame}");
+    }
+
+    // Bad input gets an answer and the connection lives on.
+    send(&mut ann, "not json").await;
+    assert_eq!(next(&mut ann).await["error"], "Error: frames must be JSON text");
+    ann.send(Frame::binary(vec![1, 2, 3])).await.unwrap();
+    assert_eq!(next(&mut ann).await["error"], "Error: frames must be JSON text");
+    send(&mut ann, "[1,2]").await;
+    let answer = next(&mut ann).await;
+    assert_eq!(
+        (answer["error"].clone(), answer["data"].clone()),
+        (json!("Error: verb not found or not allowed (undefined)"), json!([1, 2]))
+    );
+    send(&mut ann, r#"{"event":"roomLeave","room":"defaultRoom","messageId":11}"#).await;
+    assert_eq!(next(&mut ann).await["data"], true);
+
+    // quit: no answer (as from Actionhero), a goodbye, then the close; the
+    // connection leaves the registry.
+    send(&mut ann, r#"{"event":"quit","messageId":12}"#).await;
+    assert_eq!(next(&mut ann).await, json!({"message": "Bye!", "context": "api"}));
+    let closed = tokio::time::timeout(Duration::from_secs(5), ann.next()).await.unwrap();
+    assert!(
+        matches!(closed, Some(Ok(Frame::Close(Some(ref f)))) if f.code == CloseCode::Normal),
+        "{closed:?}"
+    );
+    for _ in 0..100 {
+        if connections.iter().filter(|c| c.kind() == ConnectionKind::WebSocket).count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(connections.iter().filter(|c| c.kind() == ConnectionKind::WebSocket).count(), 1);
+}
+
+#[tokio::test]
+async fn a_frame_over_the_limit_closes_with_1009_and_others_go_on() {
+    let chat = Chat::new().with_rooms(["defaultRoom"]);
+    let (addr, _) = start(chat.clone()).await;
+    let mut big = connect(addr, "").await;
+    let mut other = connect(addr, "").await;
+    next(&mut big).await;
+    next(&mut other).await;
+    send(&mut big, &format!(r#"{{"event":"say","room":"defaultRoom","message":"{}"}}"#, "x".repeat(4096)))
+        .await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), big.next()).await.unwrap();
+    assert!(matches!(closed, Some(Ok(Frame::Close(Some(ref f)))) if f.code == CloseCode::Size), "{closed:?}");
+    send(&mut other, r#"{"event":"roomAdd","room":"defaultRoom","messageId":1}"#).await;
+    assert_eq!(next(&mut other).await["data"], true);
+    assert_eq!(chat.room_status("defaultRoom").unwrap()["membersCount"], 1);
+}
