@@ -16,13 +16,15 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use tower_context::body::Body;
+use tower_context::chat::ws::WebSocketChat;
+use tower_context::chat::{Chat, ChatMiddleware};
 use tower_context::conditional::conditional_get;
 use tower_context::cookies::Cookie;
 use tower_context::response::{etag, redirect};
 use tower_context::stream::FirstFrame;
 use tower_context::{
-    Context, ContextLayer, Ended, ErrorAction, HeaderExt, HttpError, Keys, RequestHeadExt, SignedFormat,
-    ensure, throw,
+    Connections, Context, ContextLayer, Ended, ErrorAction, HeaderExt, HttpError, Keys, RequestHeadExt,
+    SignedFormat, ensure, throw,
 };
 
 /// Every request gets a response-time header from an after-hook and a log line
@@ -63,7 +65,32 @@ async fn index() -> &'static str {
      GET /negotiate             JSON, HTML or text by the Accept header\n\
      GET /old                   a redirect to /hello\n\
      GET /page                  ETag and conditional GET: 304 on a match\n\
-     GET /connection            the connection's details (Actionhero's detailsView)\n"
+     GET /connection            the connection's details (Actionhero's detailsView)\n\
+     GET /chat                  a chat page: open it in two tabs (rooms over WebSocket)\n\
+     GET /ws                    the chat's WebSocket: Actionhero's JSON protocol\n"
+}
+
+/// The chat page: plain HTML and JavaScript, no build step.
+async fn chat_page() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("chat.html"))
+}
+
+/// The demo's chat: one starting room, and a middleware that announces who joins
+/// and leaves (from "0", the server), so every page can refresh its member list.
+fn chat() -> Chat {
+    let chat = Chat::new().with_rooms(["defaultRoom"]);
+    chat.add_middleware(
+        ChatMiddleware::new("announce")
+            .join(|chat, conn, room| {
+                let _ = chat.broadcast(room, format!("{} joined", conn.id()).into());
+                Ok(())
+            })
+            .leave(|chat, conn, room| {
+                let _ = chat.broadcast(room, format!("{} left", conn.id()).into());
+                Ok(())
+            }),
+    );
+    chat
 }
 
 async fn login(ctx: Context) -> Result<String, HttpError> {
@@ -237,9 +264,12 @@ async fn slow() -> &'static str {
     "slow answer\n"
 }
 
-fn app() -> Router {
+fn app(connections: Connections) -> Router {
+    let chat = WebSocketChat::new(chat()).registry(connections);
     Router::new()
         .route("/", get(index))
+        .route("/chat", get(chat_page))
+        .route("/ws", chat.route())
         .route("/hello", get(hello))
         .route("/end", get(end_from_task))
         .route("/stop", get(stop))
@@ -278,7 +308,9 @@ async fn main() -> std::io::Result<()> {
     let port = std::env::var("PORT").ok().and_then(|p| p.parse::<u16>().ok()).unwrap_or(3000);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("tower-context demo on http://{}", listener.local_addr()?);
-    tower_context::serve(listener, app())
+    let connections = Connections::new();
+    tower_context::serve(listener, app(connections.clone()))
+        .with_connections(connections)
         .on_connection_open(|conn| println!("connection {} open from {}", conn.id(), conn.remote_addr()))
         .on_connection_close(|conn| {
             println!("connection {} closed after {} requests", conn.id(), conn.total())

@@ -5,6 +5,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+#[cfg(feature = "ws")]
+mod browser;
 mod connection;
 mod lifecycle;
 mod server;
