@@ -26,12 +26,15 @@ mod bus;
 mod error;
 mod middleware;
 mod rooms;
+pub mod sse;
 mod verb;
 #[cfg(feature = "ws")]
 pub mod ws;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -42,7 +45,7 @@ pub use error::ChatError;
 pub use middleware::ChatMiddleware;
 pub use verb::{Verb, VerbSet};
 
-use crate::connection::{Connection, Message, SayPayload};
+use crate::connection::{Connection, Message, SayPayload, Tag};
 use rooms::Rooms;
 
 /// A chat node: see the [module docs](self). A cheap handle (one `Arc`).
@@ -57,8 +60,12 @@ pub(crate) struct Inner {
     rooms: Arc<Rooms>,
     /// The chat connections this node holds, by id.
     local: RwLock<HashMap<String, Connection>>,
-    /// This node's members of each room, in join order: the fan-out list.
-    members: RwLock<HashMap<String, Vec<Connection>>>,
+    /// This node's members of each room, in join order: the fan-out list, with the
+    /// room's message sequence and replay buffer on this node.
+    members: RwLock<HashMap<String, Local>>,
+    /// How many of each room's latest messages are kept for resuming clients (0:
+    /// none, the default).
+    replay: AtomicUsize,
     middleware: RwLock<Arc<[ChatMiddleware]>>,
     rpc_timeout: Duration,
 }
@@ -73,6 +80,46 @@ impl std::fmt::Debug for Chat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Chat").field("node", &self.id()).field("rooms", &self.rooms()).finish_non_exhaustive()
     }
+}
+
+/// A room as this node holds it: its members here, in join order, its message
+/// sequence on this node, and its latest messages when resuming is on.
+struct Local {
+    name: Arc<str>,
+    members: Vec<Connection>,
+    seq: AtomicU64,
+    replay: Mutex<VecDeque<(u64, Bytes)>>,
+}
+
+impl Local {
+    fn new(name: &str) -> Local {
+        Local {
+            name: Arc::from(name),
+            members: Vec::new(),
+            seq: AtomicU64::new(0),
+            replay: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Numbers the next message and keeps it when resuming is on.
+    fn record(&self, bytes: &Bytes, keep: usize) -> Tag {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        if keep > 0 {
+            let mut replay = self.replay.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            replay.push_back((seq, bytes.clone()));
+            while replay.len() > keep {
+                replay.pop_front();
+            }
+        }
+        Tag { room: Arc::clone(&self.name), seq }
+    }
+}
+
+/// What a resuming client gets for one room: the messages after its last one still
+/// kept, and whether some in between were no longer kept.
+pub(crate) struct Replay {
+    pub(crate) messages: Vec<(u64, Bytes)>,
+    pub(crate) missed: u64,
 }
 
 /// Milliseconds since the Unix epoch, as Actionhero stamps `joinedAt` and `sentAt`.
@@ -143,6 +190,7 @@ impl Chat {
                 rooms,
                 local: RwLock::new(HashMap::new()),
                 members: RwLock::new(HashMap::new()),
+                replay: AtomicUsize::new(0),
                 middleware: RwLock::new(Arc::from(Vec::new())),
                 rpc_timeout: Duration::from_secs(5),
             }),
@@ -305,7 +353,11 @@ impl Chat {
         let joined = allowed.and_then(|()| self.inner.rooms.join(room, conn.id(), now_ms()));
         if joined.is_ok() {
             conn.rooms_list().push(room.to_owned());
-            write(&self.inner.members).entry(room.to_owned()).or_default().push(conn.clone());
+            write(&self.inner.members)
+                .entry(room.to_owned())
+                .or_insert_with(|| Local::new(room))
+                .members
+                .push(conn.clone());
         }
         release(held);
         joined
@@ -333,9 +385,10 @@ impl Chat {
         self.inner.rooms.leave(room, conn.id());
         conn.rooms_list().retain(|r| r != room);
         let mut members = write(&self.inner.members);
-        if let Some(list) = members.get_mut(room) {
-            list.retain(|member| member != conn);
-            if list.is_empty() {
+        if let Some(local) = members.get_mut(room) {
+            local.members.retain(|member| member != conn);
+            // Kept while resuming is on, so the room's sequence goes on.
+            if local.members.is_empty() && self.inner.replay.load(Ordering::Relaxed) == 0 {
                 members.remove(room);
             }
         }
@@ -451,18 +504,23 @@ impl Chat {
     /// per-receiver `say` middleware rewrites it for some.
     fn deliver_local(&self, room: &str, bytes: &Bytes, payload: Option<&SayPayload>) {
         let middleware = self.middleware();
+        let keep = self.inner.replay.load(Ordering::Relaxed);
         if !middleware.iter().any(|m| m.say.is_some()) {
-            if let Some(members) = read(&self.inner.members).get(room) {
-                for member in members {
+            if let Some(local) = read(&self.inner.members).get(room) {
+                let tag = local.record(bytes, keep);
+                for member in &local.members {
                     // A closed or overflowing mailbox is the member's transport's
                     // business (it was counted, or the connection destroyed).
-                    let _ = member.push(bytes.clone());
+                    let _ = member.push_tagged(bytes.clone(), Some(tag.clone()));
                 }
             }
             return;
         }
         // User code runs per receiver: not under the members lock.
-        let members = read(&self.inner.members).get(room).cloned().unwrap_or_default();
+        let (members, tag) = match read(&self.inner.members).get(room) {
+            Some(local) => (local.members.clone(), local.record(bytes, keep)),
+            None => return,
+        };
         let decoded;
         let payload = match payload {
             Some(payload) => payload,
@@ -483,8 +541,25 @@ impl Chat {
                 current = say(&member, room, next).ok().flatten();
             }
             if let Some(rewritten) = current {
-                let _ = member.push(Message::say(&rewritten).into_bytes());
+                let _ = member.push_tagged(Message::say(&rewritten).into_bytes(), Some(tag.clone()));
             }
         }
+    }
+
+    /// Keeps each room's latest `per_room` messages on this node, for clients that
+    /// resume (an SSE stream's `Last-Event-ID`). Off (0) by default.
+    pub fn keep_replay(&self, per_room: usize) {
+        self.inner.replay.store(per_room, Ordering::Relaxed);
+    }
+
+    /// The messages of `room` after sequence `after` still kept, and how many after
+    /// it are no longer kept.
+    pub(crate) fn replay_since(&self, room: &str, after: u64) -> Replay {
+        let members = read(&self.inner.members);
+        let Some(local) = members.get(room) else { return Replay { messages: Vec::new(), missed: 0 } };
+        let replay = local.replay.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let messages: Vec<(u64, Bytes)> = replay.iter().filter(|(seq, _)| *seq > after).cloned().collect();
+        let first_kept = messages.first().map_or(local.seq.load(Ordering::Relaxed) + 1, |(seq, _)| *seq);
+        Replay { messages, missed: first_kept.saturating_sub(after + 1) }
     }
 }

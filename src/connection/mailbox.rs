@@ -94,8 +94,19 @@ pub(crate) struct Mailbox {
     dropped: AtomicU64,
 }
 
+/// Where a room message stands in its room's sequence on this node: what an SSE
+/// stream writes as the event id, so a client can resume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Tag {
+    pub(crate) room: std::sync::Arc<str>,
+    pub(crate) seq: u64,
+}
+
+/// A message as it waits: its bytes, and its place in its room when it has one.
+pub(crate) type Delivery = (Bytes, Option<Tag>);
+
 struct State {
-    queue: VecDeque<Bytes>,
+    queue: VecDeque<Delivery>,
     /// Dropped since the client was last told.
     untold: u64,
     closed: bool,
@@ -125,7 +136,7 @@ impl Mailbox {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) fn push(&self, message: Bytes) -> Result<Pushed, SendError> {
+    pub(crate) fn push(&self, message: Bytes, tag: Option<Tag>) -> Result<Pushed, SendError> {
         let mut state = self.lock();
         if state.closed {
             return Err(SendError::Closed);
@@ -145,7 +156,7 @@ impl Mailbox {
                 }
             }
         }
-        state.queue.push_back(message);
+        state.queue.push_back((message, tag));
         drop(state);
         self.ready.notify_one();
         Ok(Pushed::Queued)
@@ -154,17 +165,17 @@ impl Mailbox {
     /// The next message for the transport: first an alert for what was dropped
     /// since the last one taken, then the oldest waiting. `None` once the mailbox is
     /// closed and empty.
-    pub(crate) async fn recv(&self) -> Option<Bytes> {
+    pub(crate) async fn recv(&self) -> Option<Delivery> {
         loop {
             let notified = self.ready.notified();
             {
                 let mut state = self.lock();
                 if state.untold > 0 {
                     let missed = std::mem::take(&mut state.untold);
-                    return Some(Message::missed(missed).into_bytes());
+                    return Some((Message::missed(missed).into_bytes(), None));
                 }
-                if let Some(message) = state.queue.pop_front() {
-                    return Some(message);
+                if let Some(delivery) = state.queue.pop_front() {
+                    return Some(delivery);
                 }
                 if state.closed {
                     return None;
@@ -201,23 +212,23 @@ mod tests {
     async fn drop_oldest_counts_and_tells_the_client() {
         let mailbox = Mailbox::new(MailboxConfig { capacity: 2, overflow: Overflow::DropOldest });
         for n in 0..5 {
-            assert!(matches!(mailbox.push(bytes(n)), Ok(Pushed::Queued)));
+            assert!(matches!(mailbox.push(bytes(n), None), Ok(Pushed::Queued)));
         }
         assert_eq!(mailbox.dropped(), 3);
-        assert_eq!(mailbox.recv().await.unwrap(), Message::missed(3).into_bytes());
-        assert_eq!(mailbox.recv().await.unwrap(), "3");
-        assert_eq!(mailbox.recv().await.unwrap(), "4");
+        assert_eq!(mailbox.recv().await.unwrap().0, Message::missed(3).into_bytes());
+        assert_eq!(mailbox.recv().await.unwrap().0, "3");
+        assert_eq!(mailbox.recv().await.unwrap().0, "4");
         mailbox.close();
         assert_eq!(mailbox.recv().await, None);
-        assert_eq!(mailbox.push(bytes(9)).err(), Some(SendError::Closed));
+        assert_eq!(mailbox.push(bytes(9), None).err(), Some(SendError::Closed));
     }
 
     #[tokio::test]
     async fn disconnect_refuses_and_closes() {
         let mailbox = Mailbox::new(MailboxConfig { capacity: 1, overflow: Overflow::Disconnect });
-        assert!(matches!(mailbox.push(bytes(1)), Ok(Pushed::Queued)));
-        assert!(matches!(mailbox.push(bytes(2)), Ok(Pushed::Overflowed)));
-        assert_eq!(mailbox.recv().await.unwrap(), "1");
+        assert!(matches!(mailbox.push(bytes(1), None), Ok(Pushed::Queued)));
+        assert!(matches!(mailbox.push(bytes(2), None), Ok(Pushed::Overflowed)));
+        assert_eq!(mailbox.recv().await.unwrap().0, "1");
         assert_eq!(mailbox.recv().await, None);
     }
 
@@ -227,7 +238,7 @@ mod tests {
         let m = mailbox.clone();
         let waiter = tokio::spawn(async move { m.recv().await });
         tokio::task::yield_now().await;
-        mailbox.push(bytes(7)).ok();
-        assert_eq!(waiter.await.unwrap().unwrap(), "7");
+        mailbox.push(bytes(7), None).ok();
+        assert_eq!(waiter.await.unwrap().unwrap().0, "7");
     }
 }

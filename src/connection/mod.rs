@@ -105,6 +105,7 @@ pub(crate) mod fingerprint;
 mod mailbox;
 mod message;
 
+pub(crate) use mailbox::{Delivery, Tag};
 pub use mailbox::{MailboxConfig, Overflow, SendError};
 pub use message::{Message, SayPayload};
 
@@ -477,8 +478,17 @@ impl Connection {
 
     /// Pushes encoded bytes: room fan-out shares one encoding between receivers.
     pub(crate) fn push(&self, bytes: bytes::Bytes) -> Result<(), SendError> {
+        self.push_tagged(bytes, None)
+    }
+
+    /// Pushes a room message with its place in the room's sequence.
+    pub(crate) fn push_tagged(
+        &self,
+        bytes: bytes::Bytes,
+        tag: Option<mailbox::Tag>,
+    ) -> Result<(), SendError> {
         let mailbox = self.inner.mailbox.as_ref().ok_or(SendError::NotPushCapable)?;
-        match mailbox.push(bytes)? {
+        match mailbox.push(bytes, tag)? {
             mailbox::Pushed::Queued => Ok(()),
             mailbox::Pushed::Overflowed => {
                 self.destroy();
@@ -492,6 +502,11 @@ impl Connection {
     /// cannot be pushed to). Messages the mailbox had to drop are announced first, as
     /// one `alert` frame with the count.
     pub async fn next_message(&self) -> Option<bytes::Bytes> {
+        self.next_delivery().await.map(|(bytes, _)| bytes)
+    }
+
+    /// The next message with its place in its room, for transports that resume.
+    pub(crate) async fn next_delivery(&self) -> Option<mailbox::Delivery> {
         self.inner.mailbox.as_ref()?.recv().await
     }
 

@@ -10,6 +10,7 @@ mod browser;
 mod connection;
 mod lifecycle;
 mod server;
+mod sse;
 mod streaming;
 #[cfg(feature = "tls")]
 mod tls;

@@ -1,0 +1,154 @@
+//! Chat over server-sent events, against a real server on 127.0.0.1 with a raw
+//! client: room messages as events with resumable ids, keep-alive comments,
+//! `Last-Event-ID` resume from the replay buffer (and an alert past it), leaving the
+//! rooms when the client goes away.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use http::request::Parts;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tower_context::chat::Chat;
+use tower_context::chat::sse::SseChat;
+use tower_context::{ContextLayer, HttpError};
+
+async fn start(chat: Chat, keep_replay: usize) -> SocketAddr {
+    let sse = SseChat::new(chat.clone()).keep_alive(Duration::from_millis(200));
+    chat.keep_replay(keep_replay);
+    let app = Router::new()
+        .route(
+            "/events",
+            get(move |parts: Parts| async move { sse.respond(&parts).await.map_err(HttpError::from) }),
+        )
+        .layer(ContextLayer::new());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { tower_context::serve(listener, app).await });
+    addr
+}
+
+/// A raw client and everything it has read so far.
+struct Client {
+    stream: TcpStream,
+    read: String,
+}
+
+impl Client {
+    async fn open(addr: SocketAddr, path: &str, last_event_id: Option<&str>) -> Client {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let resume = last_event_id.map(|id| format!("last-event-id: {id}\r\n")).unwrap_or_default();
+        let request =
+            format!("GET {path} HTTP/1.1\r\nhost: test\r\naccept: text/event-stream\r\n{resume}\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        Client { stream, read: String::new() }
+    }
+
+    /// Reads until `text` has arrived (bounded); everything read up to it.
+    async fn until(&mut self, text: &str) -> String {
+        let mut buf = [0_u8; 4096];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !self.read.contains(text) {
+            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("`{text}` did not arrive; read: {}", self.read))
+                .unwrap();
+            assert!(n > 0, "closed before `{text}`; read: {}", self.read);
+            self.read.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        let at = self.read.find(text).unwrap() + text.len();
+        self.read.drain(..at).collect()
+    }
+}
+
+async fn members(chat: &Chat, room: &str, want: u64) {
+    for _ in 0..200 {
+        if chat.room_status(room).unwrap()["membersCount"] == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{room} never had {want} members: {}", chat.room_status(room).unwrap());
+}
+
+#[tokio::test]
+async fn room_messages_arrive_as_resumable_events() {
+    let chat = Chat::new().with_rooms(["news", "sport"]);
+    let addr = start(chat.clone(), 256).await;
+    let mut client = Client::open(addr, "/events?room=news&room=sport", None).await;
+    let head = client.until("retry: 2000\n\n").await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok"), "{head}");
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    members(&chat, "news", 1).await;
+    chat.broadcast("news", json!("first")).unwrap();
+    let got = client.until("\n\n").await;
+    assert!(got.contains("id: news:1\n"), "{got}");
+    assert!(
+        got.contains(r#"data: {"message":"first","room":"news","from":"0","context":"user","sentAt":"#),
+        "{got}"
+    );
+    chat.broadcast("sport", json!("goal")).unwrap();
+    let got = client.until("\n\n").await;
+    assert!(got.contains("id: news:1,sport:1\n"), "{got}");
+    // Idle: a keep-alive comment.
+    client.until(": keep-alive\n\n").await;
+
+    // The client goes away: it leaves its rooms.
+    drop(client);
+    members(&chat, "news", 0).await;
+    members(&chat, "sport", 0).await;
+
+    // Meanwhile three more messages; the client comes back where it stood.
+    for n in 2..=4 {
+        chat.broadcast("news", json!(format!("news {n}"))).unwrap();
+    }
+    let mut client = Client::open(addr, "/events?room=news&room=sport", Some("news:1,sport:1")).await;
+    let got = client.until(r#""message":"news 4""#).await;
+    let (two, three, four) =
+        (got.find("news 2").expect(&got), got.find("news 3").unwrap(), got.find("news 4").unwrap());
+    assert!(two < three && three < four, "in order: {got}");
+    for n in 2..=4 {
+        assert!(got.contains(&format!("id: news:{n},sport:1\n")), "{got}");
+    }
+    assert!(!got.contains("first") && !got.contains("missed"), "nothing twice, nothing missed: {got}");
+    // And live from there.
+    chat.broadcast("news", json!("live again")).unwrap();
+    let got = client.until("live again").await;
+    assert!(got.contains("id: news:5,sport:1\n"), "{got}");
+}
+
+#[tokio::test]
+async fn a_resume_past_the_replay_buffer_is_announced_not_silent() {
+    let chat = Chat::new().with_rooms(["news"]);
+    let addr = start(chat.clone(), 2).await;
+    // Someone must be in the room for this node to number its messages.
+    let first = Client::open(addr, "/events?room=news", None).await;
+    members(&chat, "news", 1).await;
+    for n in 1..=4 {
+        chat.broadcast("news", json!(format!("n{n}"))).unwrap();
+    }
+    drop(first);
+    members(&chat, "news", 0).await;
+    let mut client = Client::open(addr, "/events?room=news", Some("news:1")).await;
+    let got = client.until("n4").await;
+    let alert = got.find(r#"{"message":"you missed 1 message(s) in news","context":"alert"}"#).expect(&got);
+    let n3 = got.find(r#""message":"n3""#).expect(&got);
+    assert!(alert < n3, "the alert comes first: {got}");
+    assert!(!got.contains(r#""message":"n2""#), "n2 is past the buffer of 2: {got}");
+    assert!(got.contains("id: news:3\n") && got.contains("id: news:4\n"), "{got}");
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors() {
+    let chat = Chat::new().with_rooms(["news"]);
+    let addr = start(chat, 256).await;
+    let mut client = Client::open(addr, "/events", None).await;
+    let got = client.until(r#""message":"a room is required"}"#).await;
+    assert!(got.starts_with("HTTP/1.1 400 Bad Request"), "{got}");
+    let mut client = Client::open(addr, "/events?room=nowhere", None).await;
+    let got = client.until(r#""message":"room does not exist"}"#).await;
+    assert!(got.starts_with("HTTP/1.1 404 Not Found"), "{got}");
+}
