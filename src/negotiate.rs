@@ -91,6 +91,26 @@ pub(crate) fn best_among<'h, T>(
     offers: &[T],
     matches: impl Fn(&Entry<'_>, &T) -> Option<Specificity>,
 ) -> Option<usize> {
+    // Every offer looks at every entry: parse the header once, on the stack, unless
+    // it has more entries than a real client sends (then parse per offer).
+    const ON_STACK: usize = 16;
+    let mut parsed = [Entry { value: "", params: "", q: 0 }; ON_STACK];
+    let mut len = 0;
+    for entry in entries.clone() {
+        if len == ON_STACK {
+            return best_of(entries, offers, matches);
+        }
+        parsed[len] = entry;
+        len += 1;
+    }
+    best_of(parsed[..len].iter().copied(), offers, matches)
+}
+
+fn best_of<'h, T>(
+    entries: impl Iterator<Item = Entry<'h>> + Clone,
+    offers: &[T],
+    matches: impl Fn(&Entry<'_>, &T) -> Option<Specificity>,
+) -> Option<usize> {
     let mut best: Option<(usize, u16, Specificity)> = None;
     for (index, offer) in offers.iter().enumerate() {
         let mut found: Option<(u16, Specificity)> = None;
