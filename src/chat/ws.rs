@@ -133,7 +133,11 @@ impl WebSocketChat {
         #[cfg(not(feature = "server"))]
         let _ = query;
         let this = self.clone();
+        // tungstenite reads in 128 KiB chunks by default, allocated up front for every
+        // socket: most of an idle client's memory. Chat frames are small.
         upgrade
+            .read_buffer_size(4 * 1024)
+            .write_buffer_size(4 * 1024)
             .max_message_size(self.max_frame)
             .max_frame_size(self.max_frame)
             .on_upgrade(move |socket| async move { this.run(socket, conn).await })

@@ -176,3 +176,28 @@ async fn a_frame_over_the_limit_closes_with_1009_and_others_go_on() {
     assert_eq!(next(&mut other).await["data"], true);
     assert_eq!(chat.room_status("defaultRoom").unwrap()["membersCount"], 1);
 }
+
+#[tokio::test]
+async fn it_works_under_axums_own_server_too() {
+    let chat = Chat::new().with_rooms(["defaultRoom"]);
+    let app = Router::new().route("/ws", WebSocketChat::new(chat.clone()).route()).layer(ContextLayer::new());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut client = connect(addr, "").await;
+    assert_eq!(next(&mut client).await["context"], "api");
+    send(&mut client, r#"{"event":"roomAdd","room":"defaultRoom","messageId":1}"#).await;
+    assert_eq!(next(&mut client).await["data"], true);
+    send(&mut client, r#"{"event":"say","room":"defaultRoom","message":"hi","messageId":2}"#).await;
+    assert_eq!(next(&mut client).await["status"], "OK");
+    assert_eq!(next(&mut client).await["message"], "hi");
+    assert_eq!(chat.room_status("defaultRoom").unwrap()["membersCount"], 1);
+    drop(client);
+    for _ in 0..200 {
+        if chat.room_status("defaultRoom").unwrap()["membersCount"] == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the client that went away is still a member");
+}
