@@ -161,6 +161,55 @@ fn broadcast_channel(messages: usize, members: usize) -> Row {
     }
 }
 
+/// socketioxide's in-process rooms: 1,000 sockets (its test harness's dummy
+/// sockets, whose packets land in a channel each) joined to a room, the message
+/// emitted to the room, timed until every socket has it queued; then each takes it.
+fn socketioxide(messages: usize, members: usize, rt: &tokio::runtime::Runtime) -> Row {
+    use socketioxide::SocketIo;
+    use socketioxide::extract::SocketRef;
+
+    let (_svc, io) = SocketIo::new_svc();
+    io.ns("/", async |socket: SocketRef| socket.join("room"));
+    let mut sockets = rt.block_on(async {
+        let mut sockets = Vec::with_capacity(members);
+        for _ in 0..members {
+            sockets.push(io.new_dummy_sock("/", ()).await);
+        }
+        // Each socket's connect handler (the join) runs before the first emit; its
+        // connect packet is taken out.
+        while io.to("room").sockets().len() < members {
+            tokio::task::yield_now().await;
+        }
+        for (_, rx) in &mut sockets {
+            rx.recv().await;
+        }
+        sockets
+    });
+    let text = "x".repeat(100);
+    let mut times = Vec::with_capacity(messages);
+    let mut allocations = 0;
+    for _ in 0..messages {
+        let payload = json!({"message": text.as_str(), "room": "room", "context": "user"});
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        let started = Instant::now();
+        rt.block_on(io.to("room").emit("message", &payload)).unwrap();
+        times.push(started.elapsed());
+        allocations += ALLOCATIONS.load(Ordering::Relaxed) - before;
+        // The sockets' side, untimed: each takes its packet out.
+        rt.block_on(async {
+            for (_, rx) in &mut sockets {
+                rx.recv().await;
+            }
+        });
+    }
+    Row {
+        name: "socketioxide in-process rooms (`io.to(room).emit`), until every socket's channel holds it",
+        allocations: allocations as f64 / messages as f64,
+        times,
+        members,
+    }
+}
+
 fn main() {
     let messages = env("MESSAGES", 2000);
     let members = env("MEMBERS", 1000);
@@ -171,4 +220,5 @@ fn main() {
     ours(messages, members, false, &rt).print();
     ours(messages, members, true, &rt).print();
     broadcast_channel(messages, members).print();
+    socketioxide(messages, members, &rt).print();
 }

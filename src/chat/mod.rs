@@ -115,6 +115,12 @@ impl Local {
     }
 }
 
+/// A message's place in its room, for the members whose transport resumes (SSE):
+/// the others are spared a reference count per message.
+fn tag_for(member: &Connection, tag: &Tag) -> Option<Tag> {
+    (member.kind() == crate::connection::ConnectionKind::ServerSentEvents).then(|| tag.clone())
+}
+
 /// What a resuming client gets for one room: the messages after its last one still
 /// kept, and whether some in between were no longer kept.
 pub(crate) struct Replay {
@@ -511,7 +517,7 @@ impl Chat {
                 for member in &local.members {
                     // A closed or overflowing mailbox is the member's transport's
                     // business (it was counted, or the connection destroyed).
-                    let _ = member.push_tagged(bytes.clone(), Some(tag.clone()));
+                    let _ = member.push_tagged(bytes.clone(), tag_for(member, &tag));
                 }
             }
             return;
@@ -541,7 +547,7 @@ impl Chat {
                 current = say(&member, room, next).ok().flatten();
             }
             if let Some(rewritten) = current {
-                let _ = member.push_tagged(Message::say(&rewritten).into_bytes(), Some(tag.clone()));
+                let _ = member.push_tagged(Message::say(&rewritten).into_bytes(), tag_for(&member, &tag));
             }
         }
     }
