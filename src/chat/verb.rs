@@ -217,6 +217,32 @@ impl Chat {
     }
 }
 
+impl Connection {
+    /// Runs a verb on this connection (Actionhero's `connection.verbs(verb, words)`):
+    /// [`Chat::verb`] with the connection first.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use tower_context::chat::{Chat, Verb};
+    /// use tower_context::connection::{Connection, ConnectionKind, MailboxConfig};
+    ///
+    /// let chat = Chat::new().with_rooms(["lobby"]);
+    /// let addr = "127.0.0.1:50000".parse().unwrap();
+    /// let conn = Connection::live(ConnectionKind::WebSocket, addr, addr, MailboxConfig::default());
+    /// chat.register(&conn).unwrap();
+    /// conn.verb(&chat, Verb::parse("roomAdd", ["lobby"]).unwrap()).await.unwrap();
+    /// assert_eq!(conn.rooms(), ["lobby"]);
+    /// # });
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Chat::verb`].
+    pub async fn verb(&self, chat: &Chat, verb: Verb) -> Result<Value, ChatError> {
+        chat.verb(self, verb).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
