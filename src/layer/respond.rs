@@ -185,9 +185,7 @@ fn keep_earlier_headers(
     prior: Option<Response<Body>>,
     edits: Vec<Edit>,
 ) -> Response<Body> {
-    let (mut before, body) = prior.unwrap_or_default().into_parts();
-    drop(body);
-    apply_edits(edits, &mut before.status, &mut before.headers);
+    let before = head_before(prior, edits);
     let (mut parts, body) = response.into_parts();
     let mut last = None;
     for (name, value) in &before.headers {
@@ -203,6 +201,15 @@ fn keep_earlier_headers(
     Response::from_parts(parts, body)
 }
 
+/// The head of what was about to go out before the error, with the deferred edits
+/// applied: the headers an error response may keep. Its body (user code) is dropped.
+fn head_before(prior: Option<Response<Body>>, edits: Vec<Edit>) -> http::response::Parts {
+    let (mut before, body) = prior.unwrap_or_default().into_parts();
+    drop(body);
+    apply_edits(edits, &mut before.status, &mut before.headers);
+    before
+}
+
 /// Renders an error with the layer's renderer or format, keeping the whitelisted
 /// headers of what was set before it.
 fn render_error(
@@ -211,9 +218,7 @@ fn render_error(
     prior: Option<Response<Body>>,
     edits: Vec<Edit>,
 ) -> Response<Body> {
-    let (mut before, body) = prior.unwrap_or_default().into_parts();
-    drop(body);
-    apply_edits(edits, &mut before.status, &mut before.headers);
+    let before = head_before(prior, edits);
     let mut response = match &ctx.config().renderer {
         Some(renderer) => catch_unwind(AssertUnwindSafe(|| renderer(err, ctx)))
             .unwrap_or_else(|panic| render::render_body(&panic_error(panic), ErrorFormat::Json)),
