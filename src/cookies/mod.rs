@@ -475,6 +475,10 @@ impl Cookies {
             Some("") => cookie.unset_path(),
             Some(_) => {}
         }
+        // Likewise `Domain=` (also what `.domain(".")` becomes): Koa sends no domain.
+        if cookie.domain() == Some("") {
+            cookie.unset_domain();
+        }
         if cookie.http_only().is_none() {
             cookie.set_http_only(true);
         }
@@ -501,7 +505,7 @@ impl Cookies {
             Some("") => {}
             Some(path) => removal.set_path(path.to_owned()),
         }
-        if let Some(domain) = given.domain() {
+        if let Some(domain) = given.domain().filter(|domain| !domain.is_empty()) {
             removal.set_domain(domain.to_owned());
         }
         removal.set_http_only(true);

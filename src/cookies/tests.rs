@@ -360,6 +360,22 @@ fn an_empty_path_sends_no_path() {
 }
 
 #[test]
+fn an_empty_domain_sends_no_domain() {
+    let cookies = jar("", &CookieConfig::default(), false);
+    cookies.set(Cookie::build(("a", "1")).domain("")).unwrap();
+    cookies.set(Cookie::build(("c", "3")).domain(".")).unwrap();
+    cookies.remove(Cookie::build("b").domain("")).unwrap();
+    assert_eq!(
+        set_cookies(&cookies),
+        [
+            "a=1; HttpOnly; Path=/".to_owned(),
+            "c=3; HttpOnly; Path=/".to_owned(),
+            format!("b=; HttpOnly; Path=/; {GONE}")
+        ]
+    );
+}
+
+#[test]
 fn private_cookies_hide_and_rotate() {
     let old = config(Some(Keys::new(["old"])), SignedFormat::Cookie);
     let first = jar("", &old, true);
