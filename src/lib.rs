@@ -136,6 +136,15 @@
 //! per-connection request limit and guards against idle and slow clients.
 //! `ctx.connection()` reaches it from any request.
 //!
+//! ## Chat: rooms over WebSocket and SSE
+//!
+//! [`chat::Chat`] is Actionhero's rooms for live connections: a registry, membership,
+//! middleware, verbs and `say`, on one node or several through a [`chat::Bus`].
+//! `chat::ws` (feature `ws`) speaks Actionhero's WebSocket protocol,
+//! [`chat::sse`] streams rooms as server-sent events that resume after a reconnect.
+//! Every push goes through the connection's bounded mailbox
+//! ([`Connection::send_message`]).
+//!
 //! ## Bypassing the context (Toa's `ctx.respond = false`)
 //!
 //! There is no flag to set: a handler that must write to the connection itself
@@ -151,6 +160,7 @@
 //! |---|---|---|
 //! | `axum` | yes | extractors (`Context`, `Cookies`, `Connection`) and `IntoResponse` for `HttpError` and `Ended`; needs only `axum-core` |
 //! | `server` | yes | [`serve`]: the connection-tracking hyper server |
+//! | `ws` | no | `chat::ws`: chat over WebSocket, Actionhero's protocol (brings the `axum` crate) |
 //! | `tls` | no | [`serve`] terminates TLS itself (rustls, ring provider): see `server::Serve::tls` |
 //! | `connect-info` | no | `Connection` as axum's connect info, for `axum::serve` (brings the `axum` crate) |
 //! | `tracing` | yes | logs errors that are not exposed or are 5xx (as Toa does) as `tracing` events; install a subscriber to see them |
