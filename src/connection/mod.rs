@@ -63,7 +63,7 @@
 //! # Behind a TLS acceptor of your own
 //!
 //! Whether a request is `https` is the transport's word, never the client's: under
-//! [`serve`](crate::serve) with [`Serve::tls`](crate::server::Serve::tls) (feature
+//! [`serve`](crate::serve) with `Serve::tls` (feature
 //! `tls`) every request is. A server of your own that terminates TLS says so per
 //! socket with [`Connection::new_tls`] (or per request with the [`Tls`] marker),
 //! here with tokio-rustls and hyper-util:
