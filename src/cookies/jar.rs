@@ -25,24 +25,25 @@ enum Header {
 }
 
 /// The header parsed as far as reads have needed: a read looks through the pairs
-/// found so far, then parses on only until it finds its name. Each of the first
-/// `INDEXED` pairs is parsed once however many reads there are, and a read of an
-/// early cookie does not parse the ones after it.
+/// found so far, then parses on only until it finds its name. Each pair is parsed
+/// once however many reads there are, and a read of an early cookie does not parse
+/// the ones after it.
 ///
-/// At most `INDEXED` pairs are kept (16 bytes each): a hostile header of a hundred
-/// thousand tiny pairs costs no more memory than a browser's largest, and reads past
-/// the kept pairs parse the rest again each time (as Node's `cookies` module does for
-/// every read).
-#[derive(Default)]
+/// At most `limit` pairs are read (16 bytes each kept): a hostile header of a hundred
+/// thousand tiny pairs costs no more time or memory than a browser's largest. Pairs
+/// past the limit read as absent, and `truncated` says so.
 struct Index {
     /// Name and value of each well-formed pair, in request order.
     pairs: Vec<Pair>,
     /// Where the part of the header not in `pairs` starts.
     rest: usize,
+    limit: usize,
+    /// A pair past the limit was found: the jar did not read the whole header.
+    truncated: bool,
 }
 
-/// Browsers keep at most about 180 cookies per domain.
-const INDEXED: usize = 256;
+/// The default limit: browsers keep at most about 180 cookies per domain.
+pub(crate) const MAX_PAIRS: usize = 256;
 
 /// Where a pair's name and value lie in the header.
 #[derive(Clone, Copy)]
@@ -118,9 +119,13 @@ impl Header {
 }
 
 impl Index {
-    /// Parses the next pair into the index, if there is room and one is left.
+    /// Parses the next pair into the index, if one is left within the limit.
     fn grow(&mut self, header: &Header) -> Option<Pair> {
-        if self.pairs.len() >= INDEXED {
+        if self.pairs.len() >= self.limit {
+            if !self.truncated {
+                let mut at = self.rest;
+                self.truncated = header.next_pair(&mut at).is_some();
+            }
             return None;
         }
         let pair = header.next_pair(&mut self.rest)?;
@@ -130,8 +135,15 @@ impl Index {
 }
 
 impl Jar {
-    pub(super) fn new(header: Option<HeaderValue>) -> Jar {
-        Jar { header: Header::new(header), index: Index::default(), changes: Vec::new() }
+    pub(super) fn new(header: Option<HeaderValue>, limit: usize) -> Jar {
+        let index = Index { pairs: Vec::new(), rest: 0, limit, truncated: false };
+        Jar { header: Header::new(header), index, changes: Vec::new() }
+    }
+
+    /// Whether the request had more pairs than the jar reads (known once a read went
+    /// that far).
+    pub(super) fn truncated(&self) -> bool {
+        self.index.truncated
     }
 
     /// The value a client would send next: this response's change if there is one
@@ -152,11 +164,6 @@ impl Jar {
         let found = index.pairs.iter().copied().find(|pair| is(header.slice(pair.name)));
         let found = found
             .or_else(|| std::iter::from_fn(|| index.grow(header)).find(|pair| is(header.slice(pair.name))));
-        let found = found.or_else(|| {
-            // Past the kept pairs: parse the rest again, keeping nothing.
-            let mut at = index.rest;
-            std::iter::from_fn(|| header.next_pair(&mut at)).find(|pair| is(header.slice(pair.name)))
-        });
         found.map(|pair| header.slice(pair.value))
     }
 
@@ -176,9 +183,7 @@ impl Jar {
         let changes = &self.changes;
         let mut seen = HashSet::new();
         let mut out = Vec::new();
-        let mut at = self.index.rest;
-        let past_the_index = std::iter::from_fn(|| header.next_pair(&mut at));
-        for pair in self.index.pairs.iter().copied().chain(past_the_index) {
+        for pair in self.index.pairs.iter().copied() {
             let (name, value) = (header.slice(pair.name), header.slice(pair.value));
             if !seen.insert(name) {
                 continue;
@@ -221,14 +226,14 @@ mod tests {
     use super::*;
 
     fn jar(header: &[u8]) -> Jar {
-        Jar::new(Some(HeaderValue::from_bytes(header).unwrap()))
+        Jar::new(Some(HeaderValue::from_bytes(header).unwrap()), MAX_PAIRS)
     }
 
     #[test]
     fn a_valid_header_is_read_in_place_and_parsed_lazily() {
         // Valid UTF-8 is kept as the header itself, not copied, and indexed once.
         let header = HeaderValue::from_static("a=1");
-        let mut jar = Jar::new(Some(header.clone()));
+        let mut jar = Jar::new(Some(header.clone()), MAX_PAIRS);
         assert!(
             matches!(&jar.header, Header::Valid(kept) if kept.as_bytes().as_ptr() == header.as_bytes().as_ptr())
         );
@@ -286,9 +291,15 @@ mod tests {
             header.extend_from_slice(format!("k{}=v; ", header.len()).as_bytes());
         }
         header.extend_from_slice(b"last=yes");
+        // Within a limit that covers it, every pair is read.
+        let mut all = Jar::new(Some(HeaderValue::from_bytes(&header).unwrap()), 10_000);
+        assert_eq!(all.get("last"), Some("yes"));
+        assert!(all.snapshot().len() > 5000);
+        assert!(!all.truncated());
+        // With the default limit, the pairs past it read as absent, and it says so.
         let mut jar = jar(&header);
-        assert_eq!(jar.get("last"), Some("yes"));
-        assert!(jar.snapshot().len() > 5000);
+        assert_eq!(jar.get("last"), None);
+        assert!(jar.truncated());
     }
 
     #[test]
@@ -336,24 +347,29 @@ mod tests {
     }
 
     #[test]
-    fn a_header_of_many_pairs_keeps_a_bounded_index() {
+    fn a_header_of_many_pairs_is_read_up_to_the_limit() {
         let header: String = (0..1000).map(|i| format!("k{i}=v{i}; ")).collect();
         let mut jar = jar(header.as_bytes());
-        assert_eq!(jar.get("k999"), Some("v999"));
-        assert_eq!(jar.index.pairs.len(), INDEXED);
-        // Past the kept pairs, reads still find every cookie, and nothing more is kept.
-        assert_eq!(jar.get("k500"), Some("v500"));
         assert_eq!(jar.get("k3"), Some("v3"));
-        assert_eq!(jar.get("missing"), None);
-        assert_eq!(jar.index.pairs.len(), INDEXED);
-        let all = jar.snapshot();
-        assert_eq!(all.len(), 1000);
-        assert_eq!(all[999], ("k999".to_owned(), "v999".to_owned()));
+        assert!(!jar.truncated(), "not known before a read goes that far");
+        // Past the limit, reads are absent, and the jar says why.
+        assert_eq!(jar.get("k999"), None);
+        assert!(jar.truncated());
+        assert_eq!(jar.index.pairs.len(), MAX_PAIRS);
+        assert_eq!(jar.get(&format!("k{}", MAX_PAIRS - 1)), Some(format!("v{}", MAX_PAIRS - 1).as_str()));
+        assert_eq!(jar.snapshot().len(), MAX_PAIRS);
+        // A header within the limit is not truncated, whatever is read.
+        let mut small = Jar::new(Some(HeaderValue::from_static("a=1; b=2")), 2);
+        assert_eq!(small.get("missing"), None);
+        assert!(!small.truncated());
+        let mut over = Jar::new(Some(HeaderValue::from_static("a=1; b=2; c=3")), 2);
+        assert_eq!(over.get("c"), None);
+        assert!(over.truncated());
     }
 
     #[test]
     fn no_header_reads_nothing() {
-        let mut jar = Jar::new(None);
+        let mut jar = Jar::new(None, MAX_PAIRS);
         assert_eq!(jar.get("a"), None);
         assert!(jar.snapshot().is_empty());
     }

@@ -107,6 +107,8 @@ pub use error::CookieError;
 pub use keys::Keys;
 
 use jar::Jar;
+#[cfg(feature = "server")]
+pub(crate) use jar::MAX_PAIRS;
 
 /// How signed cookies are written and read: see the [module docs](self).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -165,11 +167,24 @@ pub enum KeygripHash {
 }
 
 /// The layer's cookie settings.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct CookieConfig {
     pub(crate) keys: Option<Keys>,
     pub(crate) format: SignedFormat,
     pub(crate) secure_over_http: bool,
+    /// How many of the request's cookie pairs the jar reads at most.
+    pub(crate) max_pairs: usize,
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        CookieConfig {
+            keys: None,
+            format: SignedFormat::default(),
+            secure_over_http: false,
+            max_pairs: jar::MAX_PAIRS,
+        }
+    }
 }
 
 /// The request's cookie jar: read the request's cookies, set and remove cookies on
@@ -213,7 +228,11 @@ impl Cookies {
     /// The jar for a request with this `Cookie` header. Nothing is parsed here.
     pub(crate) fn new(header: Option<HeaderValue>, config: &CookieConfig, secure: bool) -> Self {
         Cookies {
-            inner: Arc::new(Inner { config: config.clone(), secure, jar: Mutex::new(Jar::new(header)) }),
+            inner: Arc::new(Inner {
+                config: config.clone(),
+                secure,
+                jar: Mutex::new(Jar::new(header, config.max_pairs)),
+            }),
         }
     }
 
@@ -232,9 +251,32 @@ impl Cookies {
     }
 
     /// The value of a cookie: as this response has set it, else as the request sent
-    /// it (the first of several with that name). `None` when absent or removed.
+    /// it (the first of several with that name). `None` when absent or removed, or
+    /// when it came after the first
+    /// [`max_cookie_pairs`](crate::ContextLayer::max_cookie_pairs) pairs of the
+    /// request (see [`truncated`](Self::truncated)).
     pub fn get(&self, name: &str) -> Option<String> {
         self.jar().get(name).map(str::to_owned)
+    }
+
+    /// Whether the request carried more cookie pairs than the jar reads
+    /// ([`ContextLayer::max_cookie_pairs`](crate::ContextLayer::max_cookie_pairs), 256
+    /// by default), so that a cookie past them reads as absent. Known once a read went
+    /// that far (a read of a missing name, or [`iter`](Self::iter)).
+    ///
+    /// ```
+    /// use tower_context::{Context, HttpError};
+    ///
+    /// async fn handler(ctx: Context) -> Result<String, HttpError> {
+    ///     let theme = ctx.cookies().get("theme");
+    ///     if theme.is_none() && ctx.cookies().truncated() {
+    ///         tower_context::throw!(431, "too many cookies");
+    ///     }
+    ///     Ok(theme.unwrap_or_else(|| "light".into()))
+    /// }
+    /// ```
+    pub fn truncated(&self) -> bool {
+        self.jar().truncated()
     }
 
     /// Sets a cookie on the response, with the defaults `Path=/`, `HttpOnly` and

@@ -1,7 +1,7 @@
 use super::*;
 
 fn config(keys: Option<Keys>, format: SignedFormat) -> CookieConfig {
-    CookieConfig { keys, format, secure_over_http: false }
+    CookieConfig { keys, format, ..CookieConfig::default() }
 }
 
 fn jar(header: &str, config: &CookieConfig, secure: bool) -> Cookies {

@@ -189,6 +189,16 @@ impl ContextLayer {
         self.with(|c| c.cookies.format = format)
     }
 
+    /// How many of a request's cookie pairs the jar reads at most (256 by default;
+    /// browsers keep about 180 per site). A `Cookie` header of tens of thousands of
+    /// pairs then costs no more than a browser's largest; cookies past the limit read
+    /// as absent, and [`Cookies::truncated`](crate::Cookies::truncated) says so. 0
+    /// counts as 1.
+    #[must_use]
+    pub fn max_cookie_pairs(self, pairs: usize) -> Self {
+        self.with(|c| c.cookies.max_pairs = pairs.max(1))
+    }
+
     /// Whether a `Secure` cookie may be set on a request that is not secure. Off by
     /// default: such a cookie is refused with [`CookieError::SecureOverHttp`](crate::CookieError::SecureOverHttp), as Koa
     /// does, since the browser would not send it back over http. Turn it on behind a

@@ -48,15 +48,24 @@ impl FingerprintConfig {
     }
 
     /// The first cookie with the configured name, if its value can be trusted.
+    ///
+    /// Every request pays for this, so it scans for the name (as Node's `cookies`
+    /// module does) instead of parsing each pair, and looks at no more pairs than the
+    /// jar reads: a header of tens of thousands of pairs costs no more than a
+    /// browser's largest.
     fn read_cookie(&self, headers: &HeaderMap) -> Option<Fingerprint> {
+        let name = self.cookie.as_str();
         let value = headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|line| line.to_str().ok())
-            .flat_map(cookie::Cookie::split_parse)
-            .filter_map(Result::ok)
-            .find(|c| c.name() == self.cookie)?;
-        Fingerprint::parse(value.value())
+            .flat_map(|line| line.split(';'))
+            .take(crate::cookies::MAX_PAIRS)
+            .find_map(|pair| {
+                let (key, value) = pair.split_once('=')?;
+                (key.trim() == name).then(|| value.trim())
+            })?;
+        Fingerprint::parse(value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value))
     }
 
     fn set_cookie(&self, fingerprint: &Fingerprint) -> Option<HeaderValue> {
@@ -149,6 +158,28 @@ mod tests {
         let cookie = cookie.to_str().unwrap();
         assert!(cookie.starts_with("sid="));
         assert!(!cookie.contains("Max-Age") && !cookie.contains("Expires"));
+    }
+
+    #[test]
+    fn only_the_first_pairs_are_scanned() {
+        let config = FingerprintConfig::default();
+        let filler: String = (0..30_000).map(|i| format!("k{i}=v; ")).collect();
+        // Early in a huge header: found.
+        let early = format!("sessionID=0123456789abcdef0123; {filler}");
+        let r = config.resolve(&headers(&[("cookie", &early)]));
+        assert_eq!(r.fingerprint.as_str(), "0123456789abcdef0123");
+        // Past the pairs the jar reads: not looked for, a new one is made.
+        let late = format!("{filler}sessionID=0123456789abcdef0123");
+        let r = config.resolve(&headers(&[("cookie", &late)]));
+        assert_ne!(r.fingerprint.as_str(), "0123456789abcdef0123");
+        assert!(r.set_cookie.is_some());
+        // A name that only ends like ours is another cookie; spaces and quotes are
+        // as browsers and Node's `cookies` module allow.
+        let r = config.resolve(&headers(&[(
+            "cookie",
+            "xsessionID=ffffffffffffffffffff; sessionID = \"0123456789abcdef0123\"",
+        )]));
+        assert_eq!(r.fingerprint.as_str(), "0123456789abcdef0123");
     }
 
     #[test]

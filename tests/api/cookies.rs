@@ -628,10 +628,16 @@ async fn a_64_kib_cookie_header() {
     }
     header.extend_from_slice(b"a=last");
     async fn handler(ctx: Context) -> String {
-        format!("{} {:?}", ctx.cookies().iter().len(), ctx.cookies().get("a"))
+        let (all, last) = (ctx.cookies().iter().len(), ctx.cookies().get("a"));
+        format!("{all} {last:?} truncated={}", ctx.cookies().truncated())
     }
+    // A layer that reads that many pairs reads them all.
+    let layer = ContextLayer::new().max_cookie_pairs(10_000);
+    let (response, _) = call(layer, handler, request("/", Some(&header))).await;
+    assert_eq!(response.body(), &format!("{} Some(\"last\") truncated=false", i + 1));
+    // By default it reads 256, and says the rest were left.
     let (response, _) = call(ContextLayer::new(), handler, request("/", Some(&header))).await;
-    assert_eq!(response.body(), &format!("{} Some(\"last\")", i + 1));
+    assert_eq!(response.body(), "256 None truncated=true");
 }
 
 #[tokio::test]
