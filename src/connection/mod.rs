@@ -170,6 +170,12 @@ struct Inner {
     destroy: Notify,
     /// Push-capable connections only.
     mailbox: Option<mailbox::Mailbox>,
+    /// When the record was made, on the monotonic clock.
+    #[cfg(feature = "server")]
+    started: std::time::Instant,
+    /// When a request last arrived or finished, in ms since `started`.
+    #[cfg(feature = "server")]
+    last_activity: AtomicU64,
     /// Rooms joined, in join order.
     rooms: Mutex<Vec<String>>,
 }
@@ -358,6 +364,10 @@ impl Connection {
                 destroy: Notify::new(),
                 mailbox,
                 rooms: Mutex::new(Vec::new()),
+                #[cfg(feature = "server")]
+                started: std::time::Instant::now(),
+                #[cfg(feature = "server")]
+                last_activity: AtomicU64::new(0),
             }),
         }
     }
@@ -595,13 +605,32 @@ impl Connection {
     /// A request counted by `start_request` is done.
     #[cfg(feature = "server")]
     pub(crate) fn end_request(&self) {
+        self.touch();
         self.inner.pending.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// A request arrived, refused or not: the sequence behind `message_id`.
     #[cfg(feature = "server")]
     pub(crate) fn count_message(&self) {
+        self.touch();
         self.inner.messages.fetch_add(1, Ordering::AcqRel);
+    }
+
+    #[cfg(feature = "server")]
+    fn touch(&self) {
+        let since = self.inner.started.elapsed();
+        self.inner
+            .last_activity
+            .store(u64::try_from(since.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// How long since a request last arrived or finished (since the accept, before
+    /// the first).
+    #[cfg(feature = "server")]
+    pub(crate) fn idle_for(&self) -> std::time::Duration {
+        let now = self.inner.started.elapsed();
+        let last = std::time::Duration::from_millis(self.inner.last_activity.load(Ordering::Relaxed));
+        now.saturating_sub(last)
     }
 
     /// Completes when [`destroy`](Self::destroy) is called (or was, before).

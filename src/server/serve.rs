@@ -116,6 +116,8 @@ struct Config {
     simultaneous: Option<usize>,
     max_connections: Option<usize>,
     header_read_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    http2_keep_alive: Option<Duration>,
     fingerprint: FingerprintConfig,
     on_open: Vec<Hook>,
     on_close: Vec<Hook>,
@@ -129,6 +131,8 @@ impl Default for Config {
             simultaneous: Some(DEFAULT_SIMULTANEOUS),
             max_connections: Some(10_000),
             header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Some(Duration::from_secs(60)),
+            http2_keep_alive: Some(Duration::from_secs(20)),
             fingerprint: FingerprintConfig::default(),
             on_open: Vec::new(),
             on_close: Vec::new(),
@@ -200,6 +204,25 @@ impl<S> Serve<S> {
     #[cfg(feature = "tls")]
     pub fn tls(mut self, config: Arc<tokio_rustls::rustls::ServerConfig>) -> Self {
         self.config.tls = Some(tokio_rustls::TlsAcceptor::from(config));
+        self
+    }
+
+    /// How long a connection may stay open with no request in flight (default 60 s;
+    /// `None` for no bound). An idle connection is closed gracefully (HTTP/2:
+    /// GOAWAY), so idle clients cannot hold every
+    /// [`max_connections`](Self::max_connections) slot. HTTP/1.1 keep-alive
+    /// connections are also bounded by the [header read
+    /// timeout](Self::header_read_timeout).
+    pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.idle_timeout = timeout.into().map(|t| t.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// How often an HTTP/2 connection is pinged (default every 20 s; `None` for
+    /// never). A peer that does not answer within the same time is closed: a dead
+    /// client does not keep its slot until the kernel gives up on it.
+    pub fn http2_keep_alive(mut self, every: impl Into<Option<Duration>>) -> Self {
+        self.config.http2_keep_alive = every.into().map(|t| t.max(Duration::from_millis(1)));
         self
     }
 
@@ -392,7 +415,11 @@ fn is_connection_error(err: &io::Error) -> bool {
 fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    let mut http2 = builder.http2();
+    http2.timer(TokioTimer::new());
+    if let Some(every) = config.http2_keep_alive {
+        http2.keep_alive_interval(every).keep_alive_timeout(every);
+    }
     builder
 }
 
@@ -460,10 +487,25 @@ async fn drive<I, S, B>(
     tokio::pin!(first_request);
     let mut waiting_for_first = true;
     let mut closing = false;
+    let idle = tokio::time::sleep(config.idle_timeout.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(idle);
     loop {
         tokio::select! {
             biased;
             _ = connection.as_mut() => break,
+            // No request in flight since the deadline was set: close gracefully.
+            // Otherwise the deadline moves to a full timeout after the last activity.
+            () = &mut idle, if !closing && config.idle_timeout.is_some() => {
+                let timeout = config.idle_timeout.unwrap_or_default();
+                let since = conn.idle_for();
+                if conn.pending() == 0 && since >= timeout {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                } else {
+                    let rest = timeout.saturating_sub(since).max(Duration::from_millis(1));
+                    idle.as_mut().reset(tokio::time::Instant::now() + rest);
+                }
+            }
             () = conn.destroyed(), if !closing => {
                 closing = true;
                 connection.as_mut().graceful_shutdown();

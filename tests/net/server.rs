@@ -742,3 +742,31 @@ async fn at_max_connections_the_next_client_waits_for_a_free_slot() {
     assert!(close_a < open_c, "c was accepted only after a left: {seen:?}");
     drop(b);
 }
+
+#[tokio::test]
+async fn idle_http2_connections_are_closed_and_free_their_slots() {
+    // Two slots, idle after 200 ms: idle HTTP/2 clients cannot hold them.
+    let mut harness = Harness::start(|s| s.max_connections(2).idle_timeout(Duration::from_millis(200))).await;
+    let mut first = harness.h2().await;
+    let response =
+        first.send_request(Request::get("http://test/").body(Empty::new()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let _second = harness.h2().await;
+    harness.wait_for_len(2).await;
+    // Both go quiet: each is closed (GOAWAY), and the registry empties.
+    harness.wait_for_len(0).await;
+    assert!(first.ready().await.is_err(), "the server closed the idle connection");
+
+    // A request in flight keeps its connection open past the idle time.
+    let mut busy = harness.h2().await;
+    let pending = busy.send_request(Request::get("http://test/wait").body(Empty::new()).unwrap());
+    let waiting = tokio::spawn(pending);
+    harness.started().await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(harness.connections.len(), 1, "not idle while a request runs");
+    harness.release.add_permits(1);
+    let response = timeout(BOUND, waiting).await.unwrap().unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    // Then idle again: closed.
+    harness.wait_for_len(0).await;
+}
