@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::connection::Connection;
@@ -34,6 +35,14 @@ use crate::connection::Connection;
 #[derive(Clone, Default)]
 pub struct Connections {
     map: Arc<Mutex<HashMap<Box<str>, Connection>>>,
+    counts: Arc<Counts>,
+}
+
+/// What the server did when every `max_connections` slot was taken.
+#[derive(Default)]
+struct Counts {
+    evicted: AtomicU64,
+    refused: AtomicU64,
 }
 
 impl Connections {
@@ -77,6 +86,40 @@ impl Connections {
         true
     }
 
+    /// How many idle connections were closed to make room for a new one when every
+    /// [`max_connections`](crate::server::Serve::max_connections) slot was taken.
+    pub fn evicted(&self) -> u64 {
+        self.counts.evicted.load(Ordering::Relaxed)
+    }
+
+    /// How many new connections were answered `503 Service Unavailable` (with
+    /// `Retry-After`) because every slot was taken by a connection with a request in
+    /// flight.
+    pub fn refused(&self) -> u64 {
+        self.counts.refused.load(Ordering::Relaxed)
+    }
+
+    /// Closes the HTTP connection that has been idle longest (no request in flight),
+    /// if there is one: room for a new client. Live chat connections are not taken.
+    pub(crate) fn evict_idle(&self) -> bool {
+        use crate::connection::ConnectionKind;
+        let idle = self
+            .iter()
+            .filter(|c| {
+                matches!(c.kind(), ConnectionKind::Unknown | ConnectionKind::Http1 | ConnectionKind::Http2)
+            })
+            .filter(|c| c.pending() == 0 && !c.is_destroyed())
+            .max_by_key(Connection::idle_for);
+        let Some(conn) = idle else { return false };
+        conn.destroy();
+        self.counts.evicted.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    pub(crate) fn note_refused(&self) {
+        self.counts.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn insert(&self, conn: &Connection) {
         self.map().insert(Box::from(conn.id()), conn.clone());
     }
@@ -88,7 +131,11 @@ impl Connections {
 
 impl fmt::Debug for Connections {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connections").field("len", &self.len()).finish()
+        f.debug_struct("Connections")
+            .field("len", &self.len())
+            .field("evicted", &self.evicted())
+            .field("refused", &self.refused())
+            .finish()
     }
 }
 

@@ -50,7 +50,8 @@ use crate::error::HttpError;
 /// | setting | default |
 /// |---|---|
 /// | [`simultaneous_requests`](Serve::simultaneous_requests) | 5 per connection; more get 429 |
-/// | [`max_connections`](Serve::max_connections) | 10 000 open sockets; more wait to be accepted |
+/// | [`max_connections`](Serve::max_connections) | 10 000 open sockets; then the longest idle one makes room, or the newcomer gets 503 |
+/// | [`idle_timeout`](Serve::idle_timeout) | 60 s with no request in flight |
 /// | [`header_read_timeout`](Serve::header_read_timeout) | 30 s to send a request head |
 /// | [`fingerprint_cookie`](Serve::fingerprint_cookie) | `sessionID` |
 /// | [`fingerprint_max_age`](Serve::fingerprint_max_age) | one hour |
@@ -156,10 +157,15 @@ impl<S> Serve<S> {
     /// How many sockets may be open at once (default 10 000); `None` for no bound.
     /// 0 counts as 1.
     ///
-    /// At the bound the server stops accepting: new clients wait in the operating
-    /// system's backlog until a connection closes. Together with
-    /// [`header_read_timeout`](Self::header_read_timeout) this keeps a flood of idle
-    /// sockets from taking the server down.
+    /// At the bound a new client never waits unanswered: the HTTP connection idle
+    /// longest (no request in flight) is closed to make room for it
+    /// ([`Connections::evicted`](crate::Connections::evicted) counts these); when every
+    /// connection has a request in flight, the newcomer is answered at once with `503
+    /// Service Unavailable` and `Retry-After: 1` and closed
+    /// ([`Connections::refused`](crate::Connections::refused)). Together with
+    /// [`header_read_timeout`](Self::header_read_timeout) and
+    /// [`idle_timeout`](Self::idle_timeout) this keeps a flood of idle sockets from
+    /// taking the server down.
     pub fn max_connections(mut self, max: impl Into<Option<usize>>) -> Self {
         self.config.max_connections = max.into().map(|n| n.max(1));
         self
@@ -359,17 +365,6 @@ where
         let (shutdown, watching) = watch::channel(false);
 
         loop {
-            let permit = match &permits {
-                None => None,
-                Some(permits) => tokio::select! {
-                    biased;
-                    () = &mut signal => break,
-                    permit = Arc::clone(permits).acquire_owned() => match permit {
-                        Ok(permit) => Some(permit),
-                        Err(_) => break,
-                    },
-                },
-            };
             let (stream, remote_addr) = tokio::select! {
                 biased;
                 () = &mut signal => break,
@@ -385,7 +380,7 @@ where
                     }
                 },
             };
-            tokio::spawn(serve_socket(Socket {
+            let socket = Socket {
                 stream,
                 remote_addr,
                 app: app.clone(),
@@ -393,8 +388,12 @@ where
                 connections: connections.clone(),
                 builder: Arc::clone(&builder),
                 shutdown: watching.clone(),
-                permit,
-            }));
+                permit: None,
+            };
+            match &permits {
+                None => drop(tokio::spawn(serve_socket(socket))),
+                Some(permits) => drop(tokio::spawn(with_slot(Arc::clone(permits), socket))),
+            }
         }
 
         drop(listener);
@@ -403,6 +402,63 @@ where
         shutdown.closed().await;
         Ok(())
     }
+}
+
+/// A `max_connections` slot for a new socket.
+enum Slot {
+    Taken(OwnedSemaphorePermit),
+    /// None could be made free: the next socket is turned away.
+    Full,
+}
+
+/// How long a new client may wait for a slot that an idle connection frees.
+const FREEING: Duration = Duration::from_millis(200);
+
+/// A free slot; when there is none, the connection idle longest is closed to make
+/// one, and the slot it frees is taken. `Full` when no connection is idle (or none
+/// freed its slot in time).
+async fn take_slot(permits: &Arc<Semaphore>, connections: &Connections) -> Slot {
+    if let Ok(permit) = Arc::clone(permits).try_acquire_owned() {
+        return Slot::Taken(permit);
+    }
+    // Nothing idle: a slot may still come free in a moment.
+    connections.evict_idle();
+    match tokio::time::timeout(FREEING, Arc::clone(permits).acquire_owned()).await {
+        Ok(Ok(permit)) => Slot::Taken(permit),
+        _ => Slot::Full,
+    }
+}
+
+/// Serves a socket once it has a `max_connections` slot; turns it away when none can
+/// be had (see `take_slot`).
+async fn with_slot<S, B>(permits: Arc<Semaphore>, mut socket: Socket<S>)
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    match take_slot(&permits, &socket.connections).await {
+        Slot::Taken(permit) => {
+            socket.permit = Some(permit);
+            serve_socket(socket).await;
+        }
+        Slot::Full => {
+            socket.connections.note_refused();
+            refuse(socket.stream).await;
+        }
+    }
+}
+
+/// Answers a socket the server has no room for: `503` with `Retry-After`, then
+/// closes it.
+async fn refuse(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-type: text/plain\r\n\
+content-length: 20\r\nconnection: close\r\n\r\nserver at capacity\r\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
+    let _ = stream.shutdown().await;
 }
 
 fn is_connection_error(err: &io::Error) -> bool {

@@ -709,7 +709,7 @@ async fn a_flood_of_short_connections_stays_within_max_connections() {
 }
 
 #[tokio::test]
-async fn at_max_connections_the_next_client_waits_for_a_free_slot() {
+async fn at_max_connections_the_longest_idle_connection_makes_room() {
     let (events_tx, mut events) = mpsc::unbounded_channel::<(&'static str, SocketAddr)>();
     let closes = events_tx.clone();
     let server = Harness::start(move |s| {
@@ -730,8 +730,10 @@ async fn at_max_connections_the_next_client_waits_for_a_free_slot() {
     c.send(get_request("/", "").as_bytes()).await;
     let a_addr = a.local_addr();
     let c_addr = c.local_addr();
-    drop(a);
+    // a and b are idle (kept alive, nothing in flight); a the longest: it is closed
+    // for c, which is served.
     assert_eq!(c.response().await.unwrap().status, 200);
+    assert_eq!(server.connections.evicted(), 1);
 
     let mut seen = Vec::new();
     while seen.len() < 4 {
@@ -739,8 +741,31 @@ async fn at_max_connections_the_next_client_waits_for_a_free_slot() {
     }
     let close_a = seen.iter().position(|e| *e == ("close", a_addr)).expect("a closed");
     let open_c = seen.iter().position(|e| *e == ("open", c_addr)).expect("c opened");
-    assert!(close_a < open_c, "c was accepted only after a left: {seen:?}");
-    drop(b);
+    assert!(close_a < open_c, "c was served only after a left: {seen:?}");
+    drop((a, b));
+}
+
+#[tokio::test]
+async fn at_max_connections_with_every_slot_busy_a_new_client_gets_a_quick_503() {
+    let mut server = Harness::start(|s| s.max_connections(2)).await;
+    let mut a = server.raw().await;
+    let mut b = server.raw().await;
+    a.send(get_request("/wait", "").as_bytes()).await;
+    b.send(get_request("/wait", "").as_bytes()).await;
+    server.started().await;
+    server.started().await;
+    // Both slots hold a request in flight: nothing can be closed for the newcomer.
+    let mut c = server.raw().await;
+    c.send(get_request("/", "").as_bytes()).await;
+    let refused = timeout(BOUND, c.response()).await.unwrap().unwrap();
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(server.connections.refused(), 1);
+    assert_eq!(server.connections.evicted(), 0);
+    // The busy ones finish as usual.
+    server.release.add_permits(2);
+    assert_eq!(a.response().await.unwrap().status, 200);
+    assert_eq!(b.response().await.unwrap().status, 200);
 }
 
 #[tokio::test]
