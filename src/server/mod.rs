@@ -23,6 +23,7 @@ mod fingerprint;
 mod limit;
 mod registry;
 mod serve;
+mod stall;
 
 pub use registry::Connections;
 pub use serve::{Serve, serve};

@@ -35,6 +35,7 @@ use tower::Service;
 use super::Connections;
 use super::fingerprint::{FingerprintConfig, Resolved, valid_cookie_name};
 use super::limit::{DEFAULT_SIMULTANEOUS, Pending, TOO_MANY};
+use super::stall::{Stall, Watched};
 use crate::body::{Body, BoxError, EitherBody};
 use crate::connection::Connection;
 use crate::error::HttpError;
@@ -52,6 +53,7 @@ use crate::error::HttpError;
 /// | [`simultaneous_requests`](Serve::simultaneous_requests) | 5 per connection; more get 429 |
 /// | [`max_connections`](Serve::max_connections) | 10 000 open sockets; then the longest idle one makes room, or the newcomer gets 503 |
 /// | [`idle_timeout`](Serve::idle_timeout) | 60 s with no request in flight |
+/// | [`write_timeout`](Serve::write_timeout) | 30 s without write progress (a client that stopped reading) |
 /// | [`header_read_timeout`](Serve::header_read_timeout) | 30 s to send a request head |
 /// | [`fingerprint_cookie`](Serve::fingerprint_cookie) | `sessionID` |
 /// | [`fingerprint_max_age`](Serve::fingerprint_max_age) | one hour |
@@ -119,6 +121,7 @@ struct Config {
     header_read_timeout: Duration,
     idle_timeout: Option<Duration>,
     http2_keep_alive: Option<Duration>,
+    write_timeout: Option<Duration>,
     fingerprint: FingerprintConfig,
     on_open: Vec<Hook>,
     on_close: Vec<Hook>,
@@ -134,6 +137,7 @@ impl Default for Config {
             header_read_timeout: Duration::from_secs(30),
             idle_timeout: Some(Duration::from_secs(60)),
             http2_keep_alive: Some(Duration::from_secs(20)),
+            write_timeout: Some(Duration::from_secs(30)),
             fingerprint: FingerprintConfig::default(),
             on_open: Vec::new(),
             on_close: Vec::new(),
@@ -221,6 +225,15 @@ impl<S> Serve<S> {
     /// timeout](Self::header_read_timeout).
     pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.config.idle_timeout = timeout.into().map(|t| t.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// How long a response may make no write progress (default 30 s; `None` for no
+    /// bound): a client that stops reading fills its receive window and our send
+    /// buffer, and then holds its connection; past this time the connection is
+    /// closed. Pipelined requests behind the unread response go with it.
+    pub fn write_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.write_timeout = timeout.into().map(|t| t.max(Duration::from_millis(1)));
         self
     }
 
@@ -537,6 +550,8 @@ async fn drive<I, S, B>(
     B::Error: Into<BoxError>,
 {
     let service = ConnService { app, conn: conn.clone(), config: Arc::clone(&config) };
+    let stall = Stall::new();
+    let io = Watched { io, stall: stall.clone() };
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
     let first_request = tokio::time::sleep(config.header_read_timeout);
@@ -545,10 +560,23 @@ async fn drive<I, S, B>(
     let mut closing = false;
     let idle = tokio::time::sleep(config.idle_timeout.unwrap_or(Duration::MAX / 4));
     tokio::pin!(idle);
+    // Checked a few times per write timeout: a stalled write is found within a
+    // quarter of it.
+    let check = config.write_timeout.map_or(Duration::MAX / 4, |t| (t / 4).max(Duration::from_millis(1)));
+    let mut stalls = tokio::time::interval(check);
+    stalls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
             _ = connection.as_mut() => break,
+            // A client that stopped reading: its connection (and anything pipelined
+            // behind the unread response) is dropped, not kept for ever.
+            _ = stalls.tick(), if config.write_timeout.is_some() => {
+                let limit = config.write_timeout.unwrap_or(Duration::MAX);
+                if stall.stalled_for().is_some_and(|stalled| stalled >= limit) {
+                    break;
+                }
+            }
             // No request in flight since the deadline was set: close gracefully.
             // Otherwise the deadline moves to a full timeout after the last activity.
             () = &mut idle, if !closing && config.idle_timeout.is_some() => {

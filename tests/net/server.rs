@@ -795,3 +795,39 @@ async fn idle_http2_connections_are_closed_and_free_their_slots() {
     // Then idle again: closed.
     harness.wait_for_len(0).await;
 }
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_closed_once_writes_stop_progressing() {
+    // A 1 MiB page, asked for many times over one connection that never reads.
+    let page = Bytes::from(vec![b'x'; 1024 * 1024]);
+    let app = Router::new().route(
+        "/big",
+        get(move || {
+            let page = page.clone();
+            async move { page }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tower_context::serve(listener, app).write_timeout(Duration::from_millis(300));
+    let connections = server.connections();
+    tokio::spawn(server.into_future());
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let pipelined = get_request("/big", "").repeat(50);
+    stream.write_all(pipelined.as_bytes()).await.unwrap();
+    // The responses fill the socket buffers and stop; the connection is dropped.
+    timeout(BOUND, async {
+        while connections.len() != 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        while !connections.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the stalled connection was closed");
+    // Reading now, the client finds the connection cut short: far less than 50 pages.
+    let mut got = Vec::new();
+    let _ = timeout(BOUND, stream.read_to_end(&mut got)).await;
+    assert!(got.len() < 50 * 1024 * 1024, "{} bytes", got.len());
+}
