@@ -831,3 +831,23 @@ async fn a_client_that_never_reads_is_closed_once_writes_stop_progressing() {
     let _ = timeout(BOUND, stream.read_to_end(&mut got)).await;
     assert!(got.len() < 50 * 1024 * 1024, "{} bytes", got.len());
 }
+
+#[tokio::test]
+async fn an_http2_peer_that_stops_answering_pings_is_closed() {
+    // No idle bound here: only the keep-alive pings can find the dead peer.
+    let harness = Harness::start(|s| s.idle_timeout(None).http2_keep_alive(Duration::from_millis(200))).await;
+    // A peer that opens HTTP/2 (preface and an empty SETTINGS frame), then answers
+    // nothing, not even the server's pings, as a vanished client would.
+    let mut peer = TcpStream::connect(harness.addr).await.unwrap();
+    peer.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
+    harness.wait_for_len(1).await;
+    harness.wait_for_len(0).await;
+
+    // A live HTTP/2 client answers the pings and stays.
+    let mut live = harness.h2().await;
+    let response = live.send_request(Request::get("http://test/").body(Empty::new()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(harness.connections.len(), 1, "a client that answers pings is kept");
+    drop(peer);
+}

@@ -1,6 +1,9 @@
 //! The soak harness (issue 9, point 3): a real `tower_context::serve` server on
 //! 127.0.0.1 under 200 concurrent clients for a while, 10% of them disconnecting
-//! mid-response and some sending malformed requests.
+//! mid-response, some sending malformed requests, and (issue 21) some attacking:
+//! HTTP/2 connections that go silent after one request, and clients that pipeline
+//! requests for a big page and never read. A probe measures a normal request's
+//! latency throughout (p99 bounded by `SOAK_P99_MS` when set, in release runs).
 //!
 //! ```text
 //! cargo test --all-features --test soak soak::             # 4 s (SOAK_SECS, SOAK_CLIENTS)
@@ -34,7 +37,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, StreamBody};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -48,6 +51,9 @@ pub struct Config {
     pub duration: Duration,
     /// How many clients at once.
     pub clients: usize,
+    /// A bound on the probes' p99 latency, checked when set (`SOAK_P99_MS`): a timing
+    /// bound, so only for release runs (`scripts/soak.sh`), not for `cargo test`.
+    pub probe_p99: Option<Duration>,
 }
 
 impl Config {
@@ -61,6 +67,10 @@ impl Config {
         Config {
             duration: Duration::from_secs(secs.max(1)),
             clients: usize::try_from(clients.max(10)).unwrap_or(200),
+            probe_p99: std::env::var("SOAK_P99_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_millis),
         }
     }
 }
@@ -121,6 +131,11 @@ struct Seen {
     /// Probe requests (a fresh connection each, every 100 ms) and their failures.
     probes: AtomicU64,
     probe_failures: AtomicU64,
+    /// How long each successful probe took.
+    probe_times: Mutex<Vec<Duration>>,
+    /// Attackers' connections the server closed: idle HTTP/2 ones, and slow readers.
+    idle_closed: AtomicU64,
+    slow_closed: AtomicU64,
 }
 
 impl Seen {
@@ -194,6 +209,8 @@ fn app(lifecycle: Arc<Lifecycle>) -> Router {
         .route("/slow", get(|| async { tokio::time::sleep(Duration::from_millis(5)).await }))
         // 20 chunks, 2 ms apart: long enough to be cut mid-body.
         .route("/stream", get(|| async { Response::new(chunks(20, Duration::from_millis(2))) }))
+        // For the slow readers: big enough that unread ones fill the socket buffers.
+        .route("/big", get(|| async { vec![b'x'; 256 * 1024] }))
         .layer(tower::util::MapRequestLayer::new(move |req: Request<axum::body::Body>| {
             if let Some(ctx) = req.extensions().get::<Context>() {
                 lifecycle.created(ctx);
@@ -385,6 +402,7 @@ async fn malformed(addr: SocketAddr, start: usize, deadline: Instant, seen: Arc<
 async fn probe(addr: SocketAddr, deadline: Instant, seen: Arc<Seen>) {
     while Instant::now() < deadline {
         seen.probes.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let ok = tokio::time::timeout(Duration::from_secs(2), async {
             let mut s = connect(addr).await.ok()?;
             let req = Request::get("/").header("host", "probe").body(Empty::new()).ok()?;
@@ -392,10 +410,66 @@ async fn probe(addr: SocketAddr, deadline: Instant, seen: Arc<Seen>) {
             (res.status() == StatusCode::OK).then_some(())
         })
         .await;
-        if !matches!(ok, Ok(Some(()))) {
+        if matches!(ok, Ok(Some(()))) {
+            let took = started.elapsed();
+            seen.probe_times.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(took);
+        } else {
             seen.probe_failures.fetch_add(1, Ordering::Relaxed);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An attacker: HTTP/2 connections that send one request and then stay silent,
+/// opened again as the server closes them.
+async fn idle_http2(addr: SocketAddr, deadline: Instant, seen: Arc<Seen>) {
+    while Instant::now() < deadline {
+        let Ok(Ok(stream)) = tokio::time::timeout(BOUND, TcpStream::connect(addr)).await else { continue };
+        let Ok((mut sender, conn)) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await
+        else {
+            continue;
+        };
+        let conn = tokio::spawn(conn);
+        let req = Request::get("http://soak/").body(Empty::<Bytes>::new());
+        if let Ok(req) = req {
+            let _ = sender.send_request(req).await;
+        }
+        // Silent until the server closes it (or the run ends).
+        let left = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(left, conn).await.is_ok() {
+            seen.idle_closed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// An attacker: a connection that pipelines requests for a big page and never reads,
+/// opened again as the server closes it.
+async fn slow_reader(addr: SocketAddr, deadline: Instant, seen: Arc<Seen>) {
+    let pipelined = "GET /big HTTP/1.1\r\nhost: soak\r\n\r\n".repeat(100);
+    while Instant::now() < deadline {
+        let Ok(Ok(mut stream)) = tokio::time::timeout(BOUND, TcpStream::connect(addr)).await else {
+            continue;
+        };
+        let _ = tokio::time::timeout(BOUND, stream.write_all(pipelined.as_bytes())).await;
+        // Never read: keep asking until the server gives up on it, which a write then
+        // finds (the server reset the connection).
+        let left = deadline.saturating_duration_since(Instant::now());
+        let one = b"GET /big HTTP/1.1\r\nhost: soak\r\n\r\n";
+        let closed = tokio::time::timeout(left, async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if let Ok(Err(_)) =
+                    tokio::time::timeout(Duration::from_millis(200), stream.write_all(one)).await
+                {
+                    return;
+                }
+            }
+        })
+        .await;
+        if closed.is_ok() {
+            seen.slow_closed.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -426,6 +500,11 @@ pub struct Report {
     errors: BTreeMap<String, u64>,
     probes: u64,
     probe_failures: u64,
+    /// Probe latency: p50 and p99.
+    probe_p50: Duration,
+    probe_p99: Duration,
+    idle_closed: u64,
+    slow_closed: u64,
     /// Responses served in each whole second of the run.
     per_second: Vec<u64>,
     created: u64,
@@ -476,6 +555,11 @@ impl Report {
         if self.probe_failures > 0 {
             failures.push(format!("{} of {} probes failed", self.probe_failures, self.probes));
         }
+        if let Some(bound) = self.config.probe_p99 {
+            if self.probe_p99 > bound {
+                failures.push(format!("probe p99 {:?} over the bound {bound:?}", self.probe_p99));
+            }
+        }
         if let Some(second) = self.per_second.iter().position(|&n| n == 0) {
             failures.push(format!("nothing served in second {}", second + 1));
         }
@@ -502,7 +586,19 @@ impl std::fmt::Display for Report {
         writeln!(f, "  cut mid-response:          {}", self.disconnected)?;
         writeln!(f, "  malformed, by answer:      {:?}", self.malformed)?;
         writeln!(f, "  errors, by kind:           {:?}", self.errors)?;
-        writeln!(f, "  probes (failed):           {} ({})", self.probes, self.probe_failures)?;
+        writeln!(
+            f,
+            "  probes (failed):           {} ({}), p50 {:.2} ms, p99 {:.2} ms",
+            self.probes,
+            self.probe_failures,
+            self.probe_p50.as_secs_f64() * 1e3,
+            self.probe_p99.as_secs_f64() * 1e3
+        )?;
+        writeln!(
+            f,
+            "  attackers closed:          {} idle HTTP/2, {} slow readers",
+            self.idle_closed, self.slow_closed
+        )?;
         let (min, max) = (self.per_second.iter().min(), self.per_second.iter().max());
         writeln!(f, "  served per second:         min {min:?}, max {max:?}")?;
         writeln!(
@@ -556,6 +652,9 @@ async fn soak(config: Config) -> Report {
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tower_context::serve(listener, app(Arc::clone(&lifecycle)))
         .header_read_timeout(Duration::from_secs(2))
+        // The attackers' connections are let go within a second.
+        .idle_timeout(Duration::from_millis(500))
+        .write_timeout(Duration::from_millis(500))
         .with_graceful_shutdown(async {
             let _ = stopped.await;
         });
@@ -573,6 +672,9 @@ async fn soak(config: Config) -> Report {
             0 | 10 => tokio::spawn(disconnecting(addr, deadline, seen)),
             // 5% send malformed requests.
             5 => tokio::spawn(malformed(addr, i, deadline, seen)),
+            // 5% hold idle HTTP/2 connections, 5% pipeline and never read.
+            15 => tokio::spawn(idle_http2(addr, deadline, seen)),
+            19 => tokio::spawn(slow_reader(addr, deadline, seen)),
             _ => tokio::spawn(well_behaved(addr, i, deadline, seen)),
         });
     }
@@ -619,6 +721,13 @@ async fn soak(config: Config) -> Report {
         seen.error("the server did not shut down cleanly");
     }
 
+    let mut times =
+        std::mem::take(&mut *seen.probe_times.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    times.sort();
+    let at = |p: f64| {
+        times.get(((times.len().saturating_sub(1)) as f64 * p).round() as usize).copied().unwrap_or_default()
+    };
+    let (probe_p50, probe_p99) = (at(0.5), at(0.99));
     let take = |m: &Mutex<BTreeMap<String, u64>>| {
         std::mem::take(&mut *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     };
@@ -631,6 +740,10 @@ async fn soak(config: Config) -> Report {
         errors: take(&seen.errors),
         probes: seen.probes.load(Ordering::Relaxed),
         probe_failures: seen.probe_failures.load(Ordering::Relaxed),
+        probe_p50,
+        probe_p99,
+        idle_closed: seen.idle_closed.load(Ordering::Relaxed),
+        slow_closed: seen.slow_closed.load(Ordering::Relaxed),
         per_second,
         created: lifecycle.created.load(Ordering::Relaxed),
         finished: lifecycle.finished.load(Ordering::Relaxed),
