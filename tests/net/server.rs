@@ -851,3 +851,23 @@ async fn an_http2_peer_that_stops_answering_pings_is_closed() {
     assert_eq!(harness.connections.len(), 1, "a client that answers pings is kept");
     drop(peer);
 }
+
+#[tokio::test]
+async fn a_huge_cookie_header_is_read_only_as_far_as_the_limit() {
+    // About 290 KB: 30,000 pairs, a fingerprint first and another past the limit.
+    let filler: String = (0..30_000).map(|i| format!("k{i}=v; ")).collect();
+    let server = Harness::start(|s| s).await;
+    for (cookie, adopted) in [
+        (format!("sessionID=0123456789abcdef0123; {filler}"), true),
+        (format!("{filler}sessionID=0123456789abcdef0123"), false),
+    ] {
+        let mut client = server.raw().await;
+        client.send(get_request("/", &format!("cookie: {cookie}\r\n")).as_bytes()).await;
+        let response = timeout(BOUND, client.response()).await.unwrap().unwrap();
+        assert_eq!(response.status, 200);
+        let info: Value = serde_json::from_str(&response.body).unwrap();
+        assert_eq!(info["fingerprint"] == "0123456789abcdef0123", adopted, "{info}");
+        // A fingerprint not read from the header is a new one, sent back.
+        assert_eq!(response.header("set-cookie").is_some(), !adopted);
+    }
+}
