@@ -560,21 +560,27 @@ async fn drive<I, S, B>(
     let mut closing = false;
     let idle = tokio::time::sleep(config.idle_timeout.unwrap_or(Duration::MAX / 4));
     tokio::pin!(idle);
-    // Checked a few times per write timeout: a stalled write is found within a
-    // quarter of it.
-    let check = config.write_timeout.map_or(Duration::MAX / 4, |t| (t / 4).max(Duration::from_millis(1)));
-    let mut stalls = tokio::time::interval(check);
-    stalls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Armed only while a write waits: a flowing or idle connection has no timer.
+    let stalled = tokio::time::sleep(Duration::MAX / 4);
+    tokio::pin!(stalled);
+    let mut armed = false;
     loop {
         tokio::select! {
             biased;
             _ = connection.as_mut() => break,
+            () = stall.began(), if config.write_timeout.is_some() && !armed => {
+                armed = true;
+                let limit = config.write_timeout.unwrap_or(Duration::MAX);
+                stalled.as_mut().reset(tokio::time::Instant::now() + limit);
+            }
             // A client that stopped reading: its connection (and anything pipelined
             // behind the unread response) is dropped, not kept for ever.
-            _ = stalls.tick(), if config.write_timeout.is_some() => {
+            () = &mut stalled, if armed => {
                 let limit = config.write_timeout.unwrap_or(Duration::MAX);
-                if stall.stalled_for().is_some_and(|stalled| stalled >= limit) {
-                    break;
+                match stall.stalled_for() {
+                    Some(waited) if waited >= limit => break,
+                    Some(waited) => stalled.as_mut().reset(tokio::time::Instant::now() + (limit - waited)),
+                    None => armed = false,
                 }
             }
             // No request in flight since the deadline was set: close gracefully.

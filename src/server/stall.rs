@@ -21,11 +21,18 @@ pub(super) struct Stall {
     /// Milliseconds since `origin` plus one when a write began waiting; 0 when none
     /// is waiting.
     since: Arc<AtomicU64>,
+    /// Told when a write begins waiting: the connection's task arms its timer only
+    /// then, so an idle or flowing connection costs no wake-ups.
+    began: Arc<tokio::sync::Notify>,
 }
 
 impl Stall {
     pub(super) fn new() -> Stall {
-        Stall { origin: Instant::now(), since: Arc::new(AtomicU64::new(0)) }
+        Stall {
+            origin: Instant::now(),
+            since: Arc::new(AtomicU64::new(0)),
+            began: Arc::new(tokio::sync::Notify::new()),
+        }
     }
 
     /// How long a write has been waiting, if one is.
@@ -36,10 +43,17 @@ impl Stall {
         }
     }
 
+    /// Completes when a write begins waiting (at once if one began since the last
+    /// call).
+    pub(super) fn began(&self) -> tokio::sync::futures::Notified<'_> {
+        self.began.notified()
+    }
+
     fn waiting(&self) {
         if self.since.load(Ordering::Relaxed) == 0 {
             let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
             self.since.store(now + 1, Ordering::Relaxed);
+            self.began.notify_one();
         }
     }
 
