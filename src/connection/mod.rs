@@ -173,7 +173,7 @@ struct Inner {
     /// When the record was made, on the monotonic clock.
     #[cfg(feature = "server")]
     started: std::time::Instant,
-    /// When a request last arrived or finished, in ms since `started`.
+    /// When a request last finished, in ms since `started`.
     #[cfg(feature = "server")]
     last_activity: AtomicU64,
     /// Rooms joined, in join order.
@@ -612,7 +612,6 @@ impl Connection {
     /// A request arrived, refused or not: the sequence behind `message_id`.
     #[cfg(feature = "server")]
     pub(crate) fn count_message(&self) {
-        self.touch();
         self.inner.messages.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -624,8 +623,8 @@ impl Connection {
             .store(u64::try_from(since.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
-    /// How long since a request last arrived or finished (since the accept, before
-    /// the first).
+    /// How long since a request last finished (since the accept, before the first).
+    /// A request in flight counts in `pending` instead, so arrivals need no clock.
     #[cfg(feature = "server")]
     pub(crate) fn idle_for(&self) -> std::time::Duration {
         let now = self.inner.started.elapsed();
