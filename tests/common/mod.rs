@@ -46,3 +46,7 @@ where
         }
     });
 }
+
+/// A throwaway `redis-server` for the tests that need one.
+#[cfg(feature = "redis")]
+pub mod redis_server;
