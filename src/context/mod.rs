@@ -349,10 +349,10 @@ impl Context {
     {
         let weak = self.downgrade();
         let handle = tokio::spawn(async move {
-            if let Err(err) = task.await {
-                if let Some(ctx) = weak.upgrade() {
-                    ctx.emit_error(err);
-                }
+            if let Err(err) = task.await
+                && let Some(ctx) = weak.upgrade()
+            {
+                ctx.emit_error(err);
             }
         });
         self.phase().add_task(handle.abort_handle());

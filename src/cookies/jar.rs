@@ -212,10 +212,10 @@ impl Jar {
         let mut line = String::with_capacity(160);
         for change in &self.changes {
             line.clear();
-            if write!(line, "{}", change.cookie).is_ok() {
-                if let Ok(value) = HeaderValue::from_str(&line) {
-                    headers.append(SET_COOKIE, value);
-                }
+            if write!(line, "{}", change.cookie).is_ok()
+                && let Ok(value) = HeaderValue::from_str(&line)
+            {
+                headers.append(SET_COOKIE, value);
             }
         }
     }

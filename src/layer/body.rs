@@ -118,10 +118,10 @@ where
                         completion.sent(data.remaining() as u64);
                     }
                     // Trailers are always the last frame; servers stop polling there.
-                    if end || frame.is_trailers() {
-                        if let Some(completion) = this.completion.take() {
-                            completion.finish();
-                        }
+                    if (end || frame.is_trailers())
+                        && let Some(completion) = this.completion.take()
+                    {
+                        completion.finish();
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))

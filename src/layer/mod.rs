@@ -262,10 +262,10 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
-        if self.not_ready.is_none() {
-            if let Err(err) = ready!(self.inner.poll_ready(cx)) {
-                self.not_ready = Some(HttpError::from_error(err));
-            }
+        if self.not_ready.is_none()
+            && let Err(err) = ready!(self.inner.poll_ready(cx))
+        {
+            self.not_ready = Some(HttpError::from_error(err));
         }
         Poll::Ready(Ok(()))
     }

@@ -282,10 +282,10 @@ where
         *response.body_mut() = ResponseBody::replaced(Body::empty());
     } else if ctx.method() == Method::HEAD {
         // The head tells the length the body would have had, when it is known.
-        if !response.headers().contains_key(header::CONTENT_LENGTH) {
-            if let Some(length) = http_body::Body::size_hint(response.body()).exact() {
-                response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-            }
+        if !response.headers().contains_key(header::CONTENT_LENGTH)
+            && let Some(length) = http_body::Body::size_hint(response.body()).exact()
+        {
+            response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         }
         if !http_body::Body::is_end_stream(response.body()) {
             *response.body_mut() = ResponseBody::replaced(Body::empty());

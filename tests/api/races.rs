@@ -19,7 +19,7 @@ use crate::common::ctx_of;
 /// The handler's own response, at once or after one yield (every other round), so
 /// the racer lands before and after it.
 async fn handler_response(round: usize) -> Result<Response<Body>, Infallible> {
-    if round % 2 == 0 {
+    if round.is_multiple_of(2) {
         tokio::task::yield_now().await;
     }
     Ok(Response::new(Body::from("handler")))

@@ -22,7 +22,9 @@ impl RedisServer {
             if std::env::var_os("CI").is_some() {
                 panic!("redis-server is not on PATH: CI must install it (.ci/run does)");
             }
-            eprintln!("skipped: redis-server is not on PATH (install Debian's redis-server to run this test)");
+            eprintln!(
+                "skipped: redis-server is not on PATH (install Debian's redis-server to run this test)"
+            );
             return None;
         }
         // A port taken between probing and binding makes the server exit: try again.
@@ -75,7 +77,16 @@ impl RedisServer {
 
     fn spawn(&mut self) -> bool {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .args(["--dir", &std::env::temp_dir().to_string_lossy()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -89,7 +100,9 @@ impl RedisServer {
                 self.child = None;
                 return false;
             }
-            if TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok() && self.command("PING").starts_with("+PONG") {
+            if TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok()
+                && self.command("PING").starts_with("+PONG")
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(10));

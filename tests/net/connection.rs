@@ -74,10 +74,10 @@ impl Client {
                 if trimmed.is_empty() {
                     break;
                 }
-                if let Some((name, value)) = trimmed.split_once(':') {
-                    if name.eq_ignore_ascii_case("content-length") {
-                        len = value.trim().parse().unwrap();
-                    }
+                if let Some((name, value)) = trimmed.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    len = value.trim().parse().unwrap();
                 }
             }
             let mut body = vec![0; len];

@@ -328,7 +328,7 @@ async fn disconnecting(addr: SocketAddr, deadline: Instant, seen: Arc<Seen>) {
             Err(_) => seen.error("disconnecting client: timed out"),
             Ok(Err(e)) => seen.error(format!("disconnecting client: {e}")),
             Ok(Ok(())) => {
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     let _ = stream.set_zero_linger();
                 }
                 seen.disconnected.fetch_add(1, Ordering::Relaxed);
@@ -555,10 +555,10 @@ impl Report {
         if self.probe_failures > 0 {
             failures.push(format!("{} of {} probes failed", self.probe_failures, self.probes));
         }
-        if let Some(bound) = self.config.probe_p99 {
-            if self.probe_p99 > bound {
-                failures.push(format!("probe p99 {:?} over the bound {bound:?}", self.probe_p99));
-            }
+        if let Some(bound) = self.config.probe_p99
+            && self.probe_p99 > bound
+        {
+            failures.push(format!("probe p99 {:?} over the bound {bound:?}", self.probe_p99));
         }
         if let Some(second) = self.per_second.iter().position(|&n| n == 0) {
             failures.push(format!("nothing served in second {}", second + 1));
