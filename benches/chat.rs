@@ -69,7 +69,7 @@ fn room(members: usize, rt: &tokio::runtime::Runtime) -> (Chat, Vec<Connection>)
         (0..members).map(|_| Connection::live(ConnectionKind::Test, addr, addr, config)).collect();
     rt.block_on(async {
         for conn in &conns {
-            chat.register(conn).unwrap();
+            chat.register(conn).await.unwrap();
             chat.join(conn.id(), "room").await.unwrap();
         }
     });

@@ -82,11 +82,11 @@ fn chat() -> Chat {
     chat.add_middleware(
         ChatMiddleware::new("announce")
             .join(|chat, conn, room| {
-                let _ = chat.broadcast(room, format!("{} joined", conn.id()).into());
+                let _ = chat.announce(room, format!("{} joined", conn.id()).into());
                 Ok(())
             })
             .leave(|chat, conn, room| {
-                let _ = chat.broadcast(room, format!("{} left", conn.id()).into());
+                let _ = chat.announce(room, format!("{} left", conn.id()).into());
                 Ok(())
             }),
     );
@@ -213,10 +213,10 @@ async fn hello(ctx: Context) -> Result<String, HttpError> {
     // The greeting is read back from state by an after-hook.
     let c = ctx.clone();
     ctx.after(move |mut res| async move {
-        if let Some(Greeting(text)) = c.state().get() {
-            if let Ok(value) = HeaderValue::from_str(&text) {
-                res.headers_mut().insert("x-greeting", value);
-            }
+        if let Some(Greeting(text)) = c.state().get()
+            && let Ok(value) = HeaderValue::from_str(&text)
+        {
+            res.headers_mut().insert("x-greeting", value);
         }
         Ok(res)
     })?;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::rooms::Rooms;
+use super::rooms::{MemoryRooms, RoomStore};
 use super::{Chat, ChatError, Inner};
 
 /// A boxed future, for the bus's object-safe methods.
@@ -73,18 +73,70 @@ impl Node {
         let node = self.0.upgrade();
         Box::pin(async move {
             let Some(inner) = node else { return Err(ChatError::RpcTimeout) };
-            Chat { inner }.handle(command)
+            Chat { inner }.handle(command).await
         })
+    }
+
+    /// Messages from another node were lost on the way (the bus saw a gap in its
+    /// sequence): this node's members of the room get an `alert` frame saying so,
+    /// and the app's [`Chat::on_gap`] callback is told.
+    pub fn gap(&self, gap: &Gap) {
+        if let Some(inner) = self.0.upgrade() {
+            Chat { inner }.report_gap(gap);
+        }
+    }
+
+    /// A member that a store swept (its node died without goodbye) left `room`:
+    /// this node runs the leave middleware for it, which cannot refuse.
+    pub fn swept(&self, room: &str, member: &str) {
+        if let Some(inner) = self.0.upgrade() {
+            Chat { inner }.run_swept_leave(room, member);
+        }
+    }
+
+    /// Whether the node still lives.
+    pub fn is_alive(&self) -> bool {
+        self.0.strong_count() > 0
     }
 }
 
-/// How chat nodes reach each other.
-///
-/// bus), and asks the node that holds a connection to join, leave or push to it.
-///
-/// [`LocalBus`] connects nodes in one process; [`LocalBus::cluster`] makes `n` of them
-/// sharing one room registry, so every multi-node behaviour can be tested on any
-/// machine. A bus over Redis implements the same trait.
+/// Messages a bus knows were lost between nodes: `missed` envelopes from publisher
+/// `node`, in `room` (or, with no room, on the node's own channel: commands, whose
+/// callers got `RPC Timeout`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Gap {
+    /// The publishing node.
+    pub node: String,
+    /// The room, for room messages.
+    pub room: Option<String>,
+    /// How many envelopes were lost.
+    pub missed: u64,
+}
+
+impl Gap {
+    /// A gap of `missed` envelopes from `node`, in `room` if any.
+    pub fn new(node: impl Into<String>, room: Option<String>, missed: u64) -> Gap {
+        Gap { node: node.into(), room, missed }
+    }
+}
+
+/// What a bus counted since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BusStats {
+    /// Envelopes dropped because they failed authentication, were malformed or
+    /// were over the size limit.
+    pub rejected: u64,
+    /// Gaps seen (each reported to the app and to the room's members).
+    pub gaps: u64,
+    /// Envelopes known lost, summed over the gaps.
+    pub missed: u64,
+    /// Times the bus lost its connection and subscribed again.
+    pub reconnects: u64,
+}
+
+/// How chat nodes reach each other: see the [module docs](self).
 pub trait Bus: Send + Sync + 'static {
     /// Connects a node: from now on it gets what others publish and the commands
     /// addressed to it.
@@ -96,6 +148,24 @@ pub trait Bus: Send + Sync + 'static {
     /// Sends `command` to node `to`, failing with [`ChatError::RpcTimeout`] when it
     /// does not answer within `timeout`.
     fn call(&self, to: &str, command: Command, timeout: Duration) -> BoxFuture<Result<(), ChatError>>;
+
+    /// This node has a first member in `room`: from when this resolves, it gets the
+    /// room's messages from other nodes. A bus that delivers every room to every
+    /// node has nothing to do (the default).
+    fn watch(&self, node: &str, room: &str) -> BoxFuture<Result<(), ChatError>> {
+        let _ = (node, room);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// This node has no member left in `room`. Nothing by default.
+    fn unwatch(&self, node: &str, room: &str) {
+        let _ = (node, room);
+    }
+
+    /// What the bus counted. Zeros by default.
+    fn stats(&self) -> BusStats {
+        BusStats::default()
+    }
 }
 
 /// The in-process bus: see the [module docs](super).
@@ -112,13 +182,15 @@ impl LocalBus {
     /// ```
     /// use tower_context::chat::LocalBus;
     ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let nodes = LocalBus::cluster(3);
-    /// nodes[0].add_room("lobby").unwrap();
-    /// assert!(nodes[2].room_exists("lobby"));
+    /// nodes[0].add_room("lobby").await.unwrap();
+    /// assert!(nodes[2].room_exists("lobby").await.unwrap());
+    /// # });
     /// ```
     pub fn cluster(n: usize) -> Vec<Chat> {
         let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
-        let rooms = Arc::new(Rooms::default());
+        let rooms: Arc<dyn RoomStore> = Arc::new(MemoryRooms::default());
         (0..n).map(|i| Chat::node(format!("node-{i}"), Arc::clone(&bus), Arc::clone(&rooms))).collect()
     }
 

@@ -33,6 +33,9 @@ pub enum ChatError {
     RpcTimeout,
     /// A parameter verb without its key: `key is required`.
     KeyRequired,
+    /// The room store or the bus could not be reached: `chat store unavailable
+    /// (REASON)`. Nothing was changed.
+    Store(String),
 }
 
 impl fmt::Display for ChatError {
@@ -50,6 +53,7 @@ impl fmt::Display for ChatError {
             ChatError::CannotChat => f.write_str("this connection cannot chat"),
             ChatError::RpcTimeout => f.write_str("RPC Timeout"),
             ChatError::KeyRequired => f.write_str("key is required"),
+            ChatError::Store(reason) => write!(f, "chat store unavailable ({reason})"),
         }
     }
 }
@@ -57,14 +61,17 @@ impl fmt::Display for ChatError {
 impl std::error::Error for ChatError {}
 
 /// A chat error reached over HTTP is the client's mistake (400, its text shown),
-/// except a timeout between nodes (504) and a missing connection (404).
+/// except a timeout between nodes (504), a missing connection (404) and a store
+/// that cannot be reached (503, its reason kept from the client).
 impl From<ChatError> for HttpError {
     fn from(err: ChatError) -> Self {
         let status = match err {
             ChatError::RpcTimeout => 504,
+            ChatError::Store(_) => 503,
             ChatError::NoSuchConnection(_) | ChatError::NoSuchRoom => 404,
             _ => 400,
         };
-        HttpError::new(status).message(err.to_string()).expose(true)
+        let expose = !matches!(err, ChatError::Store(_));
+        HttpError::new(status).message(err.to_string()).expose(expose)
     }
 }

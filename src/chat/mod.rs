@@ -10,7 +10,7 @@
 //! let chat = Chat::new().with_rooms(["defaultRoom"]);
 //! let addr = "127.0.0.1:50000".parse().unwrap();
 //! let ann = Connection::live(ConnectionKind::Test, addr, addr, MailboxConfig::default());
-//! chat.register(&ann).unwrap();
+//! chat.register(&ann).await.unwrap();
 //! chat.join(ann.id(), "defaultRoom").await.unwrap();
 //! chat.say(&ann, "defaultRoom", "hello".into()).unwrap();
 //! let frame = ann.next_message().await.unwrap(); // the sender gets its own message too
@@ -40,13 +40,13 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use serde_json::Value;
 
-pub use bus::{BoxFuture, Bus, Command, LocalBus, Node};
+pub use bus::{BoxFuture, Bus, BusStats, Command, Gap, LocalBus, Node};
 pub use error::ChatError;
 pub use middleware::ChatMiddleware;
+pub use rooms::{Member, MemoryRooms, RoomStore};
 pub use verb::{Verb, VerbSet};
 
 use crate::connection::{Connection, Message, SayPayload, Tag};
-use rooms::Rooms;
 
 /// A chat node: see the [module docs](self). A cheap handle (one `Arc`).
 #[derive(Clone)]
@@ -57,7 +57,7 @@ pub struct Chat {
 pub(crate) struct Inner {
     id: Arc<str>,
     bus: Arc<dyn Bus>,
-    rooms: Arc<Rooms>,
+    rooms: Arc<dyn RoomStore>,
     /// The chat connections this node holds, by id.
     local: RwLock<HashMap<String, Connection>>,
     /// This node's members of each room, in join order: the fan-out list, with the
@@ -68,7 +68,11 @@ pub(crate) struct Inner {
     replay: AtomicUsize,
     middleware: RwLock<Arc<[ChatMiddleware]>>,
     rpc_timeout: Duration,
+    /// The app's callback for gaps the bus saw.
+    on_gap: RwLock<Option<GapCallback>>,
 }
+
+type GapCallback = Arc<dyn Fn(&Gap) + Send + Sync>;
 
 impl Default for Chat {
     fn default() -> Self {
@@ -78,7 +82,7 @@ impl Default for Chat {
 
 impl std::fmt::Debug for Chat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Chat").field("node", &self.id()).field("rooms", &self.rooms()).finish_non_exhaustive()
+        f.debug_struct("Chat").field("node", &self.id()).finish_non_exhaustive()
     }
 }
 
@@ -174,6 +178,18 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Runs `task` as far as it goes now (all the way, on the in-process store), and
+/// the rest in a task of the current tokio runtime, if there is one.
+fn drive(task: impl Future<Output = ()> + Send + 'static) {
+    let mut task = Box::pin(task);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if task.as_mut().poll(&mut cx).is_pending()
+        && let Ok(runtime) = tokio::runtime::Handle::try_current()
+    {
+        runtime.spawn(task);
+    }
+}
+
 /// Sends what middleware said while a membership change was being made.
 fn release(held: Vec<(Chat, SayPayload)>) {
     for (chat, payload) in held {
@@ -185,10 +201,23 @@ impl Chat {
     /// One node on its own: an in-process bus and room registry of its own.
     pub fn new() -> Chat {
         let id = format!("node-{:08x}", getrandom::u32().unwrap_or_else(|_| std::process::id()));
-        Chat::node(id, Arc::new(LocalBus::default()), Arc::new(Rooms::default()))
+        Chat::node(id, Arc::new(LocalBus::default()), Arc::new(MemoryRooms::default()))
     }
 
-    pub(crate) fn node(id: String, bus: Arc<dyn Bus>, rooms: Arc<Rooms>) -> Chat {
+    /// A node of a cluster: its id (unique in the cluster), the bus it reaches the
+    /// other nodes by, and the store of rooms they share. [`LocalBus::cluster`] and
+    /// `RedisChat` (feature `redis`) make these for you.
+    pub fn node(id: impl Into<String>, bus: Arc<dyn Bus>, rooms: Arc<dyn RoomStore>) -> Chat {
+        Chat::node_with(id.into(), bus, rooms, Duration::from_secs(5))
+    }
+
+    /// A node whose calls to other nodes time out after `rpc_timeout`.
+    pub(crate) fn node_with(
+        id: String,
+        bus: Arc<dyn Bus>,
+        rooms: Arc<dyn RoomStore>,
+        rpc_timeout: Duration,
+    ) -> Chat {
         let chat = Chat {
             inner: Arc::new(Inner {
                 id: Arc::from(id),
@@ -198,20 +227,69 @@ impl Chat {
                 members: RwLock::new(HashMap::new()),
                 replay: AtomicUsize::new(0),
                 middleware: RwLock::new(Arc::from(Vec::new())),
-                rpc_timeout: Duration::from_secs(5),
+                rpc_timeout,
+                on_gap: RwLock::new(None),
             }),
         };
         chat.inner.bus.attach(Node(Arc::downgrade(&chat.inner)));
+        chat.inner.rooms.attach(Node(Arc::downgrade(&chat.inner)));
         chat
     }
 
     /// Makes these rooms unless they exist (Actionhero's starting rooms).
+    ///
+    /// On the in-process store they exist when this returns. A store that answers
+    /// later (Redis) makes them in a task of the current tokio runtime: there, prefer
+    /// [`add_room`](Self::add_room) and await it (`RedisChat::rooms` does).
     #[must_use]
     pub fn with_rooms<'a>(self, rooms: impl IntoIterator<Item = &'a str>) -> Chat {
         for room in rooms {
-            let _ = self.inner.rooms.add(room);
+            let adding = self.inner.rooms.add_room(room);
+            drive(async move {
+                let _ = adding.await;
+            });
         }
         self
+    }
+
+    /// Calls `f` for each gap the bus sees (messages from another node lost on the
+    /// way); the room's members on this node get an `alert` frame as well.
+    pub fn on_gap(&self, f: impl Fn(&Gap) + Send + Sync + 'static) {
+        *write(&self.inner.on_gap) = Some(Arc::new(f));
+    }
+
+    /// What the bus counted: envelopes rejected, gaps and the messages they lost,
+    /// reconnects.
+    pub fn bus_stats(&self) -> BusStats {
+        self.inner.bus.stats()
+    }
+
+    fn report_gap(&self, gap: &Gap) {
+        if let Some(room) = &gap.room {
+            let alert = Message::gap(room, gap.missed).into_bytes();
+            if let Some(local) = read(&self.inner.members).get(room.as_str()) {
+                for member in &local.members {
+                    let _ = member.push(alert.clone());
+                }
+            }
+        }
+        let callback = read(&self.inner.on_gap).clone();
+        if let Some(callback) = callback {
+            callback(gap);
+        }
+    }
+
+    /// Leave middleware for a member whose node died (its record is gone already).
+    fn run_swept_leave(&self, room: &str, member: &str) {
+        let ghost = Connection::ghost(member, room);
+        let ((), held) = holding_messages(|| {
+            for middleware in self.middleware().iter() {
+                if let Some(leave) = &middleware.leave {
+                    let _ = leave(self, &ghost, room);
+                }
+            }
+        });
+        release(held);
     }
 
     /// This node's id.
@@ -236,33 +314,40 @@ impl Chat {
     // ---- The registry ---------------------------------------------------------------
 
     /// Makes a room. Errors: `room exists`, `a room is required`.
-    pub fn add_room(&self, room: &str) -> Result<(), ChatError> {
-        self.inner.rooms.add(room)
+    pub async fn add_room(&self, room: &str) -> Result<(), ChatError> {
+        if room.is_empty() {
+            return Err(ChatError::RoomRequired);
+        }
+        self.inner.rooms.add_room(room).await
     }
 
     /// Whether a room exists.
-    pub fn room_exists(&self, room: &str) -> bool {
-        self.inner.rooms.exists(room)
+    pub async fn room_exists(&self, room: &str) -> Result<bool, ChatError> {
+        self.inner.rooms.room_exists(room).await
     }
 
-    /// Every room, by name.
-    pub fn rooms(&self) -> Vec<String> {
-        self.inner.rooms.names()
+    /// Every room, by name, sorted.
+    pub async fn rooms(&self) -> Result<Vec<String>, ChatError> {
+        self.inner.rooms.rooms().await
     }
 
     /// Actionhero's `roomStatus`: `{room, members: {id: {id, joinedAt}}, membersCount}`.
-    pub fn room_status(&self, room: &str) -> Result<Value, ChatError> {
-        self.inner.rooms.status(room)
+    /// Errors: `a room is required`, `room does not exist`.
+    pub async fn room_status(&self, room: &str) -> Result<Value, ChatError> {
+        if room.is_empty() {
+            return Err(ChatError::RoomRequired);
+        }
+        Ok(rooms::status(room, self.inner.rooms.members(room).await?))
     }
 
     /// Destroys a room: its members are told "this room has been deleted" (from
     /// `"0"`), each leaves (leave middleware runs; it cannot refuse here), then the
     /// room is gone. Error: `room does not exist`.
     pub async fn destroy_room(&self, room: &str) -> Result<(), ChatError> {
-        self.broadcast(room, Value::from("this room has been deleted"))?;
-        for member in self.inner.rooms.remove(room)? {
+        self.broadcast(room, Value::from("this room has been deleted")).await?;
+        for member in self.inner.rooms.remove_room(room).await? {
             // Each member's node drops it from its connection's rooms and fan-out.
-            let _ = self.leave_on_node(&member, room, true).await;
+            let _ = self.leave_on_node(&member.id, room, true).await;
         }
         Ok(())
     }
@@ -270,13 +355,17 @@ impl Chat {
     // ---- Connections ----------------------------------------------------------------
 
     /// Makes a live connection known to this node, so rooms, `send_to` and the bus
-    /// can reach it. Error: `this connection cannot chat` for a plain HTTP one.
-    pub fn register(&self, conn: &Connection) -> Result<(), ChatError> {
+    /// can reach it. Errors: `this connection cannot chat` for a plain HTTP one;
+    /// the store's.
+    pub async fn register(&self, conn: &Connection) -> Result<(), ChatError> {
         if !conn.can_chat() {
             return Err(ChatError::CannotChat);
         }
         write(&self.inner.local).insert(conn.id().to_owned(), conn.clone());
-        self.inner.rooms.register(conn.id(), &self.inner.id);
+        if let Err(err) = self.inner.rooms.register(conn.id(), &self.inner.id).await {
+            write(&self.inner.local).remove(conn.id());
+            return Err(err);
+        }
         Ok(())
     }
 
@@ -288,13 +377,21 @@ impl Chat {
     /// Destroys a connection (Actionhero's `destroy`): it leaves every room (leave
     /// middleware runs and cannot refuse), its mailbox closes so the transport says
     /// goodbye and closes, and the node forgets it.
-    pub fn destroy(&self, conn: &Connection) {
+    pub async fn destroy(&self, conn: &Connection) {
         conn.destroy();
         for room in conn.rooms() {
-            let _ = self.leave_local(conn, &room, true);
+            let _ = self.leave_local(conn, &room, true).await;
         }
         write(&self.inner.local).remove(conn.id());
-        self.inner.rooms.unregister(conn.id());
+        let _ = self.inner.rooms.unregister(conn.id()).await;
+    }
+
+    /// [`destroy`](Self::destroy) from code that cannot await (a stream being
+    /// dropped): the connection closes now; on a store that answers later, leaving
+    /// its rooms finishes in a task.
+    pub(crate) fn destroy_now(&self, conn: &Connection) {
+        let (chat, conn) = (self.clone(), conn.clone());
+        drive(async move { chat.destroy(&conn).await });
     }
 
     // ---- Membership -----------------------------------------------------------------
@@ -304,9 +401,9 @@ impl Chat {
     /// join middleware's veto; `RPC Timeout` when the node holding it does not answer.
     pub async fn join(&self, connection: &str, room: &str) -> Result<(), ChatError> {
         match self.connection(connection) {
-            Some(conn) => self.join_local(&conn, room),
+            Some(conn) => self.join_local(&conn, room).await,
             None => {
-                let node = self.node_of(connection)?;
+                let node = self.node_of(connection).await?;
                 let command = Command::Join { connection: connection.to_owned(), room: room.to_owned() };
                 self.inner.bus.call(&node, command, self.inner.rpc_timeout).await
             }
@@ -321,9 +418,9 @@ impl Chat {
 
     async fn leave_on_node(&self, connection: &str, room: &str, force: bool) -> Result<(), ChatError> {
         match self.connection(connection) {
-            Some(conn) => self.leave_local(&conn, room, force),
+            Some(conn) => self.leave_local(&conn, room, force).await,
             None => {
-                let node = self.node_of(connection)?;
+                let node = self.node_of(connection).await?;
                 let command =
                     Command::Leave { connection: connection.to_owned(), room: room.to_owned(), force };
                 self.inner.bus.call(&node, command, self.inner.rpc_timeout).await
@@ -331,19 +428,19 @@ impl Chat {
         }
     }
 
-    fn node_of(&self, connection: &str) -> Result<String, ChatError> {
+    async fn node_of(&self, connection: &str) -> Result<String, ChatError> {
         self.inner
             .rooms
             .node_of(connection)
-            .map(|n| n.to_string())
+            .await?
             .ok_or_else(|| ChatError::NoSuchConnection(connection.to_owned()))
     }
 
-    fn join_local(&self, conn: &Connection, room: &str) -> Result<(), ChatError> {
+    async fn join_local(&self, conn: &Connection, room: &str) -> Result<(), ChatError> {
         if conn.rooms_list().iter().any(|r| r == room) {
             return Err(ChatError::AlreadyInRoom(room.to_owned()));
         }
-        if !self.inner.rooms.exists(room) {
+        if !self.inner.rooms.room_exists(room).await? {
             return Err(ChatError::NoSuchRoom);
         }
         let (allowed, held) = holding_messages(|| {
@@ -354,22 +451,44 @@ impl Chat {
             }
             Ok(())
         });
-        // The check above and this record are apart (middleware ran between): the
-        // registry decides, so two joins at once record the member once.
-        let joined = allowed.and_then(|()| self.inner.rooms.join(room, conn.id(), now_ms()));
-        if joined.is_ok() {
-            conn.rooms_list().push(room.to_owned());
-            write(&self.inner.members)
-                .entry(room.to_owned())
-                .or_insert_with(|| Local::new(room))
-                .members
-                .push(conn.clone());
-        }
+        let joined = match allowed {
+            // The check above and this record are apart (middleware ran between):
+            // the store decides, so two joins at once record the member once.
+            Ok(()) => self.record_join(conn, room).await,
+            Err(veto) => Err(veto),
+        };
         release(held);
         joined
     }
 
-    fn leave_local(&self, conn: &Connection, room: &str, force: bool) -> Result<(), ChatError> {
+    /// Records a member in the store, then on this node (subscribing the node to
+    /// the room on the bus when it is the first member here).
+    async fn record_join(&self, conn: &Connection, room: &str) -> Result<(), ChatError> {
+        let member =
+            Member { id: conn.id().to_owned(), node: self.inner.id.to_string(), joined_at: now_ms() };
+        self.inner.rooms.join(room, member).await?;
+        let first = read(&self.inner.members).get(room).is_none_or(|local| local.members.is_empty());
+        if first && let Err(err) = self.inner.bus.watch(&self.inner.id, room).await {
+            let _ = self.inner.rooms.leave(room, conn.id()).await;
+            return Err(err);
+        }
+        {
+            let mut rooms = conn.rooms_list();
+            if rooms.iter().any(|r| r == room) {
+                // Joined meanwhile through another path: the store said yes once.
+                return Ok(());
+            }
+            rooms.push(room.to_owned());
+        }
+        write(&self.inner.members)
+            .entry(room.to_owned())
+            .or_insert_with(|| Local::new(room))
+            .members
+            .push(conn.clone());
+        Ok(())
+    }
+
+    async fn leave_local(&self, conn: &Connection, room: &str, force: bool) -> Result<(), ChatError> {
         if !conn.rooms_list().iter().any(|r| r == room) {
             return Err(ChatError::NotInRoom(room.to_owned()));
         }
@@ -388,23 +507,38 @@ impl Chat {
             release(held);
             return Err(veto);
         }
-        self.inner.rooms.leave(room, conn.id());
-        conn.rooms_list().retain(|r| r != room);
-        let mut members = write(&self.inner.members);
-        if let Some(local) = members.get_mut(room) {
-            local.members.retain(|member| member != conn);
-            // Kept while resuming is on, so the room's sequence goes on.
-            if local.members.is_empty() && self.inner.replay.load(Ordering::Relaxed) == 0 {
-                members.remove(room);
-            }
+        let recorded = self.inner.rooms.leave(room, conn.id()).await;
+        if let Err(err) = recorded
+            && !force
+        {
+            release(held);
+            return Err(err);
         }
-        drop(members);
+        conn.rooms_list().retain(|r| r != room);
+        let last = {
+            let mut members = write(&self.inner.members);
+            match members.get_mut(room) {
+                Some(local) => {
+                    local.members.retain(|member| member != conn);
+                    let empty = local.members.is_empty();
+                    // Kept while resuming is on, so the room's sequence goes on.
+                    if empty && self.inner.replay.load(Ordering::Relaxed) == 0 {
+                        members.remove(room);
+                    }
+                    empty
+                }
+                None => false,
+            }
+        };
+        if last {
+            self.inner.bus.unwatch(&self.inner.id, room);
+        }
         release(held);
         Ok(())
     }
 
     /// Runs a command from another node.
-    fn handle(&self, command: Command) -> Result<(), ChatError> {
+    async fn handle(&self, command: Command) -> Result<(), ChatError> {
         let id = match &command {
             Command::Join { connection, .. }
             | Command::Leave { connection, .. }
@@ -412,8 +546,8 @@ impl Chat {
         };
         let conn = self.connection(id).ok_or_else(|| ChatError::NoSuchConnection(id.clone()))?;
         match command {
-            Command::Join { room, .. } => self.join_local(&conn, &room),
-            Command::Leave { room, force, .. } => self.leave_local(&conn, &room, force),
+            Command::Join { room, .. } => self.join_local(&conn, &room).await,
+            Command::Leave { room, force, .. } => self.leave_local(&conn, &room, force).await,
             Command::Send { message, .. } => conn.push(message).map_err(|_| ChatError::CannotChat),
         }
     }
@@ -465,12 +599,23 @@ impl Chat {
 
     /// A server-side message to a room, from `"0"`: no membership needed. Errors:
     /// `both room and message are required`, `room does not exist`.
-    pub fn broadcast(&self, room: &str, message: Value) -> Result<(), ChatError> {
+    pub async fn broadcast(&self, room: &str, message: Value) -> Result<(), ChatError> {
         if room.is_empty() || message.is_null() {
             return Err(ChatError::RoomAndMessageRequired);
         }
-        if !self.inner.rooms.exists(room) {
+        if !self.inner.rooms.room_exists(room).await? {
             return Err(ChatError::NoSuchRoom);
+        }
+        self.announce(room, message)
+    }
+
+    /// [`broadcast`](Self::broadcast) without asking the store whether the room
+    /// exists: for chat middleware, which runs synchronously and is given a room
+    /// that exists. A message to a room that does not exist reaches nobody. Error:
+    /// `both room and message are required`.
+    pub fn announce(&self, room: &str, message: Value) -> Result<(), ChatError> {
+        if room.is_empty() || message.is_null() {
+            return Err(ChatError::RoomAndMessageRequired);
         }
         let payload = SayPayload { message, room: room.to_owned(), from: "0".to_owned(), sent_at: now_ms() };
         self.publish(room, &payload);
@@ -483,7 +628,7 @@ impl Chat {
         if let Some(conn) = self.connection(connection) {
             return conn.send_message(message).map_err(|_| ChatError::CannotChat);
         }
-        let node = self.node_of(connection)?;
+        let node = self.node_of(connection).await?;
         let command = Command::Send { connection: connection.to_owned(), message: message.into_bytes() };
         self.inner.bus.call(&node, command, self.inner.rpc_timeout).await
     }

@@ -94,10 +94,10 @@ impl SseChat {
         let unknown = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
         let (remote, local) = http.as_ref().map_or((unknown, unknown), |c| (c.remote_addr(), c.local_addr()));
         let conn = Connection::live(ConnectionKind::ServerSentEvents, remote, local, self.mailbox);
-        self.chat.register(&conn)?;
+        self.chat.register(&conn).await?;
         for room in &rooms {
             if let Err(err) = self.chat.join(conn.id(), room).await {
-                self.chat.destroy(&conn);
+                self.chat.destroy(&conn).await;
                 return Err(err);
             }
         }
@@ -244,6 +244,6 @@ impl http_body::Body for Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        self.chat.destroy(&self.conn);
+        self.chat.destroy_now(&self.conn);
     }
 }

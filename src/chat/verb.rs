@@ -181,7 +181,7 @@ impl Chat {
         let params = conn.params();
         match verb {
             Verb::Quit | Verb::Exit => {
-                self.destroy(conn);
+                self.destroy(conn).await;
                 Ok(Value::Bool(true))
             }
             Verb::ParamAdd { key, value } => {
@@ -207,7 +207,7 @@ impl Chat {
                 if !conn.rooms_list().contains(&room) {
                     return Err(ChatError::NotInRoom(room));
                 }
-                self.room_status(&room)
+                self.room_status(&room).await
             }
             Verb::DetailsView => Ok(conn.details()),
             Verb::Say { room, message } => {
@@ -229,7 +229,7 @@ impl Connection {
     /// let chat = Chat::new().with_rooms(["lobby"]);
     /// let addr = "127.0.0.1:50000".parse().unwrap();
     /// let conn = Connection::live(ConnectionKind::WebSocket, addr, addr, MailboxConfig::default());
-    /// chat.register(&conn).unwrap();
+    /// chat.register(&conn).await.unwrap();
     /// conn.verb(&chat, Verb::parse("roomAdd", ["lobby"]).unwrap()).await.unwrap();
     /// assert_eq!(conn.rooms(), ["lobby"]);
     /// # });

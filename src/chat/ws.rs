@@ -144,7 +144,14 @@ impl WebSocketChat {
     }
 
     async fn run(self, mut socket: WebSocket, conn: Connection) {
-        if self.chat.register(&conn).is_err() {
+        if let Err(err) = self.chat.register(&conn).await {
+            // The store cannot be reached: say so, and close as a server error.
+            let alert = Message::alert(err.to_string());
+            if let Ok(text) = Utf8Bytes::try_from(alert.into_bytes()) {
+                let _ = socket.send(Frame::Text(text)).await;
+            }
+            let frame = CloseFrame { code: 1011, reason: Utf8Bytes::from("chat store unavailable") };
+            let _ = socket.send(Frame::Close(Some(frame))).await;
             return;
         }
         #[cfg(feature = "server")]
@@ -187,7 +194,7 @@ impl WebSocketChat {
             let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
             let _ = socket.send(Frame::Close(Some(frame))).await;
         }
-        self.chat.destroy(&conn);
+        self.chat.destroy(&conn).await;
         #[cfg(feature = "server")]
         if let Some(registry) = &self.registry {
             registry.remove(&conn);

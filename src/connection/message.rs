@@ -66,6 +66,22 @@ impl Message {
         encode(&[("message", &text), ("missed", &missed.into()), ("context", &"alert".into())])
     }
 
+    /// The alert a member of `room` gets when the bus lost `missed` messages from
+    /// another node on the way: `{"message": "...", "room": ROOM, "missed": N,
+    /// "context": "alert"}`.
+    pub fn gap(room: &str, missed: u64) -> Message {
+        let text = Value::from(format!(
+            "{missed} message{} in this room may have been missed",
+            if missed == 1 { "" } else { "s" }
+        ));
+        encode(&[
+            ("message", &text),
+            ("room", &room.into()),
+            ("missed", &missed.into()),
+            ("context", &"alert".into()),
+        ])
+    }
+
     /// A successful answer to the client's frame `message_id`:
     /// `{"status": "OK", "context": "response", "data": .., "messageId": ..}`. A `data` of
     /// `null` is left out, as Actionhero leaves it out of a `say`'s answer.

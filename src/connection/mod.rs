@@ -334,6 +334,16 @@ impl Connection {
         )
     }
 
+    /// A stand-in for a chat connection held by a node that died: its id and the
+    /// room it is being swept from, for leave middleware to see. No mailbox.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn ghost(id: &str, room: &str) -> Connection {
+        let unknown = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+        let conn = Connection::build_as(id.into(), unknown, unknown, false, ConnectionKind::Unknown, None);
+        conn.rooms_list().push(room.to_owned());
+        conn
+    }
+
     fn make(remote_addr: SocketAddr, local_addr: SocketAddr, tls: bool) -> Connection {
         Connection::build(remote_addr, local_addr, tls, ConnectionKind::Unknown, None)
     }
@@ -346,9 +356,21 @@ impl Connection {
         mailbox: Option<mailbox::Mailbox>,
     ) -> Connection {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:08x}-{n:x}", *PREFIX).into_boxed_str();
+        Connection::build_as(id, remote_addr, local_addr, tls, kind, mailbox)
+    }
+
+    fn build_as(
+        id: Box<str>,
+        remote_addr: SocketAddr,
+        local_addr: SocketAddr,
+        tls: bool,
+        kind: ConnectionKind,
+        mailbox: Option<mailbox::Mailbox>,
+    ) -> Connection {
         Connection {
             inner: Arc::new(Inner {
-                id: format!("{:08x}-{n:x}", *PREFIX).into_boxed_str(),
+                id,
                 connected_at: SystemTime::now(),
                 remote_addr,
                 local_addr,

@@ -27,14 +27,22 @@ fn live(kind: ConnectionKind) -> Connection {
 }
 
 /// `n` test connections, the i-th registered on `nodes[i % len]`.
-fn clients(nodes: &[Chat], n: usize) -> Vec<Connection> {
-    (0..n)
-        .map(|i| {
-            let conn = live(ConnectionKind::Test);
-            nodes[i % nodes.len()].register(&conn).unwrap();
-            conn
-        })
-        .collect()
+async fn clients(nodes: &[Chat], n: usize) -> Vec<Connection> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let conn = live(ConnectionKind::Test);
+        nodes[i % nodes.len()].register(&conn).await.unwrap();
+        out.push(conn);
+    }
+    out
+}
+
+/// `chat`, after making `rooms` (awaited: on Redis they exist when this returns).
+async fn with_rooms<'a>(chat: &Chat, rooms: impl IntoIterator<Item = &'a str>) -> Chat {
+    for room in rooms {
+        chat.add_room(room).await.unwrap();
+    }
+    chat.clone()
 }
 
 /// The messages waiting for `conn` now, parsed.
@@ -67,15 +75,15 @@ fn said(frames: &[Value]) -> Vec<(String, String, String)> {
 async fn the_room_registry_answers_as_actionhero() {
     on_both(|nodes| async move {
         let chat = &nodes[0];
-        chat.add_room("lobby").unwrap();
-        assert_eq!(chat.add_room("lobby").unwrap_err().to_string(), "room exists");
-        assert_eq!(chat.add_room("").unwrap_err().to_string(), "a room is required");
-        assert!(nodes[nodes.len() - 1].room_exists("lobby"));
-        assert_eq!(nodes[nodes.len() - 1].rooms(), ["lobby"]);
-        assert_eq!(chat.room_status("").unwrap_err().to_string(), "a room is required");
-        assert_eq!(chat.room_status("nope").unwrap_err().to_string(), "room does not exist");
+        chat.add_room("lobby").await.unwrap();
+        assert_eq!(chat.add_room("lobby").await.unwrap_err().to_string(), "room exists");
+        assert_eq!(chat.add_room("").await.unwrap_err().to_string(), "a room is required");
+        assert!(nodes[nodes.len() - 1].room_exists("lobby").await.unwrap());
+        assert_eq!(nodes[nodes.len() - 1].rooms().await.unwrap(), ["lobby"]);
+        assert_eq!(chat.room_status("").await.unwrap_err().to_string(), "a room is required");
+        assert_eq!(chat.room_status("nope").await.unwrap_err().to_string(), "room does not exist");
         assert_eq!(
-            chat.room_status("lobby").unwrap(),
+            chat.room_status("lobby").await.unwrap(),
             json!({"room": "lobby", "members": {}, "membersCount": 0})
         );
         assert_eq!(chat.destroy_room("nope").await.unwrap_err().to_string(), "room does not exist");
@@ -86,8 +94,8 @@ async fn the_room_registry_answers_as_actionhero() {
 #[tokio::test]
 async fn join_and_leave_in_actionheros_order_with_its_errors() {
     on_both(|nodes| async move {
-        let chat = nodes[0].clone().with_rooms(["defaultRoom"]);
-        let c = clients(&nodes, 3);
+        let chat = with_rooms(&nodes[0], ["defaultRoom"]).await;
+        let c = clients(&nodes, 3).await;
         for conn in &c {
             // Any node can join a connection held by any node.
             chat.join(conn.id(), "defaultRoom").await.unwrap();
@@ -99,7 +107,7 @@ async fn join_and_leave_in_actionheros_order_with_its_errors() {
             chat.leave(c[1].id(), "otherRoom").await.unwrap_err().to_string(),
             "connection not in this room (otherRoom)"
         );
-        let status = chat.room_status("defaultRoom").unwrap();
+        let status = chat.room_status("defaultRoom").await.unwrap();
         assert_eq!(status["membersCount"], 3);
         for conn in &c {
             assert_eq!(status["members"][conn.id()]["id"], conn.id());
@@ -108,7 +116,7 @@ async fn join_and_leave_in_actionheros_order_with_its_errors() {
         }
         chat.leave(c[2].id(), "defaultRoom").await.unwrap();
         assert!(c[2].rooms().is_empty());
-        assert_eq!(nodes[nodes.len() - 1].room_status("defaultRoom").unwrap()["membersCount"], 2);
+        assert_eq!(nodes[nodes.len() - 1].room_status("defaultRoom").await.unwrap()["membersCount"], 2);
         let unknown = chat.join("no-such-connection", "defaultRoom").await.unwrap_err();
         assert_eq!(unknown, ChatError::NoSuchConnection("no-such-connection".into()));
     })
@@ -118,17 +126,17 @@ async fn join_and_leave_in_actionheros_order_with_its_errors() {
 #[tokio::test]
 async fn rooms_are_listed_in_join_order_and_two_joins_at_once_count_once() {
     on_both(|nodes| async move {
-        let chat = nodes[0].clone().with_rooms(["b", "a", "c"]);
-        let conn = &clients(&nodes, 1)[0];
+        let chat = with_rooms(&nodes[0], ["b", "a", "c"]).await;
+        let conn = &clients(&nodes, 1).await[0];
         for room in ["c", "a", "b"] {
             chat.join(conn.id(), room).await.unwrap();
         }
         assert_eq!(conn.rooms(), ["c", "a", "b"]);
-        let other = &clients(&nodes, 2)[1];
+        let other = &clients(&nodes, 2).await[1];
         let (x, y) = tokio::join!(chat.join(other.id(), "a"), nodes[nodes.len() - 1].join(other.id(), "a"));
         assert_eq!(u8::from(x.is_ok()) + u8::from(y.is_ok()), 1, "exactly one of two joins wins");
         assert_eq!(other.rooms(), ["a"]);
-        assert_eq!(chat.room_status("a").unwrap()["membersCount"], 2);
+        assert_eq!(chat.room_status("a").await.unwrap()["membersCount"], 2);
     })
     .await;
 }
@@ -136,8 +144,8 @@ async fn rooms_are_listed_in_join_order_and_two_joins_at_once_count_once() {
 #[tokio::test]
 async fn say_reaches_every_member_on_every_node_the_sender_too() {
     on_both(|nodes| async move {
-        let chat = nodes[0].clone().with_rooms(["defaultRoom", "other"]);
-        let c = clients(&nodes, 4);
+        let chat = with_rooms(&nodes[0], ["defaultRoom", "other"]).await;
+        let c = clients(&nodes, 4).await;
         for conn in &c[..3] {
             chat.join(conn.id(), "defaultRoom").await.unwrap();
         }
@@ -165,7 +173,7 @@ async fn say_reaches_every_member_on_every_node_the_sender_too() {
             "both room and message are required"
         );
         // A server-side broadcast comes from "0" and needs no membership.
-        nodes[nodes.len() - 1].broadcast("other", json!("maintenance at noon")).unwrap();
+        nodes[nodes.len() - 1].broadcast("other", json!("maintenance at noon")).await.unwrap();
         assert_eq!(said(&inbox(&c[3]).await), [("maintenance at noon".into(), "other".into(), "0".into())]);
     })
     .await;
@@ -186,8 +194,8 @@ async fn join_and_leave_middleware_can_veto() {
                 }
             }));
         }
-        let chat = nodes[0].clone().with_rooms(["vipRoom", "hotelRoom"]);
-        let c = clients(&nodes, 2);
+        let chat = with_rooms(&nodes[0], ["vipRoom", "hotelRoom"]).await;
+        let c = clients(&nodes, 2).await;
         let vetoed = chat.join(c[1].id(), "vipRoom").await.unwrap_err();
         assert_eq!(vetoed.to_string(), "joining rooms blocked");
         assert!(c[1].rooms().is_empty(), "a veto leaves the rooms unchanged");
@@ -195,9 +203,9 @@ async fn join_and_leave_middleware_can_veto() {
         assert_eq!(chat.leave(c[1].id(), "hotelRoom").await.unwrap_err().to_string(), "Hotel California");
         assert_eq!(c[1].rooms(), ["hotelRoom"]);
         // A destroyed connection leaves all the same: no ghost member.
-        nodes[1 % nodes.len()].destroy(&c[1]);
+        nodes[1 % nodes.len()].destroy(&c[1]).await;
         assert!(c[1].rooms().is_empty());
-        assert_eq!(chat.room_status("hotelRoom").unwrap()["membersCount"], 0);
+        assert_eq!(chat.room_status("hotelRoom").await.unwrap()["membersCount"], 0);
         assert_eq!(c[1].send_message(Message::alert("late")), Err(SendError::Closed));
     })
     .await;
@@ -275,14 +283,14 @@ fn example_middleware(nodes: &[Chat], on_receive_calls: Arc<AtomicUsize>) {
         }));
         chat.add_middleware(ChatMiddleware::new("announcedRoom join").join(|chat, conn, room| {
             if room == "announcedRoom" {
-                chat.broadcast(room, Value::from(format!("I have entered the room: {}", conn.id())))
+                chat.announce(room, Value::from(format!("I have entered the room: {}", conn.id())))
                     .map_err(|e| e.to_string())?;
             }
             Ok(())
         }));
         chat.add_middleware(ChatMiddleware::new("announcedRoom leave").leave(|chat, conn, room| {
             if room == "announcedRoom" {
-                chat.broadcast(room, Value::from(format!("I have left the room: {}", conn.id())))
+                chat.announce(room, Value::from(format!("I have left the room: {}", conn.id())))
                     .map_err(|e| e.to_string())?;
             }
             Ok(())
@@ -304,8 +312,8 @@ async fn say_middleware_runs_once_per_message_and_once_per_receiver() {
             "echolessRoom",
             "announcedRoom",
         ];
-        let chat = nodes[0].clone().with_rooms(rooms);
-        let c = clients(&nodes, 3);
+        let chat = with_rooms(&nodes[0], rooms).await;
+        let c = clients(&nodes, 3).await;
         for room in rooms {
             for conn in &c[..2] {
                 chat.join(conn.id(), room).await.unwrap();
@@ -378,8 +386,8 @@ async fn destroying_a_room_tells_its_members_and_removes_them() {
                 Err("you may not leave".into())
             }));
         }
-        let chat = nodes[0].clone().with_rooms(["doomed"]);
-        let c = clients(&nodes, 2);
+        let chat = with_rooms(&nodes[0], ["doomed"]).await;
+        let c = clients(&nodes, 2).await;
         for conn in &c {
             chat.join(conn.id(), "doomed").await.unwrap();
         }
@@ -392,7 +400,7 @@ async fn destroying_a_room_tells_its_members_and_removes_them() {
             assert!(conn.rooms().is_empty());
         }
         assert_eq!(left.lock().unwrap().len(), 2, "leave middleware ran for each member");
-        assert!(!chat.room_exists("doomed"));
+        assert!(!chat.room_exists("doomed").await.unwrap());
     })
     .await;
 }
@@ -400,7 +408,7 @@ async fn destroying_a_room_tells_its_members_and_removes_them() {
 #[tokio::test]
 async fn send_to_reaches_a_connection_on_any_node_and_times_out_when_its_node_is_gone() {
     let nodes = LocalBus::cluster(3);
-    let c = clients(&nodes, 3);
+    let c = clients(&nodes, 3).await;
     nodes[0].send_to(c[2].id(), Message::api(json!({"welcome": "hi"}))).await.unwrap();
     assert_eq!(inbox(&c[2]).await, [json!({"welcome": "hi", "context": "api"})]);
     let unknown = nodes[0].send_to("nobody", Message::alert("x")).await.unwrap_err();
@@ -417,7 +425,7 @@ async fn send_to_reaches_a_connection_on_any_node_and_times_out_when_its_node_is
 async fn verbs_follow_the_transports_allow_list() {
     let chat = Chat::new().with_rooms(["defaultRoom"]);
     let ws = live(ConnectionKind::WebSocket);
-    chat.register(&ws).unwrap();
+    chat.register(&ws).await.unwrap();
     assert_eq!(chat.verb(&ws, Verb::RoomAdd("defaultRoom".into())).await.unwrap(), json!(true));
     let view = chat.verb(&ws, Verb::RoomView("defaultRoom".into())).await.unwrap();
     assert_eq!(view["membersCount"], 1);
@@ -441,7 +449,7 @@ async fn verbs_follow_the_transports_allow_list() {
 
     // The test transport may use every verb.
     let test = live(ConnectionKind::Test);
-    chat.register(&test).unwrap();
+    chat.register(&test).await.unwrap();
     chat.verb(&test, Verb::parse("paramAdd", ["color=blue"]).unwrap()).await.unwrap();
     assert_eq!(chat.verb(&test, Verb::ParamView("color".into())).await.unwrap(), "blue");
     assert_eq!(chat.verb(&test, Verb::ParamsView).await.unwrap(), json!({"color": "blue"}));
@@ -453,7 +461,7 @@ async fn verbs_follow_the_transports_allow_list() {
     // A plain HTTP connection cannot chat and has no verbs.
     let web = Connection::new("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
     assert!(!web.can_chat());
-    assert_eq!(chat.register(&web).unwrap_err().to_string(), "this connection cannot chat");
+    assert_eq!(chat.register(&web).await.unwrap_err().to_string(), "this connection cannot chat");
     assert_eq!(web.send_message(Message::alert("x")), Err(SendError::NotPushCapable));
     let refused = chat.verb(&web, Verb::DetailsView).await.unwrap_err();
     assert_eq!(refused.to_string(), "verb not found or not allowed (detailsView)");
@@ -477,7 +485,7 @@ async fn a_full_mailbox_follows_its_policy_and_nothing_is_lost_silently() {
     );
     let speaker = live(ConnectionKind::Test);
     for conn in [&slow, &strict, &speaker] {
-        chat.register(conn).unwrap();
+        chat.register(conn).await.unwrap();
         chat.join(conn.id(), "busy").await.unwrap();
     }
     for n in 0..5 {

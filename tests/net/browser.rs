@@ -25,7 +25,7 @@ const PAGE: &str = include_str!("../../examples/chat.html");
 async fn start() -> SocketAddr {
     let chat = Chat::new().with_rooms(["defaultRoom"]);
     chat.add_middleware(ChatMiddleware::new("announce").join(|chat, conn, room| {
-        let _ = chat.broadcast(room, format!("{} joined", conn.id()).into());
+        let _ = chat.announce(room, format!("{} joined", conn.id()).into());
         Ok(())
     }));
     let app = Router::new()

@@ -66,12 +66,12 @@ impl Client {
 
 async fn members(chat: &Chat, room: &str, want: u64) {
     for _ in 0..200 {
-        if chat.room_status(room).unwrap()["membersCount"] == want {
+        if chat.room_status(room).await.unwrap()["membersCount"] == want {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("{room} never had {want} members: {}", chat.room_status(room).unwrap());
+    panic!("{room} never had {want} members: {}", chat.room_status(room).await.unwrap());
 }
 
 #[tokio::test]
@@ -83,14 +83,14 @@ async fn room_messages_arrive_as_resumable_events() {
     assert!(head.starts_with("http/1.1 200 ok"), "{head}");
     assert!(head.contains("content-type: text/event-stream"), "{head}");
     members(&chat, "news", 1).await;
-    chat.broadcast("news", json!("first")).unwrap();
+    chat.broadcast("news", json!("first")).await.unwrap();
     let got = client.until("\n\n").await;
     assert!(got.contains("id: news:1\n"), "{got}");
     assert!(
         got.contains(r#"data: {"message":"first","room":"news","from":"0","context":"user","sentAt":"#),
         "{got}"
     );
-    chat.broadcast("sport", json!("goal")).unwrap();
+    chat.broadcast("sport", json!("goal")).await.unwrap();
     let got = client.until("\n\n").await;
     assert!(got.contains("id: news:1,sport:1\n"), "{got}");
     // Idle: a keep-alive comment.
@@ -103,7 +103,7 @@ async fn room_messages_arrive_as_resumable_events() {
 
     // Meanwhile three more messages; the client comes back where it stood.
     for n in 2..=4 {
-        chat.broadcast("news", json!(format!("news {n}"))).unwrap();
+        chat.broadcast("news", json!(format!("news {n}"))).await.unwrap();
     }
     let mut client = Client::open(addr, "/events?room=news&room=sport", Some("news:1,sport:1")).await;
     let got = client.until(r#""message":"news 4""#).await;
@@ -115,7 +115,7 @@ async fn room_messages_arrive_as_resumable_events() {
     }
     assert!(!got.contains("first") && !got.contains("missed"), "nothing twice, nothing missed: {got}");
     // And live from there.
-    chat.broadcast("news", json!("live again")).unwrap();
+    chat.broadcast("news", json!("live again")).await.unwrap();
     let got = client.until("live again").await;
     assert!(got.contains("id: news:5,sport:1\n"), "{got}");
 }
@@ -128,7 +128,7 @@ async fn a_resume_past_the_replay_buffer_is_announced_not_silent() {
     let first = Client::open(addr, "/events?room=news", None).await;
     members(&chat, "news", 1).await;
     for n in 1..=4 {
-        chat.broadcast("news", json!(format!("n{n}"))).unwrap();
+        chat.broadcast("news", json!(format!("n{n}"))).await.unwrap();
     }
     drop(first);
     members(&chat, "news", 0).await;

@@ -174,7 +174,7 @@ async fn a_frame_over_the_limit_closes_with_1009_and_others_go_on() {
     assert!(matches!(closed, Some(Ok(Frame::Close(Some(ref f)))) if f.code == CloseCode::Size), "{closed:?}");
     send(&mut other, r#"{"event":"roomAdd","room":"defaultRoom","messageId":1}"#).await;
     assert_eq!(next(&mut other).await["data"], true);
-    assert_eq!(chat.room_status("defaultRoom").unwrap()["membersCount"], 1);
+    assert_eq!(chat.room_status("defaultRoom").await.unwrap()["membersCount"], 1);
 }
 
 #[tokio::test]
@@ -191,10 +191,10 @@ async fn it_works_under_axums_own_server_too() {
     send(&mut client, r#"{"event":"say","room":"defaultRoom","message":"hi","messageId":2}"#).await;
     assert_eq!(next(&mut client).await["status"], "OK");
     assert_eq!(next(&mut client).await["message"], "hi");
-    assert_eq!(chat.room_status("defaultRoom").unwrap()["membersCount"], 1);
+    assert_eq!(chat.room_status("defaultRoom").await.unwrap()["membersCount"], 1);
     drop(client);
     for _ in 0..200 {
-        if chat.room_status("defaultRoom").unwrap()["membersCount"] == 0 {
+        if chat.room_status("defaultRoom").await.unwrap()["membersCount"] == 0 {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
