@@ -162,6 +162,13 @@ pub trait Bus: Send + Sync + 'static {
         let _ = (node, room);
     }
 
+    /// Resolves once every node has handled what this node published before the
+    /// call (a barrier: tests, orderly shutdowns). A bus that delivers as it
+    /// publishes has nothing to wait for (the default).
+    fn flush(&self) -> BoxFuture<Result<(), ChatError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// What the bus counted. Zeros by default.
     fn stats(&self) -> BusStats {
         BusStats::default()

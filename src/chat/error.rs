@@ -75,3 +75,45 @@ impl From<ChatError> for HttpError {
         HttpError::new(status).message(err.to_string()).expose(expose)
     }
 }
+
+impl ChatError {
+    /// The error as it crosses the bus: a short code and its argument, so the
+    /// calling node gets back the same variant the answering node returned.
+    pub(crate) fn to_wire(&self) -> (&'static str, &str) {
+        match self {
+            ChatError::RoomExists => ("exists", ""),
+            ChatError::NoSuchRoom => ("no-room", ""),
+            ChatError::RoomRequired => ("room-required", ""),
+            ChatError::AlreadyInRoom(room) => ("in-room", room),
+            ChatError::NotInRoom(room) => ("not-in-room", room),
+            ChatError::RoomAndMessageRequired => ("message-required", ""),
+            ChatError::VerbNotAllowed(verb) => ("verb", verb),
+            ChatError::Vetoed(message) => ("veto", message),
+            ChatError::NoSuchConnection(id) => ("no-connection", id),
+            ChatError::CannotChat => ("cannot-chat", ""),
+            ChatError::RpcTimeout => ("timeout", ""),
+            ChatError::KeyRequired => ("key-required", ""),
+            ChatError::Store(reason) => ("store", reason),
+        }
+    }
+
+    /// The inverse of [`to_wire`](Self::to_wire); an unknown code (a newer peer)
+    /// reads as a veto carrying its argument.
+    pub(crate) fn from_wire(code: &str, arg: &str) -> ChatError {
+        match code {
+            "exists" => ChatError::RoomExists,
+            "no-room" => ChatError::NoSuchRoom,
+            "room-required" => ChatError::RoomRequired,
+            "in-room" => ChatError::AlreadyInRoom(arg.to_owned()),
+            "not-in-room" => ChatError::NotInRoom(arg.to_owned()),
+            "message-required" => ChatError::RoomAndMessageRequired,
+            "verb" => ChatError::VerbNotAllowed(arg.to_owned()),
+            "no-connection" => ChatError::NoSuchConnection(arg.to_owned()),
+            "cannot-chat" => ChatError::CannotChat,
+            "timeout" => ChatError::RpcTimeout,
+            "key-required" => ChatError::KeyRequired,
+            "store" => ChatError::Store(arg.to_owned()),
+            _ => ChatError::Vetoed(arg.to_owned()),
+        }
+    }
+}

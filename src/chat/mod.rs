@@ -25,6 +25,8 @@
 mod bus;
 mod error;
 mod middleware;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod rooms;
 pub mod sse;
 mod verb;
@@ -43,6 +45,8 @@ use serde_json::Value;
 pub use bus::{BoxFuture, Bus, BusStats, Command, Gap, LocalBus, Node};
 pub use error::ChatError;
 pub use middleware::ChatMiddleware;
+#[cfg(feature = "redis")]
+pub use redis::{RedisBus, RedisChat, RedisRooms};
 pub use rooms::{Member, MemoryRooms, RoomStore};
 pub use verb::{Verb, VerbSet};
 
@@ -262,6 +266,13 @@ impl Chat {
     /// reconnects.
     pub fn bus_stats(&self) -> BusStats {
         self.inner.bus.stats()
+    }
+
+    /// Waits until the other nodes have handled what this node published so far
+    /// (on Redis, a round trip to every live node; nothing to wait for in process).
+    /// Error: [`ChatError::Store`] when a node does not answer in time.
+    pub async fn flush(&self) -> Result<(), ChatError> {
+        self.inner.bus.flush().await
     }
 
     fn report_gap(&self, gap: &Gap) {

@@ -1,6 +1,7 @@
 //! Actionhero's chat behaviours (SEMANTICS.md, and answers read off a real Actionhero
-//! 29) against the public API. Every scenario runs twice: on one node, and on three
-//! nodes of `LocalBus::cluster(3)` with the connections spread over them.
+//! 29) against the public API. Every scenario runs on one node, on three nodes of
+//! `LocalBus::cluster(3)`, and (feature `redis`) on three nodes over a real
+//! `redis-server`, with the connections spread over the nodes.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +12,11 @@ use serde_json::{Value, json};
 use tower_context::chat::{Chat, ChatError, ChatMiddleware, LocalBus, Verb};
 use tower_context::connection::{Connection, ConnectionKind, MailboxConfig, Message, Overflow, SendError};
 
+tokio::task_local! {
+    /// The nodes of the scenario running, for `inbox` to flush.
+    static NODES: Vec<Chat>;
+}
+
 /// The nodes a scenario runs on: `nodes[i % len]` holds the i-th connection.
 async fn on_both<F, Fut>(scenario: F)
 where
@@ -19,6 +25,28 @@ where
 {
     scenario(vec![Chat::new()]).await;
     scenario(LocalBus::cluster(3)).await;
+    #[cfg(feature = "redis")]
+    if let Some(server) = crate::common::redis_server::RedisServer::start() {
+        let nodes = redis_cluster(&server.url(), 3).await;
+        NODES.scope(nodes.clone(), scenario(nodes)).await;
+        drop(server);
+    }
+}
+
+/// `n` nodes sharing one Redis.
+#[cfg(feature = "redis")]
+pub(crate) async fn redis_cluster(url: &str, n: usize) -> Vec<Chat> {
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let chat = tower_context::chat::RedisChat::new(url)
+            .keys(tower_context::cookies::Keys::new(["cluster secret"]))
+            .node_id(format!("node-{i}"))
+            .connect()
+            .await
+            .unwrap();
+        nodes.push(chat);
+    }
+    nodes
 }
 
 fn live(kind: ConnectionKind) -> Connection {
@@ -45,8 +73,14 @@ async fn with_rooms<'a>(chat: &Chat, rooms: impl IntoIterator<Item = &'a str>) -
     chat.clone()
 }
 
-/// The messages waiting for `conn` now, parsed.
+/// The messages waiting for `conn` now, parsed (on Redis, once every node has
+/// handled what every node published).
 async fn inbox(conn: &Connection) -> Vec<Value> {
+    if let Ok(nodes) = NODES.try_with(Clone::clone) {
+        for node in nodes {
+            node.flush().await.unwrap();
+        }
+    }
     let mut out = Vec::new();
     while conn.queued_messages() > 0 {
         let bytes = tokio::time::timeout(Duration::from_secs(1), conn.next_message()).await.unwrap().unwrap();
