@@ -94,11 +94,23 @@ impl Node {
         }
     }
 
+    /// What the node holds, for a store that lost its records (a Redis restarted
+    /// empty, a lease that lapsed while the node lived) to record again: its
+    /// connections, and its members of each room.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn holdings(&self) -> Option<Holdings> {
+        self.0.upgrade().map(|inner| Chat { inner }.holdings())
+    }
+
     /// Whether the node still lives.
     pub fn is_alive(&self) -> bool {
         self.0.strong_count() > 0
     }
 }
+
+/// What a node holds: its connections' ids, and each room's members on the node.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) type Holdings = (Vec<String>, Vec<(String, Vec<String>)>);
 
 /// Messages a bus knows were lost between nodes: `missed` envelopes from publisher
 /// `node`, in `room` (or, with no room, on the node's own channel: commands, whose
@@ -136,7 +148,14 @@ pub struct BusStats {
     pub reconnects: u64,
 }
 
-/// How chat nodes reach each other: see the [module docs](self).
+/// How chat crosses instances. A node publishes each room message once on
+/// the bus (its own members got theirs already: local receivers never wait on the
+/// bus), and asks the node that holds a connection to join, leave or push to it.
+///
+/// [`LocalBus`] connects nodes in one process; [`LocalBus::cluster`] makes `n` of them
+/// sharing one room registry, so every multi-node behaviour can be tested on any
+/// machine. `RedisBus` (feature `redis`) implements it over
+/// Redis.
 pub trait Bus: Send + Sync + 'static {
     /// Connects a node: from now on it gets what others publish and the commands
     /// addressed to it.

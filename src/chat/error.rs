@@ -76,6 +76,7 @@ impl From<ChatError> for HttpError {
     }
 }
 
+#[cfg(feature = "redis")]
 impl ChatError {
     /// The error as it crosses the bus: a short code and its argument, so the
     /// calling node gets back the same variant the answering node returned.

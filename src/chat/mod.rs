@@ -137,7 +137,7 @@ pub(crate) struct Replay {
 }
 
 /// Milliseconds since the Unix epoch, as Actionhero stamps `joinedAt` and `sentAt`.
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
@@ -301,6 +301,18 @@ impl Chat {
             }
         });
         release(held);
+    }
+
+    /// The connections this node holds, and its members of each room.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn holdings(&self) -> bus::Holdings {
+        let connections = read(&self.inner.local).keys().cloned().collect();
+        let rooms = read(&self.inner.members)
+            .iter()
+            .filter(|(_, local)| !local.members.is_empty())
+            .map(|(room, local)| (room.clone(), local.members.iter().map(|m| m.id().to_owned()).collect()))
+            .collect();
+        (connections, rooms)
     }
 
     /// This node's id.

@@ -85,7 +85,8 @@ pub(crate) fn status(room: &str, mut members: Vec<Member>) -> Value {
     serde_json::json!({ "room": room, "members": listed, "membersCount": count })
 }
 
-/// The in-process store: see the [module docs](self).
+/// The in-process store: rooms and members kept in this process, for one node or
+/// the nodes of a [`LocalBus::cluster`](super::LocalBus::cluster).
 #[derive(Default)]
 pub struct MemoryRooms {
     state: Mutex<State>,

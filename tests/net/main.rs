@@ -9,6 +9,8 @@ mod common;
 mod browser;
 mod connection;
 mod lifecycle;
+#[cfg(feature = "redis")]
+mod redis;
 mod server;
 mod sse;
 mod streaming;

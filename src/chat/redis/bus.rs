@@ -36,8 +36,18 @@ const RETRY_EVERY: Duration = Duration::from_millis(25);
 /// How long a flush waits for every live node to answer.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The Redis bus of one node: see the [module docs](self). Made by
-/// [`RedisChat`](super::RedisChat).
+/// [`RedisBus`]: chat nodes reaching each other through Redis pub/sub.
+///
+/// Channels (under the prefix): `room:NAME` per room, subscribed by a node only while
+/// it has members there; `node:ID` per node, for the commands addressed to it and
+/// the answers to its own; `all`, for flush barriers. Every envelope carries its
+/// sender and, on its channel, the sender's next sequence number: a receiver that
+/// sees a number skipped knows how many it lost. Lost tails are caught by marks: a
+/// node that subscribes or reconnects asks each room "where are you?" and every node
+/// answers with its current number there; a node whose own publishes failed tells
+/// its current numbers once it is connected again.
+///
+/// Made by [`RedisChat`](super::RedisChat).
 pub struct RedisBus {
     shared: Arc<Shared>,
 }

@@ -60,6 +60,15 @@ impl Names {
     fn conns(&self) -> String {
         format!("{}conns", self.prefix)
     }
+    fn room(&self, room: &str) -> String {
+        format!("{}room:{room}", self.prefix)
+    }
+    fn node_conns(&self, node: &str) -> String {
+        format!("{}conns:{node}", self.prefix)
+    }
+    fn held(&self, node: &str) -> String {
+        format!("{}held:{node}", self.prefix)
+    }
     fn nodes(&self) -> String {
         format!("{}nodes", self.prefix)
     }
@@ -181,7 +190,7 @@ impl RedisChat {
             format!("node-{:016x}", getrandom::u64().unwrap_or_else(|_| u64::from(std::process::id())))
         });
         let names = Arc::new(Names { prefix: self.prefix });
-        let rooms = RedisRooms::new(conn.clone(), Arc::clone(&names), self.lease);
+        let rooms = RedisRooms::new(conn.clone(), Arc::clone(&names), self.lease, self.rooms.clone());
         rooms.renew(&id).await.map_err(store_error)?;
         let bus = RedisBus::start(conn, pushed, names, id.clone(), keys, self.max_envelope).await?;
         let chat = Chat::node_with(id, Arc::new(bus), Arc::new(rooms), self.rpc_timeout);

@@ -21,13 +21,27 @@ use crate::chat::ChatError;
 use crate::chat::bus::{BoxFuture, Node};
 use crate::chat::rooms::{Member, RoomStore};
 
-/// The Redis room store: see the [module docs](self). Made by
-/// [`RedisChat`](super::RedisChat).
+/// [`RedisRooms`]: the room registry and membership in Redis, with a lease per node.
+///
+/// Keys (under the prefix): `rooms`, the set of rooms; `room:NAME`, a hash of member
+/// id to `NODE\nJOINED_AT`; `conns`, a hash of connection id to the node holding it;
+/// per node, `held:ID` (its memberships, `CONNECTION\nROOM`) and `conns:ID` (its
+/// connections), so a dead node's records can be found without a scan; `nodes`,
+/// the set of nodes, and `lease:ID`, a key that expires unless its node renews it.
+/// Changes that touch several keys run as one Lua script: each is whole.
+///
+/// Every node renews its lease every third of the lease and looks for nodes whose
+/// lease has lapsed: one sweeper wins each dead node, removes its members and
+/// connections, and runs the leave middleware for each member it removed.
+///
+/// Made by [`RedisChat`](super::RedisChat).
 #[derive(Clone)]
 pub struct RedisRooms {
     conn: ConnectionManager,
     names: Arc<Names>,
     lease: Duration,
+    /// The starting rooms, made again if Redis comes back empty.
+    starting: Arc<[String]>,
 }
 
 impl std::fmt::Debug for RedisRooms {
@@ -132,8 +146,13 @@ fn members(flat: Vec<String>) -> Vec<Member> {
 }
 
 impl RedisRooms {
-    pub(super) fn new(conn: ConnectionManager, names: Arc<Names>, lease: Duration) -> RedisRooms {
-        RedisRooms { conn, names, lease }
+    pub(super) fn new(
+        conn: ConnectionManager,
+        names: Arc<Names>,
+        lease: Duration,
+        starting: Vec<String>,
+    ) -> RedisRooms {
+        RedisRooms { conn, names, lease, starting: starting.into() }
     }
 
     /// Runs `script` with the prefix first among its arguments.
@@ -158,11 +177,11 @@ impl RedisRooms {
         Box::pin(async move { cmd.query_async(&mut conn).await.map_err(|e| store_error(&e)) })
     }
 
-    /// Records node `id` and (re)starts its lease.
-    pub(super) async fn renew(&self, id: &str) -> Result<(), redis::RedisError> {
+    /// Records node `id` and (re)starts its lease; whether the lease was there.
+    pub(super) async fn renew(&self, id: &str) -> Result<bool, redis::RedisError> {
         let mut conn = self.conn.clone();
         let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX).max(1);
-        redis::pipe()
+        let (previous,): (Option<String>,) = redis::pipe()
             .cmd("SADD")
             .arg(self.names.nodes())
             .arg(id)
@@ -172,14 +191,42 @@ impl RedisRooms {
             .arg(1)
             .arg("PX")
             .arg(lease_ms)
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await
+            .arg("GET")
+            .query_async(&mut conn)
+            .await?;
+        Ok(previous.is_some())
     }
 
-    /// Renews `node`'s lease, then sweeps the nodes whose lease lapsed.
+    /// Records again what `node` holds, after its records were lost (Redis came
+    /// back empty, or the lease lapsed while the node lived and it was swept): its
+    /// connections, its members (joined now, as far as the store knows), the rooms
+    /// they are in and the starting rooms.
+    async fn restore(&self, node: &Node, id: &str) -> Result<(), redis::RedisError> {
+        let Some((connections, rooms)) = node.holdings() else { return Ok(()) };
+        let joined = format!("{id}\n{}", crate::chat::now_ms());
+        let mut pipe = redis::pipe();
+        for room in self.starting.iter().chain(rooms.iter().map(|(room, _)| room)) {
+            pipe.cmd("SADD").arg(self.names.rooms()).arg(room).ignore();
+        }
+        for connection in &connections {
+            pipe.cmd("HSET").arg(self.names.conns()).arg(connection).arg(id).ignore();
+            pipe.cmd("SADD").arg(self.names.node_conns(id)).arg(connection).ignore();
+        }
+        for (room, members) in &rooms {
+            for member in members {
+                pipe.cmd("HSETNX").arg(self.names.room(room)).arg(member).arg(&joined).ignore();
+                pipe.cmd("SADD").arg(self.names.held(id)).arg(format!("{member}\n{room}")).ignore();
+            }
+        }
+        pipe.query_async::<()>(&mut self.conn.clone()).await
+    }
+
+    /// Renews `node`'s lease (recording again what it holds if the store lost
+    /// it), then sweeps the nodes whose lease lapsed.
     async fn tend(&self, node: &Node, id: &str) -> Result<(), redis::RedisError> {
-        self.renew(id).await?;
+        if !self.renew(id).await? {
+            self.restore(node, id).await?;
+        }
         let mut conn = self.conn.clone();
         let nodes: Vec<String> =
             redis::cmd("SMEMBERS").arg(self.names.nodes()).query_async(&mut conn).await?;
