@@ -3,6 +3,10 @@
 //! ```text
 //! cargo run --example demo            # listens on 127.0.0.1:3000
 //! PORT=8080 cargo run --example demo  # another port
+//!
+//! # two demos sharing one chat through Redis
+//! REDIS_URL=redis://127.0.0.1:6379/ PORT=3000 cargo run --example demo
+//! REDIS_URL=redis://127.0.0.1:6379/ PORT=3001 cargo run --example demo
 //! ```
 //!
 //! The README walks through it with curl.
@@ -17,7 +21,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use tower_context::body::Body;
 use tower_context::chat::ws::WebSocketChat;
-use tower_context::chat::{Chat, ChatMiddleware};
+use tower_context::chat::{Chat, ChatMiddleware, RedisChat};
 use tower_context::conditional::conditional_get;
 use tower_context::cookies::Cookie;
 use tower_context::response::{etag, redirect};
@@ -67,7 +71,14 @@ async fn index() -> &'static str {
      GET /page                  ETag and conditional GET: 304 on a match\n\
      GET /connection            the connection's details (Actionhero's detailsView)\n\
      GET /chat                  a chat page: open it in two tabs (rooms over WebSocket)\n\
-     GET /ws                    the chat's WebSocket: Actionhero's JSON protocol\n"
+     GET /ws                    the chat's WebSocket: Actionhero's JSON protocol\n\
+     (start two demos with the same REDIS_URL and their chats are one)\n"
+}
+
+/// The keys that sign cookies and, with `REDIS_URL`, the chat's envelopes between
+/// demos: newest first.
+fn keys() -> Keys {
+    Keys::new(["demo-key-2026", "demo-key-2025"])
 }
 
 /// The chat page: plain HTML and JavaScript, no build step.
@@ -77,8 +88,16 @@ async fn chat_page() -> axum::response::Html<&'static str> {
 
 /// The demo's chat: one starting room, and a middleware that announces who joins
 /// and leaves (from "0", the server), so every page can refresh its member list.
-fn chat() -> Chat {
-    let chat = Chat::new().with_rooms(["defaultRoom"]);
+/// With `REDIS_URL` set, a node of a chat shared with every demo on that Redis.
+async fn chat() -> Result<Chat, tower_context::chat::ChatError> {
+    let chat = match std::env::var("REDIS_URL") {
+        Ok(url) => {
+            let chat = RedisChat::new(&url).keys(keys()).rooms(["defaultRoom"]).connect().await?;
+            println!("chat node {} on {url}", chat.id());
+            chat
+        }
+        Err(_) => Chat::new().with_rooms(["defaultRoom"]),
+    };
     chat.add_middleware(
         ChatMiddleware::new("announce")
             .join(|chat, conn, room| {
@@ -90,7 +109,7 @@ fn chat() -> Chat {
                 Ok(())
             }),
     );
-    chat
+    Ok(chat)
 }
 
 async fn login(ctx: Context) -> Result<String, HttpError> {
@@ -264,8 +283,8 @@ async fn slow() -> &'static str {
     "slow answer\n"
 }
 
-fn app(connections: Connections) -> Router {
-    let chat = WebSocketChat::new(chat()).registry(connections);
+fn app(connections: Connections, chat: Chat) -> Router {
+    let chat = WebSocketChat::new(chat).registry(connections);
     Router::new()
         .route("/", get(index))
         .route("/chat", get(chat_page))
@@ -290,7 +309,7 @@ fn app(connections: Connections) -> Router {
             ContextLayer::new()
                 // Newest key first: it signs; the older one still verifies, and a
                 // cookie it signed is re-signed with the newest on the way out.
-                .keys(Keys::new(["demo-key-2026", "demo-key-2025"]))
+                .keys(keys())
                 .signed_format(SignedFormat::KEYGRIP)
                 // The demo runs on plain http; real apps behind TLS keep the default.
                 .allow_secure_cookies_over_http(true)
@@ -308,8 +327,9 @@ async fn main() -> std::io::Result<()> {
     let port = std::env::var("PORT").ok().and_then(|p| p.parse::<u16>().ok()).unwrap_or(3000);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("tower-context demo on http://{}", listener.local_addr()?);
+    let chat = chat().await.map_err(std::io::Error::other)?;
     let connections = Connections::new();
-    tower_context::serve(listener, app(connections.clone()))
+    tower_context::serve(listener, app(connections.clone(), chat))
         .with_connections(connections)
         .on_connection_open(|conn| println!("connection {} open from {}", conn.id(), conn.remote_addr()))
         .on_connection_close(|conn| {

@@ -201,3 +201,50 @@ async fn it_works_under_axums_own_server_too() {
     }
     panic!("the client that went away is still a member");
 }
+
+/// Two servers whose chats are nodes on one Redis (what two demos with the same
+/// `REDIS_URL` do): clients of either are in the same rooms.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn two_servers_on_one_redis_are_one_chat() {
+    use tower_context::chat::RedisChat;
+    use tower_context::cookies::Keys;
+
+    let Some(redis) = crate::common::redis_server::RedisServer::start() else { return };
+    let node = |id: &str| {
+        RedisChat::new(redis.url())
+            .keys(Keys::new(["shared secret"]))
+            .node_id(id)
+            .rooms(["defaultRoom"])
+            .connect()
+    };
+    let (one, _) = start(node("one").await.unwrap()).await;
+    let (two, _) = start(node("two").await.unwrap()).await;
+    let mut ann = connect(one, "").await;
+    let mut bob = connect(two, "").await;
+    for client in [&mut ann, &mut bob] {
+        next(client).await;
+        send(client, r#"{"event":"roomAdd","room":"defaultRoom","messageId":1}"#).await;
+        assert_eq!(
+            next(client).await,
+            json!({"status": "OK", "context": "response", "data": true, "messageId": 1})
+        );
+    }
+    send(&mut bob, r#"{"event":"say","room":"defaultRoom","message":"hello from two","messageId":2}"#).await;
+    assert_eq!(next(&mut bob).await, json!({"status": "OK", "context": "response", "messageId": 2}));
+    let own = next(&mut bob).await;
+    let heard = next(&mut ann).await;
+    assert_eq!(heard, own, "the same frame on both servers");
+    assert_eq!(
+        (heard["message"].as_str(), heard["context"].as_str()),
+        (Some("hello from two"), Some("user"))
+    );
+
+    send(&mut ann, r#"{"event":"roomView","room":"defaultRoom","messageId":3}"#).await;
+    let view = next(&mut ann).await;
+    assert_eq!(view["data"]["membersCount"], 2);
+    assert!(
+        view["data"]["members"].get(heard["from"].as_str().unwrap()).is_some(),
+        "bob, held by the other server"
+    );
+}
