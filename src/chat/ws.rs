@@ -144,9 +144,12 @@ impl WebSocketChat {
     }
 
     async fn run(self, mut socket: WebSocket, conn: Connection) {
-        if let Err(err) = self.chat.register(&conn).await {
-            // The store cannot be reached: say so, and close as a server error.
-            let alert = Message::alert(err.to_string());
+        if let Err(_err) = self.chat.register(&conn).await {
+            // The store cannot be reached: say so (its reason stays on the server,
+            // as over HTTP), and close as a server error.
+            #[cfg(feature = "tracing")]
+            tracing::error!(error = %_err, connection = conn.id(), "chat registration failed");
+            let alert = Message::alert("chat store unavailable");
             if let Ok(text) = Utf8Bytes::try_from(alert.into_bytes()) {
                 let _ = socket.send(Frame::Text(text)).await;
             }

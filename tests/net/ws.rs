@@ -248,3 +248,24 @@ async fn two_servers_on_one_redis_are_one_chat() {
         "bob, held by the other server"
     );
 }
+
+/// Redis gone: a new client is told the chat store is unavailable (not why) and the
+/// socket closes as a server error (1011), instead of a chat that cannot work.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_client_is_told_when_the_chat_store_is_unreachable() {
+    use tower_context::chat::RedisChat;
+    use tower_context::cookies::Keys;
+
+    let Some(mut redis) = crate::common::redis_server::RedisServer::start() else { return };
+    let chat = RedisChat::new(redis.url()).keys(Keys::new(["secret"])).connect().await.unwrap();
+    let (addr, _) = start(chat).await;
+    redis.kill();
+    let mut client = connect(addr, "").await;
+    assert_eq!(next(&mut client).await, json!({"message": "chat store unavailable", "context": "alert"}));
+    let closed = tokio::time::timeout(Duration::from_secs(10), client.next()).await.unwrap();
+    assert!(
+        matches!(closed, Some(Ok(Frame::Close(Some(ref f)))) if f.code == CloseCode::Error && f.reason == "chat store unavailable"),
+        "{closed:?}"
+    );
+}
