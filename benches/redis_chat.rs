@@ -130,6 +130,111 @@ async fn paced(rate: u64, total: u64, mut send: impl AsyncFnMut(u64)) -> Duratio
     started.elapsed()
 }
 
+/// socketioxide's Redis adapter (socketioxide-redis, the same `redis` crate): three
+/// `SocketIo` servers on one Redis, a dummy socket (its test harness) on each
+/// joined to the room; `io.to(room).emit` on server 0, timed until the socket on
+/// server `to` has the packet. One at a time, then sustained like ours.
+mod socketioxide_redis_rows {
+    use super::*;
+    use engineioxide::Packet;
+    use socketioxide::SocketIo;
+    use socketioxide::adapter::Emitter;
+    use socketioxide::extract::SocketRef;
+    use socketioxide_redis::{RedisAdapter, RedisAdapterCtr};
+    use tokio::sync::mpsc::Receiver;
+
+    pub(super) struct Cluster {
+        servers: Vec<SocketIo<RedisAdapter<Emitter>>>,
+        sockets: Vec<Receiver<Packet>>,
+        // Dropping a dummy socket's sender disconnects it.
+        _senders: Vec<tokio::sync::mpsc::Sender<Packet>>,
+    }
+
+    pub(super) async fn cluster(url: &str) -> Cluster {
+        let mut servers = Vec::new();
+        let (mut sockets, mut senders) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            // Its driver takes pub/sub messages as RESP3 pushes.
+            let client = redis::Client::open(format!("{url}?protocol=resp3")).unwrap();
+            let adapter = RedisAdapterCtr::new_with_redis(&client).await.unwrap();
+            let (_svc, io) = SocketIo::builder().with_adapter::<RedisAdapter<_>>(adapter).build_svc();
+            io.ns("/", async |socket: SocketRef<RedisAdapter<Emitter>>| socket.join("bench")).await.unwrap();
+            let (tx, mut rx) = io.new_dummy_sock("/", ()).await;
+            rx.recv().await.unwrap(); // its connect packet
+            servers.push(io);
+            sockets.push(rx);
+            senders.push(tx);
+        }
+        Cluster { servers, sockets, _senders: senders }
+    }
+
+    fn stamp_of(packet: &Packet, origin: Instant) -> Option<Duration> {
+        let Packet::Message(text) = packet else { return None };
+        // 42["message","   MICROS xxx"]
+        let micros: u64 = text.as_str().split('"').nth(3)?.split_whitespace().next()?.parse().ok()?;
+        Some(origin.elapsed().saturating_sub(Duration::from_micros(micros)))
+    }
+
+    pub(super) async fn one_at_a_time(cluster: &mut Cluster, n: u64, origin: Instant) -> Vec<Duration> {
+        let mut times = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let started = Instant::now();
+            let payload = stamped(origin);
+            cluster.servers[0].to("bench").emit("message", &payload).await.unwrap();
+            cluster.sockets[1].recv().await.unwrap();
+            times.push(started.elapsed());
+            // The other sockets' copies, untimed.
+            cluster.sockets[0].recv().await.unwrap();
+            cluster.sockets[2].recv().await.unwrap();
+        }
+        times
+    }
+
+    pub(super) async fn sustained(
+        cluster: Cluster,
+        rate: u64,
+        total: u64,
+        origin: Instant,
+    ) -> Vec<Vec<Duration>> {
+        let Cluster { servers, sockets, _senders } = cluster;
+        let mut sockets = sockets.into_iter();
+        let mut own = sockets.next().unwrap();
+        tokio::spawn(async move { while own.recv().await.is_some() {} });
+        let listeners: Vec<_> = sockets
+            .map(|mut rx| {
+                tokio::spawn(async move {
+                    let mut latencies = Vec::with_capacity(total as usize);
+                    while (latencies.len() as u64) < total {
+                        let Ok(Some(packet)) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await
+                        else {
+                            break;
+                        };
+                        latencies.extend(stamp_of(&packet, origin));
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        let io = servers[0].clone();
+        // The millisecond's messages go out together, as ours and the floor's do (one
+        // pipeline per tick), not one round trip after another.
+        paced(rate, total, async |n| {
+            let emits = (0..n).map(|_| {
+                let io = io.clone();
+                async move { io.to("bench").emit("message", &stamped(origin)).await.unwrap() }
+            });
+            futures_util::future::join_all(emits).await;
+        })
+        .await;
+        let mut out = Vec::new();
+        for listener in listeners {
+            out.push(listener.await.unwrap());
+        }
+        drop(_senders);
+        out
+    }
+}
+
 /// A message of about 100 bytes on the wire, saying when it was said.
 fn stamped(origin: Instant) -> serde_json::Value {
     json!(format!("{:>12} {}", origin.elapsed().as_micros(), "x".repeat(24)))
@@ -189,6 +294,13 @@ async fn main() {
         times.push(started.elapsed());
     }
     row("`Chat::say` on node 0 to a member on node 1", &mut times, Some(floor));
+    let mut sio = socketioxide_redis_rows::cluster(&url).await;
+    let mut sio_times = socketioxide_redis_rows::one_at_a_time(&mut sio, serial, origin).await;
+    row(
+        "socketioxide-redis: `io.to(room).emit` on server 0 to a socket on server 1",
+        &mut sio_times,
+        Some(floor),
+    );
     for chat in &nodes {
         chat.flush().await.unwrap();
     }
@@ -258,6 +370,18 @@ async fn main() {
             stats.missed,
         );
         assert_eq!(latencies.len() as u64 + stats.missed, said, "delivered or reported, every one");
+    }
+    let sio_results = socketioxide_redis_rows::sustained(sio, rate, total, origin).await;
+    for (i, mut latencies) in sio_results.into_iter().enumerate() {
+        latencies.sort();
+        println!(
+            "| socketioxide-redis, socket on server {} | {} | {:.3} | {:.3} | {:.3} | - | not reported |",
+            i + 1,
+            latencies.len(),
+            ms(percentile(&latencies, 0.5)),
+            ms(percentile(&latencies, 0.99)),
+            ms(*latencies.last().unwrap()),
+        );
     }
     let mut floor = bare_sustained(&url, rate, total, origin).await;
     floor.sort();
