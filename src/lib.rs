@@ -161,6 +161,9 @@
 //! | `axum` | yes | extractors (`Context`, `Cookies`, `Connection`) and `IntoResponse` for `HttpError` and `Ended`; needs only `axum-core` |
 //! | `server` | yes | [`serve`]: the connection-tracking hyper server |
 //! | `ws` | no | `chat::ws`: chat over WebSocket, Actionhero's protocol (brings the `axum` crate) |
+//! | `redis` | no | `chat::RedisChat`: chat across instances on Redis (and `session::RedisStore` with `sessions`) |
+//! | `sessions` | no | `ctx.session()`: per-client data kept across requests (`session` module) |
+//! | `tower-sessions` | no | `session::TowerSessionsStore`: any tower-sessions store behind `ctx.session()` |
 //! | `tls` | no | [`serve`] terminates TLS itself (rustls, ring provider): see `server::Serve::tls` |
 //! | `connect-info` | no | `Connection` as axum's connect info, for `axum::serve` (brings the `axum` crate) |
 //! | `tracing` | yes | logs errors that are not exposed or are 5xx (as Toa does) as `tracing` events; install a subscriber to see them |
@@ -183,6 +186,8 @@ pub mod cookies;
 
 // Phase 2: the live connection. It uses the connection record, never the layer.
 pub mod chat;
+#[cfg(feature = "sessions")]
+pub mod session;
 
 // Helpers: they may use the context, never the layer.
 pub mod conditional;

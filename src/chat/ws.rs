@@ -106,10 +106,15 @@ impl WebSocketChat {
 
     /// A `GET` route that upgrades to the chat protocol.
     pub fn route<S: Clone + Send + Sync + 'static>(self) -> MethodRouter<S> {
-        get(move |upgrade: WebSocketUpgrade, http: Option<Connection>, RawQuery(query): RawQuery| {
-            let socket = self.clone();
-            async move { socket.upgrade(upgrade, http.as_ref(), query.as_deref()) }
-        })
+        get(
+            move |upgrade: WebSocketUpgrade,
+                  http: Option<Connection>,
+                  ctx: Option<axum::Extension<crate::Context>>,
+                  RawQuery(query): RawQuery| {
+                let socket = self.clone();
+                async move { socket.upgrade_in(upgrade, http.as_ref(), query.as_deref(), ctx.as_deref()) }
+            },
+        )
     }
 
     /// Upgrades one request: `http` is the connection it came on (for the client's
@@ -119,6 +124,18 @@ impl WebSocketChat {
         upgrade: WebSocketUpgrade,
         http: Option<&Connection>,
         query: Option<&str>,
+    ) -> Response {
+        self.upgrade_in(upgrade, http, query, None)
+    }
+
+    /// [`upgrade`](Self::upgrade), keeping the session of the request's `ctx` (under
+    /// [`ContextLayer`](crate::ContextLayer)) with the connection.
+    fn upgrade_in(
+        &self,
+        upgrade: WebSocketUpgrade,
+        http: Option<&Connection>,
+        query: Option<&str>,
+        ctx: Option<&crate::Context>,
     ) -> Response {
         let unknown = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
         let (remote, local) = http.map_or((unknown, unknown), |c| (c.remote_addr(), c.local_addr()));
@@ -132,6 +149,12 @@ impl WebSocketChat {
         }
         #[cfg(not(feature = "server"))]
         let _ = query;
+        #[cfg(feature = "sessions")]
+        if let Some(ctx) = ctx {
+            conn.keep_session_of(ctx);
+        }
+        #[cfg(not(feature = "sessions"))]
+        let _ = ctx;
         let this = self.clone();
         // tungstenite reads in 128 KiB chunks by default, allocated up front for every
         // socket: most of an idle client's memory. Chat frames are small.

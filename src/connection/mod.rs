@@ -170,6 +170,10 @@ struct Inner {
     destroy: Notify,
     /// Push-capable connections only.
     mailbox: Option<mailbox::Mailbox>,
+    /// The session of the request that opened a live connection (a WebSocket's
+    /// upgrade), kept for the connection's life; its type is the session module's.
+    #[cfg(feature = "sessions")]
+    session: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
     /// When the record was made, on the monotonic clock.
     #[cfg(feature = "server")]
     started: std::time::Instant,
@@ -385,6 +389,8 @@ impl Connection {
                 destroyed: AtomicBool::new(false),
                 destroy: Notify::new(),
                 mailbox,
+                #[cfg(feature = "sessions")]
+                session: std::sync::OnceLock::new(),
                 rooms: Mutex::new(Vec::new()),
                 #[cfg(feature = "server")]
                 started: std::time::Instant::now(),
@@ -392,6 +398,19 @@ impl Connection {
                 last_activity: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Keeps the session of the request that opened this connection (the first
+    /// one kept stays).
+    #[cfg(feature = "sessions")]
+    pub(crate) fn keep_session(&self, session: Arc<dyn std::any::Any + Send + Sync>) {
+        let _ = self.inner.session.set(session);
+    }
+
+    /// The session kept by [`keep_session`](Self::keep_session).
+    #[cfg(feature = "sessions")]
+    pub(crate) fn kept_session(&self) -> Option<&Arc<dyn std::any::Any + Send + Sync>> {
+        self.inner.session.get()
     }
 
     /// The connection's id, unique within the process (Actionhero's `id`).

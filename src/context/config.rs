@@ -39,6 +39,9 @@ pub(crate) struct Config {
     pub(crate) cookies: CookieConfig,
     pub(crate) trust_proxy: TrustProxy,
     pub(crate) first_frame: bool,
+    /// Settings of optional features whose modules sit above the context (the
+    /// session store, say), by type.
+    pub(crate) features: http::Extensions,
 }
 
 impl Default for Config {
@@ -51,6 +54,7 @@ impl Default for Config {
             cookies: CookieConfig::default(),
             trust_proxy: TrustProxy::default(),
             first_frame: false,
+            features: http::Extensions::new(),
         }
     }
 }

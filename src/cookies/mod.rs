@@ -447,15 +447,46 @@ impl Cookies {
                 let signed = seal(keys, cookie, false)?;
                 self.jar().put(signed, false);
             }
-            SignedFormat::Keygrip(hash) => {
-                let mut sig = cookie.clone();
-                sig.set_name(format!("{}.sig", cookie.name()));
-                sig.set_value(sign_keygrip(hash, keys, cookie.name(), cookie.value()));
-                let mut jar = self.jar();
-                jar.put(cookie, false);
-                jar.put(sig, false);
-            }
+            SignedFormat::Keygrip(hash) => self.put_keygrip(hash, keys, cookie),
         }
+        Ok(())
+    }
+
+    /// Puts a prepared cookie and its Keygrip `name.sig` companion in the jar.
+    fn put_keygrip(&self, hash: KeygripHash, keys: &Keys, cookie: Cookie<'static>) {
+        let mut sig = cookie.clone();
+        sig.set_name(format!("{}.sig", cookie.name()));
+        sig.set_value(sign_keygrip(hash, keys, cookie.name(), cookie.value()));
+        let mut jar = self.jar();
+        jar.put(cookie, false);
+        jar.put(sig, false);
+    }
+
+    /// The Keygrip hash of the layer's format (SHA-1, Koa's default, when the layer
+    /// signs in the cookie crate's format).
+    fn keygrip_hash(&self) -> KeygripHash {
+        match self.inner.config.format {
+            SignedFormat::Keygrip(hash) => hash,
+            SignedFormat::Cookie => KeygripHash::Sha1,
+        }
+    }
+
+    /// [`get_signed`](Self::get_signed) in Keygrip's format whatever the layer's:
+    /// for a cookie whose value must stay as it is (the session id, which is also
+    /// the client's fingerprint).
+    #[cfg_attr(not(feature = "sessions"), allow(dead_code))]
+    pub(crate) fn get_keygrip(&self, name: &str) -> Result<Option<String>, CookieError> {
+        let keys = self.keys()?;
+        let Some(value) = self.get(name) else { return Ok(None) };
+        Ok(self.verify_keygrip(self.keygrip_hash(), keys, name, value))
+    }
+
+    /// [`set_signed`](Self::set_signed) in Keygrip's format whatever the layer's.
+    #[cfg_attr(not(feature = "sessions"), allow(dead_code))]
+    pub(crate) fn set_keygrip(&self, cookie: Cookie<'static>) -> Result<(), CookieError> {
+        let keys = self.keys()?;
+        let cookie = self.prepare(cookie, true)?;
+        self.put_keygrip(self.keygrip_hash(), keys, cookie);
         Ok(())
     }
 

@@ -91,6 +91,17 @@ impl ContextLayer {
         self
     }
 
+    /// Gives every request a session ([`Context::session`](crate::Context::session)),
+    /// kept in `sessions`' store under a signed id cookie: see the
+    /// [`session`](crate::session) module. Needs [`keys`](Self::keys).
+    #[cfg(feature = "sessions")]
+    #[must_use]
+    pub fn sessions(self, sessions: crate::session::Sessions) -> Self {
+        self.with(|config| {
+            config.features.insert(sessions);
+        })
+    }
+
     /// Whether a panic in the inner service or a hook becomes a 500 response (the
     /// default) or unwinds to the server.
     #[must_use]

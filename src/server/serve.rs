@@ -777,7 +777,9 @@ where
             }
         };
         let mut response = response;
-        if let Some(cookie) = this.set_cookie.take() {
+        if let Some(cookie) = this.set_cookie.take()
+            && !sets_cookie(response.headers(), &cookie)
+        {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
         if this.http1.take().is_some_and(|conn| conn.is_destroyed()) {
@@ -789,6 +791,17 @@ where
         }
         Poll::Ready(Ok(response))
     }
+}
+
+/// Whether the app's response already sets the cookie `ours` sets (the session
+/// layer's signed `sessionID`, say): then the app's wins, and the fingerprint is
+/// what it set from the next request on.
+fn sets_cookie(headers: &http::HeaderMap, ours: &HeaderValue) -> bool {
+    let name = ours.as_bytes().split(|&b| b == b'=').next().unwrap_or_default();
+    headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .any(|line| line.as_bytes().strip_prefix(name).is_some_and(|rest| rest.first() == Some(&b'=')))
 }
 
 fn own<B>(response: Response<Body>) -> Response<ConnectionBody<B>> {

@@ -12,3 +12,5 @@ mod errors;
 mod helpers;
 mod proxy;
 mod races;
+#[cfg(feature = "sessions")]
+mod sessions;

@@ -871,3 +871,64 @@ async fn a_huge_cookie_header_is_read_only_as_far_as_the_limit() {
         assert_eq!(response.header("set-cookie").is_some(), !adopted);
     }
 }
+
+/// Under `serve`, the session's signed `sessionID` is the fingerprint cookie: the
+/// first response sends the session's (not a second, unsigned one), every later
+/// request's fingerprint is the session id, and a WebSocket of the same client holds
+/// the same session.
+#[cfg(all(feature = "sessions", feature = "ws"))]
+#[tokio::test]
+async fn the_session_id_is_the_fingerprint_and_a_websocket_shares_the_session() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tower_context::chat::Chat;
+    use tower_context::chat::ws::WebSocketChat;
+    use tower_context::session::Sessions;
+    use tower_context::{Context, ContextLayer, HttpError, Keys};
+
+    async fn visits(ctx: Context) -> Result<String, HttpError> {
+        let n = ctx.session().get::<u64>("visits").await?.unwrap_or(0) + 1;
+        ctx.session().insert("visits", n).await?;
+        Ok(n.to_string())
+    }
+    let connections = Connections::new();
+    let app = Router::new()
+        .route("/visits", get(visits))
+        .route("/fingerprint", get(|Extension(f): Extension<Fingerprint>| async move { f.to_string() }))
+        .route("/ws", WebSocketChat::new(Chat::new()).registry(connections.clone()).route())
+        .layer(ContextLayer::new().keys(Keys::new(["k"])).sessions(Sessions::memory()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(tower_context::serve(listener, app).with_connections(connections.clone()).into_future());
+
+    let mut raw = Raw { stream: BufReader::new(TcpStream::connect(addr).await.unwrap()) };
+    let first = raw.get("/visits").await;
+    let cookies: Vec<&str> =
+        first.headers.iter().filter(|(n, _)| n == "set-cookie").map(|(_, v)| v.as_str()).collect();
+    assert_eq!(cookies.len(), 2, "the session's id and signature, no second sessionID: {cookies:?}");
+    let id = cookies[0].strip_prefix("sessionID=").unwrap().split(';').next().unwrap().to_owned();
+    let sig = cookies[1].strip_prefix("sessionID.sig=").unwrap().split(';').next().unwrap().to_owned();
+    let cookie = format!("sessionID={id}; sessionID.sig={sig}");
+    raw.send(get_request("/fingerprint", &format!("cookie: {cookie}\r\n")).as_bytes()).await;
+    assert_eq!(raw.response().await.unwrap().body, id, "the fingerprint is the session id");
+
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    request.headers_mut().insert("cookie", cookie.parse().unwrap());
+    let (_client, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let socket = timeout(BOUND, async {
+        loop {
+            let found = connections.iter().into_iter().find(|c| c.kind().as_str() == "websocket");
+            match found {
+                Some(conn) => break conn,
+                None => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let session = socket.session().expect("the upgrade's session is kept");
+    assert_eq!(session.get::<u64>("visits").await.unwrap(), Some(1));
+    session.insert("visits", 41).await.unwrap();
+    session.save().await.unwrap();
+    raw.send(get_request("/visits", &format!("cookie: {cookie}\r\n")).as_bytes()).await;
+    assert_eq!(raw.response().await.unwrap().body, "42", "what the socket saved, HTTP sees");
+}

@@ -1,0 +1,502 @@
+//! Sessions (feature `sessions`): per-client data kept across requests, WebSocket
+//! connections and (with a shared store) instances. Actionhero's
+//! `connection.session`, koa-session's `ctx.session`.
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use tower_context::session::Sessions;
+//! use tower_context::{Context, ContextLayer, HttpError, Keys};
+//!
+//! async fn visits(ctx: Context) -> Result<String, HttpError> {
+//!     let session = ctx.session();
+//!     let visits = session.get::<u64>("visits").await?.unwrap_or(0) + 1;
+//!     session.insert("visits", visits).await?;
+//!     Ok(format!("visit number {visits}\n"))
+//! }
+//!
+//! let app: Router = Router::new().route("/visits", get(visits)).layer(
+//!     ContextLayer::new()
+//!         .keys(Keys::new(["a long random secret"]))
+//!         .sessions(Sessions::memory()),
+//! );
+//! ```
+//!
+//! How it behaves:
+//! - **Lazy.** A request that never calls a session method that needs the data
+//!   makes no store round trip and sends no cookie.
+//! - **Saved once, when changed.** After the handler, before the response leaves
+//!   (an after-hook), the session is saved if its data changed, its id was cycled or
+//!   it was flushed; a store that fails turns the response into a 503 `session store
+//!   unavailable`, and neither the cookie nor anything else is sent half-done. With
+//!   an idle expiry, a session read but not changed is saved again (its expiry
+//!   pushed back) once a quarter of the idle time has gone by, not on every request.
+//! - **The id.** A random 128-bit value (32 hex digits) in the `sessionID` cookie,
+//!   signed with the layer's [`Keys`](crate::Keys) in Keygrip's format
+//!   (`sessionID` and `sessionID.sig`), whatever the layer's
+//!   [`SignedFormat`](crate::SignedFormat): the value stays the id, so
+//!   [`serve`](crate::serve)'s fingerprint (Actionhero's, read from the same cookie)
+//!   is the session id, one per client. An id the client made up, a signed id the
+//!   store does not know (expired, flushed) and a tampered cookie all read as no
+//!   session: the client gets a fresh id when something is saved, never its own (no
+//!   session fixation). Call [`Session::cycle_id`] after a login.
+//! - **Two requests of one client at once** each load the session, change their
+//!   copy and save it whole: the one saved last wins, and the other's changes are
+//!   lost. Keep what must add up from concurrent requests (counters, carts edited in
+//!   two tabs) in your database, not in the session.
+//! - **Over WebSocket**, [`WebSocketChat`](crate::chat::ws::WebSocketChat) keeps the
+//!   upgrade request's session with the connection ([`Connection::session`]); there
+//!   is no response to save on, so call [`Session::save`] after changing it.
+
+#[cfg(feature = "redis")]
+mod redis;
+mod store;
+#[cfg(feature = "tower-sessions")]
+mod tower;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+#[cfg(feature = "redis")]
+pub use redis::RedisStore;
+pub use store::{BoxFuture, MemoryStore, Record, SessionStore};
+#[cfg(feature = "tower-sessions")]
+pub use tower::TowerSessionsStore;
+
+use crate::connection::Connection;
+use crate::context::Context;
+use crate::cookies::{Cookie, CookieError, Cookies, SameSite};
+use crate::error::HttpError;
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// When a session expires: after a time without use (idle), a time after it was
+/// made (absolute), or whichever comes first. The default is one day idle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expiry {
+    idle: Option<Duration>,
+    absolute: Option<Duration>,
+}
+
+impl Default for Expiry {
+    fn default() -> Self {
+        Expiry::idle(Duration::from_secs(24 * 3600))
+    }
+}
+
+impl Expiry {
+    /// Expires after `idle` without being saved (reading it pushes the expiry back,
+    /// at most once per quarter of `idle`).
+    pub const fn idle(idle: Duration) -> Expiry {
+        Expiry { idle: Some(idle), absolute: None }
+    }
+
+    /// Expires `absolute` after it was made, used or not (a cycled id keeps the
+    /// time); the cookie gets a matching `Max-Age`.
+    pub const fn absolute(absolute: Duration) -> Expiry {
+        Expiry { idle: None, absolute: Some(absolute) }
+    }
+
+    /// Both: whichever comes first.
+    pub const fn idle_and_absolute(idle: Duration, absolute: Duration) -> Expiry {
+        Expiry { idle: Some(idle), absolute: Some(absolute) }
+    }
+
+    /// Never on its own (until flushed; a store may still evict).
+    pub const fn never() -> Expiry {
+        Expiry { idle: None, absolute: None }
+    }
+
+    fn expires_at(&self, now: u64, created_at: u64) -> Option<u64> {
+        let idle = self.idle.map(|idle| now.saturating_add(ms(idle)));
+        let absolute = self.absolute.map(|absolute| created_at.saturating_add(ms(absolute)));
+        match (idle, absolute) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Sessions for a [`ContextLayer`](crate::ContextLayer): the store, the expiry and
+/// the cookie's name. Given to [`ContextLayer::sessions`](crate::ContextLayer::sessions).
+#[derive(Clone)]
+pub struct Sessions {
+    store: Arc<dyn SessionStore>,
+    expiry: Expiry,
+    cookie: Arc<str>,
+}
+
+impl fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sessions").field("expiry", &self.expiry).field("cookie", &self.cookie).finish()
+    }
+}
+
+impl Sessions {
+    /// Sessions in `store`, expiring after a day idle, in the `sessionID` cookie.
+    pub fn new(store: impl SessionStore) -> Sessions {
+        Sessions::shared(Arc::new(store))
+    }
+
+    /// Sessions in a store shared with other code (to look into it, say).
+    pub fn shared(store: Arc<dyn SessionStore>) -> Sessions {
+        Sessions { store, expiry: Expiry::default(), cookie: Arc::from("sessionID") }
+    }
+
+    /// Sessions in this process's memory ([`MemoryStore`]).
+    pub fn memory() -> Sessions {
+        Sessions::new(MemoryStore::new())
+    }
+
+    /// When sessions expire.
+    #[must_use]
+    pub fn expiry(mut self, expiry: Expiry) -> Sessions {
+        self.expiry = expiry;
+        self
+    }
+
+    /// The cookie the id is kept in (default `sessionID`, the fingerprint cookie of
+    /// [`serve`](crate::serve), so the fingerprint is the session id).
+    #[must_use]
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Sessions {
+        self.cookie = Arc::from(name.into());
+        self
+    }
+}
+
+/// Why a session could not be read or saved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The store could not be reached or refused: `session store unavailable
+    /// (REASON)`. A 503 on the error path (the reason kept from the client).
+    Store(String),
+    /// A value could not be turned into JSON or back into the type asked for.
+    Data(String),
+    /// The layer has no [`Keys`](crate::Keys) to sign the id with.
+    NoKeys,
+    /// The layer has no [`Sessions`]: call
+    /// [`ContextLayer::sessions`](crate::ContextLayer::sessions).
+    NotConfigured,
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionError::Store(reason) => write!(f, "session store unavailable ({reason})"),
+            SessionError::Data(reason) => write!(f, "session data could not be converted: {reason}"),
+            SessionError::NoKeys => f.write_str("sessions need the layer's keys (ContextLayer::keys)"),
+            SessionError::NotConfigured => {
+                f.write_str("sessions are not configured (ContextLayer::sessions)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SessionError {}
+
+/// A store that cannot be reached is a 503 `session store unavailable` (the reason
+/// only in the logs); anything else is the app's bug, a 500.
+impl From<SessionError> for HttpError {
+    fn from(err: SessionError) -> Self {
+        match err {
+            SessionError::Store(_) => {
+                HttpError::new(503).message("session store unavailable").expose(true).with_source(err)
+            }
+            _ => HttpError::new(500).message(err.to_string()).with_source(err),
+        }
+    }
+}
+
+/// A client's session: see the [module docs](self). A cheap handle (one `Arc`);
+/// every clone is the same session.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session").finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    sessions: Option<Sessions>,
+    cookies: Cookies,
+    state: tokio::sync::Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    loaded: bool,
+    /// The session's id, once it has one (a fresh session gets one when saved).
+    id: Option<String>,
+    /// The id the store holds this session under.
+    stored: Option<String>,
+    /// An id whose record is to be deleted at the next save (cycled or flushed).
+    stale: Option<String>,
+    data: Map<String, Value>,
+    created_at: u64,
+    expires_at: Option<u64>,
+    changed: bool,
+    /// Flushed with a cookie out there: remove it unless a new session is saved.
+    remove_cookie: bool,
+}
+
+/// A new session id: 128 bits from the operating system's random source, as 32 hex
+/// digits. Its failure (practically unheard of) is an error, never a weaker id.
+fn new_id() -> Result<String, SessionError> {
+    let mut bytes = [0_u8; 16];
+    getrandom::fill(&mut bytes).map_err(|err| SessionError::Data(format!("no random id: {err}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Whether a cookie's (signed) value has the shape of an id this crate makes.
+fn well_formed(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn data_error(err: serde_json::Error) -> SessionError {
+    SessionError::Data(err.to_string())
+}
+
+impl Session {
+    fn new(sessions: Option<Sessions>, cookies: Cookies) -> Session {
+        Session {
+            inner: Arc::new(Inner { sessions, cookies, state: tokio::sync::Mutex::new(State::default()) }),
+        }
+    }
+
+    fn sessions(&self) -> Result<&Sessions, SessionError> {
+        self.inner.sessions.as_ref().ok_or(SessionError::NotConfigured)
+    }
+
+    /// Locks the state, loading the session first if this is the first use.
+    async fn loaded(&self) -> Result<tokio::sync::MutexGuard<'_, State>, SessionError> {
+        let sessions = self.sessions()?;
+        let mut state = self.inner.state.lock().await;
+        if state.loaded {
+            return Ok(state);
+        }
+        let now = now_ms();
+        let presented = match self.inner.cookies.get_keygrip(&sessions.cookie) {
+            Ok(id) => id.filter(|id| well_formed(id)),
+            Err(CookieError::NoKeys) => return Err(SessionError::NoKeys),
+            // A cookie we cannot read is no session.
+            Err(_) => None,
+        };
+        if let Some(id) = presented
+            && let Some(record) = sessions.store.load(&id).await?
+            && !record.is_expired(now)
+        {
+            state.id = Some(id.clone());
+            state.stored = Some(id);
+            state.data = record.data;
+            state.created_at = record.created_at;
+            state.expires_at = record.expires_at;
+        } else {
+            state.created_at = now;
+        }
+        state.loaded = true;
+        Ok(state)
+    }
+
+    /// The value under `key`, as a `T`: `Ok(None)` when there is none. Error: it does
+    /// not convert to a `T`; the store's, on first use.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        let state = self.loaded().await?;
+        match state.data.get(key) {
+            Some(value) => T::deserialize(value).map(Some).map_err(data_error),
+            None => Ok(None),
+        }
+    }
+
+    /// Puts `value` under `key` (saved after the response: only if it differs from
+    /// what was there).
+    pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), SessionError> {
+        let value = serde_json::to_value(value).map_err(data_error)?;
+        let mut state = self.loaded().await?;
+        if state.data.get(key) != Some(&value) {
+            state.data.insert(key.to_owned(), value);
+            state.changed = true;
+        }
+        Ok(())
+    }
+
+    /// Takes the value under `key` out, as a `T`.
+    pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        let mut state = self.loaded().await?;
+        match state.data.remove(key) {
+            Some(value) => {
+                state.changed = true;
+                T::deserialize(value).map(Some).map_err(data_error)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Removes every value; the session (and its id) stays.
+    pub async fn clear(&self) -> Result<(), SessionError> {
+        let mut state = self.loaded().await?;
+        if !state.data.is_empty() {
+            state.data.clear();
+            state.changed = true;
+        }
+        Ok(())
+    }
+
+    /// Gives the session a new id, keeping its data (call it after a login, so an id
+    /// known before cannot ride on the new rights); the old id is forgotten.
+    pub async fn cycle_id(&self) -> Result<(), SessionError> {
+        let mut state = self.loaded().await?;
+        if let Some(old) = state.stored.take() {
+            state.stale = Some(old);
+        }
+        state.id = Some(new_id()?);
+        state.changed = true;
+        Ok(())
+    }
+
+    /// Ends the session: its data and its record go, and the cookie is removed
+    /// (a value inserted afterwards starts a new session with a new id).
+    pub async fn flush(&self) -> Result<(), SessionError> {
+        let mut state = self.loaded().await?;
+        if let Some(old) = state.stored.take() {
+            state.stale = Some(old);
+            state.remove_cookie = true;
+        }
+        state.id = None;
+        state.data.clear();
+        state.created_at = now_ms();
+        state.changed = false;
+        Ok(())
+    }
+
+    /// The session's id, if it has one yet (a fresh session gets one when first
+    /// saved).
+    pub async fn id(&self) -> Result<Option<String>, SessionError> {
+        Ok(self.loaded().await?.id.clone())
+    }
+
+    /// Every key, sorted.
+    pub async fn keys(&self) -> Result<Vec<String>, SessionError> {
+        let mut keys: Vec<String> = self.loaded().await?.data.keys().cloned().collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Saves the session now if it changed (or its idle expiry is due to be pushed
+    /// back): what the layer does after each response, and what code holding a
+    /// session without a response (a WebSocket's) calls itself. A failed save leaves
+    /// it unsaved and sends no cookie.
+    pub async fn save(&self) -> Result<(), SessionError> {
+        let sessions = self.sessions()?;
+        let mut state = self.inner.state.lock().await;
+        if !state.loaded {
+            return Ok(());
+        }
+        let now = now_ms();
+        let touch = !state.changed
+            && state.stored.is_some()
+            && sessions.expiry.idle.is_some_and(|idle| {
+                let left = state.expires_at.map_or(0, |at| at.saturating_sub(now));
+                left < ms(idle) / 4 * 3
+            });
+        if state.changed || touch {
+            let id = match &state.id {
+                Some(id) => id.clone(),
+                None => new_id()?,
+            };
+            state.id = Some(id.clone());
+            let expires_at = sessions.expiry.expires_at(now, state.created_at);
+            let record = Record::new(std::mem::take(&mut state.data), state.created_at, expires_at);
+            let saved = sessions.store.save(&id, &record).await;
+            state.data = record.data;
+            saved?;
+            if state.stored.as_deref() != Some(id.as_str()) {
+                let mut cookie = Cookie::build((sessions.cookie.to_string(), id.clone()))
+                    .path("/")
+                    .http_only(true)
+                    .same_site(SameSite::Lax)
+                    .build();
+                if let Some(absolute) = sessions.expiry.absolute {
+                    let left = state.created_at.saturating_add(ms(absolute)).saturating_sub(now);
+                    // Whole seconds, rounded up: a browser drops a `Max-Age=0` cookie at once.
+                    let seconds = i64::try_from(left.div_ceil(1000)).unwrap_or(i64::MAX);
+                    cookie.set_max_age(cookie::time::Duration::seconds(seconds));
+                }
+                self.inner.cookies.set_keygrip(cookie).map_err(|err| match err {
+                    CookieError::NoKeys => SessionError::NoKeys,
+                    other => SessionError::Data(other.to_string()),
+                })?;
+            }
+            state.stored = Some(id);
+            state.expires_at = expires_at;
+            state.changed = false;
+            state.remove_cookie = false;
+        }
+        if state.remove_cookie {
+            let _ = self.inner.cookies.remove_signed(sessions.cookie.to_string());
+            state.remove_cookie = false;
+        }
+        if let Some(stale) = state.stale.take() {
+            // Best effort once the new state is out: a record left behind expires.
+            let _ = sessions.store.delete(&stale).await;
+        }
+        Ok(())
+    }
+}
+
+impl Context {
+    /// This request's session (feature `sessions`): see the [`session`](crate::session)
+    /// module. Nothing is loaded until a method needs the data; it is saved after the
+    /// response if it changed.
+    ///
+    /// Without [`ContextLayer::sessions`](crate::ContextLayer::sessions), its methods
+    /// fail with [`SessionError::NotConfigured`].
+    pub fn session(&self) -> Session {
+        if let Some(session) = self.state().get::<Session>() {
+            return session;
+        }
+        let sessions = self.config().features.get::<Sessions>().cloned();
+        let session = Session::new(sessions, self.cookies().clone());
+        self.state().insert(session.clone());
+        let saving = session.clone();
+        // Touched from a hook, hooks have started: the caller saves it.
+        let _ = self.after(move |response| async move {
+            saving.save().await?;
+            Ok(response)
+        });
+        session
+    }
+}
+
+impl Connection {
+    /// The session of the request that opened this connection (a WebSocket's
+    /// upgrade, through [`WebSocketChat`](crate::chat::ws::WebSocketChat)): the same
+    /// session that client's HTTP requests see. Changes made here are saved by
+    /// [`Session::save`].
+    pub fn session(&self) -> Option<Session> {
+        self.kept_session()?.clone().downcast::<Session>().ok().map(|session| (*session).clone())
+    }
+
+    /// Keeps `session` with this connection (what `WebSocketChat` does at the
+    /// upgrade).
+    pub fn keep_session_of(&self, ctx: &Context) {
+        self.keep_session(Arc::new(ctx.session()));
+    }
+}

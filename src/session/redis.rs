@@ -1,0 +1,103 @@
+//! [`RedisStore`]: sessions in Redis (features `sessions` and `redis`), shared by every
+//! instance on the same Redis.
+
+use redis::aio::ConnectionManager;
+
+use super::store::{BoxFuture, Record, SessionStore};
+use super::{SessionError, now_ms};
+
+/// Sessions in Redis, one string key per session (`PREFIX` + id, JSON), expiring
+/// with the session. On the `redis` crate's connection manager, the one Redis client
+/// of this crate (the chat's, if you like: pass a clone).
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+fn store_error(err: redis::RedisError) -> SessionError {
+    SessionError::Store(err.to_string())
+}
+
+impl RedisStore {
+    /// A store on an existing connection manager, its keys under
+    /// `tower-context:session:`.
+    pub fn new(conn: ConnectionManager) -> RedisStore {
+        RedisStore { conn, prefix: "tower-context:session:".into() }
+    }
+
+    /// Connects to the Redis at `url` (`redis://host:port/[db]`).
+    pub async fn connect(url: &str) -> Result<RedisStore, SessionError> {
+        let client = redis::Client::open(url).map_err(store_error)?;
+        Ok(RedisStore::new(ConnectionManager::new(client).await.map_err(store_error)?))
+    }
+
+    /// The prefix of the keys (apps sharing a Redis differ here).
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> RedisStore {
+        self.prefix = prefix.into();
+        self
+    }
+
+    fn key(&self, id: &str) -> String {
+        format!("{}{id}", self.prefix)
+    }
+}
+
+fn encode(record: &Record) -> Vec<u8> {
+    let value = serde_json::json!({
+        "data": record.data,
+        "createdAt": record.created_at,
+        "expiresAt": record.expires_at,
+    });
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
+fn decode(bytes: &[u8]) -> Option<Record> {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let data = match value.get_mut("data")?.take() {
+        serde_json::Value::Object(data) => data,
+        _ => return None,
+    };
+    let created_at = value.get("createdAt")?.as_u64()?;
+    let expires_at = value.get("expiresAt").and_then(serde_json::Value::as_u64);
+    Some(Record::new(data, created_at, expires_at))
+}
+
+impl SessionStore for RedisStore {
+    fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Record>, SessionError>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            let bytes: Option<Vec<u8>> =
+                redis::cmd("GET").arg(self.key(id)).query_async(&mut conn).await.map_err(store_error)?;
+            // A record that is not ours (or garbled) is no session.
+            Ok(bytes.as_deref().and_then(decode).filter(|record| !record.is_expired(now_ms())))
+        })
+    }
+
+    fn save<'a>(&'a self, id: &'a str, record: &'a Record) -> BoxFuture<'a, Result<(), SessionError>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(self.key(id)).arg(encode(record));
+            if let Some(at) = record.expires_at {
+                // Whole milliseconds since the epoch: Redis drops it then.
+                cmd.arg("PXAT").arg(at.max(1));
+            }
+            cmd.query_async::<()>(&mut conn).await.map_err(store_error)
+        })
+    }
+
+    fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), SessionError>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            redis::cmd("DEL").arg(self.key(id)).query_async::<()>(&mut conn).await.map_err(store_error)
+        })
+    }
+}
