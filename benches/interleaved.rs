@@ -60,7 +60,7 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 /// The pairs the targets of issue 8 compare: (ours, theirs, target ratio).
-const TARGETS: [(&str, &str, f64); 4] = [
+const TARGETS: [(&str, &str, f64); 5] = [
     ("ContextLayer untouched", "tower-cookies CookieManagerLayer untouched", 0.75),
     ("ContextLayer one after-hook", "axum from_fn adding a header", 1.0),
     (
@@ -71,6 +71,11 @@ const TARGETS: [(&str, &str, f64); 4] = [
     (
         "ContextLayer cookie read + signed set (cookie-crate format)",
         "tower-cookies cookie read + signed set",
+        0.75,
+    ),
+    (
+        "ContextLayer session read + write (MemoryStore)",
+        "tower-sessions SessionManagerLayer read + write (MemoryStore)",
         0.75,
     ),
 ];

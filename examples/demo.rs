@@ -25,6 +25,7 @@ use tower_context::chat::{Chat, ChatMiddleware, RedisChat};
 use tower_context::conditional::conditional_get;
 use tower_context::cookies::Cookie;
 use tower_context::response::{etag, redirect};
+use tower_context::session::{RedisStore, Sessions};
 use tower_context::stream::FirstFrame;
 use tower_context::{
     Connections, Context, ContextLayer, Ended, ErrorAction, HeaderExt, HttpError, Keys, RequestHeadExt,
@@ -70,9 +71,27 @@ async fn index() -> &'static str {
      GET /old                   a redirect to /hello\n\
      GET /page                  ETag and conditional GET: 304 on a match\n\
      GET /connection            the connection's details (Actionhero's detailsView)\n\
+     GET /visits                counts your visits in your session (shared through REDIS_URL)\n\
      GET /chat                  a chat page: open it in two tabs (rooms over WebSocket)\n\
      GET /ws                    the chat's WebSocket: Actionhero's JSON protocol\n\
      (start two demos with the same REDIS_URL and their chats are one)\n"
+}
+
+/// Counts the client's visits in its session: loaded on first use, saved after the
+/// response because it changed.
+async fn visits(ctx: Context) -> Result<String, HttpError> {
+    let session = ctx.session();
+    let visits = session.get::<u64>("visits").await?.unwrap_or(0) + 1;
+    session.insert("visits", visits).await?;
+    Ok(format!("visit number {visits}\n"))
+}
+
+/// Sessions in memory, or with `REDIS_URL` in Redis, shared by every demo there.
+async fn sessions() -> Result<Sessions, tower_context::session::SessionError> {
+    Ok(match std::env::var("REDIS_URL") {
+        Ok(url) => Sessions::new(RedisStore::connect(&url).await?),
+        Err(_) => Sessions::memory(),
+    })
 }
 
 /// The keys that sign cookies and, with `REDIS_URL`, the chat's envelopes between
@@ -283,7 +302,7 @@ async fn slow() -> &'static str {
     "slow answer\n"
 }
 
-fn app(connections: Connections, chat: Chat) -> Router {
+fn app(connections: Connections, chat: Chat, sessions: Sessions) -> Router {
     let chat = WebSocketChat::new(chat).registry(connections);
     Router::new()
         .route("/", get(index))
@@ -304,12 +323,14 @@ fn app(connections: Connections, chat: Chat) -> Router {
         .route("/old", get(old))
         .route("/page", get(page))
         .route("/connection", get(connection))
+        .route("/visits", get(visits))
         .layer(axum::middleware::from_fn(timing))
         .layer(
             ContextLayer::new()
                 // Newest key first: it signs; the older one still verifies, and a
                 // cookie it signed is re-signed with the newest on the way out.
                 .keys(keys())
+                .sessions(sessions)
                 .signed_format(SignedFormat::KEYGRIP)
                 // The demo runs on plain http; real apps behind TLS keep the default.
                 .allow_secure_cookies_over_http(true)
@@ -328,8 +349,9 @@ async fn main() -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("tower-context demo on http://{}", listener.local_addr()?);
     let chat = chat().await.map_err(std::io::Error::other)?;
+    let sessions = sessions().await.map_err(std::io::Error::other)?;
     let connections = Connections::new();
-    tower_context::serve(listener, app(connections.clone(), chat))
+    tower_context::serve(listener, app(connections.clone(), chat, sessions))
         .with_connections(connections)
         .on_connection_open(|conn| println!("connection {} open from {}", conn.id(), conn.remote_addr()))
         .on_connection_close(|conn| {

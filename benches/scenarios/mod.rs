@@ -161,6 +161,64 @@ pub fn each(v: &mut impl Visit) {
     v.visit("ContextLayer thrown error as JSON", svc);
 
     cookies(v);
+    sessions(v);
+}
+
+/// The `Cookie` header `svc` sets on a first request, for the names given (a
+/// session's cookies), to send on every later one.
+async fn first_cookies<S: Scenario<B>, B: ScenarioBody>(svc: &S, names: &[&str]) -> HeaderValue {
+    let mut first = request();
+    first.headers_mut().remove(http::header::COOKIE);
+    let response = svc.clone().oneshot(first).await.unwrap();
+    let pairs: Vec<String> = response
+        .headers()
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .filter_map(|line| line.to_str().ok()?.split(';').next().map(str::to_owned))
+        .filter(|pair| names.iter().any(|name| pair.split('=').next() == Some(*name)))
+        .collect();
+    assert_eq!(pairs.len(), names.len(), "the first response sets {names:?}");
+    HeaderValue::from_str(&pairs.join("; ")).unwrap()
+}
+
+/// `svc`, every request carrying `cookie` (the same wrapper for both rows).
+fn with_cookie<S: Scenario<B>, B: ScenarioBody>(cookie: HeaderValue, svc: S) -> impl Scenario<B> {
+    tower::util::MapRequestLayer::new(move |mut req: Req| {
+        req.headers_mut().insert(http::header::COOKIE, cookie.clone());
+        req
+    })
+    .layer(svc)
+}
+
+/// One session read and one write per request (a visit counter), memory stores,
+/// signed id cookies: ours, and tower-sessions' `SessionManagerLayer`.
+fn sessions(v: &mut impl Visit) {
+    let secret = [7_u8; 64];
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+
+    let ours = ContextLayer::new()
+        .keys(Keys::new([secret.to_vec()]))
+        .sessions(tower_context::session::Sessions::memory())
+        .layer(service_fn(|req: Req| async move {
+            let session = ctx(&req).session();
+            let visits: u64 = session.get("visits").await.unwrap().unwrap_or(0);
+            session.insert("visits", visits + 1).await.unwrap();
+            bare(req).await
+        }));
+    let cookie = rt.block_on(first_cookies(&ours, &["sessionID", "sessionID.sig"]));
+    v.visit("ContextLayer session read + write (MemoryStore)", with_cookie(cookie, ours));
+
+    let key = tower_sessions::cookie::Key::from(&secret);
+    let theirs = tower_sessions::SessionManagerLayer::new(tower_sessions::MemoryStore::default())
+        .with_signed(key)
+        .layer(service_fn(|req: Req| async move {
+            let session = req.extensions().get::<tower_sessions::Session>().cloned().unwrap();
+            let visits: u64 = session.get("visits").await.unwrap().unwrap_or(0);
+            session.insert("visits", visits + 1).await.unwrap();
+            bare(req).await
+        }));
+    let cookie = rt.block_on(first_cookies(&theirs, &["id"]));
+    v.visit("tower-sessions SessionManagerLayer read + write (MemoryStore)", with_cookie(cookie, theirs));
 }
 
 /// One cookie read plus one signed cookie set: ours in both formats, and the two

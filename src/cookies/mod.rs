@@ -412,10 +412,9 @@ impl Cookies {
             let signature = jar.get_by(|n| is_companion(n, name))?;
             keygrip::index(hash, keys, name, &value, signature)
         };
-        let sig_name = format!("{name}.sig");
         match matched {
             None => {
-                if let Ok(removal) = self.removal(Cookie::new(sig_name, "")) {
+                if let Ok(removal) = self.removal(Cookie::new(format!("{name}.sig"), "")) {
                     self.jar().put(removal, true);
                 }
                 None
@@ -423,7 +422,7 @@ impl Cookies {
             Some(index) => {
                 if index > 0 {
                     let sig = sign_keygrip(hash, keys, name, &value);
-                    if let Ok(cookie) = self.prepare(Cookie::new(sig_name, sig), false) {
+                    if let Ok(cookie) = self.prepare(Cookie::new(format!("{name}.sig"), sig), false) {
                         self.jar().put(cookie, false);
                     }
                 }

@@ -245,8 +245,8 @@ struct State {
     loaded: bool,
     /// The session's id, once it has one (a fresh session gets one when saved).
     id: Option<String>,
-    /// The id the store holds this session under.
-    stored: Option<String>,
+    /// Whether the store holds this session under `id`.
+    stored: bool,
     /// An id whose record is to be deleted at the next save (cycled or flushed).
     stale: Option<String>,
     data: Map<String, Value>,
@@ -303,8 +303,8 @@ impl Session {
             && let Some(record) = sessions.store.load(&id).await?
             && !record.is_expired(now)
         {
-            state.id = Some(id.clone());
-            state.stored = Some(id);
+            state.id = Some(id);
+            state.stored = true;
             state.data = record.data;
             state.created_at = record.created_at;
             state.expires_at = record.expires_at;
@@ -330,10 +330,14 @@ impl Session {
     pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), SessionError> {
         let value = serde_json::to_value(value).map_err(data_error)?;
         let mut state = self.loaded().await?;
-        if state.data.get(key) != Some(&value) {
-            state.data.insert(key.to_owned(), value);
-            state.changed = true;
+        match state.data.get_mut(key) {
+            Some(slot) if *slot == value => return Ok(()),
+            Some(slot) => *slot = value,
+            None => {
+                state.data.insert(key.to_owned(), value);
+            }
         }
+        state.changed = true;
         Ok(())
     }
 
@@ -363,10 +367,11 @@ impl Session {
     /// known before cannot ride on the new rights); the old id is forgotten.
     pub async fn cycle_id(&self) -> Result<(), SessionError> {
         let mut state = self.loaded().await?;
-        if let Some(old) = state.stored.take() {
-            state.stale = Some(old);
+        let new = new_id()?;
+        if std::mem::take(&mut state.stored) {
+            state.stale = state.id.take();
         }
-        state.id = Some(new_id()?);
+        state.id = Some(new);
         state.changed = true;
         Ok(())
     }
@@ -375,8 +380,8 @@ impl Session {
     /// (a value inserted afterwards starts a new session with a new id).
     pub async fn flush(&self) -> Result<(), SessionError> {
         let mut state = self.loaded().await?;
-        if let Some(old) = state.stored.take() {
-            state.stale = Some(old);
+        if std::mem::take(&mut state.stored) {
+            state.stale = state.id.take();
             state.remove_cookie = true;
         }
         state.id = None;
@@ -404,31 +409,32 @@ impl Session {
     /// session without a response (a WebSocket's) calls itself. A failed save leaves
     /// it unsaved and sends no cookie.
     pub async fn save(&self) -> Result<(), SessionError> {
-        let sessions = self.sessions()?;
         let mut state = self.inner.state.lock().await;
         if !state.loaded {
+            // Never used (or never configured): nothing to save.
             return Ok(());
         }
+        let sessions = self.sessions()?;
         let now = now_ms();
         let touch = !state.changed
-            && state.stored.is_some()
+            && state.stored
             && sessions.expiry.idle.is_some_and(|idle| {
                 let left = state.expires_at.map_or(0, |at| at.saturating_sub(now));
                 left < ms(idle) / 4 * 3
             });
         if state.changed || touch {
-            let id = match &state.id {
-                Some(id) => id.clone(),
-                None => new_id()?,
-            };
-            state.id = Some(id.clone());
+            if state.id.is_none() {
+                state.id = Some(new_id()?);
+            }
             let expires_at = sessions.expiry.expires_at(now, state.created_at);
             let record = Record::new(std::mem::take(&mut state.data), state.created_at, expires_at);
-            let saved = sessions.store.save(&id, &record).await;
+            let id = state.id.as_deref().unwrap_or_default();
+            let saved = sessions.store.save(id, &record).await;
             state.data = record.data;
             saved?;
-            if state.stored.as_deref() != Some(id.as_str()) {
-                let mut cookie = Cookie::build((sessions.cookie.to_string(), id.clone()))
+            if !state.stored {
+                let id = state.id.clone().unwrap_or_default();
+                let mut cookie = Cookie::build((sessions.cookie.to_string(), id))
                     .path("/")
                     .http_only(true)
                     .same_site(SameSite::Lax)
@@ -444,7 +450,7 @@ impl Session {
                     other => SessionError::Data(other.to_string()),
                 })?;
             }
-            state.stored = Some(id);
+            state.stored = true;
             state.expires_at = expires_at;
             state.changed = false;
             state.remove_cookie = false;
@@ -494,9 +500,11 @@ impl Connection {
         self.kept_session()?.clone().downcast::<Session>().ok().map(|session| (*session).clone())
     }
 
-    /// Keeps `session` with this connection (what `WebSocketChat` does at the
-    /// upgrade).
+    /// Keeps the session of `ctx` with this connection, if the layer has sessions
+    /// (what `WebSocketChat` does at the upgrade).
     pub fn keep_session_of(&self, ctx: &Context) {
-        self.keep_session(Arc::new(ctx.session()));
+        if ctx.config().features.get::<Sessions>().is_some() {
+            self.keep_session(Arc::new(ctx.session()));
+        }
     }
 }
