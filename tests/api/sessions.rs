@@ -366,10 +366,15 @@ async fn keys_and_configuration_are_required() {
     let no_keys = app_with(Sessions::memory(), None);
     let (status, set, _) = Browser::default().get_page(&no_keys, "/visits").await;
     assert_eq!((status, set.len()), (StatusCode::INTERNAL_SERVER_ERROR, 0));
-    let unconfigured =
-        Router::new().route("/visits", get(visits)).layer(ContextLayer::new().keys(Keys::new(["k"])));
+    let unconfigured = Router::new()
+        .route("/visits", get(visits))
+        .route("/handle-only", get(|ctx: Context| async move { format!("{:?}", ctx.session()) }))
+        .layer(ContextLayer::new().keys(Keys::new(["k"])));
     let (status, _, _) = Browser::default().get_page(&unconfigured, "/visits").await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    // A session asked for but never used costs nothing, configured or not.
+    let (status, set, _) = Browser::default().get_page(&unconfigured, "/handle-only").await;
+    assert_eq!((status, set.len()), (StatusCode::OK, 0));
 }
 
 #[cfg(feature = "tower-sessions")]
