@@ -159,7 +159,8 @@ async fn a_node_that_dies_without_goodbye_has_its_members_swept_within_two_lease
     let lease = Duration::from_millis(1000);
     let mut nodes = Vec::new();
     for id in ["a", "b", "c"] {
-        nodes.push(node(&server.url(), id, lease).await);
+        let chat = builder(&server.url(), id).lease(lease).rpc_timeout(Duration::from_millis(300));
+        nodes.push(chat.connect().await.unwrap());
     }
     let left: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     for chat in &nodes {
@@ -181,6 +182,9 @@ async fn a_node_that_dies_without_goodbye_has_its_members_swept_within_two_lease
     let dead = nodes.pop().unwrap();
     drop(dead);
     let died = Instant::now();
+    // Before it is swept, a call to the node holding the connection times out.
+    let timed_out = nodes[0].send_to(conns[2].id(), tower_context::connection::Message::alert("x")).await;
+    assert_eq!(timed_out.unwrap_err().to_string(), "RPC Timeout");
     eventually("the dead node's member is swept", async || {
         nodes[0].room_status("r").await.unwrap()["membersCount"] == 2
     })
