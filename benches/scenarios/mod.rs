@@ -160,8 +160,73 @@ pub fn each(v: &mut impl Visit) {
     }));
     v.visit("ContextLayer thrown error as JSON", svc);
 
+    // The same answer from an axum handler that builds it itself: the status, the
+    // JSON body our renderer writes, its content type and `nosniff`.
+    let svc = service_fn(|_: Req| async {
+        use axum::response::IntoResponse;
+        let body = serde_json::json!({"status": 400, "error": "Bad Request", "message": "name required"});
+        let headers = [
+            (http::header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (http::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        ];
+        Ok::<_, Infallible>((http::StatusCode::BAD_REQUEST, headers, body.to_string()).into_response())
+    });
+    v.visit("axum handler answering the same error JSON itself", svc);
+
     cookies(v);
+    peer_stack(v);
     sessions(v);
+}
+
+/// What a user would assemble from peers for what one `ContextLayer` does: cookies
+/// (tower-cookies), panics caught (tower-http), a header added after the handler
+/// (axum `from_fn`) and errors rendered as JSON (axum `map_response`), each request
+/// reading a cookie and setting a signed one; beside `ContextLayer` doing the same
+/// work (its jar, its panic catching, an after-hook, its error rendering).
+fn peer_stack(v: &mut impl Visit) {
+    let secret = [7_u8; 64];
+
+    let layer = ContextLayer::new().keys(Keys::new([secret.to_vec()]));
+    let svc = layer.layer(service_fn(|req: Req| {
+        let ctx = ctx(&req);
+        let jar = ctx.cookies();
+        black_box(jar.get("session"));
+        jar.set_signed(("user", "ann")).unwrap();
+        ctx.after(|mut res| async move {
+            res.headers_mut().insert("x-hooked", HeaderValue::from_static("1"));
+            Ok(res)
+        })
+        .unwrap();
+        bare(req)
+    }));
+    v.visit("ContextLayer doing the peer stack's work", svc);
+
+    let key = tower_cookies::Key::from(&secret);
+    let handler = service_fn(move |req: Req| {
+        let cookies = req.extensions().get::<tower_cookies::Cookies>().cloned().unwrap();
+        black_box(cookies.get("session"));
+        cookies.signed(&key).add(tower_cookies::Cookie::new("user", "ann"));
+        bare(req)
+    });
+    let svc = tower::ServiceBuilder::new()
+        .layer(axum::middleware::map_response(|res: axum::response::Response| async move {
+            if res.status().is_client_error() || res.status().is_server_error() {
+                use axum::response::IntoResponse;
+                let status = res.status();
+                let body = serde_json::json!({"status": status.as_u16(), "error": status.canonical_reason()});
+                return (status, axum::Json(body)).into_response();
+            }
+            res
+        }))
+        .layer(axum::middleware::from_fn(|req: Req, next: axum::middleware::Next| async move {
+            let mut res = next.run(req).await;
+            res.headers_mut().insert("x-hooked", HeaderValue::from_static("1"));
+            res
+        }))
+        .layer(tower_cookies::CookieManagerLayer::new())
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .service(handler);
+    v.visit("peer stack: tower-cookies, CatchPanicLayer, from_fn header, map_response JSON errors", svc);
 }
 
 /// The `Cookie` header `svc` sets on a first request, for the names given (a
