@@ -490,11 +490,6 @@ impl Chat {
         let member =
             Member { id: conn.id().to_owned(), node: self.inner.id.to_string(), joined_at: now_ms() };
         self.inner.rooms.join(room, member).await?;
-        let first = read(&self.inner.members).get(room).is_none_or(|local| local.members.is_empty());
-        if first && let Err(err) = self.inner.bus.watch(&self.inner.id, room).await {
-            let _ = self.inner.rooms.leave(room, conn.id()).await;
-            return Err(err);
-        }
         {
             let mut rooms = conn.rooms_list();
             if rooms.iter().any(|r| r == room) {
@@ -503,11 +498,22 @@ impl Chat {
             }
             rooms.push(room.to_owned());
         }
-        write(&self.inner.members)
-            .entry(room.to_owned())
-            .or_insert_with(|| Local::new(room))
-            .members
-            .push(conn.clone());
+        // Whether it is the first member here is decided under the same lock a last
+        // leaver takes, so a join and a leave at once cannot both skip the bus.
+        let first = {
+            let mut members = write(&self.inner.members);
+            let local = members.entry(room.to_owned()).or_insert_with(|| Local::new(room));
+            local.members.push(conn.clone());
+            local.members.len() == 1
+        };
+        if first && let Err(err) = self.inner.bus.watch(&self.inner.id, room).await {
+            conn.rooms_list().retain(|r| r != room);
+            if let Some(local) = write(&self.inner.members).get_mut(room) {
+                local.members.retain(|member| member != conn);
+            }
+            let _ = self.inner.rooms.leave(room, conn.id()).await;
+            return Err(err);
+        }
         Ok(())
     }
 
@@ -531,11 +537,15 @@ impl Chat {
             return Err(veto);
         }
         let recorded = self.inner.rooms.leave(room, conn.id()).await;
-        if let Err(err) = recorded
-            && !force
-        {
-            release(held);
-            return Err(err);
+        match recorded {
+            Err(err) if !force => {
+                release(held);
+                return Err(err);
+            }
+            // Forced (the connection is going): the store is told again in the
+            // background until it hears, so no ghost member stays behind.
+            Err(_) => self.retry_leave(room, conn.id()),
+            Ok(_) => {}
         }
         conn.rooms_list().retain(|r| r != room);
         let last = {
@@ -553,11 +563,31 @@ impl Chat {
                 None => false,
             }
         };
-        if last {
+        // With resuming on, the node keeps hearing the room, so what it keeps for
+        // a client coming back has no hole.
+        if last && self.inner.replay.load(Ordering::Relaxed) == 0 {
             self.inner.bus.unwatch(&self.inner.id, room);
         }
         release(held);
         Ok(())
+    }
+
+    /// Tells the store that `connection` left `room`, again and again (backing off
+    /// to every 5 s) until it hears, while the node lives.
+    fn retry_leave(&self, room: &str, connection: &str) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (weak, room, connection) = (Arc::downgrade(&self.inner), room.to_owned(), connection.to_owned());
+        runtime.spawn(async move {
+            let mut pause = Duration::from_millis(100);
+            loop {
+                tokio::time::sleep(pause).await;
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.rooms.leave(&room, &connection).await.is_ok() {
+                    return;
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        });
     }
 
     /// Runs a command from another node.

@@ -208,16 +208,17 @@ async fn a_node_that_dies_without_goodbye_has_its_members_swept_within_two_lease
     assert_eq!(gone.unwrap_err().to_string(), format!("connection not found ({})", conns[2].id()));
 }
 
-/// An envelope as a node seals it (see `src/chat/redis/envelope.rs`), under `secret`.
+/// An envelope as a node seals it (see `src/chat/redis/envelope.rs`), under the
+/// chat's key derived from `secret`.
 fn envelope(secret: &str, header: Value, payload: &[u8]) -> Vec<u8> {
     let mut body = serde_json::to_vec(&header).unwrap();
     body.push(b'\n');
     body.extend_from_slice(payload);
-    let mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes())
-        .unwrap()
-        .chain_update(&body)
-        .finalize();
-    [mac.into_bytes().as_slice(), &body].concat()
+    let hmac = |key: &[u8], data: &[u8]| {
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).unwrap().chain_update(data).finalize().into_bytes()
+    };
+    let key = hmac(secret.as_bytes(), b"tower-context/chat-envelopes/v1");
+    [hmac(&key, &body).as_slice(), &body].concat()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,7 +245,7 @@ async fn envelopes_that_fail_are_dropped_and_counted_and_the_node_carries_on() {
         )
         .unwrap()
     };
-    let header = |seq: u64| json!({"n": "forger", "s": seq, "k": "m", "c": room_channel, "r": "r"});
+    let header = |seq: u64| json!({"n": "forger", "i": 1, "s": seq, "k": "m", "c": room_channel, "r": "r"});
     // Sealed under the cluster's key, a hand-made envelope is delivered: the
     // rejections below are for what they are, not for a wrong format.
     publish(&mut raw, &room_channel, envelope(SECRET, header(1), &said("well formed"))).await;
@@ -252,7 +253,7 @@ async fn envelopes_that_fail_are_dropped_and_counted_and_the_node_carries_on() {
     publish(&mut raw, &room_channel, vec![0; 64]).await;
     publish(&mut raw, &room_channel, envelope("wrong key", header(2), &said("forged"))).await;
     let replayed =
-        envelope(SECRET, json!({"n": "forger", "s": 3, "k": "m", "c": "elsewhere", "r": "r"}), b"{}");
+        envelope(SECRET, json!({"n": "forger", "i": 1, "s": 3, "k": "m", "c": "elsewhere", "r": "r"}), b"{}");
     publish(&mut raw, &room_channel, replayed).await;
     eventually("four envelopes rejected", async || a.bus_stats().rejected == 4).await;
 
@@ -328,4 +329,39 @@ async fn a_lost_last_message_is_reported_when_the_node_is_back() {
     let messages: Vec<&str> = frames.iter().map(|f| f["message"].as_str().unwrap()).collect();
     assert_eq!(messages, ["before", "1 message in this room may have been missed"]);
     assert_eq!(*gaps.lock().unwrap(), [Gap::new("b", Some("r".into()), 1)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_under_the_same_id_leaves_no_ghost_and_is_heard() {
+    let Some(server) = RedisServer::start() else { return };
+    let lease = Duration::from_secs(30);
+    let (a, b) = (node(&server.url(), "a", lease).await, node(&server.url(), "b", lease).await);
+    a.add_room("r").await.unwrap();
+    let (old, listener) = (client(), client());
+    a.register(&old).await.unwrap();
+    b.register(&listener).await.unwrap();
+    a.join(old.id(), "r").await.unwrap();
+    b.join(listener.id(), "r").await.unwrap();
+    for n in 0..5 {
+        a.say(&old, "r", json!(format!("m{n}"))).unwrap();
+    }
+    a.flush().await.unwrap();
+    // The process dies and comes back at once, long before its lease runs out.
+    drop(a);
+    let a = node(&server.url(), "a", lease).await;
+    let status = b.room_status("r").await.unwrap();
+    assert_eq!(status["membersCount"], 1, "the old life's member is gone: {status}");
+    // Its numbering starts again: the others hear it, not take it for repeats.
+    let speaker = client();
+    a.register(&speaker).await.unwrap();
+    a.join(speaker.id(), "r").await.unwrap();
+    a.say(&speaker, "r", json!("m5")).unwrap();
+    for chat in [&a, &b] {
+        chat.flush().await.unwrap();
+    }
+    let mut frames = Vec::new();
+    drain(&listener, &mut frames).await;
+    let heard: Vec<u64> = frames.iter().filter_map(number).collect();
+    assert_eq!(heard, [0, 1, 2, 3, 4, 5]);
+    assert_eq!(b.bus_stats().missed, 0);
 }

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Names;
-use super::envelope::{self, Header, Kind};
+use super::envelope::{self, EnvelopeKeys, Header, Kind};
 use crate::chat::ChatError;
 use crate::chat::bus::{BoxFuture, Bus, BusStats, Command, Gap, Node};
 use crate::cookies::Keys;
@@ -62,7 +62,10 @@ struct Shared {
     conn: ConnectionManager,
     names: Arc<Names>,
     id: String,
-    keys: Keys,
+    /// This process, among the lives of node `id`: random, so a node restarted
+    /// under the same id is a new sender to the others.
+    incarnation: u64,
+    keys: EnvelopeKeys,
     limit: usize,
     node: OnceLock<Node>,
     /// The ordered publish queue: (channel, sealed envelope).
@@ -83,9 +86,9 @@ struct Shared {
 struct State {
     /// This node's last sequence number per channel it sent on.
     sent: HashMap<String, u64>,
-    /// The last number seen per channel and sender; a room's entry exists while
-    /// the room is watched.
-    seen: HashMap<String, HashMap<String, u64>>,
+    /// The last number seen per channel and sender (node, incarnation); a room's
+    /// entry exists while the room is watched, the node's own channel's always.
+    seen: HashMap<String, HashMap<(String, u64), u64>>,
     /// The rooms watched.
     watched: HashSet<String>,
     /// Calls waiting for their answer, by request number.
@@ -113,15 +116,21 @@ impl RedisBus {
     ) -> Result<RedisBus, ChatError> {
         let (out, queue) = mpsc::unbounded_channel();
         let (stop, stopped) = oneshot::channel();
+        let own = names.node_channel(&id);
+        let mut state = State::default();
+        state.seen.insert(own.clone(), HashMap::new());
         let shared = Arc::new(Shared {
             conn,
             names,
             id,
-            keys,
+            incarnation: getrandom::u64().unwrap_or_else(|_| {
+                u64::from(std::process::id()) << 32 | u64::from(crate::chat::now_ms() as u32)
+            }),
+            keys: EnvelopeKeys::new(&keys),
             limit,
             node: OnceLock::new(),
             out,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             subscriptions: tokio::sync::Mutex::new(()),
             rejected: AtomicU64::new(0),
             gaps: AtomicU64::new(0),
@@ -130,7 +139,6 @@ impl RedisBus {
             _stop: stop,
         });
         let mut conn = shared.conn.clone();
-        let own = shared.names.node_channel(&shared.id);
         conn.subscribe(&[own.as_str(), shared.names.all_channel().as_str()])
             .await
             .map_err(|e| store_error(&e))?;
@@ -152,20 +160,25 @@ impl Shared {
     }
 
     /// Seals and queues an envelope; numbered kinds take the next number on the
-    /// channel (under the lock, so the queue holds them in number order).
-    fn send(&self, channel: String, kind: Kind, fields: Map<String, Value>, payload: &[u8]) {
+    /// channel (under the lock, so the queue holds them in number order). One over
+    /// the size limit is not sent (nor numbered, so no node counts it lost): it is
+    /// counted as rejected, and `false` returned.
+    fn send(&self, channel: String, kind: Kind, fields: Map<String, Value>, payload: &[u8]) -> bool {
         let mut state = self.lock();
-        let seq = if kind.numbered() {
-            let seq = state.sent.entry(channel.clone()).or_insert(0);
-            *seq += 1;
-            *seq
-        } else {
-            state.sent.get(&channel).copied().unwrap_or(0)
-        };
-        let header = Header { node: self.id.clone(), seq, kind, channel, fields };
+        let current = state.sent.get(&channel).copied().unwrap_or(0);
+        let seq = if kind.numbered() { current + 1 } else { current };
+        let header =
+            Header { node: self.id.clone(), incarnation: self.incarnation, seq, kind, channel, fields };
         let sealed = envelope::seal(&self.keys, &header, payload);
+        if sealed.len() > self.limit {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        if kind.numbered() {
+            state.sent.insert(header.channel.clone(), seq);
+        }
         // The pump lives as long as the bus.
-        let _ = self.out.send((header.channel, sealed));
+        self.out.send((header.channel, sealed)).is_ok()
     }
 
     /// Tells every channel this node sent on where its numbers are.
@@ -226,6 +239,8 @@ impl Shared {
         let mut fields = Map::new();
         fields.insert("t".into(), Value::from(token));
         self.send(self.names.all_channel(), Kind::Ping, fields, &[]);
+        // Forgotten however this ends (a caller that gives up drops the future).
+        let _forget = Forget(self, Waiting::Ping(token));
         let waited = tokio::time::timeout(FLUSH_TIMEOUT, async {
             while !expected.is_empty() {
                 match answers.recv().await {
@@ -237,7 +252,6 @@ impl Shared {
             }
         })
         .await;
-        self.lock().pings.remove(&token);
         waited.map_err(|_| ChatError::Store("flush timed out".into()))
     }
 
@@ -247,7 +261,8 @@ impl Shared {
     fn sequence(&self, header: &Header) -> Option<u64> {
         let mut state = self.lock();
         let Some(senders) = state.seen.get_mut(&header.channel) else { return Some(0) };
-        let last = senders.get(&header.node).copied();
+        let sender = (header.node.clone(), header.incarnation);
+        let last = senders.get(&sender).copied();
         let skipped = match (header.kind, last) {
             (Kind::Mark, Some(last)) => header.seq.saturating_sub(last),
             (Kind::Mark, None) => 0,
@@ -256,7 +271,7 @@ impl Shared {
             (_, None) => 0,
         };
         if last.is_none_or(|last| header.seq > last) {
-            senders.insert(header.node.clone(), header.seq);
+            senders.insert(sender, header.seq);
         }
         Some(skipped)
     }
@@ -280,7 +295,8 @@ impl Shared {
         };
         let own_channel = channel == self.names.node_channel(&self.id);
         let room = header.fields.get("r").and_then(Value::as_str).map(str::to_owned);
-        if !own_channel && header.node == self.id && header.kind != Kind::Ping {
+        let ours = header.node == self.id && header.incarnation == self.incarnation;
+        if !own_channel && ours && header.kind != Kind::Ping {
             // Our own room traffic, echoed: our members had it first.
             return;
         }
@@ -303,6 +319,10 @@ impl Shared {
             Kind::Command if own_channel => self.run_command(&header, payload),
             Kind::Reply if own_channel => {
                 let Some(q) = header.fields.get("q").and_then(Value::as_u64) else { return };
+                if header.fields.get("ri").and_then(Value::as_u64) != Some(self.incarnation) {
+                    // An answer to this node's previous life.
+                    return;
+                }
                 let result = match header.fields.get("e").and_then(Value::as_str) {
                     None => Ok(()),
                     Some(code) => Err(ChatError::from_wire(
@@ -324,10 +344,14 @@ impl Shared {
             Kind::Ping => {
                 let mut fields = Map::new();
                 fields.insert("t".into(), header.fields.get("t").cloned().unwrap_or(Value::Null));
+                fields.insert("ri".into(), Value::from(header.incarnation));
                 self.send(self.names.node_channel(&header.node), Kind::Pong, fields, &[]);
             }
             Kind::Pong if own_channel => {
                 let Some(token) = header.fields.get("t").and_then(Value::as_u64) else { return };
+                if header.fields.get("ri").and_then(Value::as_u64) != Some(self.incarnation) {
+                    return;
+                }
                 if let Some(waiting) = self.lock().pings.get(&token) {
                     let _ = waiting.send(header.node);
                 }
@@ -352,6 +376,7 @@ impl Shared {
         };
         let Some(node) = self.node().cloned() else { return };
         let q = header.fields.get("q").cloned().unwrap_or(Value::Null);
+        let caller = header.incarnation;
         let answer_to = self.names.node_channel(&header.node);
         let shared = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -359,6 +384,7 @@ impl Shared {
             let Some(shared) = shared.upgrade() else { return };
             let mut fields = Map::new();
             fields.insert("q".into(), q);
+            fields.insert("ri".into(), Value::from(caller));
             if let Err(err) = result {
                 let (code, arg) = err.to_wire();
                 fields.insert("e".into(), Value::from(code));
@@ -366,6 +392,29 @@ impl Shared {
             }
             shared.send(answer_to, Kind::Reply, fields, &[]);
         });
+    }
+}
+
+/// What a caller waits for: an RPC answer or a flush's pongs.
+enum Waiting {
+    Call(u64),
+    Ping(u64),
+}
+
+/// Forgets a waiter when its future ends or is dropped, so nothing waits forever.
+struct Forget<'a>(&'a Shared, Waiting);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        match self.1 {
+            Waiting::Call(q) => {
+                state.calls.remove(&q);
+            }
+            Waiting::Ping(token) => {
+                state.pings.remove(&token);
+            }
+        }
     }
 }
 
@@ -433,16 +482,21 @@ async fn dispatch(
                 shared.reconnects.fetch_add(1, Ordering::Relaxed);
                 // Once the manager has reconnected (it resubscribes before anything
                 // else goes out), find out what was lost both ways.
-                let resync = Arc::clone(&shared);
+                let resync = Arc::downgrade(&shared);
+                let mut conn = shared.conn.clone();
                 tokio::spawn(async move {
-                    let mut conn = resync.conn.clone();
                     let mut pause = RETRY_EVERY;
                     while redis::cmd("PING").query_async::<()>(&mut conn).await.is_err() {
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(Duration::from_millis(250));
+                        if resync.strong_count() == 0 {
+                            return;
+                        }
                     }
-                    resync.ask_marks();
-                    resync.announce_marks();
+                    if let Some(resync) = resync.upgrade() {
+                        resync.ask_marks();
+                        resync.announce_marks();
+                    }
                 });
             }
             _ => {}
@@ -495,12 +549,10 @@ impl Bus for RedisBus {
         fields.insert("q".into(), q.into());
         shared.send(shared.names.node_channel(to), Kind::Command, fields, &payload);
         Box::pin(async move {
+            let _forget = Forget(&shared, Waiting::Call(q));
             match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(result)) => result,
-                _ => {
-                    shared.lock().calls.remove(&q);
-                    Err(ChatError::RpcTimeout)
-                }
+                _ => Err(ChatError::RpcTimeout),
             }
         })
     }
@@ -513,17 +565,19 @@ impl Bus for RedisBus {
             let channel = shared.names.room_channel(&room);
             let fresh = {
                 let mut state = shared.lock();
+                // Tracked from before the subscription, so its first envelopes count.
                 state.seen.entry(channel.clone()).or_default();
-                state.watched.insert(room.clone())
+                !state.watched.contains(&room)
             };
             if fresh {
                 let mut conn = shared.conn.clone();
                 if let Err(err) = conn.subscribe(&channel).await {
-                    let mut state = shared.lock();
-                    state.watched.remove(&room);
-                    state.seen.remove(&channel);
+                    shared.lock().seen.remove(&channel);
                     return Err(store_error(&err));
                 }
+                // Only now: a join given up halfway leaves the room unwatched, and the
+                // next one subscribes.
+                shared.lock().watched.insert(room.clone());
             }
             // Where is everyone's numbering here? Their marks set this node's
             // starting points, so a loss from now on is seen.

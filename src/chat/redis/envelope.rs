@@ -8,10 +8,34 @@
 //! another channel is refused too.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use hmac::Mac;
+use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
+use sha2::Sha256;
 
 use crate::cookies::Keys;
+
+/// The label that turns each of the app's secrets into the chat's own key, so an
+/// envelope's MAC can never stand for a cookie signature or the other way round.
+const LABEL: &[u8] = b"tower-context/chat-envelopes/v1";
+
+/// The keys envelopes are sealed with (the first) and opened with (any): one
+/// HMAC-SHA256 state per secret, keyed with a key derived from it.
+#[derive(Clone)]
+pub(super) struct EnvelopeKeys(Vec<Hmac<Sha256>>);
+
+impl EnvelopeKeys {
+    pub(super) fn new(keys: &Keys) -> EnvelopeKeys {
+        let derived = keys
+            .secrets()
+            .iter()
+            .filter_map(|secret| {
+                let key = secret.keygrip.sha256.clone().chain_update(LABEL).finalize().into_bytes();
+                <Hmac<Sha256> as Mac>::new_from_slice(&key).ok()
+            })
+            .collect();
+        EnvelopeKeys(derived)
+    }
+}
 
 /// The length of an HMAC-SHA256 tag.
 const MAC_LEN: usize = 32;
@@ -21,6 +45,8 @@ const MAC_LEN: usize = 32;
 #[derive(Debug)]
 pub(super) struct Header {
     pub(super) node: String,
+    /// The sending process: a node restarted under the same id numbers afresh.
+    pub(super) incarnation: u64,
     pub(super) seq: u64,
     pub(super) kind: Kind,
     pub(super) channel: String,
@@ -81,9 +107,10 @@ impl Kind {
 }
 
 /// Seals an envelope: MAC, header, newline, payload.
-pub(super) fn seal(keys: &Keys, header: &Header, payload: &[u8]) -> Bytes {
+pub(super) fn seal(keys: &EnvelopeKeys, header: &Header, payload: &[u8]) -> Bytes {
     let mut fields = header.fields.clone();
     fields.insert("n".into(), Value::from(header.node.as_str()));
+    fields.insert("i".into(), Value::from(header.incarnation));
     fields.insert("s".into(), Value::from(header.seq));
     fields.insert("k".into(), Value::from(header.kind.code()));
     fields.insert("c".into(), Value::from(header.channel.as_str()));
@@ -93,8 +120,8 @@ pub(super) fn seal(keys: &Keys, header: &Header, payload: &[u8]) -> Bytes {
     out.put_slice(&json);
     out.put_u8(b'\n');
     out.put_slice(payload);
-    if let Some(secret) = keys.secrets().first() {
-        let tag = secret.keygrip.sha256.clone().chain_update(&out[MAC_LEN..]).finalize().into_bytes();
+    if let Some(mac) = keys.0.first() {
+        let tag = mac.clone().chain_update(&out[MAC_LEN..]).finalize().into_bytes();
         out[..MAC_LEN].copy_from_slice(&tag);
     }
     out.freeze()
@@ -111,7 +138,7 @@ pub(super) enum Rejected {
 /// Opens an envelope that arrived on `channel`: its header and payload, or why it
 /// is refused. Any of the keys may have sealed it (keys rotate).
 pub(super) fn open(
-    keys: &Keys,
+    keys: &EnvelopeKeys,
     channel: &str,
     raw: &Bytes,
     limit: usize,
@@ -123,10 +150,7 @@ pub(super) fn open(
         return Err(Rejected::Malformed);
     }
     let (tag, body) = raw.split_at(MAC_LEN);
-    let valid = keys
-        .secrets()
-        .iter()
-        .any(|secret| secret.keygrip.sha256.clone().chain_update(body).verify_slice(tag).is_ok());
+    let valid = keys.0.iter().any(|mac| mac.clone().chain_update(body).verify_slice(tag).is_ok());
     if !valid {
         return Err(Rejected::BadMac);
     }
@@ -145,8 +169,9 @@ pub(super) fn open(
         return Err(Rejected::Malformed);
     }
     let seq = fields.remove("s").and_then(|s| s.as_u64()).ok_or(Rejected::Malformed)?;
+    let incarnation = fields.remove("i").and_then(|i| i.as_u64()).ok_or(Rejected::Malformed)?;
     let payload = raw.slice(MAC_LEN + newline + 1..);
-    Ok((Header { node, seq, kind, channel: meant_for, fields }, payload))
+    Ok((Header { node, incarnation, seq, kind, channel: meant_for, fields }, payload))
 }
 
 #[cfg(test)]
@@ -156,14 +181,21 @@ mod tests {
     fn header(channel: &str) -> Header {
         let mut fields = Map::new();
         fields.insert("q".into(), Value::from(7));
-        Header { node: "a".into(), seq: 3, kind: Kind::Message, channel: channel.into(), fields }
+        Header {
+            node: "a".into(),
+            incarnation: 9,
+            seq: 3,
+            kind: Kind::Message,
+            channel: channel.into(),
+            fields,
+        }
     }
 
     #[test]
     fn sealed_envelopes_open_under_any_current_key() {
-        let old = Keys::new(["old"]);
+        let old = EnvelopeKeys::new(&Keys::new(["old"]));
         let sealed = seal(&old, &header("ch"), b"payload\nwith newline");
-        let rotated = Keys::new(["new", "old"]);
+        let rotated = EnvelopeKeys::new(&Keys::new(["new", "old"]));
         let (h, payload) = open(&rotated, "ch", &sealed, 1 << 20).unwrap();
         assert_eq!(
             (h.node.as_str(), h.seq, h.kind, h.fields["q"].as_u64()),
@@ -174,9 +206,10 @@ mod tests {
 
     #[test]
     fn tampered_foreign_replayed_and_oversized_envelopes_are_refused() {
-        let keys = Keys::new(["k"]);
+        let keys = EnvelopeKeys::new(&Keys::new(["k"]));
         let sealed = seal(&keys, &header("ch"), b"hi");
-        assert_eq!(open(&Keys::new(["other"]), "ch", &sealed, 1 << 20).unwrap_err(), Rejected::BadMac);
+        let other = EnvelopeKeys::new(&Keys::new(["other"]));
+        assert_eq!(open(&other, "ch", &sealed, 1 << 20).unwrap_err(), Rejected::BadMac);
         let mut flipped = sealed.to_vec();
         *flipped.last_mut().unwrap() ^= 1;
         assert_eq!(open(&keys, "ch", &Bytes::from(flipped), 1 << 20).unwrap_err(), Rejected::BadMac);

@@ -191,6 +191,9 @@ impl RedisChat {
         });
         let names = Arc::new(Names { prefix: self.prefix });
         let rooms = RedisRooms::new(conn.clone(), Arc::clone(&names), self.lease, self.rooms.clone());
+        // A previous life of this node (restarted under the same id before its
+        // lease ran out) leaves nothing behind: no ghost members.
+        rooms.reclaim(&id).await.map_err(store_error)?;
         rooms.renew(&id).await.map_err(store_error)?;
         let bus = RedisBus::start(conn, pushed, names, id.clone(), keys, self.max_envelope).await?;
         let chat = Chat::node_with(id, Arc::new(bus), Arc::new(rooms), self.rpc_timeout);

@@ -55,6 +55,7 @@ local p, room, conn, node = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if redis.call('SISMEMBER', p .. 'rooms', room) == 0 then return 'no-room' end
 if redis.call('HSETNX', p .. 'room:' .. room, conn, node .. '\n' .. ARGV[5]) == 0 then return 'in-room' end
 redis.call('SADD', p .. 'held:' .. node, conn .. '\n' .. room)
+redis.call('SADD', p .. 'nodes', node)
 return 'ok'
 ";
 
@@ -92,6 +93,7 @@ local before = redis.call('HGET', p .. 'conns', conn)
 if before then redis.call('SREM', p .. 'conns:' .. before, conn) end
 redis.call('HSET', p .. 'conns', conn, node)
 redis.call('SADD', p .. 'conns:' .. node, conn)
+redis.call('SADD', p .. 'nodes', node)
 return 1
 ";
 
@@ -105,11 +107,12 @@ end
 return 1
 ";
 
-/// Removes a node whose lease lapsed; returns `room, member` pairs it removed (none
-/// if another sweeper was first, or the lease is back).
+/// Removes a node whose lease lapsed (or, with `force`, a node's previous life);
+/// returns `room, member` pairs it removed (none if another sweeper was first, or
+/// the lease is back).
 const SWEEP: &str = r"
-local p, id = ARGV[1], ARGV[2]
-if redis.call('EXISTS', p .. 'lease:' .. id) == 1 then return {} end
+local p, id, force = ARGV[1], ARGV[2], ARGV[3]
+if force ~= '1' and redis.call('EXISTS', p .. 'lease:' .. id) == 1 then return {} end
 local swept = {}
 for _, entry in ipairs(redis.call('SMEMBERS', p .. 'held:' .. id)) do
   local conn, room = string.match(entry, '^([^\n]*)\n(.*)$')
@@ -177,6 +180,21 @@ impl RedisRooms {
         Box::pin(async move { cmd.query_async(&mut conn).await.map_err(|e| store_error(&e)) })
     }
 
+    /// Clears what a previous life of node `id` left (a process restarted under the
+    /// same id before its lease ran out): its members and connections. Returns how
+    /// many memberships it removed.
+    pub(super) async fn reclaim(&self, id: &str) -> Result<usize, redis::RedisError> {
+        let swept: Vec<String> = redis::cmd("EVAL")
+            .arg(SWEEP)
+            .arg(0)
+            .arg(&self.names.prefix)
+            .arg(id)
+            .arg("1")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(swept.len() / 2)
+    }
+
     /// Records node `id` and (re)starts its lease; whether the lease was there.
     pub(super) async fn renew(&self, id: &str) -> Result<bool, redis::RedisError> {
         let mut conn = self.conn.clone();
@@ -241,6 +259,7 @@ impl RedisRooms {
                 .arg(0)
                 .arg(&self.names.prefix)
                 .arg(other)
+                .arg("0")
                 .query_async(&mut conn)
                 .await?;
             for pair in swept.chunks_exact(2) {
