@@ -28,8 +28,9 @@
 //!   (an after-hook), the session is saved if its data changed, its id was cycled or
 //!   it was flushed; a store that fails turns the response into a 503 `session store
 //!   unavailable`, and neither the cookie nor anything else is sent half-done. With
-//!   an idle expiry, a session read but not changed is saved again (its expiry
-//!   pushed back) once a quarter of the idle time has gone by, not on every request.
+//!   an idle expiry, a session read but not changed has its expiry pushed back
+//!   ([`SessionStore::touch`]: the expiry alone, never the data) once a quarter of
+//!   the idle time has gone by, not on every request.
 //! - **The id.** A random 128-bit value (32 hex digits) in the `sessionID` cookie,
 //!   signed with the layer's [`Keys`](crate::Keys) in Keygrip's format
 //!   (`sessionID` and `sessionID.sig`), whatever the layer's
@@ -43,9 +44,16 @@
 //!   copy and save it whole: the one saved last wins, and the other's changes are
 //!   lost. Keep what must add up from concurrent requests (counters, carts edited in
 //!   two tabs) in your database, not in the session.
+//! - **A request that fails** (the handler's `Err`, a panic, a failing hook) does
+//!   not save: the error path runs no after-hooks. If a change must stay even then
+//!   (a count of failed logins), call [`Session::save`] before returning the error.
+//!   Deleting a flushed or cycled id comes first, so a logout or a login the store
+//!   cannot record fails whole (503), leaving the old id as it was.
 //! - **Over WebSocket**, [`WebSocketChat`](crate::chat::ws::WebSocketChat) keeps the
 //!   upgrade request's session with the connection ([`Connection::session`]); there
-//!   is no response to save on, so call [`Session::save`] after changing it.
+//!   is no response to save on, so call [`Session::save`] after changing it. A
+//!   session the client has no cookie for yet (new, or cycled) cannot be saved there
+//!   ([`SessionError::NoResponse`]): start it over HTTP.
 
 #[cfg(feature = "redis")]
 mod redis;
@@ -191,6 +199,10 @@ pub enum SessionError {
     /// The layer has no [`Sessions`]: call
     /// [`ContextLayer::sessions`](crate::ContextLayer::sessions).
     NotConfigured,
+    /// A session held by a connection (a WebSocket's) that its client has no cookie
+    /// for yet (a new one, or a cycled id): there is no response left to send the
+    /// cookie on. Start the session (or cycle it) over HTTP.
+    NoResponse,
 }
 
 impl fmt::Display for SessionError {
@@ -201,6 +213,9 @@ impl fmt::Display for SessionError {
             SessionError::NoKeys => f.write_str("sessions need the layer's keys (ContextLayer::keys)"),
             SessionError::NotConfigured => {
                 f.write_str("sessions are not configured (ContextLayer::sessions)")
+            }
+            SessionError::NoResponse => {
+                f.write_str("this session's new id has no response to go out on (start it over HTTP)")
             }
         }
     }
@@ -238,6 +253,22 @@ struct Inner {
     sessions: Option<Sessions>,
     cookies: Cookies,
     state: tokio::sync::Mutex<State>,
+    /// Kept by a connection whose response has gone: a new id cannot reach the
+    /// client any more.
+    detached: std::sync::atomic::AtomicBool,
+}
+
+/// Puts a session's data back from the record it was lent to, when the save is done
+/// or its future dropped.
+struct Restore<'a> {
+    data: &'a mut Map<String, Value>,
+    record: Record,
+}
+
+impl Drop for Restore<'_> {
+    fn drop(&mut self) {
+        *self.data = std::mem::take(&mut self.record.data);
+    }
 }
 
 #[derive(Default)]
@@ -277,7 +308,12 @@ fn data_error(err: serde_json::Error) -> SessionError {
 impl Session {
     fn new(sessions: Option<Sessions>, cookies: Cookies) -> Session {
         Session {
-            inner: Arc::new(Inner { sessions, cookies, state: tokio::sync::Mutex::new(State::default()) }),
+            inner: Arc::new(Inner {
+                sessions,
+                cookies,
+                state: tokio::sync::Mutex::new(State::default()),
+                detached: std::sync::atomic::AtomicBool::new(false),
+            }),
         }
     }
 
@@ -416,31 +452,46 @@ impl Session {
         }
         let sessions = self.sessions()?;
         let now = now_ms();
-        let touch = !state.changed
-            && state.stored
+        let st = &mut *state;
+        let expires_at = sessions.expiry.expires_at(now, st.created_at);
+        // Read, not changed: push the idle expiry back once it has moved by a quarter
+        // of the idle time (not when the absolute expiry holds it where it is).
+        let touch = !st.changed
+            && st.stored
             && sessions.expiry.idle.is_some_and(|idle| {
-                let left = state.expires_at.map_or(0, |at| at.saturating_sub(now));
-                left < ms(idle) / 4 * 3
+                expires_at.unwrap_or(u64::MAX)
+                    > st.expires_at.unwrap_or(u64::MAX).saturating_add(ms(idle) / 4)
             });
-        if state.changed || touch {
-            if state.id.is_none() {
-                state.id = Some(new_id()?);
+        if self.inner.detached.load(std::sync::atomic::Ordering::Relaxed) && st.changed && !st.stored {
+            // A connection has no response left to carry a new cookie.
+            return Err(SessionError::NoResponse);
+        }
+        // What a cycled or flushed id leaves goes first: if it cannot, nothing else
+        // is done (a logout or login must not leave the old id working).
+        if let Some(stale) = &st.stale {
+            sessions.store.delete(stale).await?;
+            st.stale = None;
+        }
+        if st.changed {
+            if st.id.is_none() {
+                st.id = Some(new_id()?);
             }
-            let expires_at = sessions.expiry.expires_at(now, state.created_at);
-            let record = Record::new(std::mem::take(&mut state.data), state.created_at, expires_at);
-            let id = state.id.as_deref().unwrap_or_default();
-            let saved = sessions.store.save(id, &record).await;
-            state.data = record.data;
-            saved?;
-            if !state.stored {
-                let id = state.id.clone().unwrap_or_default();
+            let id = st.id.as_deref().unwrap_or_default();
+            let record = Record::new(std::mem::take(&mut st.data), st.created_at, expires_at);
+            // The data goes back into the session even if this future is dropped
+            // while the store works.
+            let kept = Restore { data: &mut st.data, record };
+            sessions.store.save(id, &kept.record).await?;
+            drop(kept);
+            if !st.stored {
+                let id = st.id.clone().unwrap_or_default();
                 let mut cookie = Cookie::build((sessions.cookie.to_string(), id))
                     .path("/")
                     .http_only(true)
                     .same_site(SameSite::Lax)
                     .build();
                 if let Some(absolute) = sessions.expiry.absolute {
-                    let left = state.created_at.saturating_add(ms(absolute)).saturating_sub(now);
+                    let left = st.created_at.saturating_add(ms(absolute)).saturating_sub(now);
                     // Whole seconds, rounded up: a browser drops a `Max-Age=0` cookie at once.
                     let seconds = i64::try_from(left.div_ceil(1000)).unwrap_or(i64::MAX);
                     cookie.set_max_age(cookie::time::Duration::seconds(seconds));
@@ -450,18 +501,19 @@ impl Session {
                     other => SessionError::Data(other.to_string()),
                 })?;
             }
-            state.stored = true;
-            state.expires_at = expires_at;
-            state.changed = false;
-            state.remove_cookie = false;
+            st.stored = true;
+            st.expires_at = expires_at;
+            st.changed = false;
+            st.remove_cookie = false;
+        } else if touch {
+            let id = st.id.as_deref().unwrap_or_default();
+            let record = Record::new(Map::new(), st.created_at, expires_at);
+            sessions.store.touch(id, &record).await?;
+            st.expires_at = expires_at;
         }
-        if state.remove_cookie {
+        if st.remove_cookie {
             let _ = self.inner.cookies.remove_signed(sessions.cookie.to_string());
-            state.remove_cookie = false;
-        }
-        if let Some(stale) = state.stale.take() {
-            // Best effort once the new state is out: a record left behind expires.
-            let _ = sessions.store.delete(&stale).await;
+            st.remove_cookie = false;
         }
         Ok(())
     }
@@ -504,7 +556,9 @@ impl Connection {
     /// (what `WebSocketChat` does at the upgrade).
     pub fn keep_session_of(&self, ctx: &Context) {
         if ctx.config().features.get::<Sessions>().is_some() {
-            self.keep_session(Arc::new(ctx.session()));
+            let session = ctx.session();
+            session.inner.detached.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.keep_session(Arc::new(session));
         }
     }
 }

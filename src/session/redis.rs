@@ -3,8 +3,8 @@
 
 use redis::aio::ConnectionManager;
 
+use super::SessionError;
 use super::store::{BoxFuture, Record, SessionStore};
-use super::{SessionError, now_ms};
 
 /// Sessions in Redis, one string key per session (`PREFIX` + id, JSON), expiring
 /// with the session. On the `redis` crate's connection manager, the one Redis client
@@ -74,10 +74,21 @@ impl SessionStore for RedisStore {
     fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Record>, SessionError>> {
         let mut conn = self.conn.clone();
         Box::pin(async move {
-            let bytes: Option<Vec<u8>> =
-                redis::cmd("GET").arg(self.key(id)).query_async(&mut conn).await.map_err(store_error)?;
-            // A record that is not ours (or garbled) is no session.
-            Ok(bytes.as_deref().and_then(decode).filter(|record| !record.is_expired(now_ms())))
+            let key = self.key(id);
+            let (bytes, expires): (Option<Vec<u8>>, i64) = redis::pipe()
+                .cmd("GET")
+                .arg(&key)
+                .cmd("PEXPIRETIME")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .map_err(store_error)?;
+            // A record that is not ours (or garbled) is no session. Redis's expiry is
+            // the one that counts (a touch moves it, not the JSON's field).
+            Ok(bytes.as_deref().and_then(decode).map(|mut record| {
+                record.expires_at = u64::try_from(expires).ok();
+                record
+            }))
         })
     }
 
@@ -98,6 +109,21 @@ impl SessionStore for RedisStore {
         let mut conn = self.conn.clone();
         Box::pin(async move {
             redis::cmd("DEL").arg(self.key(id)).query_async::<()>(&mut conn).await.map_err(store_error)
+        })
+    }
+
+    /// The expiry alone (`PEXPIREAT`), so a save made meanwhile stands. The record's
+    /// own `expiresAt` stays as saved; Redis's expiry is the one that counts.
+    fn touch<'a>(&'a self, id: &'a str, record: &'a Record) -> BoxFuture<'a, Result<(), SessionError>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            let Some(at) = record.expires_at else { return Ok(()) };
+            redis::cmd("PEXPIREAT")
+                .arg(self.key(id))
+                .arg(at.max(1))
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(store_error)
         })
     }
 }

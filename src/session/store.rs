@@ -54,6 +54,14 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Forgets `id` (nothing to forget is not an error).
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), SessionError>>;
+
+    /// Pushes `id`'s expiry to `record.expires_at`, leaving its data alone (a session
+    /// read but not changed, whose idle expiry is due). The default saves `record`
+    /// whole, which can undo a save another request made meanwhile: a store that can
+    /// change an expiry alone should.
+    fn touch<'a>(&'a self, id: &'a str, record: &'a Record) -> BoxFuture<'a, Result<(), SessionError>> {
+        self.save(id, record)
+    }
 }
 
 /// Sessions in this process's memory (the default): gone at a restart and not
@@ -119,6 +127,13 @@ impl SessionStore for MemoryStore {
 
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), SessionError>> {
         self.lock().remove(id);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn touch<'a>(&'a self, id: &'a str, record: &'a Record) -> BoxFuture<'a, Result<(), SessionError>> {
+        if let Some(kept) = self.lock().get_mut(id) {
+            kept.expires_at = record.expires_at;
+        }
         Box::pin(std::future::ready(Ok(())))
     }
 }

@@ -22,6 +22,7 @@ struct Counting {
     saves: AtomicUsize,
     deletes: AtomicUsize,
     failing: AtomicBool,
+    failing_deletes: AtomicBool,
 }
 
 impl Counting {
@@ -62,6 +63,9 @@ impl SessionStore for Counting {
         self.deletes.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
             self.check()?;
+            if self.failing_deletes.load(Ordering::SeqCst) {
+                return Err(SessionError::Store("delete refused".into()));
+            }
             self.inner.delete(id).await
         })
     }
@@ -310,6 +314,59 @@ async fn a_store_that_fails_is_a_503_and_nothing_is_sent_half() {
     store.failing.store(false, Ordering::SeqCst);
     assert_eq!(browser.get("sessionID"), Some(id.as_str()));
     assert_eq!(browser.get_page(&app, "/read").await.2, "1", "what was saved before is intact");
+}
+
+#[tokio::test]
+async fn a_logout_the_store_cannot_record_fails_whole() {
+    let store = Arc::new(Counting::default());
+    let app = app(store.clone());
+    let mut browser = Browser::default();
+    browser.get_page(&app, "/visits").await;
+    store.failing_deletes.store(true, Ordering::SeqCst);
+    let (status, set, _) = browser.get_page(&app, "/logout").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(set.iter().all(|c| !c.starts_with("sessionID")), "the cookie stays: {set:?}");
+    store.failing_deletes.store(false, Ordering::SeqCst);
+    assert_eq!(browser.get_page(&app, "/read").await.2, "1", "the session is as it was");
+    browser.get_page(&app, "/logout").await;
+    assert_eq!(browser.get_page(&app, "/read").await.2, "none");
+}
+
+#[tokio::test]
+async fn pushing_an_idle_expiry_back_never_undoes_another_requests_save() {
+    let store = Arc::new(MemoryStore::new());
+    let (read_started_tx, read_started) = tokio::sync::mpsc::channel::<()>(1);
+    let (written_tx, written) = tokio::sync::mpsc::channel::<()>(1);
+    let written = Arc::new(tokio::sync::Mutex::new(written));
+    let slow_read = get(move |ctx: Context| {
+        let (read_started_tx, written) = (read_started_tx.clone(), written.clone());
+        async move {
+            let visits = ctx.session().get::<u64>("visits").await?;
+            read_started_tx.send(()).await.unwrap();
+            written.lock().await.recv().await;
+            Ok::<_, HttpError>(format!("{visits:?}"))
+        }
+    });
+    let app = Router::new().route("/visits", get(visits)).route("/slow-read", slow_read).layer(
+        ContextLayer::new()
+            .keys(Keys::new(["k"]))
+            .sessions(Sessions::shared(store.clone()).expiry(Expiry::idle(Duration::from_millis(800)))),
+    );
+    let mut browser = Browser::default();
+    browser.get_page(&app, "/visits").await;
+    let id = browser.get("sessionID").unwrap().to_owned();
+    // Past a quarter of the idle time, so the read will push the expiry back.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut reader, mut writer) = (browser.clone(), browser.clone());
+    let (app_r, app_w) = (app.clone(), app.clone());
+    let reading = tokio::spawn(async move { reader.get_page(&app_r, "/slow-read").await });
+    let mut read_started = read_started;
+    read_started.recv().await.unwrap();
+    assert_eq!(writer.get_page(&app_w, "/visits").await.2, "2");
+    written_tx.send(()).await.unwrap();
+    assert_eq!(reading.await.unwrap().2, "Some(1)");
+    let record = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(record.data["visits"], 2, "the writer's save stands");
 }
 
 #[tokio::test]
