@@ -6,8 +6,8 @@ use redis::aio::ConnectionManager;
 use super::SessionError;
 use super::store::{BoxFuture, Record, SessionStore};
 
-/// Sessions in Redis, one string key per session (`PREFIX` + id, JSON), expiring
-/// with the session. On the `redis` crate's connection manager, the one Redis client
+/// Sessions in Redis (7.0 or later), one string key per session (`PREFIX` + id,
+/// JSON), expiring with the session. On the `redis` crate's connection manager, the one Redis client
 /// of this crate (the chat's, if you like: pass a clone).
 #[derive(Clone)]
 pub struct RedisStore {
