@@ -53,6 +53,29 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// Room `r` made, a listener held by `a` and a speaker held by `b`, both in it.
+async fn listener_and_speaker(a: &Chat, b: &Chat) -> (Connection, Connection) {
+    a.add_room("r").await.unwrap();
+    let (listener, speaker) = (client(), client());
+    a.register(&listener).await.unwrap();
+    b.register(&speaker).await.unwrap();
+    a.join(listener.id(), "r").await.unwrap();
+    b.join(speaker.id(), "r").await.unwrap();
+    (listener, speaker)
+}
+
+/// The id of the one RESP3 client of `server` (a node's connection, made while it is
+/// the only node), to kill it alone.
+fn only_node_client(server: &RedisServer) -> String {
+    server
+        .command("CLIENT LIST")
+        .lines()
+        .find(|line| line.contains("resp=3"))
+        .and_then(|line| line.split(' ').find_map(|field| field.strip_prefix("id=")))
+        .expect("the node's connection is listed")
+        .to_owned()
+}
+
 /// The number in a said `mN`.
 fn number(frame: &Value) -> Option<u64> {
     frame["message"].as_str()?.strip_prefix('m')?.parse().ok()
@@ -63,21 +86,10 @@ async fn a_killed_connection_and_a_restarted_server_lose_nothing_unreported() {
     let Some(mut server) = RedisServer::start() else { return };
     let lease = Duration::from_millis(300);
     let a = node(&server.url(), "a", lease).await;
-    // Node a's connection, to kill it alone (the one with RESP3 that is not asking).
-    let clients = server.command("CLIENT LIST");
-    let a_client = clients
-        .lines()
-        .find(|line| line.contains("resp=3"))
-        .and_then(|line| line.split(' ').find_map(|field| field.strip_prefix("id=")))
-        .expect("node a's connection is listed")
-        .to_owned();
+    // Node a's connection, to kill it alone.
+    let a_client = only_node_client(&server);
     let b = node(&server.url(), "b", lease).await;
-    a.add_room("r").await.unwrap();
-    let (listener, speaker) = (client(), client());
-    a.register(&listener).await.unwrap();
-    b.register(&speaker).await.unwrap();
-    a.join(listener.id(), "r").await.unwrap();
-    a.join(speaker.id(), "r").await.unwrap();
+    let (listener, speaker) = listener_and_speaker(&a, &b).await;
     let gaps: Arc<Mutex<Vec<Gap>>> = Arc::default();
     let seen = gaps.clone();
     a.on_gap(move |gap| seen.lock().unwrap().push(gap.clone()));
@@ -226,12 +238,7 @@ async fn envelopes_that_fail_are_dropped_and_counted_and_the_node_carries_on() {
     let Some(server) = RedisServer::start() else { return };
     let a = builder(&server.url(), "a").max_envelope(2048).connect().await.unwrap();
     let b = node(&server.url(), "b", Duration::from_secs(3)).await;
-    a.add_room("r").await.unwrap();
-    let (listener, speaker) = (client(), client());
-    a.register(&listener).await.unwrap();
-    b.register(&speaker).await.unwrap();
-    a.join(listener.id(), "r").await.unwrap();
-    b.join(speaker.id(), "r").await.unwrap();
+    let (listener, speaker) = listener_and_speaker(&a, &b).await;
 
     let client = redis::Client::open(server.url()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
@@ -277,20 +284,9 @@ async fn a_lost_last_message_is_reported_when_the_node_is_back() {
 
     let Some(server) = RedisServer::start() else { return };
     let a = node(&server.url(), "a", Duration::from_secs(3)).await;
-    let a_client = server
-        .command("CLIENT LIST")
-        .lines()
-        .find(|line| line.contains("resp=3"))
-        .and_then(|line| line.split(' ').find_map(|field| field.strip_prefix("id=")))
-        .expect("node a's connection is listed")
-        .to_owned();
+    let a_client = only_node_client(&server);
     let b = node(&server.url(), "b", Duration::from_secs(3)).await;
-    a.add_room("r").await.unwrap();
-    let (listener, speaker) = (client(), client());
-    a.register(&listener).await.unwrap();
-    b.register(&speaker).await.unwrap();
-    a.join(listener.id(), "r").await.unwrap();
-    b.join(speaker.id(), "r").await.unwrap();
+    let (listener, speaker) = listener_and_speaker(&a, &b).await;
     b.say(&speaker, "r", json!("before")).unwrap();
     b.flush().await.unwrap();
     let gaps: Arc<Mutex<Vec<Gap>>> = Arc::default();
