@@ -137,3 +137,34 @@ impl SessionStore for MemoryStore {
         Box::pin(std::future::ready(Ok(())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<T>(future: impl Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(future)
+    }
+
+    #[test]
+    fn the_memory_store_sweeps_expired_sessions_and_never_returns_one() {
+        let store = MemoryStore::new();
+        let now = now_ms();
+        block_on(async {
+            store.save("live", &Record::new(Map::new(), now, Some(now + 60_000))).await.unwrap();
+            let expired = Record::new(Map::new(), now - 10, Some(now - 1));
+            store.save("gone", &expired).await.unwrap();
+            assert_eq!(store.load("gone").await.unwrap(), None, "expired: not returned, even unswept");
+            for n in 0..SWEEP_EVERY {
+                store.save(&format!("old-{n}"), &expired).await.unwrap();
+            }
+            // A sweep ran on the way: of the 1,026 saved, the live one and the few
+            // expired ones saved after the sweep are left.
+            assert!(store.len() < 5, "{} left", store.len());
+            assert!(store.load("live").await.unwrap().is_some());
+            let touched = Record::new(Map::new(), now, Some(now + 120_000));
+            store.touch("live", &touched).await.unwrap();
+            assert_eq!(store.load("live").await.unwrap().unwrap().expires_at, Some(now + 120_000));
+        });
+    }
+}
