@@ -35,22 +35,60 @@ fn parse_q(raw: &str) -> Option<u16> {
     Some((q.clamp(0.0, 1.0) * 1000.0).round() as u16)
 }
 
+/// `s` split at each `sep` (an ASCII byte), scanning bytes: headers are short, and
+/// `str::split` with a `char` sets up a search per call that costs more than the
+/// whole scan here.
+#[derive(Clone)]
+pub(crate) struct SplitByte<'a> {
+    rest: Option<&'a str>,
+    sep: u8,
+}
+
+pub(crate) fn split_byte(s: &str, sep: u8) -> SplitByte<'_> {
+    SplitByte { rest: Some(s), sep }
+}
+
+impl<'a> Iterator for SplitByte<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.rest?;
+        match rest.bytes().position(|b| b == self.sep) {
+            // An ASCII byte is always a char boundary.
+            Some(at) => {
+                self.rest = rest.get(at + 1..);
+                rest.get(..at)
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
+    }
+}
+
+/// [`str::split_once`] at an ASCII byte, scanning bytes.
+pub(crate) fn split_once_byte(s: &str, sep: u8) -> Option<(&str, &str)> {
+    let at = s.bytes().position(|b| b == sep)?;
+    Some((s.get(..at)?, s.get(at + 1..)?))
+}
+
 /// The entries of a header, skipping malformed ones (empty, or a q that is not a
 /// number). At most `MAX_ENTRIES` entries are read: a longer header is hostile.
 pub(crate) fn entries(header: &str) -> impl Iterator<Item = Entry<'_>> + Clone {
     const MAX_ENTRIES: usize = 64;
-    header.split(',').take(MAX_ENTRIES).filter_map(|part| {
-        let mut pieces = part.split(';');
+    split_byte(header, b',').take(MAX_ENTRIES).filter_map(|part| {
+        let mut pieces = split_byte(part, b';');
         let value = pieces.next()?.trim();
         if value.is_empty() {
             return None;
         }
         let mut q = 1000;
-        let params_start = part.find(';').map_or(part.len(), |i| i + 1);
+        let params_start = part.bytes().position(|b| b == b';').map_or(part.len(), |i| i + 1);
         let mut params_end = part.len();
         let mut offset = params_start;
         for piece in pieces {
-            let (name, val) = piece.split_once('=').unwrap_or((piece, ""));
+            let (name, val) = split_once_byte(piece, b'=').unwrap_or((piece, ""));
             if name.trim().eq_ignore_ascii_case("q") {
                 q = parse_q(val)?;
                 // Parameters after q are accept-extensions, not media-type parameters.
@@ -179,9 +217,9 @@ pub(crate) fn is_media_range(value: &str) -> bool {
 /// Matches a media-type entry (`type/subtype`, `type/*`, `*/*`, with parameters)
 /// against a full media type offer such as `application/json`.
 pub(crate) fn media_match(entry: &Entry<'_>, offer: &str) -> Option<Specificity> {
-    let (etype, esub) = entry.value.split_once('/')?;
-    let (otype, osub_full) = offer.split_once('/')?;
-    let (osub, oparams) = match osub_full.split_once(';') {
+    let (etype, esub) = split_once_byte(entry.value, b'/')?;
+    let (otype, osub_full) = split_once_byte(offer, b'/')?;
+    let (osub, oparams) = match split_once_byte(osub_full, b';') {
         Some((sub, params)) => (sub.trim(), params),
         None => (osub_full.trim(), ""),
     };
@@ -200,12 +238,12 @@ pub(crate) fn media_match(entry: &Entry<'_>, offer: &str) -> Option<Specificity>
     }
     if !entry.params.is_empty() {
         // Every parameter the entry names must be on the offer with the same value.
-        for param in entry.params.split(';') {
+        for param in split_byte(entry.params, b';') {
             let param = param.trim();
             if param.is_empty() {
                 continue;
             }
-            let found = oparams.split(';').any(|p| p.trim().eq_ignore_ascii_case(param));
+            let found = split_byte(oparams, b';').any(|p| p.trim().eq_ignore_ascii_case(param));
             if !found {
                 return None;
             }
