@@ -41,6 +41,7 @@ pub(crate) struct Config {
     pub(crate) first_frame: bool,
     /// Settings of optional features whose modules sit above the context (the
     /// session store, say), by type.
+    #[cfg_attr(not(feature = "sessions"), allow(dead_code))]
     pub(crate) features: http::Extensions,
 }
 
