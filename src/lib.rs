@@ -145,6 +145,13 @@
 //! Every push goes through the connection's bounded mailbox
 //! ([`Connection::send_message`]).
 //!
+//! ## Files
+//!
+//! With the `files` feature, `ctx.send_file(path)` serves a file from the public
+//! roots given to the layer (`ContextLayer::public_files`), searched in order, with
+//! ranges, `If-Range`, conditional requests and Actionhero's `Cache-Control`; a
+//! missing file is a rendered `404 that file is not found`. See the `files` module.
+//!
 //! ## Bypassing the context (Toa's `ctx.respond = false`)
 //!
 //! There is no flag to set: a handler that must write to the connection itself
@@ -160,6 +167,7 @@
 //! |---|---|---|
 //! | `axum` | yes | extractors (`Context`, `Cookies`, `Connection`) and `IntoResponse` for `HttpError` and `Ended`; needs only `axum-core` |
 //! | `server` | yes | [`serve`]: the connection-tracking hyper server |
+//! | `files` | no | `files`: `Context::send_file` and `PublicFiles`, Actionhero's `sendFile` on tower-http's `ServeFile` (several roots, ranges, `If-Range`, Actionhero's `Cache-Control`); the chat WebSocket's `file` event |
 //! | `ws` | no | `chat::ws`: chat over WebSocket, Actionhero's protocol (brings the `axum` crate) |
 //! | `redis` | no | `chat::RedisChat`: chat across instances on Redis (and `session::RedisStore` with `sessions`) |
 //! | `sessions` | no | `ctx.session()`: per-client data kept across requests (`session` module) |
@@ -191,6 +199,8 @@ pub mod session;
 
 // Helpers: they may use the context, never the layer.
 pub mod conditional;
+#[cfg(feature = "files")]
+pub mod files;
 pub mod request;
 pub mod response;
 pub mod stream;
@@ -208,6 +218,8 @@ pub use connection::{Connection, ConnectionKind};
 pub use context::{Context, Ended, ErrorAction, HooksStarted, Outcome};
 pub use cookies::{CookieError, Cookies, Keys, SignedFormat};
 pub use error::{BoxError, ErrorFormat, HttpError};
+#[cfg(feature = "files")]
+pub use files::PublicFiles;
 pub use layer::{ContextLayer, ContextService};
 pub use proxy::TrustProxy;
 pub use request::{HeaderExt, RequestHeadExt};

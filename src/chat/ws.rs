@@ -57,6 +57,12 @@ pub struct WebSocketChat {
     welcome: String,
     #[cfg(feature = "server")]
     registry: Option<crate::server::Connections>,
+    /// Where `file` events read from.
+    #[cfg(feature = "files")]
+    files: Option<crate::files::PublicFiles>,
+    /// The largest file a `file` event sends.
+    #[cfg(feature = "files")]
+    max_file: u64,
 }
 
 impl WebSocketChat {
@@ -70,7 +76,44 @@ impl WebSocketChat {
             welcome: "Welcome to the actionhero api".to_owned(),
             #[cfg(feature = "server")]
             registry: None,
+            #[cfg(feature = "files")]
+            files: None,
+            #[cfg(feature = "files")]
+            max_file: 1024 * 1024,
         }
+    }
+
+    /// Answers `{"event": "file", "file": PATH}` with the file from `files`
+    /// (feature `files`), as Actionhero's socket does, up to 1 MiB (see
+    /// [`max_file_size`](Self::max_file_size)). The answer is `{"status": "OK",
+    /// "context": "response", "content", "encoding", "mime", "length",
+    /// "lastModified", "messageId"}`: `content` is the text of a text file
+    /// (`encoding: "utf8"`) and base64 for anything else (`encoding: "base64"`), where
+    /// Actionhero sends every file as a string and so corrupts binary ones; `length`
+    /// counts the file's bytes, `lastModified` is as JavaScript writes a date. A
+    /// missing file is the error answer `Error: that file is not found`. Without this,
+    /// a `file` event is refused like any verb this socket does not allow.
+    ///
+    /// ```
+    /// use tower_context::PublicFiles;
+    /// use tower_context::chat::{Chat, ws::WebSocketChat};
+    ///
+    /// let socket = WebSocketChat::new(Chat::new()).public_files(PublicFiles::new(["public"]));
+    /// ```
+    #[cfg(feature = "files")]
+    #[must_use]
+    pub fn public_files(mut self, files: crate::files::PublicFiles) -> Self {
+        self.files = Some(files);
+        self
+    }
+
+    /// The largest file a `file` event sends (1 MiB unless set); a larger one is
+    /// answered with an error. Base64 makes a binary file's frame a third larger.
+    #[cfg(feature = "files")]
+    #[must_use]
+    pub fn max_file_size(mut self, bytes: u64) -> Self {
+        self.max_file = bytes;
+        self
     }
 
     /// Lists each client in `connections` while its socket is open (kind
@@ -261,6 +304,13 @@ impl WebSocketChat {
         }
         let id = message_id.unwrap_or_else(|| Value::from(fresh_id()));
         let data = Value::Object(rest.iter().cloned().collect());
+        #[cfg(feature = "files")]
+        if let (Some(files), Some(Value::String(name))) = (&self.files, &event)
+            && name == "file"
+        {
+            let file = rest.iter().find(|(key, _)| key == "file").map(|(_, value)| value);
+            return Some(crate::files::socket::answer(files, file, self.max_file, data, id).await);
+        }
         let words = room.iter().chain(rest.iter().map(|(_, v)| v)).map(word);
         let verb = match &event {
             Some(Value::String(name)) => Verb::parse(name, words),

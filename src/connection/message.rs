@@ -93,6 +93,19 @@ impl Message {
         encode(&[("status", &ok), ("context", &response), ("data", &data), ("messageId", &id)])
     }
 
+    /// A successful answer whose fields sit beside `status` rather than under
+    /// `data`, as Actionhero answers a `file` event: `{"status": "OK", "context":
+    /// "response", ..fields, "messageId": ..}`.
+    #[cfg(all(feature = "files", feature = "ws"))]
+    pub(crate) fn ok_with_fields(fields: &[(&str, &Value)], message_id: Value) -> Message {
+        let (ok, response) = (Value::from("OK"), Value::from("response"));
+        let mut pairs = Vec::with_capacity(fields.len() + 3);
+        pairs.extend([("status", &ok), ("context", &response)]);
+        pairs.extend_from_slice(fields);
+        pairs.push(("messageId", &message_id));
+        encode(&pairs)
+    }
+
     /// A failed answer: `{"status": "Error: ..", "error": "Error: ..", "context":
     /// "response", "data": .., "messageId": ..}`, Actionhero's shape (the text is
     /// prefixed with `Error: ` as JavaScript prints an error).

@@ -40,8 +40,8 @@ pub(crate) struct Config {
     pub(crate) trust_proxy: TrustProxy,
     pub(crate) first_frame: bool,
     /// Settings of optional features whose modules sit above the context (the
-    /// session store, say), by type.
-    #[cfg_attr(not(feature = "sessions"), allow(dead_code))]
+    /// session store, the public files), by type.
+    #[cfg_attr(not(any(feature = "sessions", feature = "files")), allow(dead_code))]
     pub(crate) features: http::Extensions,
 }
 

@@ -40,6 +40,17 @@ pub(crate) fn apply(edits: Vec<Edit>, status: &mut StatusCode, headers: &mut Hea
     }
 }
 
+impl Edit {
+    /// Whether this edit sets, appends or removes the header `name`.
+    #[cfg(feature = "files")]
+    pub(crate) fn touches(&self, name: &HeaderName) -> bool {
+        match self {
+            Edit::Insert(n, _) | Edit::Append(n, _) | Edit::Remove(n) => n == name,
+            Edit::Status(_) | Edit::Vary(_) => false,
+        }
+    }
+}
+
 /// A status that redirects, as Koa's `statuses.redirect` lists them.
 fn is_redirect(status: StatusCode) -> bool {
     matches!(status.as_u16(), 300..=303 | 305 | 307 | 308)
@@ -85,6 +96,13 @@ impl Context {
     /// Removes a response header, applied like [`set_status`](Self::set_status).
     pub fn remove_header(&self, name: HeaderName) {
         self.inner.phase.add_edit(Edit::Remove(name));
+    }
+
+    /// Whether a deferred edit made so far sets, appends or removes the header `name`:
+    /// `send_file` leaves such a header to the app.
+    #[cfg(feature = "files")]
+    pub(crate) fn edits_header(&self, name: &HeaderName) -> bool {
+        self.inner.phase.edits_header(name)
     }
 
     /// Adds a field to the response's `Vary` header (merged, no duplicates, `*` wins),

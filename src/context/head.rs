@@ -96,8 +96,8 @@ impl IdText {
 /// carry only a few of these headers. Each name has a one-byte slot; values sit
 /// inline up to `INLINE`, then in a vector that is allocated only past that.
 pub(crate) struct Captured {
-    /// Per name of `CAPTURED`: 0 when absent, else 1 + the value's index.
-    slots: [u8; CAPTURED.len()],
+    /// Per name this build keeps: 0 when absent, else 1 + the value's index.
+    slots: [u8; KEPT],
     inline: [Option<HeaderValue>; INLINE],
     more: Vec<HeaderValue>,
     len: u8,
@@ -105,7 +105,8 @@ pub(crate) struct Captured {
 
 const INLINE: usize = 6;
 
-const CAPTURED: [&str; 19] = [
+/// Every name the crate may keep; a build keeps the first `KEPT` of them.
+const CAPTURED: [&str; 23] = [
     "accept",
     "accept-charset",
     "accept-encoding",
@@ -125,7 +126,16 @@ const CAPTURED: [&str; 19] = [
     "x-forwarded-host",
     "x-forwarded-proto",
     "x-sessionid",
+    // `send_file` (feature "files") hands these to tower-http's `ServeFile`.
+    "if-match",
+    "if-range",
+    "if-unmodified-since",
+    "range",
 ];
+
+/// How many of `CAPTURED` this build keeps: the range and precondition headers only
+/// when `send_file` exists to read them.
+const KEPT: usize = if cfg!(feature = "files") { CAPTURED.len() } else { 19 };
 
 const COOKIE_SLOT: usize = 7;
 
@@ -153,6 +163,14 @@ fn slot(name: &str) -> Option<usize> {
         "x-forwarded-host" => 16,
         "x-forwarded-proto" => 17,
         "x-sessionid" => 18,
+        #[cfg(feature = "files")]
+        "if-match" => 19,
+        #[cfg(feature = "files")]
+        "if-range" => 20,
+        #[cfg(feature = "files")]
+        "if-unmodified-since" => 21,
+        #[cfg(feature = "files")]
+        "range" => 22,
         _ => return None,
     })
 }
@@ -163,7 +181,7 @@ impl Captured {
     #[inline]
     pub(crate) fn capture(headers: &HeaderMap) -> Captured {
         let mut captured =
-            Captured { slots: [0; CAPTURED.len()], inline: Default::default(), more: Vec::new(), len: 0 };
+            Captured { slots: [0; KEPT], inline: Default::default(), more: Vec::new(), len: 0 };
         for (name, value) in headers {
             let Some(index) = slot(name.as_str()) else {
                 continue;
@@ -176,7 +194,7 @@ impl Captured {
                     } else {
                         captured.more.push(value.clone());
                     }
-                    // At most 19 names, so the count always fits in a byte.
+                    // At most 23 names, so the count always fits in a byte.
                     captured.len += 1;
                     captured.slots[index] = captured.len;
                 }
@@ -210,7 +228,7 @@ impl Captured {
         let name = if name.eq_ignore_ascii_case("referrer") { "referer" } else { name };
         let index = match slot(name) {
             Some(index) => index,
-            None => CAPTURED.iter().position(|c| c.eq_ignore_ascii_case(name))?,
+            None => CAPTURED[..KEPT].iter().position(|c| c.eq_ignore_ascii_case(name))?,
         };
         let at = usize::from(self.slots[index]).checked_sub(1)?;
         match at.checked_sub(INLINE) {
@@ -236,8 +254,11 @@ mod tests {
     #[test]
     fn slots_match_the_list() {
         assert_eq!(CAPTURED[COOKIE_SLOT], "cookie");
-        for (index, name) in CAPTURED.iter().enumerate() {
+        for (index, name) in CAPTURED[..KEPT].iter().enumerate() {
             assert_eq!(slot(name), Some(index), "{name}");
+        }
+        for name in &CAPTURED[KEPT..] {
+            assert_eq!(slot(name), None, "{name} is kept only with the files feature");
         }
         assert_eq!(slot("x-other"), None);
     }
@@ -276,7 +297,10 @@ mod tests {
         }
         headers.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         let captured = Captured::capture(&headers);
-        for (i, name) in CAPTURED.iter().enumerate() {
+        for name in &CAPTURED[KEPT..] {
+            assert!(captured.get(name).is_none(), "{name}");
+        }
+        for (i, name) in CAPTURED[..KEPT].iter().enumerate() {
             let want = if *name == "x-forwarded-for" { format!("{i}, 10.0.0.1") } else { i.to_string() };
             assert_eq!(captured.get(name).unwrap(), want.as_str(), "{name}");
         }

@@ -231,10 +231,11 @@ impl Context {
     /// itself reads: `accept`, `accept-charset`, `accept-encoding`, `accept-language`,
     /// `cache-control`, `content-length`, `content-type`, `cookie`, `forwarded`, `host`,
     /// `if-modified-since`, `if-none-match`, `origin`, `referer`, `user-agent`,
-    /// `x-forwarded-for`, `x-forwarded-host`, `x-forwarded-proto` and `x-sessionid`.
-    /// Several lines of one header are joined into one value (`; ` for cookies, `, `
-    /// for the rest). For any other header, read the request itself. `referrer` finds
-    /// `referer`.
+    /// `x-forwarded-for`, `x-forwarded-host`, `x-forwarded-proto` and `x-sessionid`;
+    /// with the `files` feature also `if-match`, `if-range`, `if-unmodified-since` and
+    /// `range`, which `send_file` needs. Several lines of one header are joined into
+    /// one value (`; ` for cookies, `, ` for the rest). For any other header, read the
+    /// request itself. `referrer` finds `referer`.
     pub fn header(&self, name: impl AsRef<str>) -> Option<&HeaderValue> {
         self.inner.headers.get(name.as_ref())
     }

@@ -232,6 +232,13 @@ impl Phase {
         self.has(flag::RESPONDED)
     }
 
+    /// Whether a deferred edit names the header `name`. No lock when no edit or hook
+    /// was ever added.
+    #[cfg(feature = "files")]
+    pub(crate) fn edits_header(&self, name: &http::HeaderName) -> bool {
+        self.has(flag::WORK) && self.lock().edits.iter().any(|edit| edit.touches(name))
+    }
+
     pub(crate) fn is_finished(&self) -> bool {
         self.has(flag::FINISHED)
     }

@@ -219,6 +219,23 @@ impl ContextLayer {
         self.with(|c| c.cookies.secure_over_http = allow)
     }
 
+    /// The public roots [`Context::send_file`] searches (feature `files`); see
+    /// [`PublicFiles`](crate::files::PublicFiles). Without them `send_file` fails
+    /// with a 500.
+    ///
+    /// ```
+    /// use tower_context::{ContextLayer, PublicFiles};
+    ///
+    /// let layer = ContextLayer::new().public_files(PublicFiles::new(["public"]));
+    /// ```
+    #[cfg(feature = "files")]
+    #[must_use]
+    pub fn public_files(self, files: crate::files::PublicFiles) -> Self {
+        self.with(|config| {
+            config.features.insert(files);
+        })
+    }
+
     /// Which proxies' `X-Forwarded-*` and `Forwarded` headers are believed;
     /// [`TrustProxy::None`] by default. See [the `proxy` module](crate::proxy).
     ///

@@ -8,6 +8,8 @@ mod common;
 #[cfg(feature = "ws")]
 mod browser;
 mod connection;
+#[cfg(feature = "files")]
+mod files;
 mod lifecycle;
 #[cfg(feature = "redis")]
 mod redis;
