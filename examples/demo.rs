@@ -24,6 +24,7 @@ use tower_context::chat::ws::WebSocketChat;
 use tower_context::chat::{Chat, ChatMiddleware, RedisChat};
 use tower_context::conditional::conditional_get;
 use tower_context::cookies::Cookie;
+use tower_context::files::{FileBody, PublicFiles};
 use tower_context::response::{etag, redirect};
 use tower_context::session::{RedisStore, Sessions};
 use tower_context::stream::FirstFrame;
@@ -74,6 +75,7 @@ async fn index() -> &'static str {
      GET /visits                counts your visits in your session (shared through REDIS_URL)\n\
      GET /chat                  a chat page: open it in two tabs (rooms over WebSocket)\n\
      GET /ws                    the chat's WebSocket: Actionhero's JSON protocol\n\
+     GET /static/               examples/public/ through ctx.send_file: Range, If-Range, 304\n\
      (start two demos with the same REDIS_URL and their chats are one)\n"
 }
 
@@ -297,13 +299,26 @@ async fn error(ctx: Context, Path(kind): Path<String>) -> Result<&'static str, H
     }
 }
 
+/// `examples/public/` at `/static/`: Actionhero's sendFile with ranges, `If-Range`,
+/// 304 and 412; a missing file is the layer's rendered 404. `Path` decodes the URL
+/// once; `send_file` refuses anything that leaves the public roots.
+async fn static_file(ctx: Context, path: Option<Path<String>>) -> Result<Response<FileBody>, HttpError> {
+    ctx.send_file(path.map(|Path(path)| path).unwrap_or_default()).await
+}
+
+/// The demo's public roots: `examples/public/`, wherever the demo is started from.
+fn public_files() -> PublicFiles {
+    PublicFiles::new([concat!(env!("CARGO_MANIFEST_DIR"), "/examples/public")])
+}
+
 async fn slow() -> &'static str {
     tokio::time::sleep(Duration::from_secs(5)).await;
     "slow answer\n"
 }
 
 fn app(connections: Connections, chat: Chat, sessions: Sessions) -> Router {
-    let chat = WebSocketChat::new(chat).registry(connections);
+    // The chat socket answers `{"event": "file", "file": "hello.txt"}` from the same roots.
+    let chat = WebSocketChat::new(chat).registry(connections).public_files(public_files());
     Router::new()
         .route("/", get(index))
         .route("/chat", get(chat_page))
@@ -324,6 +339,8 @@ fn app(connections: Connections, chat: Chat, sessions: Sessions) -> Router {
         .route("/page", get(page))
         .route("/connection", get(connection))
         .route("/visits", get(visits))
+        .route("/static/", get(static_file))
+        .route("/static/{*path}", get(static_file))
         .layer(axum::middleware::from_fn(timing))
         .layer(
             ContextLayer::new()
@@ -334,6 +351,7 @@ fn app(connections: Connections, chat: Chat, sessions: Sessions) -> Router {
                 .signed_format(SignedFormat::KEYGRIP)
                 // The demo runs on plain http; real apps behind TLS keep the default.
                 .allow_secure_cookies_over_http(true)
+                .public_files(public_files())
                 .handle_error(|err, ctx| {
                     if !err.is_exposed() || ctx.is_ended() {
                         eprintln!("{} {} failed: {err:?}", ctx.id(), ctx.uri());
