@@ -43,6 +43,34 @@ impl<S: Send + Sync> FromRequestParts<S> for Context {
     }
 }
 
+/// Takes the request's session (feature `sessions`): what
+/// [`Context::session`](crate::Context::session) returns. A route without
+/// [`ContextLayer`](crate::ContextLayer) around it answers 500.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use tower_context::session::{Session, Sessions};
+/// use tower_context::{ContextLayer, HttpError, Keys};
+///
+/// async fn visits(session: Session) -> Result<String, HttpError> {
+///     let n = session.get::<u64>("visits").await?.unwrap_or(0) + 1;
+///     session.insert("visits", n).await?;
+///     Ok(n.to_string())
+/// }
+///
+/// let app: Router = Router::new()
+///     .route("/", get(visits))
+///     .layer(ContextLayer::new().keys(Keys::new(["secret"])).sessions(Sessions::memory()));
+/// ```
+#[cfg(feature = "sessions")]
+impl<S: Send + Sync> FromRequestParts<S> for crate::session::Session {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Context>().map(Context::session).ok_or_else(missing_layer)
+    }
+}
+
 /// Takes the request's [`Cookies`]; a route without
 /// [`ContextLayer`](crate::ContextLayer) around it answers 500.
 ///

@@ -105,6 +105,12 @@ fn app_with(sessions: Sessions, keys: Option<Keys>) -> Router {
         .route("/logout", get(logout))
         .route("/handle-only", get(|ctx: Context| async move { format!("{:?}", ctx.session()) }))
         .route("/plain", get(|| async { "plain" }))
+        .route(
+            "/extracted",
+            get(|session: tower_context::session::Session| async move {
+                Ok::<_, HttpError>(format!("{:?}", session.get::<u64>("visits").await?))
+            }),
+        )
         .layer(layer)
 }
 
@@ -196,6 +202,8 @@ async fn values_survive_and_are_saved_once_only_when_changed() {
     let (_, set, body) = browser.get_page(&app, "/read").await;
     assert_eq!((body.as_str(), set.len()), ("2", 0));
     assert_eq!(store.counts(), (2, 2, 0), "read, not changed: not saved");
+    let (_, _, body) = browser.get_page(&app, "/extracted").await;
+    assert_eq!(body, "Some(2)", "the axum extractor is the same session");
     assert_eq!(store.inner.len(), 1);
 }
 
