@@ -48,6 +48,11 @@ use crate::connection::{Connection, ConnectionKind, MailboxConfig, Message};
 /// The close code for a frame over the size limit (RFC 6455 "message too big").
 const TOO_BIG: u16 = 1009;
 
+/// How many answers may wait in a client's mailbox for a `file` event to be
+/// answered.
+#[cfg(feature = "files")]
+const FILE_BACKLOG: usize = 4;
+
 /// Serves chat clients over WebSocket: see the [module docs](self).
 #[derive(Clone, Debug)]
 pub struct WebSocketChat {
@@ -308,6 +313,14 @@ impl WebSocketChat {
         if let (Some(files), Some(Value::String(name))) = (&self.files, &event)
             && name == "file"
         {
+            // A file answer can be large: while the client has not read what is
+            // queued for it, it gets no more of them (memory stays bounded by a few
+            // files, not by the mailbox's count of messages).
+            if conn.queued_messages() >= FILE_BACKLOG {
+                let busy =
+                    format!("{FILE_BACKLOG} or more answers are waiting: read them before asking for a file");
+                return Some(Message::error(&busy, data, id));
+            }
             let file = rest.iter().find(|(key, _)| key == "file").map(|(_, value)| value);
             return Some(crate::files::socket::answer(files, file, self.max_file, data, id).await);
         }

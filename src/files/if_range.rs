@@ -20,11 +20,17 @@ pub(super) fn matches(given: &HeaderValue, current: &HeaderMap) -> bool {
         // A weak tag (`W/"..."`) or anything unreadable.
         return false;
     };
+    // A date is a weak validator: it counts only for a file last changed at least a
+    // second before now (RFC 9110 §8.8.2.2), else two versions written within the
+    // same second would share it.
+    let settled = |modified: std::time::SystemTime| {
+        modified + std::time::Duration::from_secs(1) <= std::time::SystemTime::now()
+    };
     current
         .get(LAST_MODIFIED)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok())
-        .is_some_and(|modified| modified == date)
+        .is_some_and(|modified| modified == date && settled(modified))
 }
 
 /// A strong entity tag: `"`, then no `"`, then `"`.

@@ -26,9 +26,11 @@
 //! - **The head.** `Content-Type` by the file's extension, `Content-Length`,
 //!   `Last-Modified`, a strong `ETag` and `Accept-Ranges: bytes` (tower-http's), and
 //!   `Cache-Control: max-age=60, must-revalidate, public` (Actionhero's) unless the
-//!   app set one through the context ([`Context::set_header`](crate::Context::set_header) and its siblings,
-//!   before or after `send_file`: they are applied last) or chose another default with
-//!   [`PublicFiles::cache_control`]. `HEAD` gets the head alone.
+//!   app set one through the context ([`Context::set_header`](crate::Context::set_header)
+//!   before or after `send_file`, as edits are applied last; an `append_header`
+//!   made after the call adds to the default rather than replacing it) or chose
+//!   another default with [`PublicFiles::cache_control`]. `HEAD` gets the head
+//!   alone.
 //! - **Conditions and ranges,** evaluated in RFC 9110's order (§13.2.2):
 //!   1. `If-Match`, else `If-Unmodified-Since`: when it fails, `412 Precondition
 //!      Failed`.
@@ -38,18 +40,23 @@
 //!      `Cache-Control: no-cache` skips this step and gets the file. Actionhero
 //!      reads `If-Modified-Since` first; the RFC's order, kept here, lets an entity
 //!      tag decide when both are sent.
-//!   3. `Range` (one range; a request for several gets the whole file, `200`):
+//!   3. `Range` on a `GET` (one range in bytes; a request for several gets the
+//!      whole file, `200`, and a unit other than `bytes` is ignored):
 //!      `206 Partial Content` with `Content-Range`, or `416 Range Not Satisfiable`
-//!      with `Content-Range: bytes */LENGTH` when it lies outside the file.
+//!      with `Content-Range: bytes */LENGTH` when it lies outside the file or does
+//!      not parse (tower-http's answer, passed through: a suffix longer than the
+//!      file is a 416 there too).
 //!      **`If-Range`**, which neither Actionhero nor tower-http reads, guards it: a
 //!      validator that names the current version (the `ETag`, compared strongly, or
-//!      exactly the `Last-Modified` date) lets the range through (`206`, or `416`);
+//!      exactly the `Last-Modified` date of a file last changed at least a second
+//!      ago, RFC 9110 §8.8.2.2) lets the range through (`206`, or `416`);
 //!      a stale, weak or malformed one gets the whole file (`200`), so a resumed
 //!      download never splices two versions. Without `Range`, `If-Range` is
 //!      ignored.
 //!
-//!   Conditions and ranges apply to `GET` and `HEAD`; a handler for another method
-//!   that sends a file sends it whole.
+//!   Conditions apply to `GET` and `HEAD`, ranges to `GET` only (a `HEAD` gets the
+//!   whole file's head); a handler for another method that sends a file sends it
+//!   whole.
 //! - **The rest of the layer still applies:** `Set-Cookie` for the jar's changes,
 //!   deferred edits, after-hooks, lifecycle events. The file's body is tower-http's
 //!   stream, not copied or boxed again.

@@ -28,6 +28,9 @@ pub(super) struct Root(PathBuf);
 
 impl Root {
     pub(super) fn new(path: &Path) -> Root {
+        // An empty root (an unset variable, say) is the current directory, never a
+        // root that every path starts with.
+        let path = if path.as_os_str().is_empty() { Path::new(".") } else { path };
         let absolute = std::path::absolute(path).ok().and_then(|p| resolve_absolute(&p));
         Root(absolute.unwrap_or_else(|| path.to_path_buf()))
     }
@@ -43,6 +46,10 @@ impl Root {
             return None;
         }
         if requested.is_absolute() {
+            // Only a root known as an absolute path can say what lies inside it.
+            if !self.0.is_absolute() {
+                return None;
+            }
             let mut resolved = resolve_absolute(requested)?;
             if !resolved.starts_with(&self.0) {
                 return None;
@@ -188,5 +195,13 @@ mod tests {
     fn room_is_kept_for_the_index() {
         let candidate = root().candidate(Path::new("docs")).unwrap();
         assert!(candidate.capacity() >= candidate.as_os_str().len() + 1 + INDEX.len());
+    }
+
+    #[test]
+    fn an_empty_root_is_the_current_directory_not_everywhere() {
+        let root = Root::new(Path::new(""));
+        let here = std::path::absolute(".").unwrap();
+        assert!(root.candidate(Path::new("/etc/passwd")).is_none());
+        assert_eq!(root.candidate(Path::new("a.txt")), Some(resolve_absolute(&here).unwrap().join("a.txt")));
     }
 }

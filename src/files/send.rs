@@ -43,8 +43,9 @@ impl Context {
     ///
     /// # Errors
     ///
-    /// `404 that file is not found` when no root has it; a 500 (its message not
-    /// exposed) when the layer was given no public roots or the file cannot be read.
+    /// `404 that file is not found` when no root has it (or the process may not read
+    /// it: the client learns nothing more); a 500 (its message not exposed) when the
+    /// layer was given no `PublicFiles` at all or the file fails while being read.
     /// Return the error from the handler and the layer renders it.
     pub async fn send_file(&self, path: impl AsRef<Path>) -> Result<Response<FileBody>, HttpError> {
         match self.config().features.get::<PublicFiles>() {
@@ -145,13 +146,24 @@ fn file_request(ctx: &Context, with_range: bool) -> Request<()> {
         (header::IF_UNMODIFIED_SINCE, true),
         (header::IF_NONE_MATCH, revalidate),
         (header::IF_MODIFIED_SINCE, revalidate),
-        (header::RANGE, with_range),
+        // Ranges are defined for GET only (RFC 9110 §14.2): a HEAD gets the whole
+        // file's headers. A unit other than bytes is ignored, as the RFC asks.
+        (header::RANGE, with_range && method == Method::GET && asks_for_bytes(ctx)),
     ] {
         if wanted && let Some(value) = ctx.header(name.as_str()) {
             headers.insert(name, value.clone());
         }
     }
     request
+}
+
+/// Whether the request's `Range` is in bytes (`items=0-5` is not understood, so it
+/// is ignored and the whole file goes out, rather than a 416).
+fn asks_for_bytes(ctx: &Context) -> bool {
+    ctx.header("range").is_some_and(|value| {
+        let value = value.as_bytes();
+        value.len() >= 6 && value[..6].eq_ignore_ascii_case(b"bytes=")
+    })
 }
 
 /// The request's `Cache-Control` has `no-cache`: the client wants the file, not a
