@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Names;
-use super::envelope::{self, EnvelopeKeys, Header, Kind};
+use super::envelope::{self, EnvelopeKeys, Header, Kind, Seal};
 use crate::chat::ChatError;
 use crate::chat::bus::{BoxFuture, Bus, BusStats, Command, Gap, Node};
 use crate::cookies::Keys;
@@ -62,6 +62,8 @@ struct Shared {
     conn: ConnectionManager,
     names: Arc<Names>,
     id: String,
+    /// The node's own channel (its commands, and answers to its calls).
+    own: String,
     /// This process, among the lives of node `id`: random, so a node restarted
     /// under the same id is a new sender to the others.
     incarnation: u64,
@@ -86,9 +88,10 @@ struct Shared {
 struct State {
     /// This node's last sequence number per channel it sent on.
     sent: HashMap<String, u64>,
-    /// The last number seen per channel and sender (node, incarnation); a room's
-    /// entry exists while the room is watched, the node's own channel's always.
-    seen: HashMap<String, HashMap<(String, u64), u64>>,
+    /// The last number seen per channel, sender and the sender's incarnation (one,
+    /// or two across a restart); a room's entry exists while the room is watched,
+    /// the node's own channel's always.
+    seen: HashMap<String, HashMap<String, Vec<(u64, u64)>>>,
     /// The rooms watched.
     watched: HashSet<String>,
     /// Calls waiting for their answer, by request number.
@@ -123,6 +126,7 @@ impl RedisBus {
             conn,
             names,
             id,
+            own,
             incarnation: getrandom::u64().unwrap_or_else(|_| {
                 u64::from(std::process::id()) << 32 | u64::from(crate::chat::now_ms() as u32)
             }),
@@ -139,7 +143,7 @@ impl RedisBus {
             _stop: stop,
         });
         let mut conn = shared.conn.clone();
-        conn.subscribe(&[own.as_str(), shared.names.all_channel().as_str()])
+        conn.subscribe(&[shared.own.as_str(), shared.names.all_channel().as_str()])
             .await
             .map_err(|e| store_error(&e))?;
         tokio::spawn(pump(shared.conn.clone(), queue, Arc::downgrade(&shared)));
@@ -167,18 +171,22 @@ impl Shared {
         let mut state = self.lock();
         let current = state.sent.get(&channel).copied().unwrap_or(0);
         let seq = if kind.numbered() { current + 1 } else { current };
-        let header =
-            Header { node: self.id.clone(), incarnation: self.incarnation, seq, kind, channel, fields };
-        let sealed = envelope::seal(&self.keys, &header, payload);
+        let head = Seal { node: &self.id, incarnation: self.incarnation, seq, kind, channel: &channel };
+        let sealed = envelope::seal(&self.keys, head, fields, payload);
         if sealed.len() > self.limit {
             self.rejected.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         if kind.numbered() {
-            state.sent.insert(header.channel.clone(), seq);
+            match state.sent.get_mut(&channel) {
+                Some(last) => *last = seq,
+                None => {
+                    state.sent.insert(channel.clone(), seq);
+                }
+            }
         }
         // The pump lives as long as the bus.
-        self.out.send((header.channel, sealed)).is_ok()
+        self.out.send((channel, sealed)).is_ok()
     }
 
     /// Tells every channel this node sent on where its numbers are.
@@ -261,8 +269,12 @@ impl Shared {
     fn sequence(&self, header: &Header) -> Option<u64> {
         let mut state = self.lock();
         let Some(senders) = state.seen.get_mut(&header.channel) else { return Some(0) };
-        let sender = (header.node.clone(), header.incarnation);
-        let last = senders.get(&sender).copied();
+        let lives = match senders.get_mut(header.node.as_str()) {
+            Some(lives) => lives,
+            None => senders.entry(header.node.clone()).or_default(),
+        };
+        let at = lives.iter().position(|(incarnation, _)| *incarnation == header.incarnation);
+        let last = at.map(|at| lives[at].1);
         let skipped = match (header.kind, last) {
             (Kind::Mark, Some(last)) => header.seq.saturating_sub(last),
             (Kind::Mark, None) => 0,
@@ -270,8 +282,17 @@ impl Shared {
             (_, Some(last)) => header.seq - last - 1,
             (_, None) => 0,
         };
-        if last.is_none_or(|last| header.seq > last) {
-            senders.insert(sender, header.seq);
+        match at {
+            Some(at) if header.seq > lives[at].1 => lives[at].1 = header.seq,
+            Some(_) => {}
+            None => {
+                // Two lives are enough to tell a restart from its predecessor's last
+                // envelopes; older ones are gone.
+                if lives.len() >= 2 {
+                    lives.remove(0);
+                }
+                lives.push((header.incarnation, header.seq));
+            }
         }
         Some(skipped)
     }
@@ -293,8 +314,8 @@ impl Shared {
                 return;
             }
         };
-        let own_channel = channel == self.names.node_channel(&self.id);
-        let room = header.fields.get("r").and_then(Value::as_str).map(str::to_owned);
+        let own_channel = channel == self.own;
+        let room = header.fields.get("r").and_then(Value::as_str);
         let ours = header.node == self.id && header.incarnation == self.incarnation;
         if !own_channel && ours && header.kind != Kind::Ping {
             // Our own room traffic, echoed: our members had it first.
@@ -310,8 +331,8 @@ impl Shared {
         }
         match header.kind {
             Kind::Message => {
-                if let (Some(node), Some(room)) = (self.node(), room.as_deref())
-                    && self.names.room_channel(room) == channel
+                if let (Some(node), Some(room)) = (self.node(), room)
+                    && self.names.room_of(channel) == Some(room)
                 {
                     node.deliver(room, &payload);
                 }
@@ -338,7 +359,7 @@ impl Shared {
             // starting point for it.
             Kind::Sync => {
                 if let Some(room) = room {
-                    self.send(self.names.room_channel(&room), Kind::Mark, Map::new(), &[]);
+                    self.send(self.names.room_channel(room), Kind::Mark, Map::new(), &[]);
                 }
             }
             Kind::Ping => {

@@ -106,14 +106,30 @@ impl Kind {
     }
 }
 
-/// Seals an envelope: MAC, header, newline, payload.
-pub(super) fn seal(keys: &EnvelopeKeys, header: &Header, payload: &[u8]) -> Bytes {
-    let mut fields = header.fields.clone();
-    fields.insert("n".into(), Value::from(header.node.as_str()));
-    fields.insert("i".into(), Value::from(header.incarnation));
-    fields.insert("s".into(), Value::from(header.seq));
-    fields.insert("k".into(), Value::from(header.kind.code()));
-    fields.insert("c".into(), Value::from(header.channel.as_str()));
+/// The fixed part of an envelope's header as the sender seals it, borrowed: sealing
+/// copies nothing it does not write.
+#[derive(Clone, Copy)]
+pub(super) struct Seal<'a> {
+    pub(super) node: &'a str,
+    pub(super) incarnation: u64,
+    pub(super) seq: u64,
+    pub(super) kind: Kind,
+    pub(super) channel: &'a str,
+}
+
+/// Seals an envelope: MAC, header (`head` and the kind's own `fields`), newline,
+/// payload.
+pub(super) fn seal(
+    keys: &EnvelopeKeys,
+    head: Seal<'_>,
+    mut fields: Map<String, Value>,
+    payload: &[u8],
+) -> Bytes {
+    fields.insert("n".into(), Value::from(head.node));
+    fields.insert("i".into(), Value::from(head.incarnation));
+    fields.insert("s".into(), Value::from(head.seq));
+    fields.insert("k".into(), Value::from(head.kind.code()));
+    fields.insert("c".into(), Value::from(head.channel));
     let json = serde_json::to_vec(&Value::Object(fields)).unwrap_or_default();
     let mut out = BytesMut::with_capacity(MAC_LEN + json.len() + 1 + payload.len());
     out.put_bytes(0, MAC_LEN);
@@ -178,6 +194,18 @@ pub(super) fn open(
 mod tests {
     use super::*;
 
+    /// Seals `header` as a sender would.
+    fn seal_header(keys: &EnvelopeKeys, header: &Header, payload: &[u8]) -> Bytes {
+        let head = Seal {
+            node: &header.node,
+            incarnation: header.incarnation,
+            seq: header.seq,
+            kind: header.kind,
+            channel: &header.channel,
+        };
+        seal(keys, head, header.fields.clone(), payload)
+    }
+
     fn header(channel: &str) -> Header {
         let mut fields = Map::new();
         fields.insert("q".into(), Value::from(7));
@@ -194,7 +222,7 @@ mod tests {
     #[test]
     fn sealed_envelopes_open_under_any_current_key() {
         let old = EnvelopeKeys::new(&Keys::new(["old"]));
-        let sealed = seal(&old, &header("ch"), b"payload\nwith newline");
+        let sealed = seal_header(&old, &header("ch"), b"payload\nwith newline");
         let rotated = EnvelopeKeys::new(&Keys::new(["new", "old"]));
         let (h, payload) = open(&rotated, "ch", &sealed, 1 << 20).unwrap();
         assert_eq!(
@@ -207,7 +235,7 @@ mod tests {
     #[test]
     fn tampered_foreign_replayed_and_oversized_envelopes_are_refused() {
         let keys = EnvelopeKeys::new(&Keys::new(["k"]));
-        let sealed = seal(&keys, &header("ch"), b"hi");
+        let sealed = seal_header(&keys, &header("ch"), b"hi");
         let other = EnvelopeKeys::new(&Keys::new(["other"]));
         assert_eq!(open(&other, "ch", &sealed, 1 << 20).unwrap_err(), Rejected::BadMac);
         let mut flipped = sealed.to_vec();
