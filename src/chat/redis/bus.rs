@@ -218,23 +218,11 @@ impl Shared {
     }
 
     async fn flush(&self) -> Result<(), ChatError> {
-        let mut conn = self.conn.clone();
-        let nodes: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.names.nodes())
-            .query_async(&mut conn)
+        let nodes = super::nodes_and_leases(&mut self.conn.clone(), &self.names)
             .await
             .map_err(|e| store_error(&e))?;
-        let mut expected = HashSet::new();
-        for node in nodes {
-            let alive: bool = redis::cmd("EXISTS")
-                .arg(self.names.lease(&node))
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| store_error(&e))?;
-            if alive {
-                expected.insert(node);
-            }
-        }
+        let mut expected: HashSet<String> =
+            nodes.into_iter().filter_map(|(node, alive)| alive.then_some(node)).collect();
         expected.insert(self.id.clone());
         let (tx, mut answers) = mpsc::unbounded_channel();
         let token = {
@@ -359,7 +347,7 @@ impl Shared {
             // starting point for it.
             Kind::Sync => {
                 if let Some(room) = room {
-                    self.send(self.names.room_channel(room), Kind::Mark, Map::new(), &[]);
+                    self.send(self.names.room(room), Kind::Mark, Map::new(), &[]);
                 }
             }
             Kind::Ping => {
@@ -533,7 +521,7 @@ impl Bus for RedisBus {
     fn publish(&self, _from: &str, room: &str, payload: Bytes) {
         let mut fields = Map::new();
         fields.insert("r".into(), Value::from(room));
-        self.shared.send(self.shared.names.room_channel(room), Kind::Message, fields, &payload);
+        self.shared.send(self.shared.names.room(room), Kind::Message, fields, &payload);
     }
 
     fn call(&self, to: &str, command: Command, timeout: Duration) -> BoxFuture<Result<(), ChatError>> {
@@ -583,7 +571,7 @@ impl Bus for RedisBus {
         let room = room.to_owned();
         Box::pin(async move {
             let _one_at_a_time = shared.subscriptions.lock().await;
-            let channel = shared.names.room_channel(&room);
+            let channel = shared.names.room(&room);
             let fresh = {
                 let mut state = shared.lock();
                 // Tracked from before the subscription, so its first envelopes count.
@@ -608,7 +596,7 @@ impl Bus for RedisBus {
     }
 
     fn unwatch(&self, _node: &str, room: &str) {
-        let channel = self.shared.names.room_channel(room);
+        let channel = self.shared.names.room(room);
         {
             let mut state = self.shared.lock();
             state.watched.remove(room);

@@ -54,39 +54,60 @@ pub(crate) struct Names {
 }
 
 impl Names {
+    /// `PREFIX` + `what`.
+    fn under(&self, what: std::fmt::Arguments<'_>) -> String {
+        format!("{}{what}", self.prefix)
+    }
     fn rooms(&self) -> String {
-        format!("{}rooms", self.prefix)
+        self.under(format_args!("rooms"))
     }
     fn conns(&self) -> String {
-        format!("{}conns", self.prefix)
-    }
-    fn room(&self, room: &str) -> String {
-        format!("{}room:{room}", self.prefix)
-    }
-    fn node_conns(&self, node: &str) -> String {
-        format!("{}conns:{node}", self.prefix)
-    }
-    fn held(&self, node: &str) -> String {
-        format!("{}held:{node}", self.prefix)
+        self.under(format_args!("conns"))
     }
     fn nodes(&self) -> String {
-        format!("{}nodes", self.prefix)
+        self.under(format_args!("nodes"))
     }
-    fn lease(&self, node: &str) -> String {
-        format!("{}lease:{node}", self.prefix)
-    }
-    fn room_channel(&self, room: &str) -> String {
-        format!("{}room:{room}", self.prefix)
+    /// A room's member hash and its pub/sub channel: one name for both (keys and
+    /// channels are apart in Redis).
+    fn room(&self, room: &str) -> String {
+        self.under(format_args!("room:{room}"))
     }
     fn room_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
         channel.strip_prefix(self.prefix.as_str())?.strip_prefix("room:")
     }
+    fn node_conns(&self, node: &str) -> String {
+        self.under(format_args!("conns:{node}"))
+    }
+    fn held(&self, node: &str) -> String {
+        self.under(format_args!("held:{node}"))
+    }
+    fn lease(&self, node: &str) -> String {
+        self.under(format_args!("lease:{node}"))
+    }
     fn node_channel(&self, node: &str) -> String {
-        format!("{}node:{node}", self.prefix)
+        self.under(format_args!("node:{node}"))
     }
     fn all_channel(&self) -> String {
-        format!("{}all", self.prefix)
+        self.under(format_args!("all"))
     }
+}
+
+/// Every node in the registry, with whether its lease is there: two round trips
+/// whatever the number of nodes.
+async fn nodes_and_leases(
+    conn: &mut ConnectionManager,
+    names: &Names,
+) -> redis::RedisResult<Vec<(String, bool)>> {
+    let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(names.nodes()).query_async(conn).await?;
+    if nodes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut leases = redis::pipe();
+    for node in &nodes {
+        leases.cmd("EXISTS").arg(names.lease(node));
+    }
+    let alive: Vec<bool> = leases.query_async(conn).await?;
+    Ok(nodes.into_iter().zip(alive).collect())
 }
 
 /// Connects a chat node to a cluster on Redis: see the [module docs](self).

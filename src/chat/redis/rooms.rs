@@ -184,15 +184,20 @@ impl RedisRooms {
     /// same id before its lease ran out): its members and connections. Returns how
     /// many memberships it removed.
     pub(super) async fn reclaim(&self, id: &str) -> Result<usize, redis::RedisError> {
-        let swept: Vec<String> = redis::cmd("EVAL")
+        Ok(self.sweep(id, true).await?.len() / 2)
+    }
+
+    /// Runs [`SWEEP`] on node `id` (with `force`, whether or not its lease is there):
+    /// the `room, member` pairs it removed.
+    async fn sweep(&self, id: &str, force: bool) -> Result<Vec<String>, redis::RedisError> {
+        redis::cmd("EVAL")
             .arg(SWEEP)
             .arg(0)
             .arg(&self.names.prefix)
             .arg(id)
-            .arg("1")
+            .arg(if force { "1" } else { "0" })
             .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(swept.len() / 2)
+            .await
     }
 
     /// Records node `id` and (re)starts its lease; whether the lease was there.
@@ -245,24 +250,10 @@ impl RedisRooms {
         if !self.renew(id).await? {
             self.restore(node, id).await?;
         }
-        let mut conn = self.conn.clone();
-        let nodes: Vec<String> =
-            redis::cmd("SMEMBERS").arg(self.names.nodes()).query_async(&mut conn).await?;
-        for other in nodes.iter().filter(|other| *other != id) {
-            let alive: bool =
-                redis::cmd("EXISTS").arg(self.names.lease(other)).query_async(&mut conn).await?;
-            if alive {
-                continue;
-            }
-            let swept: Vec<String> = redis::cmd("EVAL")
-                .arg(SWEEP)
-                .arg(0)
-                .arg(&self.names.prefix)
-                .arg(other)
-                .arg("0")
-                .query_async(&mut conn)
-                .await?;
-            for pair in swept.chunks_exact(2) {
+        let nodes = super::nodes_and_leases(&mut self.conn.clone(), &self.names).await?;
+        // The sweep checks the lease again, whole, so two sweepers cannot both win.
+        for (other, _) in nodes.iter().filter(|(other, alive)| !alive && other != id) {
+            for pair in self.sweep(other, false).await?.chunks_exact(2) {
                 node.swept(&pair[0], &pair[1]);
             }
         }
