@@ -385,9 +385,14 @@ impl Cookies {
     /// is there: nothing can verify, and reading that as "not logged in" would hide
     /// the misconfiguration.
     pub fn get_signed(&self, name: &str) -> Result<Option<String>, CookieError> {
+        self.get_signed_as(self.inner.config.format, name)
+    }
+
+    /// [`get_signed`](Self::get_signed) in `format`.
+    fn get_signed_as(&self, format: SignedFormat, name: &str) -> Result<Option<String>, CookieError> {
         let keys = self.keys()?;
         let Some(value) = self.get(name) else { return Ok(None) };
-        Ok(match self.inner.config.format {
+        Ok(match format {
             SignedFormat::Cookie => self.verify_sealed(keys, name, &value),
             SignedFormat::Keygrip(hash) => self.verify_keygrip(hash, keys, name, value),
         })
@@ -439,54 +444,51 @@ impl Cookies {
     /// [`CookieError::NoKeys`] when the layer has no keys, and the errors of
     /// [`set`](Self::set).
     pub fn set_signed(&self, cookie: impl Into<Cookie<'static>>) -> Result<(), CookieError> {
+        self.set_signed_as(self.inner.config.format, cookie.into())
+    }
+
+    /// [`set_signed`](Self::set_signed) in `format`.
+    fn set_signed_as(&self, format: SignedFormat, cookie: Cookie<'static>) -> Result<(), CookieError> {
         let keys = self.keys()?;
-        let cookie = self.prepare(cookie.into(), true)?;
-        match self.inner.config.format {
+        let cookie = self.prepare(cookie, true)?;
+        match format {
             SignedFormat::Cookie => {
                 let signed = seal(keys, cookie, false)?;
                 self.jar().put(signed, false);
             }
-            SignedFormat::Keygrip(hash) => self.put_keygrip(hash, keys, cookie),
+            SignedFormat::Keygrip(hash) => {
+                let mut sig = cookie.clone();
+                sig.set_name(format!("{}.sig", cookie.name()));
+                sig.set_value(sign_keygrip(hash, keys, cookie.name(), cookie.value()));
+                let mut jar = self.jar();
+                jar.put(cookie, false);
+                jar.put(sig, false);
+            }
         }
         Ok(())
     }
 
-    /// Puts a prepared cookie and its Keygrip `name.sig` companion in the jar.
-    fn put_keygrip(&self, hash: KeygripHash, keys: &Keys, cookie: Cookie<'static>) {
-        let mut sig = cookie.clone();
-        sig.set_name(format!("{}.sig", cookie.name()));
-        sig.set_value(sign_keygrip(hash, keys, cookie.name(), cookie.value()));
-        let mut jar = self.jar();
-        jar.put(cookie, false);
-        jar.put(sig, false);
-    }
-
-    /// The Keygrip hash of the layer's format (SHA-1, Koa's default, when the layer
-    /// signs in the cookie crate's format).
-    fn keygrip_hash(&self) -> KeygripHash {
+    /// Keygrip's format with the layer's hash (SHA-1, Koa's default, when the layer
+    /// signs in the cookie crate's format): for a cookie whose value must stay as it
+    /// is (the session id, which is also the client's fingerprint).
+    #[cfg_attr(not(feature = "sessions"), allow(dead_code))]
+    fn keygrip_format(&self) -> SignedFormat {
         match self.inner.config.format {
-            SignedFormat::Keygrip(hash) => hash,
-            SignedFormat::Cookie => KeygripHash::Sha1,
+            SignedFormat::Cookie => SignedFormat::KEYGRIP,
+            keygrip => keygrip,
         }
     }
 
-    /// [`get_signed`](Self::get_signed) in Keygrip's format whatever the layer's:
-    /// for a cookie whose value must stay as it is (the session id, which is also
-    /// the client's fingerprint).
+    /// [`get_signed`](Self::get_signed) in Keygrip's format whatever the layer's.
     #[cfg_attr(not(feature = "sessions"), allow(dead_code))]
     pub(crate) fn get_keygrip(&self, name: &str) -> Result<Option<String>, CookieError> {
-        let keys = self.keys()?;
-        let Some(value) = self.get(name) else { return Ok(None) };
-        Ok(self.verify_keygrip(self.keygrip_hash(), keys, name, value))
+        self.get_signed_as(self.keygrip_format(), name)
     }
 
     /// [`set_signed`](Self::set_signed) in Keygrip's format whatever the layer's.
     #[cfg_attr(not(feature = "sessions"), allow(dead_code))]
     pub(crate) fn set_keygrip(&self, cookie: Cookie<'static>) -> Result<(), CookieError> {
-        let keys = self.keys()?;
-        let cookie = self.prepare(cookie, true)?;
-        self.put_keygrip(self.keygrip_hash(), keys, cookie);
-        Ok(())
+        self.set_signed_as(self.keygrip_format(), cookie)
     }
 
     /// The value of a private cookie, decrypted with any of the keys: `Ok(None)` when
