@@ -61,7 +61,7 @@ mod store;
 #[cfg(feature = "tower-sessions")]
 mod tower;
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -293,7 +293,12 @@ struct State {
 fn new_id() -> Result<String, SessionError> {
     let mut bytes = [0_u8; 16];
     getrandom::fill(&mut bytes).map_err(|err| SessionError::Data(format!("no random id: {err}")))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    let mut id = String::with_capacity(32);
+    for byte in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(id, "{byte:02x}");
+    }
+    Ok(id)
 }
 
 /// Whether a cookie's (signed) value has the shape of an id this crate makes.
