@@ -23,10 +23,12 @@
 //!
 //! How it behaves:
 //! - **Lazy.** A request that never calls a session method that needs the data
-//!   makes no store round trip and sends no cookie.
+//!   makes no store round trip, sends no cookie and adds no after-hook.
 //! - **Saved once, when changed.** After the handler, before the response leaves
-//!   (an after-hook), the session is saved if its data changed, its id was cycled or
-//!   it was flushed; a store that fails turns the response into a 503 `session store
+//!   (an after-hook, added when the session is first used), the session is saved if
+//!   its data changed, its id was cycled or it was flushed (a session first used
+//!   inside an after-hook, when no more hooks can be added, is saved by calling
+//!   [`Session::save`]); a store that fails turns the response into a 503 `session store
 //!   unavailable`, and neither the cookie nor anything else is sent half-done. With
 //!   an idle expiry, a session read but not changed has its expiry pushed back
 //!   ([`SessionStore::touch`]: the expiry alone, never the data) once a quarter of
@@ -76,7 +78,7 @@ pub use store::{BoxFuture, MemoryStore, Record, SessionStore};
 pub use tower::TowerSessionsStore;
 
 use crate::connection::Connection;
-use crate::context::Context;
+use crate::context::{Context, WeakContext};
 use crate::cookies::{Cookie, CookieError, Cookies, SameSite};
 use crate::error::HttpError;
 
@@ -252,6 +254,9 @@ impl fmt::Debug for Session {
 struct Inner {
     sessions: Option<Sessions>,
     cookies: Cookies,
+    /// The request, to hang the save on once the session is first used (weak: the
+    /// session lives in the request's state).
+    ctx: WeakContext,
     state: tokio::sync::Mutex<State>,
     /// Kept by a connection whose response has gone: a new id cannot reach the
     /// client any more.
@@ -311,11 +316,12 @@ fn data_error(err: serde_json::Error) -> SessionError {
 }
 
 impl Session {
-    fn new(sessions: Option<Sessions>, cookies: Cookies) -> Session {
+    fn new(sessions: Option<Sessions>, ctx: &Context) -> Session {
         Session {
             inner: Arc::new(Inner {
                 sessions,
-                cookies,
+                cookies: ctx.cookies().clone(),
+                ctx: ctx.downgrade(),
                 state: tokio::sync::Mutex::new(State::default()),
                 detached: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -353,6 +359,15 @@ impl Session {
             state.created_at = now;
         }
         state.loaded = true;
+        // Saved after the response, now that there may be something to save. From a
+        // hook (hooks have started), or once the request is gone, the caller saves.
+        if let Some(ctx) = self.inner.ctx.upgrade() {
+            let saving = self.clone();
+            let _ = ctx.after(move |response| async move {
+                saving.save().await?;
+                Ok(response)
+            });
+        }
         Ok(state)
     }
 
@@ -536,14 +551,8 @@ impl Context {
             return session;
         }
         let sessions = self.config().features.get::<Sessions>().cloned();
-        let session = Session::new(sessions, self.cookies().clone());
+        let session = Session::new(sessions, self);
         self.state().insert(session.clone());
-        let saving = session.clone();
-        // Touched from a hook, hooks have started: the caller saves it.
-        let _ = self.after(move |response| async move {
-            saving.save().await?;
-            Ok(response)
-        });
         session
     }
 }
