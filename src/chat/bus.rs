@@ -49,6 +49,17 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The connection the command is for.
+    pub fn connection(&self) -> &str {
+        match self {
+            Command::Join { connection, .. }
+            | Command::Leave { connection, .. }
+            | Command::Send { connection, .. } => connection,
+        }
+    }
+}
+
 /// A chat node as a bus sees it: where it delivers what other nodes publish, and
 /// the commands addressed to it. It does not keep the node alive.
 #[derive(Clone)]

@@ -423,14 +423,7 @@ impl Chat {
     /// order: `connection already in this room (ROOM)`, `room does not exist`, a
     /// join middleware's veto; `RPC Timeout` when the node holding it does not answer.
     pub async fn join(&self, connection: &str, room: &str) -> Result<(), ChatError> {
-        match self.connection(connection) {
-            Some(conn) => self.join_local(&conn, room).await,
-            None => {
-                let node = self.node_of(connection).await?;
-                let command = Command::Join { connection: connection.to_owned(), room: room.to_owned() };
-                self.inner.bus.call(&node, command, self.inner.rpc_timeout).await
-            }
-        }
+        self.on_holder(Command::Join { connection: connection.to_owned(), room: room.to_owned() }).await
     }
 
     /// Removes a connection, held by any node, from a room. Errors: `connection not
@@ -440,23 +433,25 @@ impl Chat {
     }
 
     async fn leave_on_node(&self, connection: &str, room: &str, force: bool) -> Result<(), ChatError> {
-        match self.connection(connection) {
-            Some(conn) => self.leave_local(&conn, room, force).await,
-            None => {
-                let node = self.node_of(connection).await?;
-                let command =
-                    Command::Leave { connection: connection.to_owned(), room: room.to_owned(), force };
-                self.inner.bus.call(&node, command, self.inner.rpc_timeout).await
-            }
-        }
+        self.on_holder(Command::Leave { connection: connection.to_owned(), room: room.to_owned(), force })
+            .await
     }
 
-    async fn node_of(&self, connection: &str) -> Result<String, ChatError> {
-        self.inner
+    /// Runs `command` on the node holding its connection: here, or there through the
+    /// bus (`RPC Timeout` when it does not answer). Error: `connection not found
+    /// (ID)` when no node holds it.
+    async fn on_holder(&self, command: Command) -> Result<(), ChatError> {
+        let connection = command.connection();
+        if self.connection(connection).is_some() {
+            return self.handle(command).await;
+        }
+        let node = self
+            .inner
             .rooms
             .node_of(connection)
             .await?
-            .ok_or_else(|| ChatError::NoSuchConnection(connection.to_owned()))
+            .ok_or_else(|| ChatError::NoSuchConnection(connection.to_owned()))?;
+        self.inner.bus.call(&node, command, self.inner.rpc_timeout).await
     }
 
     async fn join_local(&self, conn: &Connection, room: &str) -> Result<(), ChatError> {
@@ -592,12 +587,8 @@ impl Chat {
 
     /// Runs a command from another node.
     async fn handle(&self, command: Command) -> Result<(), ChatError> {
-        let id = match &command {
-            Command::Join { connection, .. }
-            | Command::Leave { connection, .. }
-            | Command::Send { connection, .. } => connection,
-        };
-        let conn = self.connection(id).ok_or_else(|| ChatError::NoSuchConnection(id.clone()))?;
+        let id = command.connection();
+        let conn = self.connection(id).ok_or_else(|| ChatError::NoSuchConnection(id.to_owned()))?;
         match command {
             Command::Join { room, .. } => self.join_local(&conn, &room).await,
             Command::Leave { room, force, .. } => self.leave_local(&conn, &room, force).await,
@@ -678,12 +669,8 @@ impl Chat {
     /// Pushes a message to a connection held by any node. Errors: `connection not
     /// found (ID)`, `RPC Timeout`, and what [`Connection::send_message`] refuses.
     pub async fn send_to(&self, connection: &str, message: Message) -> Result<(), ChatError> {
-        if let Some(conn) = self.connection(connection) {
-            return conn.send_message(message).map_err(|_| ChatError::CannotChat);
-        }
-        let node = self.node_of(connection).await?;
-        let command = Command::Send { connection: connection.to_owned(), message: message.into_bytes() };
-        self.inner.bus.call(&node, command, self.inner.rpc_timeout).await
+        self.on_holder(Command::Send { connection: connection.to_owned(), message: message.into_bytes() })
+            .await
     }
 
     /// Encodes once, delivers to this node's members, then publishes to the others
