@@ -246,6 +246,21 @@ fn said_at(frame: &[u8], origin: Instant) -> Duration {
     origin.elapsed().saturating_sub(Duration::from_micros(micros))
 }
 
+/// One row of the sustained table (latencies sorted here); its p50 and p99.
+fn sustained_row(name: &str, latencies: &mut [Duration], alerts: &str, lost: &str) -> (Duration, Duration) {
+    latencies.sort();
+    let (p50, p99) = (percentile(latencies, 0.5), percentile(latencies, 0.99));
+    let max = latencies.last().copied().unwrap_or_default();
+    println!(
+        "| {name} | {} | {:.3} | {:.3} | {:.3} | {alerts} | {lost} |",
+        latencies.len(),
+        ms(p50),
+        ms(p99),
+        ms(max)
+    );
+    (p50, p99)
+}
+
 fn row(name: &str, times: &mut [Duration], floor: Option<(f64, f64)>) -> (f64, f64) {
     times.sort();
     let (p50, p99) = (ms(percentile(times, 0.5)), ms(percentile(times, 0.99)));
@@ -357,42 +372,18 @@ async fn main() {
     let mut results = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let (mut latencies, alerts) = listener.await.unwrap();
-        latencies.sort();
-        results.push((percentile(&latencies, 0.5), percentile(&latencies, 0.99)));
-        let stats = nodes[i + 1].bus_stats();
-        println!(
-            "| member on node {} | {} | {:.3} | {:.3} | {:.3} | {alerts} | {} |",
-            i + 1,
-            latencies.len(),
-            ms(percentile(&latencies, 0.5)),
-            ms(percentile(&latencies, 0.99)),
-            ms(*latencies.last().unwrap()),
-            stats.missed,
-        );
-        assert_eq!(latencies.len() as u64 + stats.missed, said, "delivered or reported, every one");
+        let missed = nodes[i + 1].bus_stats().missed;
+        let name = format!("member on node {}", i + 1);
+        results.push(sustained_row(&name, &mut latencies, &alerts.to_string(), &missed.to_string()));
+        assert_eq!(latencies.len() as u64 + missed, said, "delivered or reported, every one");
     }
     let sio_results = socketioxide_redis_rows::sustained(sio, rate, total, origin).await;
     for (i, mut latencies) in sio_results.into_iter().enumerate() {
-        latencies.sort();
-        println!(
-            "| socketioxide-redis, socket on server {} | {} | {:.3} | {:.3} | {:.3} | - | not reported |",
-            i + 1,
-            latencies.len(),
-            ms(percentile(&latencies, 0.5)),
-            ms(percentile(&latencies, 0.99)),
-            ms(*latencies.last().unwrap()),
-        );
+        let name = format!("socketioxide-redis, socket on server {}", i + 1);
+        sustained_row(&name, &mut latencies, "-", "not reported");
     }
     let mut floor = bare_sustained(&url, rate, total, origin).await;
-    floor.sort();
-    let (f50, f99) = (percentile(&floor, 0.5), percentile(&floor, 0.99));
-    println!(
-        "| floor: bare PUBLISH at the same rate | {} | {:.3} | {:.3} | {:.3} | - | - |",
-        floor.len(),
-        ms(f50),
-        ms(f99),
-        ms(*floor.last().unwrap())
-    );
+    let (f50, f99) = sustained_row("floor: bare PUBLISH at the same rate", &mut floor, "-", "-");
     for (i, (p50, p99)) in results.into_iter().enumerate() {
         println!(
             "ratio to the floor, node {}: p50 {:.2}x, p99 {:.2}x",
