@@ -275,6 +275,12 @@ impl fmt::Display for ConnectionKind {
 static PREFIX: LazyLock<u32> = LazyLock::new(|| getrandom::u32().unwrap_or_else(|_| std::process::id()));
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
+/// A new connection's id: the process's prefix and the next number.
+fn next_id() -> Box<str> {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{:08x}-{n:x}", *PREFIX).into_boxed_str()
+}
+
 impl Connection {
     /// A connection record for a socket accepted by a server of your own.
     ///
@@ -329,13 +335,8 @@ impl Connection {
         local_addr: SocketAddr,
         mailbox: MailboxConfig,
     ) -> Connection {
-        Connection::build(
-            remote_addr,
-            local_addr,
-            false,
-            kind,
-            kind.can_chat().then(|| mailbox::Mailbox::new(mailbox)),
-        )
+        let mailbox = kind.can_chat().then(|| mailbox::Mailbox::new(mailbox));
+        Connection::build(next_id(), remote_addr, local_addr, false, kind, mailbox)
     }
 
     /// A stand-in for a chat connection held by a node that died: its id and the
@@ -343,28 +344,16 @@ impl Connection {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn ghost(id: &str, room: &str) -> Connection {
         let unknown = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
-        let conn = Connection::build_as(id.into(), unknown, unknown, false, ConnectionKind::Unknown, None);
+        let conn = Connection::build(id.into(), unknown, unknown, false, ConnectionKind::Unknown, None);
         conn.rooms_list().push(room.to_owned());
         conn
     }
 
     fn make(remote_addr: SocketAddr, local_addr: SocketAddr, tls: bool) -> Connection {
-        Connection::build(remote_addr, local_addr, tls, ConnectionKind::Unknown, None)
+        Connection::build(next_id(), remote_addr, local_addr, tls, ConnectionKind::Unknown, None)
     }
 
     fn build(
-        remote_addr: SocketAddr,
-        local_addr: SocketAddr,
-        tls: bool,
-        kind: ConnectionKind,
-        mailbox: Option<mailbox::Mailbox>,
-    ) -> Connection {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:08x}-{n:x}", *PREFIX).into_boxed_str();
-        Connection::build_as(id, remote_addr, local_addr, tls, kind, mailbox)
-    }
-
-    fn build_as(
         id: Box<str>,
         remote_addr: SocketAddr,
         local_addr: SocketAddr,
