@@ -20,7 +20,11 @@
 //!   one-thread runtime) keeping `CONNECTIONS` (4) connections busy, each reading
 //!   whole responses. Each round runs every row for `MILLIS` (1000) in a rotating
 //!   order; ratios are taken within a round, and the median over `ROUNDS` (15)
-//!   rounds is reported with its quartiles.
+//!   rounds is reported with its quartiles. Beside requests/s, CPU time per
+//!   request: the whole process's (`/proc/self/stat`, 10 ms ticks, the client's
+//!   share included) and the server's alone (the nanoseconds its runtime thread and
+//!   blocking pool spent, from each thread's `/proc/self/task/*/schedstat`), the
+//!   steadiest of the three on a shared machine.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -157,8 +161,9 @@ fn allocations(root: &Path) {
 
 // ---- Requests per second over loopback -------------------------------------------
 
-/// Starts a server for `svc` on its own one-thread runtime; its address.
-fn server<S, B>(svc: S) -> SocketAddr
+/// Starts a server for `svc` on its own one-thread runtime, its threads (the
+/// runtime's and its blocking pool's) named from `name`; its address.
+fn server<S, B>(name: &'static str, svc: S) -> SocketAddr
 where
     S: Service<Request<hyper::body::Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -167,8 +172,16 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    let thread = std::thread::Builder::new().name(name.to_owned());
+    let spawned = thread.spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name(name)
+            // Blocking threads are kept between rounds: one that ended would take
+            // its CPU time out of the server's count.
+            .thread_keep_alive(Duration::from_secs(24 * 3600))
+            .build()
+            .expect("a runtime");
         rt.block_on(async move {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
             tx.send(listener.local_addr().expect("an address")).expect("the bench waits");
@@ -184,7 +197,24 @@ where
             }
         });
     });
+    spawned.expect("a server thread");
     rx.recv().expect("the server's address")
+}
+
+/// CPU time, in nanoseconds, the threads named `name` have used (Linux's
+/// per-thread `schedstat`, exact where `/proc/self/stat` counts 10 ms ticks); 0
+/// elsewhere.
+fn server_cpu_ns(name: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let path = task.path();
+        let named = std::fs::read_to_string(path.join("comm")).is_ok_and(|comm| comm.trim_end() == name);
+        if named && let Ok(stat) = std::fs::read_to_string(path.join("schedstat")) {
+            total += stat.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    total
 }
 
 /// Requests completed against `addr` in `millis`, over `connections` kept-alive
@@ -249,36 +279,40 @@ fn quartiles(values: &mut [f64]) -> (f64, f64, f64) {
 
 fn load(root: &Path) {
     let file = root.join(FILE);
-    let bare = server(ServeFile::new(&file));
-    let layered = server(ContextLayer::new().layer(ServeFile::new(&file)));
+    let bare = server("bare", ServeFile::new(&file));
+    let layered = server("layered", ContextLayer::new().layer(ServeFile::new(&file)));
     let files = PublicFiles::new([root]);
-    let dir = server(ContextLayer::new().layer(ServeDir::new(root)));
-    let sent = server(ContextLayer::new().public_files(files).layer(service_fn(send)));
+    let dir = server("dir", ContextLayer::new().layer(ServeDir::new(root)));
+    let sent = server("sent", ContextLayer::new().public_files(files).layer(service_fn(send)));
     let rows = [
-        ("bare ServeFile", bare),
-        ("ContextLayer + ServeFile", layered),
-        ("ContextLayer + ServeDir", dir),
-        ("ContextLayer + send_file", sent),
+        ("bare ServeFile", "bare", bare),
+        ("ContextLayer + ServeFile", "layered", layered),
+        ("ContextLayer + ServeDir", "dir", dir),
+        ("ContextLayer + send_file", "sent", sent),
     ];
 
     let (rounds, millis, connections) =
         (env("ROUNDS", 15).max(1), env("MILLIS", 1000).max(1), env("CONNECTIONS", 4));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     // Warm up every server (blocking pool threads, page cache).
-    for (_, addr) in rows {
+    for (_, _, addr) in rows {
         rt.block_on(hammer(addr, connections, 1000));
     }
     let mut rps = vec![Vec::new(); rows.len()];
     // CPU time per request: unlike requests per second, not moved by other work on
-    // a shared machine (only by how it slows this process's own instructions).
+    // a shared machine (only by how it slows this process's own instructions). The
+    // whole process's (client included, the same work in every row) and the
+    // server's alone (its runtime's thread and blocking pool).
     let mut cpu = vec![Vec::new(); rows.len()];
+    let mut server_cpu = vec![Vec::new(); rows.len()];
     let started = Instant::now();
     for round in 0..rounds as usize {
         for i in (round % rows.len()..rows.len()).chain(0..round % rows.len()) {
-            let ticks = cpu_ticks();
-            let n = rt.block_on(hammer(rows[i].1, connections, millis));
+            let (ticks, ns) = (cpu_ticks(), server_cpu_ns(rows[i].1));
+            let n = rt.block_on(hammer(rows[i].2, connections, millis));
             rps[i].push(n as f64 * 1000.0 / millis as f64);
             cpu[i].push((cpu_ticks() - ticks) as f64 / n.max(1) as f64);
+            server_cpu[i].push((server_cpu_ns(rows[i].1) - ns) as f64 / n.max(1) as f64);
         }
     }
     println!(
@@ -286,29 +320,33 @@ fn load(root: &Path) {
         started.elapsed().as_secs_f64()
     );
     println!(
-        "| server | requests/s | quartiles | requests/s ÷ bare ServeFile's, same round | quartiles | CPU ticks per 1000 requests | bare's CPU ÷ this row's, same round | quartiles |"
+        "| server | requests/s | quartiles | requests/s ÷ bare ServeFile's, same round | quartiles | CPU ticks per 1000 requests (whole process) | bare's ÷ this row's, same round | quartiles | server CPU µs per request | bare's ÷ this row's, same round | quartiles |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let ratios = |row: &[f64], base: &[f64], invert: bool| -> (f64, f64, f64) {
         let mut r: Vec<f64> = row.iter().zip(base).map(|(x, b)| if invert { b / x } else { x / b }).collect();
         quartiles(&mut r)
     };
-    for (i, (name, _)) in rows.iter().enumerate() {
+    for (i, (name, _, _)) in rows.iter().enumerate() {
         let (q1, mid, q3) = quartiles(&mut rps[i].clone());
         let (r1, rmid, r3) = ratios(&rps[i], &rps[0], false);
         let (_, cmid, _) = quartiles(&mut cpu[i].clone());
         let (c1, cr, c3) = ratios(&cpu[i], &cpu[0], true);
+        let (_, smid, _) = quartiles(&mut server_cpu[i].clone());
+        let (s1, sr, s3) = ratios(&server_cpu[i], &server_cpu[0], true);
         println!(
-            "| {name} | {mid:.0} | {q1:.0}–{q3:.0} | {rmid:.3} | {r1:.3}–{r3:.3} | {:.0} | {cr:.3} | {c1:.3}–{c3:.3} |",
-            cmid * 1000.0
+            "| {name} | {mid:.0} | {q1:.0}–{q3:.0} | {rmid:.3} | {r1:.3}–{r3:.3} | {:.0} | {cr:.3} | {c1:.3}–{c3:.3} | {:.1} | {sr:.3} | {s1:.3}–{s3:.3} |",
+            cmid * 1000.0,
+            smid / 1000.0
         );
     }
     println!();
     for (baseline, at) in [("ContextLayer + ServeFile", 1), ("ContextLayer + ServeDir", 2)] {
         let (r1, rmid, r3) = ratios(&rps[3], &rps[at], false);
         let (c1, cmid, c3) = ratios(&cpu[3], &cpu[at], true);
+        let (s1, smid, s3) = ratios(&server_cpu[3], &server_cpu[at], true);
         println!(
-            "send_file against {baseline}: requests/s {rmid:.3} (quartiles {r1:.3}–{r3:.3}), CPU per request {cmid:.3} (quartiles {c1:.3}–{c3:.3})"
+            "send_file against {baseline}: requests/s {rmid:.3} (quartiles {r1:.3}–{r3:.3}), CPU per request {cmid:.3} (quartiles {c1:.3}–{c3:.3}), server CPU per request {smid:.3} (quartiles {s1:.3}–{s3:.3})"
         );
     }
 }

@@ -1,5 +1,6 @@
-//! Files (feature `files`): Actionhero's `sendFile` on tower-http's
-//! [`ServeFile`](tower_http::services::ServeFile), searching several public roots.
+//! Files (feature `files`): Actionhero's `sendFile` on tower-http's file serving
+//! (what [`ServeFile`](tower_http::services::ServeFile) and
+//! [`ServeDir`](tower_http::services::ServeDir) do), searching several public roots.
 //!
 //! ```
 //! use axum::{Router, extract::Path, routing::get};
@@ -64,6 +65,7 @@
 //! Over the chat WebSocket (feature `ws`), `{"event": "file", "file": PATH}` answers
 //! with the file's content: see `chat::ws::WebSocketChat::public_files`.
 
+mod found;
 mod if_range;
 mod path;
 mod send;
@@ -72,12 +74,10 @@ pub(crate) mod socket;
 
 use std::fmt;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-#[cfg(feature = "ws")]
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -86,6 +86,7 @@ use pin_project_lite::pin_project;
 use tower_http::services::fs::ServeFileSystemResponseBody;
 
 use crate::error::HttpError;
+use found::Found;
 use path::Root;
 
 /// The public roots files are served from, searched in order: see the
@@ -151,8 +152,8 @@ impl PublicFiles {
     }
 
     /// The file `requested` names: the first root that has it as a regular file (a
-    /// directory's `index.html` standing for it), with its length and modification
-    /// time. One trip to the blocking pool, whatever the number of roots.
+    /// directory's `index.html` standing for it), opened, with its metadata. One trip
+    /// to the blocking pool, whatever the number of roots.
     async fn find(&self, requested: &Path) -> Result<Option<Found>, HttpError> {
         let settings = self.0.clone();
         let first = settings.roots.first().and_then(|root| root.candidate(requested));
@@ -176,37 +177,6 @@ impl fmt::Debug for PublicFiles {
             .field("roots", &self.0.roots)
             .field("cache_control", &self.0.cache_control)
             .finish()
-    }
-}
-
-/// A file found under a root; the chat socket also reads its length and time.
-struct Found {
-    path: PathBuf,
-    #[cfg(feature = "ws")]
-    len: u64,
-    #[cfg(feature = "ws")]
-    modified: Option<SystemTime>,
-}
-
-impl Found {
-    /// The regular file at `candidate`, or its `index.html` when it is a directory.
-    /// Runs on the blocking pool.
-    fn at(mut candidate: PathBuf) -> Option<Found> {
-        let mut meta = std::fs::metadata(&candidate).ok()?;
-        if meta.is_dir() {
-            candidate.push(path::INDEX);
-            meta = std::fs::metadata(&candidate).ok()?;
-        }
-        if !meta.is_file() {
-            return None;
-        }
-        Some(Found {
-            path: candidate,
-            #[cfg(feature = "ws")]
-            len: meta.len(),
-            #[cfg(feature = "ws")]
-            modified: meta.modified().ok(),
-        })
     }
 }
 

@@ -1,15 +1,16 @@
-//! `send_file`: the file a path names, through tower-http's `ServeFile` with the
-//! request's conditions and range, `If-Range` on top, and Actionhero's
-//! `Cache-Control`.
+//! `send_file`: the file a path names, served by tower-http's `ServeDir` (as
+//! `ServeFile` would serve it) with the request's conditions and range, `If-Range`
+//! on top, and Actionhero's `Cache-Control`.
 
 use std::io;
 use std::path::Path;
 
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode};
-use tower_http::services::ServeFile;
+use tower_http::services::ServeDir;
 use tower_http::services::fs::ServeFileSystemResponseBody;
 
+use super::found::{Found, FoundBackend};
 use super::{FileBody, NOT_FOUND, PublicFiles, if_range};
 use crate::context::Context;
 use crate::error::HttpError;
@@ -18,7 +19,7 @@ impl Context {
     /// Sends the file `path` names from the layer's public roots
     /// ([`ContextLayer::public_files`](crate::ContextLayer::public_files)):
     /// Actionhero's `connection.sendFile`, with ranges, `If-Range` and the
-    /// conditional requests of tower-http's `ServeFile`. The
+    /// conditional requests of tower-http's file serving. The
     /// [`files` module docs](crate::files) say what each request gets.
     ///
     /// `path` is a file system path, relative to each root in turn (or absolute, inside
@@ -79,12 +80,17 @@ impl PublicFiles {
         ctx: &Context,
         path: impl AsRef<Path>,
     ) -> Result<Response<FileBody>, HttpError> {
-        let Some(found) = self.find(path.as_ref()).await? else {
+        let path = path.as_ref();
+        let Some(found) = self.find(path).await? else {
             return Err(not_found());
         };
-        let mut response = serve(&found.path, file_request(ctx, true)).await?;
+        let mut response = serve(found, file_request(ctx, true)).await?;
         if range_refused(ctx, &response) {
-            response = serve(&found.path, file_request(ctx, false)).await?;
+            // Rare: the first answer is dropped, and its descriptor with it.
+            let Some(found) = self.find(path).await? else {
+                return Err(not_found());
+            };
+            response = serve(found, file_request(ctx, false)).await?;
         }
         self.cache(ctx, response.status(), response.headers_mut());
         Ok(response.map(FileBody::new))
@@ -109,15 +115,20 @@ pub(super) fn not_found() -> HttpError {
     HttpError::new(404).message(NOT_FOUND)
 }
 
-/// `file` through `ServeFile`: a response, or the error for a file that went away
-/// since it was found (404) or cannot be read (500).
+/// The found file through tower-http's `ServeDir`, reading it through
+/// [`FoundBackend`] (no second open or metadata read): a response, or the error for
+/// a file that cannot be read (500).
 pub(super) async fn serve(
-    file: &Path,
+    found: Found,
     request: Request<()>,
 ) -> Result<Response<ServeFileSystemResponseBody>, HttpError> {
+    let Found { path, file, meta } = found;
+    // `ServeDir` joins the request's path ("/", so nothing) to its base: the found
+    // file's own path, which names the file's type as `ServeFile` would.
+    let backend = FoundBackend::new(file, meta);
     // Several ranges get the whole file (200), which RFC 9110 allows, rather than a
     // 416 that would say the ranges lie outside it.
-    let mut service = ServeFile::new(file).ignore_multi_range_requests(true);
+    let mut service = ServeDir::with_backend(path, backend).ignore_multi_range_requests(true);
     match service.try_call(request).await {
         Ok(response) if response.status() != StatusCode::NOT_FOUND => Ok(response),
         Ok(_) => Err(not_found()),
@@ -128,7 +139,7 @@ pub(super) async fn serve(
     }
 }
 
-/// The request `ServeFile` answers: `GET` or `HEAD`, with the request's
+/// The request `ServeDir` answers: `GET` or `HEAD`, with the request's
 /// preconditions, its validators unless it said `Cache-Control: no-cache`, and its
 /// `Range` when `with_range`. Another method gets the whole file, unconditionally.
 fn file_request(ctx: &Context, with_range: bool) -> Request<()> {

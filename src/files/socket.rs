@@ -55,14 +55,12 @@ async fn load(files: &PublicFiles, file: Option<&Value>, limit: u64) -> Result<L
     let Some(Value::String(path)) = file else { return Err(NO_FILE.to_owned()) };
     let found = files.find(Path::new(path)).await.map_err(|err| err.message_str().to_owned())?;
     let found = found.ok_or_else(|| NOT_FOUND.to_owned())?;
-    if found.len > limit {
-        return Err(format!(
-            "that file is too large for this socket ({} bytes; the limit is {limit})",
-            found.len
-        ));
+    let len = found.meta.len();
+    if len > limit {
+        return Err(format!("that file is too large for this socket ({len} bytes; the limit is {limit})"));
     }
-    let response =
-        send::serve(&found.path, Request::new(())).await.map_err(|err| err.message_str().to_owned())?;
+    let modified = found.meta.modified().ok();
+    let response = send::serve(found, Request::new(())).await.map_err(|err| err.message_str().to_owned())?;
     let mime = response
         .headers()
         .get(CONTENT_TYPE)
@@ -77,7 +75,7 @@ async fn load(files: &PublicFiles, file: Option<&Value>, limit: u64) -> Result<L
         Ok(text) if is_text(&mime) => (Value::from(text), "utf8"),
         _ => (Value::from(base64::engine::general_purpose::STANDARD.encode(&bytes)), "base64"),
     };
-    let last_modified = found.modified.and_then(iso_8601).map_or(Value::Null, Value::from);
+    let last_modified = modified.and_then(iso_8601).map_or(Value::Null, Value::from);
     Ok(Loaded { content, encoding, mime, length, last_modified })
 }
 

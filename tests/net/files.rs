@@ -385,6 +385,32 @@ async fn a_missing_file_is_rendered_as_a_404_on_the_error_path() {
     assert_eq!((text.status, text.text()), (StatusCode::NOT_FOUND, "that file is not found"));
 }
 
+/// A FIFO is not a regular file: skipped for the next root, a 404 in the last, and
+/// never opened (opening one for reading waits for a writer, which would hold a
+/// blocking thread and this request forever).
+#[cfg(unix)]
+#[tokio::test]
+async fn a_fifo_is_not_served_nor_waited_on() {
+    let tree = Tree::new();
+    // The first root's hello.txt becomes a FIFO, shadowing nothing now.
+    std::fs::remove_file(tree.first.join("hello.txt")).unwrap();
+    for name in ["hello.txt", "pipe"] {
+        let made = std::process::Command::new("mkfifo").arg(tree.first.join(name)).status().unwrap();
+        assert!(made.success(), "mkfifo {name}");
+    }
+    let addr = start(&[&tree.first, &examples_public()]).await;
+    let next = get_(addr, "/static/hello.txt").await;
+    assert_eq!(
+        (next.status, next.text()),
+        (StatusCode::OK, "Hello from examples/public: a text file served by ctx.send_file.\n")
+    );
+    let missing = get_with(addr, "/static/pipe", &[("accept", "application/json")]).await;
+    assert_eq!(
+        (missing.status, missing.message()),
+        (StatusCode::NOT_FOUND, "that file is not found".to_owned())
+    );
+}
+
 #[tokio::test]
 async fn traversal_attempts_are_refused() {
     let tree = Tree::new();
