@@ -43,11 +43,16 @@ trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 
 # Starts the three servers on ports of their own for this round, waits until they
 # listen, and warms each up.
+# A port is skipped while anything answers on it: the machine's own services (NATS
+# on 4222, say) would otherwise take a round's server's place.
+next_port=4100
 start() {
   local i port
   pids=(); ports=()
   for i in "${!apps[@]}"; do
-    port=$((4100 + ($1 % 100) * 4 + i))
+    while (echo > /dev/tcp/127.0.0.1/$next_port) 2>/dev/null; do next_port=$((next_port + 1)); done
+    port=$next_port
+    next_port=$((next_port >= 4999 ? 4100 : next_port + 1))
     ports+=("$port")
     "${server_cpu[@]}" "$bin" "${apps[$i]}" "127.0.0.1:$port" >/dev/null & pids+=($!)
   done

@@ -66,7 +66,7 @@ fn open(path: &Path) -> io::Result<File> {
 #[derive(Clone)]
 pub(super) struct FoundBackend(Arc<Slot>);
 
-pub(super) struct Slot {
+struct Slot {
     meta: Metadata,
     file: Mutex<Option<File>>,
 }
