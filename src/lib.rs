@@ -167,7 +167,7 @@
 //! |---|---|---|
 //! | `axum` | yes | extractors (`Context`, `Cookies`, `Connection`) and `IntoResponse` for `HttpError` and `Ended`; needs only `axum-core` |
 //! | `server` | yes | [`serve`]: the connection-tracking hyper server |
-//! | `files` | no | `files`: `Context::send_file` and `PublicFiles`, Actionhero's `sendFile` on tower-http's `ServeFile` (several roots, ranges, `If-Range`, Actionhero's `Cache-Control`); the chat WebSocket's `file` event |
+//! | `files` | no | `files`: `Context::send_file` and `PublicFiles`, Actionhero's `sendFile` on tower-http's file serving (several roots, ranges, `If-Range`, Actionhero's `Cache-Control`); the chat WebSocket's `file` event |
 //! | `ws` | no | `chat::ws`: chat over WebSocket, Actionhero's protocol (brings the `axum` crate) |
 //! | `redis` | no | `chat::RedisChat`: chat across instances on Redis (and `session::RedisStore` with `sessions`) |
 //! | `sessions` | no | `ctx.session()`: per-client data kept across requests (`session` module) |

@@ -126,7 +126,7 @@ const CAPTURED: [&str; 23] = [
     "x-forwarded-host",
     "x-forwarded-proto",
     "x-sessionid",
-    // `send_file` (feature "files") hands these to tower-http's `ServeFile`.
+    // `send_file` (feature "files") hands these to tower-http's file serving.
     "if-match",
     "if-range",
     "if-unmodified-since",

@@ -1,4 +1,4 @@
-//! `If-Range` (RFC 9110 §13.1.5), which tower-http's `ServeFile` does not read: a
+//! `If-Range` (RFC 9110 §13.1.5), which tower-http's file serving does not read: a
 //! client that resumes a download says which version its first part came from, and
 //! gets the rest only if the file is still that version; otherwise the whole file.
 //!

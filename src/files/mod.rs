@@ -45,8 +45,9 @@
 //!      whole file, `200`, and a unit other than `bytes` is ignored):
 //!      `206 Partial Content` with `Content-Range`, or `416 Range Not Satisfiable`
 //!      with `Content-Range: bytes */LENGTH` when it lies outside the file or does
-//!      not parse (tower-http's answer, passed through: a suffix longer than the
-//!      file is a 416 there too).
+//!      not parse. A suffix longer than the file (`bytes=-5000` of 100 bytes) is
+//!      the whole file as a `206` (RFC 9110 §14.1.3; tower-http alone answers 416),
+//!      and a range of an empty file is ignored (`200`, empty).
 //!      **`If-Range`**, which neither Actionhero nor tower-http reads, guards it: a
 //!      validator that names the current version (the `ETag`, compared strongly, or
 //!      exactly the `Last-Modified` date of a file last changed at least a second

@@ -5,7 +5,7 @@
 use std::io;
 use std::path::Path;
 
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use tower_http::services::ServeDir;
 use tower_http::services::fs::ServeFileSystemResponseBody;
@@ -84,13 +84,15 @@ impl PublicFiles {
         let Some(found) = self.find(path).await? else {
             return Err(not_found());
         };
-        let mut response = serve(found, file_request(ctx, true)).await?;
+        let len = found.meta.len();
+        let mut response = serve(found, file_request(ctx, true, len)).await?;
         if range_refused(ctx, &response) {
             // Rare: the first answer is dropped, and its descriptor with it.
             let Some(found) = self.find(path).await? else {
                 return Err(not_found());
             };
-            response = serve(found, file_request(ctx, false)).await?;
+            let len = found.meta.len();
+            response = serve(found, file_request(ctx, false, len)).await?;
         }
         self.cache(ctx, response.status(), response.headers_mut());
         Ok(response.map(FileBody::new))
@@ -139,10 +141,11 @@ pub(super) async fn serve(
     }
 }
 
-/// The request `ServeDir` answers: `GET` or `HEAD`, with the request's
-/// preconditions, its validators unless it said `Cache-Control: no-cache`, and its
-/// `Range` when `with_range`. Another method gets the whole file, unconditionally.
-fn file_request(ctx: &Context, with_range: bool) -> Request<()> {
+/// The request `ServeDir` answers for a file of `len` bytes: `GET` or `HEAD`, with
+/// the request's preconditions, its validators unless it said `Cache-Control:
+/// no-cache`, and its `Range` when `with_range` (see [`range`]). Another method
+/// gets the whole file, unconditionally.
+fn file_request(ctx: &Context, with_range: bool, len: u64) -> Request<()> {
     let mut request = Request::new(());
     let method = ctx.method();
     if method == Method::HEAD {
@@ -157,24 +160,43 @@ fn file_request(ctx: &Context, with_range: bool) -> Request<()> {
         (header::IF_UNMODIFIED_SINCE, true),
         (header::IF_NONE_MATCH, revalidate),
         (header::IF_MODIFIED_SINCE, revalidate),
-        // Ranges are defined for GET only (RFC 9110 §14.2): a HEAD gets the whole
-        // file's headers. A unit other than bytes is ignored, as the RFC asks.
-        (header::RANGE, with_range && method == Method::GET && asks_for_bytes(ctx)),
     ] {
         if wanted && let Some(value) = ctx.header(name.as_str()) {
             headers.insert(name, value.clone());
         }
     }
+    // Ranges are defined for GET only (RFC 9110 §14.2): a HEAD gets the whole file's
+    // headers.
+    if with_range
+        && method == Method::GET
+        && let Some(value) = range(ctx, len)
+    {
+        headers.insert(header::RANGE, value);
+    }
     request
 }
 
-/// Whether the request's `Range` is in bytes (`items=0-5` is not understood, so it
-/// is ignored and the whole file goes out, rather than a 416).
-fn asks_for_bytes(ctx: &Context) -> bool {
-    ctx.header("range").is_some_and(|value| {
-        let value = value.as_bytes();
-        value.len() >= 6 && value[..6].eq_ignore_ascii_case(b"bytes=")
-    })
+/// The request's `Range` as tower-http is to see it, for a file of `len` bytes, or
+/// none:
+/// - a unit other than bytes is not understood, so it is ignored and the whole
+///   file goes out, rather than a 416 (RFC 9110 §14.2);
+/// - an empty file has no bytes to range over: the range is ignored, and the empty
+///   file goes out whole (a server may ignore `Range`, §14.2);
+/// - one suffix range longer than the file asks for all of it (§14.1.3:
+///   `bytes=-5000` of a 100-byte file is bytes 0-99), where tower-http answers 416.
+fn range(ctx: &Context, len: u64) -> Option<HeaderValue> {
+    let value = ctx.header("range")?;
+    let bytes = value.as_bytes();
+    if len == 0 || bytes.len() < 6 || !bytes[..6].eq_ignore_ascii_case(b"bytes=") {
+        return None;
+    }
+    let suffix = &bytes[7.min(bytes.len())..];
+    let one_suffix =
+        bytes.get(6) == Some(&b'-') && !suffix.is_empty() && suffix.iter().all(u8::is_ascii_digit);
+    // Digits past u64 are a suffix longer than any file.
+    let longer = one_suffix
+        && std::str::from_utf8(suffix).ok().and_then(|n| n.parse::<u64>().ok()).is_none_or(|n| n > len);
+    if longer { Some(HeaderValue::from_static("bytes=0-")) } else { Some(value.clone()) }
 }
 
 /// The request's `Cache-Control` has `no-cache`: the client wants the file, not a

@@ -60,6 +60,7 @@ impl Tree {
         write("first/hello.txt", b"shadows examples/public/hello.txt\n");
         write("first/dir/index.html", b"<p>dir index</p>\n");
         write("first/big.bin", &big_content());
+        write("first/nothing.txt", b"");
         // A directory with no index.html: the next root's index stands for it.
         std::fs::create_dir_all(base.join("first/empty")).unwrap();
         write("first/%2e%2e/x.txt", b"a name, not a step up\n");
@@ -254,8 +255,27 @@ async fn ranges_get_206_and_ranges_outside_the_file_416() {
     assert_eq!(tail.body, big[big.len() - 5..]);
     let rest = get_with(addr, "/static/big.bin", &[("range", "bytes=1000000-")]).await;
     assert_eq!(rest.body, big[1_000_000..]);
+    // A suffix longer than the file asks for all of it (RFC 9110 §14.1.3).
+    for range in ["bytes=-1048577", "bytes=-99999999999999999999999"] {
+        let all = get_with(addr, "/static/big.bin", &[("range", range)]).await;
+        assert_eq!(
+            (all.status, all.header("content-range")),
+            (StatusCode::PARTIAL_CONTENT, "bytes 0-1048575/1048576"),
+            "{range}"
+        );
+        assert_eq!(all.body, big, "{range}");
+    }
+    // An empty file has no bytes to range over: the range is ignored, the (empty)
+    // file goes out whole.
+    for range in ["bytes=0-0", "bytes=-1", "bytes=0-"] {
+        let empty = get_with(addr, "/static/nothing.txt", &[("range", range)]).await;
+        assert_eq!((empty.status, empty.header("content-length")), (StatusCode::OK, "0"), "{range}");
+        assert!(empty.header("content-range").is_empty(), "{range}");
+    }
 
-    for range in ["bytes=2000000-2000001", "bytes=5-2", "bytes=99999999999999999999999-", "bytes=x-y"] {
+    for range in
+        ["bytes=2000000-2000001", "bytes=5-2", "bytes=99999999999999999999999-", "bytes=x-y", "bytes=-0"]
+    {
         let refused = get_with(addr, "/static/big.bin", &[("range", range)]).await;
         assert_eq!(refused.status, 416, "{range}");
         assert_eq!(refused.header("content-range"), "bytes */1048576", "{range}");
