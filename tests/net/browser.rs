@@ -13,7 +13,7 @@ use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use tower_context::ContextLayer;
@@ -32,10 +32,7 @@ async fn start() -> SocketAddr {
         .route("/chat", get(|| async { axum::response::Html(PAGE) }))
         .route("/ws", WebSocketChat::new(chat).route())
         .layer(ContextLayer::new());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { tower_context::serve(listener, app).await });
-    addr
+    crate::serve_app(app).await
 }
 
 fn chromium() -> Option<&'static str> {

@@ -16,7 +16,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tower_context::cookies::Cookie;
 use tower_context::files::{FileBody, PublicFiles};
 use tower_context::{Context, ContextLayer, HttpError};
@@ -108,14 +108,7 @@ async fn start(roots: &[&Path]) -> SocketAddr {
         .route("/dressed", get(dressed))
         .route("/upload", post(|ctx: Context| async move { ctx.send_file("a.txt").await }))
         .layer(ContextLayer::new().public_files(files));
-    serve(app).await
-}
-
-async fn serve(app: Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { tower_context::serve(listener, app).await });
-    addr
+    crate::serve_app(app).await
 }
 
 struct Answer {
@@ -495,7 +488,7 @@ async fn the_default_cache_control_can_be_changed_or_dropped() {
     for (files, want) in [(one_hour, "public, max-age=3600"), (none, "")] {
         let app =
             Router::new().route("/{*path}", get(by_path)).layer(ContextLayer::new().public_files(files));
-        let addr = serve(app).await;
+        let addr = crate::serve_app(app).await;
         assert_eq!(get_(addr, "/a.txt").await.header("cache-control"), want);
     }
 }
@@ -503,7 +496,7 @@ async fn the_default_cache_control_can_be_changed_or_dropped() {
 #[tokio::test]
 async fn without_public_roots_send_file_is_a_500() {
     let app = Router::new().route("/{*path}", get(by_path)).layer(ContextLayer::new());
-    let addr = serve(app).await;
+    let addr = crate::serve_app(app).await;
     let answer = get_with(addr, "/a.txt", &[("accept", "application/json")]).await;
     assert_eq!(answer.status, 500);
     assert_eq!(answer.message(), "Internal Server Error", "the reason is logged, not shown");
@@ -523,7 +516,8 @@ mod socket {
     type Client = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
     async fn open(socket: WebSocketChat) -> Client {
-        let addr = serve(Router::new().route("/ws", socket.route()).layer(ContextLayer::new())).await;
+        let addr =
+            crate::serve_app(Router::new().route("/ws", socket.route()).layer(ContextLayer::new())).await;
         let (mut client, _) = connect_async(format!("ws://{addr}/ws")).await.unwrap();
         assert_eq!(next(&mut client).await["context"], "api");
         client

@@ -20,3 +20,12 @@ mod streaming;
 mod tls;
 #[cfg(feature = "ws")]
 mod ws;
+
+/// Serves `app` with `tower_context::serve` on a free port of 127.0.0.1, in a task;
+/// its address.
+async fn serve_app(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { tower_context::serve(listener, app).await });
+    addr
+}

@@ -11,7 +11,7 @@ use axum::routing::get;
 use http::request::Parts;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tower_context::chat::Chat;
 use tower_context::chat::sse::SseChat;
 use tower_context::{ContextLayer, HttpError};
@@ -25,10 +25,7 @@ async fn start(chat: Chat, keep_replay: usize) -> SocketAddr {
             get(move |parts: Parts| async move { sse.respond(&parts).await.map_err(HttpError::from) }),
         )
         .layer(ContextLayer::new());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { tower_context::serve(listener, app).await });
-    addr
+    crate::serve_app(app).await
 }
 
 /// A raw client and everything it has read so far.
