@@ -332,12 +332,8 @@ async fn a_node_restarted_under_the_same_id_leaves_no_ghost_and_is_heard() {
     let Some(server) = RedisServer::start() else { return };
     let lease = Duration::from_secs(30);
     let (a, b) = (node(&server.url(), "a", lease).await, node(&server.url(), "b", lease).await);
-    a.add_room("r").await.unwrap();
-    let (old, listener) = (client(), client());
-    a.register(&old).await.unwrap();
-    b.register(&listener).await.unwrap();
-    a.join(old.id(), "r").await.unwrap();
-    b.join(listener.id(), "r").await.unwrap();
+    // `old`, held by a, is the one the restart must not leave behind.
+    let (old, listener) = listener_and_speaker(&a, &b).await;
     for n in 0..5 {
         a.say(&old, "r", json!(format!("m{n}"))).unwrap();
     }
