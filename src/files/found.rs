@@ -5,10 +5,10 @@
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::future::{Ready, ready};
-use std::io::{self, SeekFrom};
+use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
@@ -60,20 +60,31 @@ fn open(path: &Path) -> io::Result<File> {
     options.open(path)
 }
 
-/// `ServeDir`'s file system for one request: every path is the found file. Its
-/// metadata is the one read when it was opened; the first open hands over the
-/// descriptor, a second finds none (`send_file` searches again to serve twice).
-#[derive(Clone)]
-pub(super) struct FoundBackend(Arc<Slot>);
-
-struct Slot {
+/// `ServeDir`'s file system for one request: every path is the found file, its
+/// metadata the one read when it was opened.
+///
+/// `ServeDir` keeps a backend and clones it into each request's future; ours serves
+/// one request, so the clone takes the descriptor with it (no `Arc` to share it).
+/// The first open hands the descriptor over; another open, or one on a backend
+/// cloned twice, finds none (`send_file` searches again to serve twice).
+pub(super) struct FoundBackend {
     meta: Metadata,
     file: Mutex<Option<File>>,
 }
 
 impl FoundBackend {
     pub(super) fn new(file: File, meta: Metadata) -> Self {
-        FoundBackend(Arc::new(Slot { meta, file: Mutex::new(Some(file)) }))
+        FoundBackend { meta, file: Mutex::new(Some(file)) }
+    }
+
+    fn take(&self) -> Option<File> {
+        self.file.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+impl Clone for FoundBackend {
+    fn clone(&self) -> Self {
+        FoundBackend { meta: self.meta.clone(), file: Mutex::new(self.take()) }
     }
 }
 
@@ -84,22 +95,48 @@ impl Backend for FoundBackend {
     type MetadataFuture = Ready<io::Result<Metadata>>;
 
     fn open(&self, _: PathBuf) -> Self::OpenFuture {
-        let taken = self.0.file.lock().unwrap_or_else(PoisonError::into_inner).take();
-        ready(match taken {
-            Some(file) => Ok(FoundFile { file: tokio::fs::File::from_std(file), meta: self.0.meta.clone() }),
+        ready(match self.take() {
+            Some(file) => Ok(FoundFile { handle: Handle::Idle(Some(file)), meta: self.meta.clone() }),
             None => Err(io::Error::new(io::ErrorKind::NotFound, "the found file was opened already")),
         })
     }
 
     fn metadata(&self, _: PathBuf) -> Self::MetadataFuture {
-        ready(Ok(self.0.meta.clone()))
+        ready(Ok(self.meta.clone()))
     }
 }
 
-/// The found file as `ServeDir` reads it: tokio's file, with the metadata at hand.
+/// The found file as `ServeDir` reads it, with the metadata at hand.
+///
+/// It becomes tokio's file (reads on the blocking pool) at its first read; a `304`
+/// never reads, so never pays for that. A seek before then is done in place: on a
+/// regular file (the search checked it is one) an `lseek` to an offset only sets the
+/// offset, with no I/O to wait for, where tokio's file would send it to the blocking
+/// pool.
 pub(super) struct FoundFile {
-    file: tokio::fs::File,
+    handle: Handle,
     meta: Metadata,
+}
+
+enum Handle {
+    /// Not read yet: the descriptor as opened (taken when it moves to tokio).
+    Idle(Option<File>),
+    Reading(tokio::fs::File),
+}
+
+impl FoundFile {
+    /// Tokio's file, made at the first use that needs it.
+    fn reading(&mut self) -> io::Result<Pin<&mut tokio::fs::File>> {
+        if let Handle::Idle(idle) = &mut self.handle
+            && let Some(file) = idle.take()
+        {
+            self.handle = Handle::Reading(tokio::fs::File::from_std(file));
+        }
+        match &mut self.handle {
+            Handle::Reading(file) => Ok(Pin::new(file)),
+            Handle::Idle(_) => Err(io::Error::other("the found file is closed")),
+        }
+    }
 }
 
 impl AsyncRead for FoundFile {
@@ -108,17 +145,23 @@ impl AsyncRead for FoundFile {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.file).poll_read(cx, buf)
+        self.reading()?.poll_read(cx, buf)
     }
 }
 
 impl AsyncSeek for FoundFile {
     fn start_seek(mut self: Pin<&mut Self>, position: SeekFrom) -> io::Result<()> {
-        Pin::new(&mut self.file).start_seek(position)
+        match &mut self.handle {
+            Handle::Idle(Some(file)) => file.seek(position).map(drop),
+            _ => self.reading()?.start_seek(position),
+        }
     }
 
     fn poll_complete(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
-        Pin::new(&mut self.file).poll_complete(cx)
+        match &mut self.handle {
+            Handle::Idle(Some(file)) => Poll::Ready(file.stream_position()),
+            _ => self.reading()?.poll_complete(cx),
+        }
     }
 }
 
@@ -128,5 +171,55 @@ impl BackendFile for FoundFile {
 
     fn metadata(&self) -> Self::MetadataFuture<'_> {
         ready(Ok(self.meta.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+    /// A file holding `0, 1, 2, ... 255, 0, 1, ...` (`len` bytes), and its backend.
+    fn backend(name: &str, len: usize) -> (PathBuf, FoundBackend) {
+        let path = std::env::temp_dir().join(format!("tower-context-found-{}-{name}", std::process::id()));
+        let bytes: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        std::fs::File::create(&path).and_then(|mut file| file.write_all(&bytes)).expect("a temporary file");
+        let found = Found::at(path.clone()).expect("the file just written");
+        (path, FoundBackend::new(found.file, found.meta))
+    }
+
+    #[tokio::test]
+    async fn a_seek_before_the_first_read_lands_where_asked_and_reads_go_on_from_there() {
+        let (path, backend) = backend("seek", 1000);
+        let mut file = backend.open(PathBuf::new()).await.expect("the descriptor");
+        assert_eq!(file.seek(SeekFrom::Start(300)).await.expect("a seek"), 300);
+        let mut part = [0_u8; 4];
+        file.read_exact(&mut part).await.expect("a read");
+        assert_eq!(part, [44, 45, 46, 47]); // 300..304, modulo 256
+        // Once reading, seeks go through tokio's file.
+        assert_eq!(file.seek(SeekFrom::Start(10)).await.expect("a seek"), 10);
+        file.read_exact(&mut part).await.expect("a read");
+        assert_eq!(part, [10, 11, 12, 13]);
+        let mut rest = Vec::new();
+        file.read_to_end(&mut rest).await.expect("the rest");
+        assert_eq!(rest.len(), 1000 - 14);
+        std::fs::remove_file(path).ok();
+    }
+
+    #[tokio::test]
+    async fn the_descriptor_goes_with_the_clone_and_opens_once() {
+        let (path, backend) = backend("clone", 10);
+        let serving = backend.clone();
+        assert_eq!(backend.open(PathBuf::new()).await.err().map(|e| e.kind()), Some(io::ErrorKind::NotFound));
+        let mut file = serving.open(PathBuf::new()).await.expect("the descriptor");
+        assert_eq!(file.metadata().await.expect("metadata").len(), 10);
+        let mut all = Vec::new();
+        file.read_to_end(&mut all).await.expect("a read");
+        assert_eq!(all, (0..10).collect::<Vec<u8>>());
+        assert!(serving.open(PathBuf::new()).await.is_err(), "a second open finds no descriptor");
+        // The metadata stays at hand for every clone.
+        assert_eq!(backend.metadata(PathBuf::new()).await.expect("metadata").len(), 10);
+        std::fs::remove_file(path).ok();
     }
 }
