@@ -3,6 +3,7 @@
 //! through its `Backend` trait instead of opening the file and reading its metadata
 //! again (two more trips, which a bare `ServeFile` pays).
 
+use std::ffi::OsStr;
 use std::fs::{File, Metadata, OpenOptions};
 use std::future::{Ready, ready};
 use std::io::{self, Seek, SeekFrom};
@@ -14,11 +15,11 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
 use tower_http::services::fs::{Backend, File as BackendFile};
 
-use super::path::INDEX;
+use super::path::{INDEX, SmallPath};
 
 /// A regular file found under a root, open for reading.
 pub(super) struct Found {
-    pub(super) path: PathBuf,
+    pub(super) path: SmallPath,
     pub(super) file: File,
     pub(super) meta: Metadata,
 }
@@ -32,16 +33,16 @@ impl Found {
     /// the look cannot stall the thread) and what was opened is checked again, so a
     /// file replaced between the look and the open is never served unless it is
     /// itself a regular file.
-    pub(super) fn at(mut candidate: PathBuf) -> Option<Found> {
-        let mut meta = std::fs::metadata(&candidate).ok()?;
+    pub(super) fn at(mut candidate: SmallPath) -> Option<Found> {
+        let mut meta = std::fs::metadata(candidate.as_path()).ok()?;
         if meta.is_dir() {
-            candidate.push(INDEX);
-            meta = std::fs::metadata(&candidate).ok()?;
+            candidate.push(OsStr::new(INDEX));
+            meta = std::fs::metadata(candidate.as_path()).ok()?;
         }
         if !meta.is_file() {
             return None;
         }
-        let file = open(&candidate).ok()?;
+        let file = open(candidate.as_path()).ok()?;
         let meta = file.metadata().ok().filter(Metadata::is_file)?;
         Some(Found { path: candidate, file, meta })
     }
@@ -185,7 +186,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("tower-context-found-{}-{name}", std::process::id()));
         let bytes: Vec<u8> = (0..len).map(|i| i as u8).collect();
         std::fs::File::create(&path).and_then(|mut file| file.write_all(&bytes)).expect("a temporary file");
-        let found = Found::at(path.clone()).expect("the file just written");
+        let found = Found::at(SmallPath::heap(path.clone())).expect("the file just written");
         (path, FoundBackend::new(found.file, found.meta))
     }
 

@@ -88,7 +88,7 @@ use tower_http::services::fs::ServeFileSystemResponseBody;
 
 use crate::error::HttpError;
 use found::Found;
-use path::Root;
+use path::{Root, SmallPath};
 
 /// The public roots files are served from, searched in order: see the
 /// [module docs](self).
@@ -160,13 +160,14 @@ impl PublicFiles {
         let first = settings.roots.first().and_then(|root| root.candidate(requested));
         // The path itself is needed inside the task only when there are more roots to
         // try after the first.
-        let rest = (settings.roots.len() > 1).then(|| requested.to_path_buf());
+        let rest = (settings.roots.len() > 1).then(|| SmallPath::new(requested, requested.as_os_str().len()));
         let search = tokio::task::spawn_blocking(move || {
             if let Some(found) = first.and_then(Found::at) {
                 return Some(found);
             }
             let requested = rest?;
-            settings.roots[1..].iter().filter_map(|root| root.candidate(&requested)).find_map(Found::at)
+            let requested = requested.as_path();
+            settings.roots[1..].iter().filter_map(|root| root.candidate(requested)).find_map(Found::at)
         });
         search.await.map_err(|err| HttpError::from_error(io::Error::other(err)))
     }

@@ -41,7 +41,7 @@ impl Root {
 
     /// The candidate for `requested` under this root, or `None` when the request
     /// leaves it (or is refused). Room is kept for a directory's `/index.html`.
-    pub(super) fn candidate(&self, requested: &Path) -> Option<PathBuf> {
+    pub(super) fn candidate(&self, requested: &Path) -> Option<SmallPath> {
         if has_nul(requested) {
             return None;
         }
@@ -50,16 +50,16 @@ impl Root {
             if !self.0.is_absolute() {
                 return None;
             }
-            let mut resolved = resolve_absolute(requested)?;
+            let resolved = resolve_absolute(requested)?;
             if !resolved.starts_with(&self.0) {
                 return None;
             }
+            let mut resolved = SmallPath::heap(resolved);
             keep_trailing_slash(requested, &mut resolved);
             return Some(resolved);
         }
         let room = self.0.as_os_str().len() + requested.as_os_str().len() + INDEX.len() + 2;
-        let mut candidate = PathBuf::with_capacity(room);
-        candidate.push(&self.0);
+        let mut candidate = SmallPath::new(&self.0, room);
         let mut depth = 0_usize;
         for component in requested.components() {
             match component {
@@ -86,10 +86,113 @@ impl Root {
 
 /// A request that ends in a slash names a directory: the candidate keeps the slash,
 /// so the file system finds no regular file there (`a.txt/` is not `a.txt`).
-fn keep_trailing_slash(requested: &Path, candidate: &mut PathBuf) {
+fn keep_trailing_slash(requested: &Path, candidate: &mut SmallPath) {
     let bytes = requested.as_os_str().as_encoded_bytes();
     if bytes.last().is_some_and(|&b| std::path::is_separator(char::from(b))) {
-        candidate.push("");
+        candidate.push(OsStr::new(""));
+    }
+}
+
+/// A path as the search builds it: `push` and `pop` as `PathBuf` has them, for
+/// plain names only (the rules above decide which names come here).
+///
+/// On Unix it is kept in place, without allocating, when it fits in `INLINE_PATH`
+/// bytes (it travels to the blocking pool inside the search's task, which is
+/// allocated anyway): finding a file then allocates nothing for its path, and
+/// `send_file` nothing that `ServeFile` would not. A longer one, an absolute
+/// request's, and every one on other systems is a `PathBuf`.
+pub(super) struct SmallPath(Repr);
+
+// In place on purpose: boxing the inline bytes would be the allocation they save.
+#[allow(clippy::large_enum_variant)]
+enum Repr {
+    #[cfg(unix)]
+    Inline {
+        bytes: [u8; INLINE_PATH],
+        len: usize,
+    },
+    Heap(PathBuf),
+}
+
+#[cfg(unix)]
+const INLINE_PATH: usize = 240;
+
+impl SmallPath {
+    /// `root`, with `room` bytes expected in all.
+    pub(super) fn new(root: &Path, room: usize) -> SmallPath {
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let root = root.as_os_str().as_bytes();
+            if room <= INLINE_PATH && root.len() <= INLINE_PATH {
+                let mut bytes = [0; INLINE_PATH];
+                bytes[..root.len()].copy_from_slice(root);
+                return SmallPath(Repr::Inline { bytes, len: root.len() });
+            }
+        }
+        let mut path = PathBuf::with_capacity(room);
+        path.push(root);
+        SmallPath(Repr::Heap(path))
+    }
+
+    pub(super) fn heap(path: PathBuf) -> SmallPath {
+        SmallPath(Repr::Heap(path))
+    }
+
+    pub(super) fn as_path(&self) -> &Path {
+        match &self.0 {
+            #[cfg(unix)]
+            Repr::Inline { bytes, len } => {
+                use std::os::unix::ffi::OsStrExt;
+                Path::new(OsStr::from_bytes(&bytes[..*len]))
+            }
+            Repr::Heap(path) => path,
+        }
+    }
+
+    /// Appends `name` (a plain name, or `""` for a trailing separator) after a
+    /// separator, as `PathBuf::push` does.
+    pub(super) fn push(&mut self, name: &OsStr) {
+        #[cfg(unix)]
+        if let Repr::Inline { bytes, len } = &mut self.0 {
+            use std::os::unix::ffi::OsStrExt;
+            let name = name.as_bytes();
+            let separator = *len > 0 && bytes[*len - 1] != b'/';
+            let end = *len + usize::from(separator) + name.len();
+            if end <= INLINE_PATH {
+                if separator {
+                    bytes[*len] = b'/';
+                }
+                bytes[end - name.len()..end].copy_from_slice(name);
+                *len = end;
+                return;
+            }
+            // Too long to stay inline: the rest is built on the heap.
+            let mut path = PathBuf::from(OsStr::from_bytes(&bytes[..*len]));
+            path.push(OsStr::from_bytes(name));
+            self.0 = Repr::Heap(path);
+            return;
+        }
+        if let Repr::Heap(path) = &mut self.0 {
+            path.push(name);
+        }
+    }
+
+    /// Drops the last name, as `PathBuf::pop` does (only called after a push, so
+    /// there is one; a name pushed here holds no separator).
+    fn pop(&mut self) {
+        match &mut self.0 {
+            #[cfg(unix)]
+            Repr::Inline { bytes, len } => {
+                if let Some(cut) = bytes[..*len].iter().rposition(|&b| b == b'/') {
+                    // `/a` pops to `/`, not to nothing.
+                    *len = cut.max(1);
+                }
+            }
+            Repr::Heap(path) => {
+                path.pop();
+            }
+        }
     }
 }
 
@@ -141,7 +244,7 @@ mod tests {
     }
 
     fn under(requested: &str) -> Option<String> {
-        root().candidate(Path::new(requested)).map(|p| p.to_string_lossy().into_owned())
+        root().candidate(Path::new(requested)).map(|p| p.as_path().to_string_lossy().into_owned())
     }
 
     #[test]
@@ -188,13 +291,68 @@ mod tests {
         assert!(root.path().is_absolute());
         assert!(root.path().ends_with("public"), "{:?}", root.path());
         let inside = root.path().join("a.txt");
-        assert_eq!(root.candidate(&inside), Some(inside.clone()));
+        assert_eq!(root.candidate(&inside).map(|p| p.as_path().to_path_buf()), Some(inside.clone()));
     }
 
     #[test]
     fn room_is_kept_for_the_index() {
-        let candidate = root().candidate(Path::new("docs")).unwrap();
-        assert!(candidate.capacity() >= candidate.as_os_str().len() + 1 + INDEX.len());
+        let root = Root::new(&PathBuf::from("/srv").join("d".repeat(300)));
+        let candidate = root.candidate(Path::new("docs")).unwrap();
+        let Repr::Heap(path) = &candidate.0 else { panic!("a path this long is on the heap") };
+        assert!(path.capacity() >= path.as_os_str().len() + 1 + INDEX.len());
+    }
+
+    /// The candidate built in place and the one built in a `PathBuf` are the same
+    /// path, for every way through push and pop, across the inline limit too.
+    #[test]
+    fn built_in_place_or_on_the_heap_the_candidate_is_the_same() {
+        let long = "n".repeat(100);
+        let roots = ["/", "/srv/public", "relative/root", "relative/trailing/"];
+        let requests = [
+            "a.txt".to_owned(),
+            "css/../a.txt".to_owned(),
+            "a/b/../../c/".to_owned(),
+            "docs/".to_owned(),
+            "docs/..".to_owned(),
+            format!("{long}/{long}/x.txt"),
+            format!("{long}/{long}/{long}/../y/"),
+            format!("{long}/{long}/{long}/../../.."),
+        ];
+        for root in roots {
+            for requested in &requests {
+                let mut heap = SmallPath::heap(PathBuf::from(root));
+                let mut built = SmallPath::new(Path::new(root), root.len() + requested.len() + 2);
+                for component in Path::new(requested).components() {
+                    match component {
+                        Component::Normal(name) => {
+                            heap.push(name);
+                            built.push(name);
+                        }
+                        Component::ParentDir => {
+                            heap.pop();
+                            built.pop();
+                        }
+                        _ => {}
+                    }
+                    assert_eq!(built.as_path(), heap.as_path(), "{root} + {requested}");
+                    assert_eq!(
+                        built.as_path().as_os_str().as_encoded_bytes(),
+                        heap.as_path().as_os_str().as_encoded_bytes(),
+                        "{root} + {requested}"
+                    );
+                }
+                built.push(OsStr::new(""));
+                heap.push(OsStr::new(""));
+                assert_eq!(
+                    built.as_path().as_os_str().as_encoded_bytes(),
+                    heap.as_path().as_os_str().as_encoded_bytes(),
+                    "{root} + {requested} + a trailing separator"
+                );
+                built.push(OsStr::new(INDEX));
+                heap.push(OsStr::new(INDEX));
+                assert_eq!(built.as_path(), heap.as_path(), "{root} + {requested} + the index");
+            }
+        }
     }
 
     #[test]
@@ -202,6 +360,9 @@ mod tests {
         let root = Root::new(Path::new(""));
         let here = std::path::absolute(".").unwrap();
         assert!(root.candidate(Path::new("/etc/passwd")).is_none());
-        assert_eq!(root.candidate(Path::new("a.txt")), Some(resolve_absolute(&here).unwrap().join("a.txt")));
+        assert_eq!(
+            root.candidate(Path::new("a.txt")).map(|p| p.as_path().to_path_buf()),
+            Some(resolve_absolute(&here).unwrap().join("a.txt"))
+        );
     }
 }

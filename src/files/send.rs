@@ -130,7 +130,7 @@ pub(super) async fn serve(
     let backend = FoundBackend::new(file, meta);
     // Several ranges get the whole file (200), which RFC 9110 allows, rather than a
     // 416 that would say the ranges lie outside it.
-    let mut service = ServeDir::with_backend(path, backend).ignore_multi_range_requests(true);
+    let mut service = ServeDir::with_backend(path.as_path(), backend).ignore_multi_range_requests(true);
     match service.try_call(request).await {
         Ok(response) if response.status() != StatusCode::NOT_FOUND => Ok(response),
         Ok(_) => Err(not_found()),
