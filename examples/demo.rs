@@ -306,9 +306,10 @@ async fn static_file(ctx: Context, path: Option<Path<String>>) -> Result<Respons
     ctx.send_file(path.map(|Path(path)| path).unwrap_or_default()).await
 }
 
-/// The demo's public roots: `examples/public/`, wherever the demo is started from.
+/// The demo's public roots: `examples/public/`, wherever the demo is started from,
+/// with gzip variants sent to clients that accept them (`notes.txt.gz`).
 fn public_files() -> PublicFiles {
-    PublicFiles::new([concat!(env!("CARGO_MANIFEST_DIR"), "/examples/public")])
+    PublicFiles::new([concat!(env!("CARGO_MANIFEST_DIR"), "/examples/public")]).precompressed_gzip()
 }
 
 async fn slow() -> &'static str {

@@ -16,36 +16,65 @@ use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
 use tower_http::services::fs::{Backend, File as BackendFile};
 
 use super::path::{INDEX, SmallPath};
+use super::precompressed::{Coding, Codings};
 
-/// A regular file found under a root, open for reading.
+/// A regular file found under a root, open for reading, with the precompressed
+/// variants of it that were asked for and exist.
 pub(super) struct Found {
     pub(super) path: SmallPath,
     pub(super) file: File,
     pub(super) meta: Metadata,
+    pub(super) variants: Vec<Variant>,
+}
+
+/// A precompressed variant of a found file (`site.css.gz`), open for reading.
+pub(super) struct Variant {
+    coding: Coding,
+    file: File,
+    meta: Metadata,
 }
 
 impl Found {
     /// The regular file at `candidate`, or its `index.html` when it is a directory,
-    /// opened. Runs on the blocking pool.
+    /// opened, with those of its `variants` that exist as regular files. Runs on the
+    /// blocking pool.
     ///
     /// The path is looked at first, so nothing but a regular file is opened (opening
     /// a device can do things); it is opened without waiting (a FIFO swapped in after
     /// the look cannot stall the thread) and what was opened is checked again, so a
     /// file replaced between the look and the open is never served unless it is
     /// itself a regular file.
-    pub(super) fn at(mut candidate: SmallPath) -> Option<Found> {
+    pub(super) fn at(mut candidate: SmallPath, variants: Codings) -> Option<Found> {
         let mut meta = std::fs::metadata(candidate.as_path()).ok()?;
         if meta.is_dir() {
             candidate.push(OsStr::new(INDEX));
             meta = std::fs::metadata(candidate.as_path()).ok()?;
         }
-        if !meta.is_file() {
-            return None;
-        }
-        let file = open(candidate.as_path()).ok()?;
-        let meta = file.metadata().ok().filter(Metadata::is_file)?;
-        Some(Found { path: candidate, file, meta })
+        let (file, meta) = open_regular(candidate.as_path(), &meta)?;
+        let variants = variants
+            .iter()
+            .filter_map(|coding| {
+                let mut name = candidate.as_path().as_os_str().to_owned();
+                name.push(coding.extension());
+                let path = Path::new(&name);
+                let meta = std::fs::metadata(path).ok()?;
+                let (file, meta) = open_regular(path, &meta)?;
+                Some(Variant { coding, file, meta })
+            })
+            .collect();
+        Some(Found { path: candidate, file, meta, variants })
     }
+}
+
+/// The regular file at `path`, which was just looked at (`meta`), opened and checked
+/// again.
+fn open_regular(path: &Path, meta: &Metadata) -> Option<(File, Metadata)> {
+    if !meta.is_file() {
+        return None;
+    }
+    let file = open(path).ok()?;
+    let meta = file.metadata().ok().filter(Metadata::is_file)?;
+    Some((file, meta))
 }
 
 /// `path` opened for reading, without blocking on a FIFO.
@@ -61,31 +90,72 @@ fn open(path: &Path) -> io::Result<File> {
     options.open(path)
 }
 
-/// `ServeDir`'s file system for one request: every path is the found file, its
-/// metadata the one read when it was opened.
+/// `ServeDir`'s file system for one request: the found file and its variants, with
+/// the metadata read when they were opened.
 ///
 /// `ServeDir` keeps a backend and clones it into each request's future; ours serves
-/// one request, so the clone takes the descriptor with it (no `Arc` to share it).
-/// The first open hands the descriptor over; another open, or one on a backend
-/// cloned twice, finds none (`send_file` searches again to serve twice).
-pub(super) struct FoundBackend {
+/// one request, so the clone takes the descriptors with it (no `Arc` to share
+/// them). Each descriptor is handed over at its first open; another open, or one on
+/// a backend cloned twice, finds none (`send_file` searches again to serve twice).
+pub(super) struct FoundBackend(Mutex<Option<Held>>);
+
+struct Held {
+    file: Option<File>,
     meta: Metadata,
-    file: Mutex<Option<File>>,
+    variants: Vec<Held1>,
+    /// The found file's path, to tell its variants' paths from its own; `None` when
+    /// `ServeDir` asks for no variant, and every path is the file.
+    path: Option<SmallPath>,
+}
+
+struct Held1 {
+    coding: Coding,
+    file: Option<File>,
+    meta: Metadata,
 }
 
 impl FoundBackend {
-    pub(super) fn new(file: File, meta: Metadata) -> Self {
-        FoundBackend { meta, file: Mutex::new(Some(file)) }
+    /// The backend for `found`; `path` is its path when `ServeDir` may ask for
+    /// variants of it.
+    pub(super) fn new(file: File, meta: Metadata, variants: Vec<Variant>, path: Option<SmallPath>) -> Self {
+        let variants = variants
+            .into_iter()
+            .map(|Variant { coding, file, meta }| Held1 { coding, file: Some(file), meta })
+            .collect();
+        FoundBackend(Mutex::new(Some(Held { file: Some(file), meta, variants, path })))
     }
 
-    fn take(&self) -> Option<File> {
-        self.file.lock().unwrap_or_else(PoisonError::into_inner).take()
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<Held>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+impl Held {
+    /// The descriptor slot and metadata `path` names: the file's own, a variant's
+    /// (the file's path and the coding's extension), or none (a variant that was not
+    /// asked for or does not exist).
+    fn named(&mut self, path: &Path) -> Option<(&mut Option<File>, &Metadata)> {
+        let Some(own) = &self.path else { return Some((&mut self.file, &self.meta)) };
+        let own = own.as_path().as_os_str().as_encoded_bytes();
+        let asked = path.as_os_str().as_encoded_bytes();
+        // `ServeDir` may have put `./` before the path it was given.
+        if asked.ends_with(own) {
+            return Some((&mut self.file, &self.meta));
+        }
+        self.variants.iter_mut().find_map(|variant| {
+            let stem = asked.strip_suffix(variant.coding.extension().as_bytes())?;
+            stem.ends_with(own).then_some((&mut variant.file, &variant.meta))
+        })
+    }
+}
+
+fn not_held() -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, "no such file was found, or it was opened already")
 }
 
 impl Clone for FoundBackend {
     fn clone(&self) -> Self {
-        FoundBackend { meta: self.meta.clone(), file: Mutex::new(self.take()) }
+        FoundBackend(Mutex::new(self.held().take()))
     }
 }
 
@@ -95,15 +165,22 @@ impl Backend for FoundBackend {
     type OpenFuture = Ready<io::Result<FoundFile>>;
     type MetadataFuture = Ready<io::Result<Metadata>>;
 
-    fn open(&self, _: PathBuf) -> Self::OpenFuture {
-        ready(match self.take() {
-            Some(file) => Ok(FoundFile { handle: Handle::Idle(Some(file)), meta: self.meta.clone() }),
-            None => Err(io::Error::new(io::ErrorKind::NotFound, "the found file was opened already")),
+    fn open(&self, path: PathBuf) -> Self::OpenFuture {
+        let mut held = self.held();
+        let named = held.as_mut().and_then(|held| held.named(&path));
+        ready(match named {
+            Some((slot, meta)) => match slot.take() {
+                Some(file) => Ok(FoundFile { handle: Handle::Idle(Some(file)), meta: meta.clone() }),
+                None => Err(not_held()),
+            },
+            None => Err(not_held()),
         })
     }
 
-    fn metadata(&self, _: PathBuf) -> Self::MetadataFuture {
-        ready(Ok(self.meta.clone()))
+    fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
+        let mut held = self.held();
+        let named = held.as_mut().and_then(|held| held.named(&path));
+        ready(named.map(|(_, meta)| meta.clone()).ok_or_else(not_held))
     }
 }
 
@@ -186,8 +263,9 @@ mod tests {
         let path = std::env::temp_dir().join(format!("tower-context-found-{}-{name}", std::process::id()));
         let bytes: Vec<u8> = (0..len).map(|i| i as u8).collect();
         std::fs::File::create(&path).and_then(|mut file| file.write_all(&bytes)).expect("a temporary file");
-        let found = Found::at(SmallPath::heap(path.clone())).expect("the file just written");
-        (path, FoundBackend::new(found.file, found.meta))
+        let found =
+            Found::at(SmallPath::heap(path.clone()), Codings::default()).expect("the file just written");
+        (path, FoundBackend::new(found.file, found.meta, found.variants, None))
     }
 
     #[tokio::test]
@@ -219,8 +297,9 @@ mod tests {
         file.read_to_end(&mut all).await.expect("a read");
         assert_eq!(all, (0..10).collect::<Vec<u8>>());
         assert!(serving.open(PathBuf::new()).await.is_err(), "a second open finds no descriptor");
-        // The metadata stays at hand for every clone.
-        assert_eq!(backend.metadata(PathBuf::new()).await.expect("metadata").len(), 10);
+        // The metadata went with the clone too.
+        assert_eq!(serving.metadata(PathBuf::new()).await.expect("metadata").len(), 10);
+        assert!(backend.metadata(PathBuf::new()).await.is_err());
         std::fs::remove_file(path).ok();
     }
 }

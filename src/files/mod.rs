@@ -59,6 +59,15 @@
 //!   Conditions apply to `GET` and `HEAD`, ranges to `GET` only (a `HEAD` gets the
 //!   whole file's head); a handler for another method that sends a file sends it
 //!   whole.
+//! - **Precompressed variants,** when asked for ([`PublicFiles::precompressed_gzip`]
+//!   and its siblings for `br`, `deflate` and `zstd`): `site.css.gz` beside
+//!   `site.css` goes to a client whose `Accept-Encoding` takes gzip, chosen as
+//!   tower-http chooses (the highest weight among the variants that exist, else the
+//!   file itself), with `Content-Encoding` and the file's own `Content-Type`. The
+//!   variant is a representation of its own: its `ETag`, `Last-Modified`, length
+//!   and ranges, and the rules above apply to it. Every answer from such roots,
+//!   `304` included, says `Vary: accept-encoding`. The search opens the variants
+//!   the request names in the same trip to the blocking pool as the file.
 //! - **The rest of the layer still applies:** `Set-Cookie` for the jar's changes,
 //!   deferred edits, after-hooks, lifecycle events. The file's body is tower-http's
 //!   stream, not copied or boxed again.
@@ -69,6 +78,7 @@
 mod found;
 mod if_range;
 mod path;
+mod precompressed;
 mod send;
 #[cfg(feature = "ws")]
 pub(crate) mod socket;
@@ -89,6 +99,7 @@ use tower_http::services::fs::ServeFileSystemResponseBody;
 use crate::error::HttpError;
 use found::Found;
 use path::{Root, SmallPath};
+use precompressed::{Coding, Codings};
 
 /// The public roots files are served from, searched in order: see the
 /// [module docs](self).
@@ -115,6 +126,8 @@ pub struct PublicFiles(Arc<Settings>);
 struct Settings {
     roots: Vec<Root>,
     cache_control: Option<HeaderValue>,
+    /// The precompressed variants looked for beside a file.
+    precompressed: Codings,
 }
 
 /// Actionhero's `Cache-Control` for files.
@@ -135,6 +148,7 @@ impl PublicFiles {
         PublicFiles(Arc::new(Settings {
             roots,
             cache_control: Some(HeaderValue::from_static(CACHE_CONTROL)),
+            precompressed: Codings::default(),
         }))
     }
 
@@ -143,6 +157,48 @@ impl PublicFiles {
     #[must_use]
     pub fn cache_control(mut self, value: impl Into<Option<HeaderValue>>) -> Self {
         Arc::make_mut(&mut self.0).cache_control = value.into();
+        self
+    }
+
+    /// Also sends `FILE.gz`, when it exists beside the file, to a client that
+    /// accepts gzip (tower-http's negotiation: the highest `q` among the variants
+    /// that exist, else the file itself), with `Content-Encoding: gzip`. Every
+    /// answer from these roots then says `Vary: accept-encoding`. `Content-Type` is
+    /// the file's; `ETag`, `Last-Modified`, conditions and ranges are the variant's.
+    ///
+    /// ```
+    /// use tower_context::files::PublicFiles;
+    ///
+    /// let files = PublicFiles::new(["public"]).precompressed_gzip().precompressed_br();
+    /// ```
+    #[must_use]
+    pub fn precompressed_gzip(self) -> Self {
+        self.precompressed(Coding::Gzip)
+    }
+
+    /// As [`precompressed_gzip`](Self::precompressed_gzip), for `FILE.br` and `br`.
+    #[must_use]
+    pub fn precompressed_br(self) -> Self {
+        self.precompressed(Coding::Brotli)
+    }
+
+    /// As [`precompressed_gzip`](Self::precompressed_gzip), for `FILE.zz` and
+    /// `deflate`.
+    #[must_use]
+    pub fn precompressed_deflate(self) -> Self {
+        self.precompressed(Coding::Deflate)
+    }
+
+    /// As [`precompressed_gzip`](Self::precompressed_gzip), for `FILE.zst` and
+    /// `zstd`.
+    #[must_use]
+    pub fn precompressed_zstd(self) -> Self {
+        self.precompressed(Coding::Zstd)
+    }
+
+    fn precompressed(mut self, coding: Coding) -> Self {
+        let settings = Arc::make_mut(&mut self.0);
+        settings.precompressed = settings.precompressed.with(coding);
         self
     }
 
@@ -155,19 +211,22 @@ impl PublicFiles {
     /// The file `requested` names: the first root that has it as a regular file (a
     /// directory's `index.html` standing for it), opened, with its metadata. One trip
     /// to the blocking pool, whatever the number of roots.
-    async fn find(&self, requested: &Path) -> Result<Option<Found>, HttpError> {
+    async fn find(&self, requested: &Path, variants: Codings) -> Result<Option<Found>, HttpError> {
         let settings = self.0.clone();
         let first = settings.roots.first().and_then(|root| root.candidate(requested));
         // The path itself is needed inside the task only when there are more roots to
         // try after the first.
         let rest = (settings.roots.len() > 1).then(|| SmallPath::new(requested, requested.as_os_str().len()));
         let search = tokio::task::spawn_blocking(move || {
-            if let Some(found) = first.and_then(Found::at) {
+            if let Some(found) = first.and_then(|candidate| Found::at(candidate, variants)) {
                 return Some(found);
             }
             let requested = rest?;
             let requested = requested.as_path();
-            settings.roots[1..].iter().filter_map(|root| root.candidate(requested)).find_map(Found::at)
+            settings.roots[1..]
+                .iter()
+                .filter_map(|root| root.candidate(requested))
+                .find_map(|candidate| Found::at(candidate, variants))
         });
         search.await.map_err(|err| HttpError::from_error(io::Error::other(err)))
     }
@@ -178,6 +237,7 @@ impl fmt::Debug for PublicFiles {
         f.debug_struct("PublicFiles")
             .field("roots", &self.0.roots)
             .field("cache_control", &self.0.cache_control)
+            .field("precompressed", &self.0.precompressed.iter().collect::<Vec<_>>())
             .finish()
     }
 }

@@ -101,10 +101,12 @@ fn keep_trailing_slash(requested: &Path, candidate: &mut SmallPath) {
 /// allocated anyway): finding a file then allocates nothing for its path, and
 /// `send_file` nothing that `ServeFile` would not. A longer one, an absolute
 /// request's, and every one on other systems is a `PathBuf`.
+#[derive(Clone)]
 pub(super) struct SmallPath(Repr);
 
 // In place on purpose: boxing the inline bytes would be the allocation they save.
 #[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
 enum Repr {
     #[cfg(unix)]
     Inline {

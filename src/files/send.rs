@@ -11,7 +11,7 @@ use tower_http::services::ServeDir;
 use tower_http::services::fs::ServeFileSystemResponseBody;
 
 use super::found::{Found, FoundBackend};
-use super::{FileBody, NOT_FOUND, PublicFiles, if_range};
+use super::{Codings, FileBody, NOT_FOUND, PublicFiles, if_range};
 use crate::context::Context;
 use crate::error::HttpError;
 
@@ -81,18 +81,23 @@ impl PublicFiles {
         path: impl AsRef<Path>,
     ) -> Result<Response<FileBody>, HttpError> {
         let path = path.as_ref();
-        let Some(found) = self.find(path).await? else {
+        let variants = self.0.precompressed;
+        let wanted = variants.named_in(ctx.header("accept-encoding"));
+        let Some(found) = self.find(path, wanted).await? else {
             return Err(not_found());
         };
-        let len = found.meta.len();
-        let mut response = serve(found, file_request(ctx, true, len)).await?;
-        if range_refused(ctx, &response) {
+        let mut response = serve(found, file_request(ctx, Ranged::AsAsked, variants), variants).await?;
+        if let Some(ranged) = second_look(ctx, &response) {
             // Rare: the first answer is dropped, and its descriptor with it.
-            let Some(found) = self.find(path).await? else {
+            let Some(found) = self.find(path, wanted).await? else {
                 return Err(not_found());
             };
-            let len = found.meta.len();
-            response = serve(found, file_request(ctx, false, len)).await?;
+            response = serve(found, file_request(ctx, ranged, variants), variants).await?;
+        }
+        if response.status() == StatusCode::NOT_MODIFIED && !variants.is_empty() {
+            // A 304 carries the `Vary` a 200 would (RFC 9110 §15.4.5); tower-http's
+            // leaves it out.
+            response.headers_mut().insert(header::VARY, HeaderValue::from_static("accept-encoding"));
         }
         self.cache(ctx, response.status(), response.headers_mut());
         Ok(response.map(FileBody::new))
@@ -117,20 +122,24 @@ pub(super) fn not_found() -> HttpError {
     HttpError::new(404).message(NOT_FOUND)
 }
 
-/// The found file through tower-http's `ServeDir`, reading it through
-/// [`FoundBackend`] (no second open or metadata read): a response, or the error for
-/// a file that cannot be read (500).
+/// The found file through tower-http's `ServeDir`, reading it (and the variants
+/// found with it) through [`FoundBackend`] (no second open or metadata read): a
+/// response, or the error for a file that cannot be read (500).
 pub(super) async fn serve(
     found: Found,
     request: Request<()>,
+    variants: Codings,
 ) -> Result<Response<ServeFileSystemResponseBody>, HttpError> {
-    let Found { path, file, meta } = found;
+    let Found { path, file, meta, variants: found_variants } = found;
     // `ServeDir` joins the request's path ("/", so nothing) to its base: the found
-    // file's own path, which names the file's type as `ServeFile` would.
-    let backend = FoundBackend::new(file, meta);
+    // file's own path, which names the file's type as `ServeFile` would. With
+    // variants, the backend keeps the path too, to tell their paths from the file's.
+    let own = (!variants.is_empty()).then(|| path.clone());
+    let backend = FoundBackend::new(file, meta, found_variants, own);
     // Several ranges get the whole file (200), which RFC 9110 allows, rather than a
     // 416 that would say the ranges lie outside it.
-    let mut service = ServeDir::with_backend(path.as_path(), backend).ignore_multi_range_requests(true);
+    let service = ServeDir::with_backend(path.as_path(), backend).ignore_multi_range_requests(true);
+    let mut service = variants.configure(service);
     match service.try_call(request).await {
         Ok(response) if response.status() != StatusCode::NOT_FOUND => Ok(response),
         Ok(_) => Err(not_found()),
@@ -141,11 +150,23 @@ pub(super) async fn serve(
     }
 }
 
-/// The request `ServeDir` answers for a file of `len` bytes: `GET` or `HEAD`, with
-/// the request's preconditions, its validators unless it said `Cache-Control:
-/// no-cache`, and its `Range` when `with_range` (see [`range`]). Another method
-/// gets the whole file, unconditionally.
-fn file_request(ctx: &Context, with_range: bool, len: u64) -> Request<()> {
+/// What of the request's `Range` goes to `ServeDir`.
+#[derive(Clone, Copy)]
+enum Ranged {
+    /// As the request has it (a unit other than bytes is not understood, so it is
+    /// ignored and the whole file goes out, rather than a 416: RFC 9110 §14.2).
+    AsAsked,
+    /// None: the whole file.
+    Whole,
+    /// `bytes=0-`: all of it, as a range.
+    FromStart,
+}
+
+/// The request `ServeDir` answers: `GET` or `HEAD`, with the request's
+/// preconditions, its validators unless it said `Cache-Control: no-cache`, its
+/// `Accept-Encoding` when there are `variants` to choose from, and its `Range` as
+/// `ranged` says. Another method gets the whole file, unconditionally.
+fn file_request(ctx: &Context, ranged: Ranged, variants: Codings) -> Request<()> {
     let mut request = Request::new(());
     let method = ctx.method();
     if method == Method::HEAD {
@@ -160,6 +181,7 @@ fn file_request(ctx: &Context, with_range: bool, len: u64) -> Request<()> {
         (header::IF_UNMODIFIED_SINCE, true),
         (header::IF_NONE_MATCH, revalidate),
         (header::IF_MODIFIED_SINCE, revalidate),
+        (header::ACCEPT_ENCODING, !variants.is_empty()),
     ] {
         if wanted && let Some(value) = ctx.header(name.as_str()) {
             headers.insert(name, value.clone());
@@ -167,36 +189,55 @@ fn file_request(ctx: &Context, with_range: bool, len: u64) -> Request<()> {
     }
     // Ranges are defined for GET only (RFC 9110 §14.2): a HEAD gets the whole file's
     // headers.
-    if with_range
-        && method == Method::GET
-        && let Some(value) = range(ctx, len)
-    {
-        headers.insert(header::RANGE, value);
+    if method != Method::GET {
+        return request;
+    }
+    let range = match ranged {
+        Ranged::AsAsked => ctx.header("range").filter(|value| in_bytes(value)).cloned(),
+        Ranged::Whole => None,
+        Ranged::FromStart => Some(HeaderValue::from_static("bytes=0-")),
+    };
+    if let Some(range) = range {
+        headers.insert(header::RANGE, range);
     }
     request
 }
 
-/// The request's `Range` as tower-http is to see it, for a file of `len` bytes, or
-/// none:
-/// - a unit other than bytes is not understood, so it is ignored and the whole
-///   file goes out, rather than a 416 (RFC 9110 §14.2);
-/// - an empty file has no bytes to range over: the range is ignored, and the empty
-///   file goes out whole (a server may ignore `Range`, §14.2);
+fn in_bytes(range: &HeaderValue) -> bool {
+    range.as_bytes().get(..6).is_some_and(|unit| unit.eq_ignore_ascii_case(b"bytes="))
+}
+
+/// Whether the answer to the request's range must be made again, and how; `None`
+/// when it stands:
+/// - an `If-Range` that does not name the version answered (a 206 or 416) refuses
+///   the range: the whole file instead;
+/// - the file answered is empty: it has no bytes to range over, so the range is
+///   ignored, and the empty file goes out whole (a server may ignore `Range`, §14.2;
+///   tower-http alone answers `bytes 0-0/0` or 416);
 /// - one suffix range longer than the file asks for all of it (§14.1.3:
 ///   `bytes=-5000` of a 100-byte file is bytes 0-99), where tower-http answers 416.
-fn range(ctx: &Context, len: u64) -> Option<HeaderValue> {
-    let value = ctx.header("range")?;
-    let bytes = value.as_bytes();
-    if len == 0 || bytes.len() < 6 || !bytes[..6].eq_ignore_ascii_case(b"bytes=") {
+///
+/// Decided on the answer rather than on the file found, because with precompressed
+/// variants the file answered (and its length) is tower-http's choice.
+fn second_look<B>(ctx: &Context, response: &Response<B>) -> Option<Ranged> {
+    let status = response.status();
+    if !matches!(status, StatusCode::PARTIAL_CONTENT | StatusCode::RANGE_NOT_SATISFIABLE) {
         return None;
     }
-    let suffix = &bytes[7.min(bytes.len())..];
-    let one_suffix =
-        bytes.get(6) == Some(&b'-') && !suffix.is_empty() && suffix.iter().all(u8::is_ascii_digit);
-    // Digits past u64 are a suffix longer than any file.
-    let longer = one_suffix
-        && std::str::from_utf8(suffix).ok().and_then(|n| n.parse::<u64>().ok()).is_none_or(|n| n > len);
-    if longer { Some(HeaderValue::from_static("bytes=0-")) } else { Some(value.clone()) }
+    if ctx.header("if-range").is_some_and(|given| !if_range::matches(given, response.headers())) {
+        return Some(Ranged::Whole);
+    }
+    let of_empty =
+        response.headers().get(header::CONTENT_RANGE).is_some_and(|range| range.as_bytes().ends_with(b"/0"));
+    if of_empty {
+        return Some(Ranged::Whole);
+    }
+    let asked = ctx.header("range").map(HeaderValue::as_bytes).unwrap_or_default();
+    let suffix = asked.get(7..).unwrap_or_default();
+    let one_suffix = asked.get(6) == Some(&b'-')
+        && suffix.iter().all(u8::is_ascii_digit)
+        && suffix.iter().any(|&digit| digit != b'0');
+    (status == StatusCode::RANGE_NOT_SATISFIABLE && one_suffix).then_some(Ranged::FromStart)
 }
 
 /// The request's `Cache-Control` has `no-cache`: the client wants the file, not a
@@ -205,11 +246,4 @@ fn says_no_cache(ctx: &Context) -> bool {
     ctx.header("cache-control")
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.split(',').any(|d| d.trim().eq_ignore_ascii_case("no-cache")))
-}
-
-/// Whether the request's `If-Range` refuses the range this response answers (206 or
-/// 416): then the whole file goes out instead.
-fn range_refused<B>(ctx: &Context, response: &Response<B>) -> bool {
-    matches!(response.status(), StatusCode::PARTIAL_CONTENT | StatusCode::RANGE_NOT_SATISFIABLE)
-        && ctx.header("if-range").is_some_and(|given| !if_range::matches(given, response.headers()))
 }

@@ -12,7 +12,7 @@ use http::header::CONTENT_TYPE;
 use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
 
-use super::{NOT_FOUND, PublicFiles, send};
+use super::{Codings, NOT_FOUND, PublicFiles, send};
 use crate::connection::Message;
 
 /// Actionhero's text for a `file` event without a file.
@@ -53,14 +53,18 @@ struct Loaded {
 
 async fn load(files: &PublicFiles, file: Option<&Value>, limit: u64) -> Result<Loaded, String> {
     let Some(Value::String(path)) = file else { return Err(NO_FILE.to_owned()) };
-    let found = files.find(Path::new(path)).await.map_err(|err| err.message_str().to_owned())?;
+    // The content goes out as it is stored, never a precompressed variant.
+    let found =
+        files.find(Path::new(path), Codings::default()).await.map_err(|err| err.message_str().to_owned())?;
     let found = found.ok_or_else(|| NOT_FOUND.to_owned())?;
     let len = found.meta.len();
     if len > limit {
         return Err(format!("that file is too large for this socket ({len} bytes; the limit is {limit})"));
     }
     let modified = found.meta.modified().ok();
-    let response = send::serve(found, Request::new(())).await.map_err(|err| err.message_str().to_owned())?;
+    let response = send::serve(found, Request::new(()), Codings::default())
+        .await
+        .map_err(|err| err.message_str().to_owned())?;
     let mime = response
         .headers()
         .get(CONTENT_TYPE)

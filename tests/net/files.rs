@@ -100,7 +100,10 @@ async fn dressed(ctx: Context) -> Result<Response<FileBody>, HttpError> {
 }
 
 async fn start(roots: &[&Path]) -> SocketAddr {
-    let files = PublicFiles::new(roots);
+    start_with(PublicFiles::new(roots)).await
+}
+
+async fn start_with(files: PublicFiles) -> SocketAddr {
     let app = Router::new()
         .route("/static/", get(by_path))
         .route("/static/{*path}", get(by_path))
@@ -491,6 +494,94 @@ async fn the_default_cache_control_can_be_changed_or_dropped() {
         let addr = crate::serve_app(app).await;
         assert_eq!(get_(addr, "/a.txt").await.header("cache-control"), want);
     }
+}
+
+#[tokio::test]
+async fn precompressed_variants_go_to_clients_that_accept_them() {
+    let root = temp_dir("precompressed");
+    let write = |path: &str, content: &[u8]| {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    };
+    write("site.css", b"body { color: black }\n");
+    write("site.css.gz", b"(gzip bytes)");
+    write("site.css.br", b"(brotli)");
+    write("plain.txt", b"no variants here\n");
+    // A file stored compressed and served as it is: not a variant of anything.
+    write("archive.gz", b"(an archive)");
+    write("docs/index.html", b"<p>docs</p>\n");
+    write("docs/index.html.gz", b"(gzipped docs)");
+    let addr = start_with(PublicFiles::new([&root]).precompressed_gzip().precompressed_br()).await;
+    let with = |encoding: &'static str| [("accept-encoding", encoding)];
+
+    let plain = get_(addr, "/static/site.css").await;
+    assert_eq!((plain.status, plain.text()), (StatusCode::OK, "body { color: black }\n"));
+    assert_eq!(plain.header("content-encoding"), "");
+    assert_eq!(plain.header("vary"), "accept-encoding");
+
+    let gzip = get_with(addr, "/static/site.css", &with("gzip, deflate")).await;
+    assert_eq!((gzip.status, &gzip.body[..]), (StatusCode::OK, &b"(gzip bytes)"[..]));
+    assert_eq!(gzip.header("content-encoding"), "gzip");
+    assert_eq!(gzip.header("content-type"), "text/css", "the file's type, not the variant's");
+    assert_eq!(gzip.header("content-length"), "12");
+    assert_eq!(gzip.header("vary"), "accept-encoding");
+    assert_eq!(gzip.header("cache-control"), "max-age=60, must-revalidate, public");
+    assert_ne!(gzip.header("etag"), plain.header("etag"), "the variant is another representation");
+
+    // The highest weight among the variants that exist wins; a weight of 0 refuses.
+    let br = get_with(addr, "/static/site.css", &with("gzip;q=0.5, br")).await;
+    assert_eq!((&br.body[..], br.header("content-encoding")), (&b"(brotli)"[..], "br"));
+    let refused = get_with(addr, "/static/site.css", &with("gzip;q=0")).await;
+    assert_eq!((&refused.body[..], refused.header("content-encoding")), (&plain.body[..], ""));
+    // No variant beside the file, or a file that is itself compressed: as it is.
+    let alone = get_with(addr, "/static/plain.txt", &with("gzip, br")).await;
+    assert_eq!((alone.text(), alone.header("content-encoding")), ("no variants here\n", ""));
+    let archive = get_with(addr, "/static/archive.gz", &with("gzip")).await;
+    assert_eq!((&archive.body[..], archive.header("content-encoding")), (&b"(an archive)"[..], ""));
+    assert_eq!(archive.header("content-type"), "application/gzip");
+    // A directory's index has its variants too.
+    let docs = get_with(addr, "/static/docs/", &with("gzip")).await;
+    assert_eq!((&docs.body[..], docs.header("content-type")), (&b"(gzipped docs)"[..], "text/html"));
+
+    // HEAD, a range, and a conditional request are answered for the variant.
+    let head = fetch(addr, Method::HEAD, "/static/site.css", &with("gzip")).await;
+    assert_eq!((head.header("content-length"), head.header("content-encoding")), ("12", "gzip"));
+    assert!(head.body.is_empty());
+    let part =
+        get_with(addr, "/static/site.css", &[("accept-encoding", "gzip"), ("range", "bytes=1-4")]).await;
+    assert_eq!((part.status, &part.body[..]), (StatusCode::PARTIAL_CONTENT, &b"gzip"[..]));
+    assert_eq!(part.header("content-range"), "bytes 1-4/12");
+    // A suffix longer than the variant (but not than the file) is all of the variant.
+    let all =
+        get_with(addr, "/static/site.css", &[("accept-encoding", "gzip"), ("range", "bytes=-20")]).await;
+    assert_eq!((all.status, all.header("content-range")), (StatusCode::PARTIAL_CONTENT, "bytes 0-11/12"));
+    let etag = gzip.header("etag");
+    let fresh =
+        get_with(addr, "/static/site.css", &[("accept-encoding", "gzip"), ("if-none-match", etag)]).await;
+    assert_eq!((fresh.status, fresh.header("etag")), (StatusCode::NOT_MODIFIED, etag));
+    assert_eq!(fresh.header("vary"), "accept-encoding", "a 304 says Vary as its 200 would");
+    // The plain file's tag is another representation's: not a match for the variant.
+    let stale = get_with(
+        addr,
+        "/static/site.css",
+        &[("accept-encoding", "gzip"), ("if-none-match", plain.header("etag"))],
+    )
+    .await;
+    assert_eq!((stale.status, &stale.body[..]), (StatusCode::OK, &b"(gzip bytes)"[..]));
+
+    // A coding these roots were not told about is not looked for.
+    let gzip_only = start_with(PublicFiles::new([&root]).precompressed_gzip()).await;
+    let no_br = get_with(gzip_only, "/static/site.css", &with("br")).await;
+    assert_eq!((&no_br.body[..], no_br.header("content-encoding")), (&plain.body[..], ""));
+    // And roots without variants neither look nor say Vary.
+    let none = start(&[&root]).await;
+    let as_is = get_with(none, "/static/site.css", &with("gzip")).await;
+    assert_eq!(
+        (&as_is.body[..], as_is.header("content-encoding"), as_is.header("vary")),
+        (&plain.body[..], "", "")
+    );
+    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[tokio::test]
