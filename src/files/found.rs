@@ -1,5 +1,5 @@
-//! The file a root search found, opened: its descriptor and metadata come from the
-//! search's one trip to the blocking pool, and tower-http's `ServeDir` reads them
+//! The file a root search found (and its precompressed variants), opened: its
+//! descriptor and metadata come from the search's one trip to the blocking pool, and tower-http's `ServeDir` reads them
 //! through its `Backend` trait instead of opening the file and reading its metadata
 //! again (two more trips, which a bare `ServeFile` pays).
 

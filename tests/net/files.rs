@@ -40,6 +40,13 @@ pub fn big_content() -> Vec<u8> {
     (0..1024 * 1024_u32).map(|i| (i % 251) as u8).collect()
 }
 
+/// Writes `content` at `path` under `base`, making the directories it needs.
+fn write_under(base: &Path, path: &str, content: &[u8]) {
+    let path = base.join(path);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+}
+
 /// The first root (temporary) and what lies beside it, which must never be served.
 struct Tree {
     base: PathBuf,
@@ -50,11 +57,7 @@ impl Tree {
     fn new() -> Tree {
         let base = temp_dir("files");
         let first = base.join("first");
-        let write = |path: &str, content: &[u8]| {
-            let path = base.join(path);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, content).unwrap();
-        };
+        let write = |path: &str, content: &[u8]| write_under(&base, path, content);
         write("secret.txt", b"outside every root");
         write("first/a.txt", b"the first root's a.txt\n");
         write("first/hello.txt", b"shadows examples/public/hello.txt\n");
@@ -499,11 +502,7 @@ async fn the_default_cache_control_can_be_changed_or_dropped() {
 #[tokio::test]
 async fn precompressed_variants_go_to_clients_that_accept_them() {
     let root = temp_dir("precompressed");
-    let write = |path: &str, content: &[u8]| {
-        let path = root.join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, content).unwrap();
-    };
+    let write = |path: &str, content: &[u8]| write_under(&root, path, content);
     write("site.css", b"body { color: black }\n");
     write("site.css.gz", b"(gzip bytes)");
     write("site.css.br", b"(brotli)");
