@@ -39,11 +39,11 @@ impl Found {
     /// opened, with those of its `variants` that exist as regular files. Runs on the
     /// blocking pool.
     ///
-    /// The path is looked at first, so nothing but a regular file is opened (opening
-    /// a device can do things); it is opened without waiting (a FIFO swapped in after
-    /// the look cannot stall the thread) and what was opened is checked again, so a
-    /// file replaced between the look and the open is never served unless it is
-    /// itself a regular file.
+    /// The path is looked at first, so only what looked like a regular file is
+    /// opened (opening a device can do things); it is opened without waiting (a FIFO
+    /// swapped in after the look cannot stall the thread) and what was opened is
+    /// checked again, so a file replaced between the look and the open is never
+    /// served unless it is itself a regular file.
     pub(super) fn at(mut candidate: SmallPath, variants: Codings) -> Option<Found> {
         let mut meta = std::fs::metadata(candidate.as_path()).ok()?;
         if meta.is_dir() {

@@ -65,8 +65,8 @@
 //!   tower-http chooses (the highest weight among the variants that exist, else the
 //!   file itself), with `Content-Encoding` and the file's own `Content-Type`. The
 //!   variant is a representation of its own: its `ETag`, `Last-Modified`, length
-//!   and ranges, and the rules above apply to it. Every answer from such roots,
-//!   `304` included, says `Vary: accept-encoding`. The search opens the variants
+//!   and ranges, and the rules above apply to it. A file's answer from such roots
+//!   (`200`, `206`, `416`, and `304` too) says `Vary: accept-encoding`. The search opens the variants
 //!   the request names in the same trip to the blocking pool as the file.
 //! - **The rest of the layer still applies:** `Set-Cookie` for the jar's changes,
 //!   deferred edits, after-hooks, lifecycle events. The file's body is tower-http's
@@ -162,8 +162,9 @@ impl PublicFiles {
 
     /// Also sends `FILE.gz`, when it exists beside the file, to a client that
     /// accepts gzip (tower-http's negotiation: the highest `q` among the variants
-    /// that exist, else the file itself), with `Content-Encoding: gzip`. Every
-    /// answer from these roots then says `Vary: accept-encoding`. `Content-Type` is
+    /// that exist, else the file itself), with `Content-Encoding: gzip`. A file's
+    /// answer from these roots (`200`, `206`, `416`, `304`) then says `Vary:
+    /// accept-encoding`. `Content-Type` is
     /// the file's; `ETag`, `Last-Modified`, conditions and ranges are the variant's.
     ///
     /// ```

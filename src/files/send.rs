@@ -232,12 +232,26 @@ fn second_look<B>(ctx: &Context, response: &Response<B>) -> Option<Ranged> {
     if of_empty {
         return Some(Ranged::Whole);
     }
-    let asked = ctx.header("range").map(HeaderValue::as_bytes).unwrap_or_default();
-    let suffix = asked.get(7..).unwrap_or_default();
-    let one_suffix = asked.get(6) == Some(&b'-')
+    let longer = status == StatusCode::RANGE_NOT_SATISFIABLE
+        && ctx.header("range").is_some_and(|asked| suffix_longer(asked.as_bytes(), response.headers()));
+    longer.then_some(Ranged::FromStart)
+}
+
+/// The range asked for is one suffix (`bytes=-N`) longer than the file a 416 names
+/// (`Content-Range: bytes */LENGTH`); digits past `u64` are longer than any file.
+/// A suffix that is not longer (`bytes=-0`, or one tower-http would not parse, as
+/// `bytes=-05` of 100 bytes) keeps its 416.
+fn suffix_longer(asked: &[u8], answer: &HeaderMap) -> bool {
+    let Some(suffix) = asked.get(7..).filter(|_| asked.get(6) == Some(&b'-')) else {
+        return false;
+    };
+    let length = answer
+        .get(header::CONTENT_RANGE)
+        .and_then(|range| range.to_str().ok()?.strip_prefix("bytes */")?.parse::<u64>().ok());
+    let Some(length) = length else { return false };
+    !suffix.is_empty()
         && suffix.iter().all(u8::is_ascii_digit)
-        && suffix.iter().any(|&digit| digit != b'0');
-    (status == StatusCode::RANGE_NOT_SATISFIABLE && one_suffix).then_some(Ranged::FromStart)
+        && std::str::from_utf8(suffix).ok().and_then(|n| n.parse::<u64>().ok()).is_none_or(|n| n > length)
 }
 
 /// The request's `Cache-Control` has `no-cache`: the client wants the file, not a
