@@ -574,6 +574,17 @@ async fn precompressed_variants_go_to_clients_that_accept_them() {
     .await;
     assert_eq!((stale.status, &stale.body[..]), (StatusCode::OK, &b"(gzip bytes)"[..]));
 
+    // Preconditions are the variant's too, and `x-gzip` names gzip.
+    let failed = get_with(
+        addr,
+        "/static/site.css",
+        &[("accept-encoding", "x-gzip"), ("if-match", plain.header("etag"))],
+    )
+    .await;
+    assert_eq!(failed.status, StatusCode::PRECONDITION_FAILED);
+    let held = get_with(addr, "/static/site.css", &[("accept-encoding", "x-gzip"), ("if-match", etag)]).await;
+    assert_eq!((held.status, held.header("content-encoding")), (StatusCode::OK, "gzip"));
+
     // A coding these roots were not told about is not looked for.
     let gzip_only = start_with(PublicFiles::new([&root]).precompressed_gzip()).await;
     let no_br = get_with(gzip_only, "/static/site.css", &with("br")).await;
