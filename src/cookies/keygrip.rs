@@ -15,18 +15,8 @@ use super::keys::{KeyedMacs, Keys};
 /// The signature of the cookie `name=value` under one key (the text is hashed in
 /// its three parts, never joined).
 pub(super) fn sign(hash: KeygripHash, key: &KeyedMacs, name: &str, value: &str) -> String {
-    match hash {
-        KeygripHash::Sha1 => mac(key.sha1.clone(), name, value),
-        KeygripHash::Sha256 => mac(key.sha256.clone(), name, value),
-        KeygripHash::Sha512 => mac(key.sha512.clone(), name, value),
-    }
-}
-
-fn mac<M: Mac>(mut keyed: M, name: &str, value: &str) -> String {
-    keyed.update(name.as_bytes());
-    keyed.update(b"=");
-    keyed.update(value.as_bytes());
-    URL_SAFE_NO_PAD.encode(keyed.finalize().into_bytes())
+    let mut buf = [0_u8; ENCODED_MAX];
+    String::from_utf8_lossy(sign_into(hash, key, name, value, &mut buf)).into_owned()
 }
 
 /// Keygrip's `index`: the position of the key whose signature of `name=value` is
@@ -40,11 +30,7 @@ pub(super) fn index(
 ) -> Option<usize> {
     let mut buf = [0_u8; ENCODED_MAX];
     keys.secrets().iter().position(|secret| {
-        let expected = match hash {
-            KeygripHash::Sha1 => encode_into(secret.keygrip.sha1.clone(), name, value, &mut buf),
-            KeygripHash::Sha256 => encode_into(secret.keygrip.sha256.clone(), name, value, &mut buf),
-            KeygripHash::Sha512 => encode_into(secret.keygrip.sha512.clone(), name, value, &mut buf),
-        };
+        let expected = sign_into(hash, &secret.keygrip, name, value, &mut buf);
         !expected.is_empty() && bool::from(expected.ct_eq(signature.as_bytes()))
     })
 }
@@ -52,7 +38,22 @@ pub(super) fn index(
 /// The longest signature's text: a SHA-512 MAC (64 bytes) in unpadded base64.
 const ENCODED_MAX: usize = 86;
 
-/// [`mac`] into a buffer on the stack: checking a signature allocates nothing.
+/// The signature's text, written into a buffer on the stack: checking a signature
+/// allocates nothing.
+fn sign_into<'b>(
+    hash: KeygripHash,
+    key: &KeyedMacs,
+    name: &str,
+    value: &str,
+    buf: &'b mut [u8; ENCODED_MAX],
+) -> &'b [u8] {
+    match hash {
+        KeygripHash::Sha1 => encode_into(key.sha1.clone(), name, value, buf),
+        KeygripHash::Sha256 => encode_into(key.sha256.clone(), name, value, buf),
+        KeygripHash::Sha512 => encode_into(key.sha512.clone(), name, value, buf),
+    }
+}
+
 fn encode_into<'b, M: Mac>(
     mut keyed: M,
     name: &str,
