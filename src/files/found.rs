@@ -27,10 +27,11 @@ pub(super) struct Found {
     pub(super) variants: Vec<Variant>,
 }
 
-/// A precompressed variant of a found file (`site.css.gz`), open for reading.
+/// A precompressed variant of a found file (`site.css.gz`), open for reading (its
+/// descriptor is taken when `ServeDir` opens it).
 pub(super) struct Variant {
     coding: Coding,
-    file: File,
+    file: Option<File>,
     meta: Metadata,
 }
 
@@ -59,7 +60,7 @@ impl Found {
                 let path = Path::new(&name);
                 let meta = std::fs::metadata(path).ok()?;
                 let (file, meta) = open_regular(path, &meta)?;
-                Some(Variant { coding, file, meta })
+                Some(Variant { coding, file: Some(file), meta })
             })
             .collect();
         Some(Found { path: candidate, file, meta, variants })
@@ -102,26 +103,16 @@ pub(super) struct FoundBackend(Mutex<Option<Held>>);
 struct Held {
     file: Option<File>,
     meta: Metadata,
-    variants: Vec<Held1>,
+    variants: Vec<Variant>,
     /// The found file's path, to tell its variants' paths from its own; `None` when
     /// `ServeDir` asks for no variant, and every path is the file.
     path: Option<SmallPath>,
-}
-
-struct Held1 {
-    coding: Coding,
-    file: Option<File>,
-    meta: Metadata,
 }
 
 impl FoundBackend {
     /// The backend for `found`; `path` is its path when `ServeDir` may ask for
     /// variants of it.
     pub(super) fn new(file: File, meta: Metadata, variants: Vec<Variant>, path: Option<SmallPath>) -> Self {
-        let variants = variants
-            .into_iter()
-            .map(|Variant { coding, file, meta }| Held1 { coding, file: Some(file), meta })
-            .collect();
         FoundBackend(Mutex::new(Some(Held { file: Some(file), meta, variants, path })))
     }
 

@@ -164,8 +164,8 @@ impl PublicFiles {
     /// accepts gzip (tower-http's negotiation: the highest `q` among the variants
     /// that exist, else the file itself), with `Content-Encoding: gzip`. A file's
     /// answer from these roots (`200`, `206`, `416`, `304`) then says `Vary:
-    /// accept-encoding`. `Content-Type` is
-    /// the file's; `ETag`, `Last-Modified`, conditions and ranges are the variant's.
+    /// accept-encoding`. `Content-Type` is the file's; `ETag`, `Last-Modified`,
+    /// conditions and ranges are the variant's.
     ///
     /// ```
     /// use tower_context::files::PublicFiles;
@@ -210,8 +210,9 @@ impl PublicFiles {
     }
 
     /// The file `requested` names: the first root that has it as a regular file (a
-    /// directory's `index.html` standing for it), opened, with its metadata. One trip
-    /// to the blocking pool, whatever the number of roots.
+    /// directory's `index.html` standing for it), opened, with its metadata and those
+    /// of its `variants` that exist beside it. One trip to the blocking pool, whatever
+    /// the number of roots.
     async fn find(&self, requested: &Path, variants: Codings) -> Result<Option<Found>, HttpError> {
         let settings = self.0.clone();
         let first = settings.roots.first().and_then(|root| root.candidate(requested));

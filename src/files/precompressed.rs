@@ -70,6 +70,10 @@ impl Codings {
     /// Those of these codings an `Accept-Encoding` value names (whatever their
     /// weight: tower-http weighs them; a variant opened for `q=0` is not sent).
     pub(super) fn named_in(self, accept_encoding: Option<&HeaderValue>) -> Codings {
+        // Nothing to look for (the usual case): the header is not read.
+        if self.is_empty() {
+            return self;
+        }
         let Some(value) = accept_encoding.and_then(|value| value.to_str().ok()) else {
             return Codings::default();
         };
