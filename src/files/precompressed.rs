@@ -67,8 +67,9 @@ impl Codings {
         Coding::ALL.into_iter().filter(move |coding| self.0 & coding.bit() != 0)
     }
 
-    /// Those of these codings an `Accept-Encoding` value names (whatever their
-    /// weight: tower-http weighs them; a variant opened for `q=0` is not sent).
+    /// Those of these codings an `Accept-Encoding` value accepts (names with a
+    /// weight above 0; tower-http weighs them to choose), read with the crate's
+    /// header parser.
     pub(super) fn named_in(self, accept_encoding: Option<&HeaderValue>) -> Codings {
         // Nothing to look for (the usual case): the header is not read.
         if self.is_empty() {
@@ -77,9 +78,9 @@ impl Codings {
         let Some(value) = accept_encoding.and_then(|value| value.to_str().ok()) else {
             return Codings::default();
         };
-        let named = value
-            .split(',')
-            .filter_map(|item| Coding::named(item.split(';').next().unwrap_or_default().trim()))
+        let named = crate::negotiate::entries(value)
+            .filter(|entry| entry.q > 0)
+            .filter_map(|entry| Coding::named(entry.value))
             .fold(Codings::default(), Codings::with);
         Codings(self.0 & named.0)
     }
@@ -113,6 +114,7 @@ mod tests {
         };
         assert_eq!(named("gzip, deflate, br, zstd"), Coding::ALL);
         assert_eq!(named("BR;q=0.5 , X-GZIP"), [Coding::Gzip, Coding::Brotli]);
+        assert_eq!(named("gzip;q=0, br"), [Coding::Brotli]);
         assert_eq!(named("identity, *;q=1, compress"), []);
         assert_eq!(named(""), []);
         assert!(all.named_in(None).is_empty());
