@@ -18,6 +18,12 @@ pub(crate) struct Validators {
     pub(crate) no_cache: bool,
 }
 
+/// A `Cache-Control` value with the `no-cache` directive: the client wants the
+/// resource, not a 304.
+pub(crate) fn says_no_cache(cache_control: &HeaderValue) -> bool {
+    cache_control.to_str().is_ok_and(|cc| cc.split(',').any(|d| d.trim().eq_ignore_ascii_case("no-cache")))
+}
+
 impl Validators {
     /// The validators of a request, or `None` when it cannot be answered with 304
     /// (another method, or no validators at all). `if_none_match` is every line of
@@ -35,9 +41,7 @@ impl Validators {
         if if_none_match.is_none() && if_modified_since.is_none() {
             return None;
         }
-        let no_cache = cache_control().is_some_and(|v| {
-            v.to_str().is_ok_and(|cc| cc.split(',').any(|d| d.trim().eq_ignore_ascii_case("no-cache")))
-        });
+        let no_cache = cache_control().is_some_and(|v| says_no_cache(&v));
         Some(Validators {
             if_none_match: if_none_match.map(Cow::into_owned),
             if_modified_since: if_modified_since.cloned(),

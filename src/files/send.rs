@@ -174,7 +174,9 @@ fn file_request(ctx: &Context, ranged: Ranged, variants: Codings) -> Request<()>
     } else if method != Method::GET {
         return request;
     }
-    let revalidate = !says_no_cache(ctx);
+    // A request that says `Cache-Control: no-cache` wants the file, not a 304
+    // (Actionhero's rule, from Koa's `fresh`).
+    let revalidate = !ctx.header("cache-control").is_some_and(crate::fresh::says_no_cache);
     let headers = request.headers_mut();
     for (name, wanted) in [
         (header::IF_MATCH, true),
@@ -252,12 +254,4 @@ fn suffix_longer(asked: &[u8], answer: &HeaderMap) -> bool {
     !suffix.is_empty()
         && suffix.iter().all(u8::is_ascii_digit)
         && std::str::from_utf8(suffix).ok().and_then(|n| n.parse::<u64>().ok()).is_none_or(|n| n > length)
-}
-
-/// The request's `Cache-Control` has `no-cache`: the client wants the file, not a
-/// 304 (Actionhero's rule, from Koa's `fresh`).
-fn says_no_cache(ctx: &Context) -> bool {
-    ctx.header("cache-control")
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.split(',').any(|d| d.trim().eq_ignore_ascii_case("no-cache")))
 }
