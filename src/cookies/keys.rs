@@ -7,6 +7,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha512;
 
 use super::CookieError;
+use super::signed::{self, SigningMac};
 
 /// The label that turns a secret of any length into a 64-byte `cookie::Key`. Changing
 /// it would invalidate every cookie signed in the cookie crate's format.
@@ -42,6 +43,8 @@ pub struct Keys {
 /// HMAC states (Keygrip).
 pub(crate) struct Secret {
     pub(crate) key: cookie::Key,
+    /// The cookie crate's signing HMAC, keyed with `key`'s signing half.
+    pub(crate) signing: SigningMac,
     /// Keygrip's HMACs with the key already absorbed: HMAC hashes the padded key
     /// before any data, and that half of the work is the same for every signature.
     pub(crate) keygrip: KeyedMacs,
@@ -123,7 +126,7 @@ impl Keys {
             .into_iter()
             .filter_map(|key| {
                 let keygrip = KeyedMacs::new(key.master())?;
-                Some(Secret { key, keygrip })
+                Secret::with(key, keygrip)
             })
             .collect();
         Keys { keys: keys.into() }
@@ -145,6 +148,10 @@ impl Keys {
 }
 
 impl Secret {
+    fn with(key: cookie::Key, keygrip: KeyedMacs) -> Option<Secret> {
+        Some(Secret { signing: signed::keyed(&key)?, key, keygrip })
+    }
+
     fn from_secret(secret: &[u8]) -> Option<Secret> {
         if secret.is_empty() {
             return None;
@@ -153,7 +160,7 @@ impl Secret {
         mac.update(DERIVE_LABEL);
         let key = cookie::Key::try_from(mac.finalize().into_bytes().as_slice()).ok()?;
         let keygrip = KeyedMacs::new(secret)?;
-        Some(Secret { key, keygrip })
+        Secret::with(key, keygrip)
     }
 }
 

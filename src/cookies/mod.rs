@@ -94,6 +94,7 @@ mod error;
 mod jar;
 mod keygrip;
 mod keys;
+mod signed;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -105,6 +106,7 @@ use http::header::HeaderValue;
 
 pub use error::CookieError;
 pub use keys::Keys;
+use keys::Secret;
 
 use jar::Jar;
 #[cfg(feature = "server")]
@@ -400,7 +402,9 @@ impl Cookies {
 
     /// [`get_signed`](Self::get_signed) in the cookie crate's format.
     fn verify_sealed(&self, keys: &Keys, name: &str, value: &str) -> Option<String> {
-        let (index, plain) = open(keys, name, value, |jar, key, cookie| jar.signed(key).verify(cookie))?;
+        let (index, plain) = open_with_any(keys, value, |secret, value| {
+            signed::verify(&secret.signing, value).map(str::to_owned)
+        })?;
         if index > 0 {
             // Best effort: a value from the request that the jar would not set (it has
             // a space at an end, say) stays as it was.
@@ -419,7 +423,7 @@ impl Cookies {
         };
         match matched {
             None => {
-                if let Ok(removal) = self.removal(Cookie::new(format!("{name}.sig"), "")) {
+                if let Ok(removal) = self.removal(Cookie::new(companion_name(name), "")) {
                     self.jar().put(removal, true);
                 }
                 None
@@ -427,7 +431,7 @@ impl Cookies {
             Some(index) => {
                 if index > 0 {
                     let sig = sign_keygrip(hash, keys, name, &value);
-                    if let Ok(cookie) = self.prepare(Cookie::new(format!("{name}.sig"), sig), false) {
+                    if let Ok(cookie) = self.prepare(Cookie::new(companion_name(name), sig), false) {
                         self.jar().put(cookie, false);
                     }
                 }
@@ -453,12 +457,14 @@ impl Cookies {
         let cookie = self.prepare(cookie, true)?;
         match format {
             SignedFormat::Cookie => {
-                let signed = seal(keys, cookie, false)?;
-                self.jar().put(signed, false);
+                let secret = keys.secrets().first().ok_or(CookieError::NoKeys)?;
+                let mut cookie = cookie;
+                cookie.set_value(signed::sign(&secret.signing, cookie.value()));
+                self.jar().put(cookie, false);
             }
             SignedFormat::Keygrip(hash) => {
                 let mut sig = cookie.clone();
-                sig.set_name(format!("{}.sig", cookie.name()));
+                sig.set_name(companion_name(cookie.name()));
                 sig.set_value(sign_keygrip(hash, keys, cookie.name(), cookie.value()));
                 let mut jar = self.jar();
                 jar.put(cookie, false);
@@ -502,7 +508,11 @@ impl Cookies {
     pub fn get_private(&self, name: &str) -> Result<Option<String>, CookieError> {
         let keys = self.keys()?;
         let Some(value) = self.get(name) else { return Ok(None) };
-        let opened = open(keys, name, &value, |jar, key, cookie| jar.private(key).decrypt(cookie));
+        let jar = CookieJar::new();
+        let opened = open_with_any(keys, &value, |secret, value| {
+            let cookie = jar.private(&secret.key).decrypt(Cookie::new(name.to_owned(), value.to_owned()))?;
+            Some(cookie.value().to_owned())
+        });
         let Some((index, plain)) = opened else { return Ok(None) };
         if index > 0 {
             let _ = self.set_private((name.to_owned(), plain.clone()));
@@ -520,7 +530,7 @@ impl Cookies {
     pub fn set_private(&self, cookie: impl Into<Cookie<'static>>) -> Result<(), CookieError> {
         let keys = self.keys()?;
         let cookie = self.prepare(cookie.into(), false)?;
-        let sealed = seal(keys, cookie, true)?;
+        let sealed = seal(keys, cookie)?;
         self.jar().put(sealed, false);
         Ok(())
     }
@@ -603,28 +613,24 @@ impl Cookies {
 /// The removal of `name.sig` that goes with a removal of `name`: same attributes.
 fn companion_of(removal: &Cookie<'static>) -> Cookie<'static> {
     let mut sig = removal.clone();
-    sig.set_name(format!("{}.sig", removal.name()));
+    sig.set_name(companion_name(removal.name()));
     sig
 }
 
-/// Verifies or decrypts a value in the cookie crate's format with each key in turn:
-/// the index of the key that opened it, and the plain value.
+/// Opens a value in the cookie crate's format (`open` verifies or decrypts it with
+/// one key) with each key in turn: the index of the key that opened it, and the
+/// plain value.
 ///
 /// A value this jar wrote is tried as it is. axum-extra and tower-cookies
 /// percent-encode what they write (base64's `/` and `=` become `%2F` and `%3D`), so a
 /// value that opens with no key is tried once more percent-decoded.
-fn open(
+fn open_with_any(
     keys: &Keys,
-    name: &str,
     value: &str,
-    opener: impl Fn(&CookieJar, &Key, Cookie<'static>) -> Option<Cookie<'static>>,
+    open: impl Fn(&Secret, &str) -> Option<String>,
 ) -> Option<(usize, String)> {
-    let jar = CookieJar::new();
     let try_all = |value: &str| {
-        keys.secrets().iter().enumerate().find_map(|(index, secret)| {
-            let opened = opener(&jar, &secret.key, Cookie::new(name.to_owned(), value.to_owned()))?;
-            Some((index, opened.value().to_owned()))
-        })
+        keys.secrets().iter().enumerate().find_map(|(index, secret)| Some((index, open(secret, value)?)))
     };
     try_all(value).or_else(|| {
         let decoded = percent_encoding::percent_decode_str(value).decode_utf8().ok()?;
@@ -632,15 +638,11 @@ fn open(
     })
 }
 
-/// Signs (or encrypts) a checked cookie with the first key, in the cookie crate's format.
-fn seal(keys: &Keys, cookie: Cookie<'static>, private: bool) -> Result<Cookie<'static>, CookieError> {
+/// Encrypts a checked cookie with the first key, in the cookie crate's format.
+fn seal(keys: &Keys, cookie: Cookie<'static>) -> Result<Cookie<'static>, CookieError> {
     let secret = keys.secrets().first().ok_or(CookieError::NoKeys)?;
     let mut jar = CookieJar::new();
-    if private {
-        jar.private_mut(&secret.key).add(cookie);
-    } else {
-        jar.signed_mut(&secret.key).add(cookie);
-    }
+    jar.private_mut(&secret.key).add(cookie);
     // `add` has just put the sealed cookie in the empty jar: it is its only change.
     // (Its name was checked before, so the error below cannot happen.)
     jar.delta().next().cloned().ok_or_else(|| CookieError::InvalidName { name: String::new() })
@@ -648,6 +650,14 @@ fn seal(keys: &Keys, cookie: Cookie<'static>, private: bool) -> Result<Cookie<'s
 
 fn sign_keygrip(hash: KeygripHash, keys: &Keys, name: &str, value: &str) -> String {
     keys.secrets().first().map(|secret| keygrip::sign(hash, &secret.keygrip, name, value)).unwrap_or_default()
+}
+
+/// `name.sig`, the name of `name`'s Keygrip companion.
+fn companion_name(name: &str) -> String {
+    let mut companion = String::with_capacity(name.len() + 4);
+    companion.push_str(name);
+    companion.push_str(".sig");
+    companion
 }
 
 /// Whether `candidate` is `name.sig`, the Keygrip companion of `name`.
