@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
-use cookie::Cookie;
+use cookie::{Cookie, SameSite};
 use http::header::{HeaderMap, HeaderValue, SET_COOKIE};
 
 pub(super) struct Jar {
@@ -212,13 +212,58 @@ impl Jar {
         let mut line = String::with_capacity(160);
         for change in &self.changes {
             line.clear();
-            if write!(line, "{}", change.cookie).is_ok()
+            if set_cookie_line(&change.cookie, &mut line).is_ok()
                 && let Ok(value) = HeaderValue::from_str(&line)
             {
                 headers.append(SET_COOKIE, value);
             }
         }
     }
+}
+
+/// Writes `cookie` as a `Set-Cookie` value: the cookie crate's `Display`, byte for
+/// byte (its attributes in its order), without the formatting machinery for the
+/// plain text that most lines are. A cookie with `Expires` is left to `Display`,
+/// which owns the date's format.
+fn set_cookie_line(cookie: &Cookie<'_>, line: &mut String) -> std::fmt::Result {
+    if cookie.expires().is_some() {
+        return write!(line, "{cookie}");
+    }
+    line.push_str(cookie.name());
+    line.push('=');
+    line.push_str(cookie.value());
+    if cookie.http_only() == Some(true) {
+        line.push_str("; HttpOnly");
+    }
+    if let Some(same_site) = cookie.same_site() {
+        line.push_str(match same_site {
+            SameSite::Strict => "; SameSite=Strict",
+            SameSite::Lax => "; SameSite=Lax",
+            SameSite::None => "; SameSite=None",
+        });
+    }
+    let partitioned = cookie.partitioned() == Some(true);
+    if partitioned {
+        line.push_str("; Partitioned");
+    }
+    if cookie.secure() == Some(true)
+        || partitioned
+        || (cookie.secure().is_none() && cookie.same_site() == Some(SameSite::None))
+    {
+        line.push_str("; Secure");
+    }
+    if let Some(path) = cookie.path() {
+        line.push_str("; Path=");
+        line.push_str(path);
+    }
+    if let Some(domain) = cookie.domain() {
+        line.push_str("; Domain=");
+        line.push_str(domain);
+    }
+    if let Some(max_age) = cookie.max_age() {
+        write!(line, "; Max-Age={}", max_age.whole_seconds())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -365,6 +410,39 @@ mod tests {
         let mut over = Jar::new(Some(HeaderValue::from_static("a=1; b=2; c=3")), 2);
         assert_eq!(over.get("c"), None);
         assert!(over.truncated());
+    }
+
+    #[test]
+    fn set_cookie_lines_are_the_cookie_crates_display() {
+        use cookie::time::{Duration, OffsetDateTime};
+        let mut cookies = vec![Cookie::new("a", "1"), Cookie::new("empty", "")];
+        for same_site in [None, Some(SameSite::Strict), Some(SameSite::Lax), Some(SameSite::None)] {
+            for secure in [None, Some(false), Some(true)] {
+                for partitioned in [None, Some(false), Some(true)] {
+                    for http_only in [None, Some(false), Some(true)] {
+                        let mut cookie = Cookie::build(("sid", "v=1"))
+                            .path("/app")
+                            .domain("example.com")
+                            .max_age(Duration::seconds(-5))
+                            .build();
+                        cookie.set_same_site(same_site);
+                        cookie.set_secure(secure);
+                        cookie.set_partitioned(partitioned);
+                        cookie.set_http_only(http_only);
+                        cookies.push(cookie);
+                    }
+                }
+            }
+        }
+        cookies.push(Cookie::build(("x", "y")).max_age(Duration::hours(8)).build());
+        cookies.push(Cookie::build(("x", "y")).path("").domain("").build());
+        cookies.push(Cookie::build(("gone", "")).expires(OffsetDateTime::UNIX_EPOCH).path("/").build());
+        let mut line = String::new();
+        for cookie in cookies {
+            line.clear();
+            set_cookie_line(&cookie, &mut line).unwrap();
+            assert_eq!(line, cookie.to_string());
+        }
     }
 
     #[test]

@@ -16,7 +16,8 @@ use super::keys::{KeyedMacs, Keys};
 /// its three parts, never joined).
 pub(super) fn sign(hash: KeygripHash, key: &KeyedMacs, name: &str, value: &str) -> String {
     let mut buf = [0_u8; ENCODED_MAX];
-    String::from_utf8_lossy(sign_into(hash, key, name, value, &mut buf)).into_owned()
+    // Base64 is ASCII: the check cannot fail.
+    std::str::from_utf8(sign_into(hash, key, name, value, &mut buf)).map(str::to_owned).unwrap_or_default()
 }
 
 /// Keygrip's `index`: the position of the key whose signature of `name=value` is
