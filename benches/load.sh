@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Loopback load run: the same axum app bare, with ContextLayer::new() added by
-# Router::layer (as the README shows), and with the layer around the whole router,
-# driven by wrk on 127.0.0.1. Interleaved: every round runs each app once, in a
+# Router::layer (as the README shows), with the layer around the whole router, and,
+# for reference, with the least layer that captures the request head (the floor)
+# and with tower-cookies' layer, both by Router::layer; driven by wrk on 127.0.0.1. Interleaved: every round runs each app once, in a
 # rotating order, so all see the same machine conditions. Prints requests per second
 # and p99 latency for each, and the ratios to bare taken within each round.
 #
@@ -36,12 +37,12 @@ if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
   server_cpu=(taskset -c 0); client_cpu=(taskset -c 1)
 fi
 
-apps=(bare context wrapped)
+apps=(bare context wrapped floor cookies)
 ports=()
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 
-# Starts the three servers on ports of their own for this round, waits until they
+# Starts the servers on ports of their own for this round, waits until they
 # listen, and warms each up.
 # A port is skipped while anything answers on it: the machine's own services (NATS
 # on 4222, say) would otherwise take a round's server's place.
@@ -126,6 +127,20 @@ for i in "${!apps[@]}"; do
     rq=$(quartiles $(ratios "$i" rps)); pq=$(quartiles $(ratios "$i" p99))
     printf '| %s | %.0f | %.0f | %.3f (%s) | %.3f (%s) |\n' "${apps[$i]}" "$r" "$p" "$rr" "$rq" "$pr" "$pq"
   fi
+done
+# The layer's cost beside the floor's: the share of bare's requests/s each gives up,
+# taken within each round (1 - app/bare), as medians over the rounds.
+given_up() { # app -> per-round 1 - rps[app]/rps[bare]
+  local r
+  for r in $(seq "$ROUNDS"); do
+    eval "awk -v a=\${rps[$1,$r]} -v b=\${rps[0,$r]} 'BEGIN {printf \"%.5f\\n\", 1 - a/b}'"
+  done
+}
+echo
+for i in 1 2 4; do
+  app=$(median $(given_up "$i")); floor=$(median $(given_up 3))
+  awk -v n="${apps[$i]}" -v a="$app" -v f="$floor" 'BEGIN {
+    printf "requests/s given up: %s %.1f %%, floor %.1f %% (%.2f × the floor)\n", n, 100 * a, 100 * f, (f > 0 ? a / f : 0) }'
 done
 echo
 echo "Targets: req/s ratio >= 0.97, p99 ratio <= 1.05 (median of the per-round ratios)."

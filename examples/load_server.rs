@@ -5,11 +5,17 @@
 //! cargo run --release --example load_server -- bare 127.0.0.1:4001
 //! cargo run --release --example load_server -- context 127.0.0.1:4002
 //! cargo run --release --example load_server -- wrapped 127.0.0.1:4003
+//! cargo run --release --example load_server -- floor 127.0.0.1:4004
+//! cargo run --release --example load_server -- cookies 127.0.0.1:4005
 //! ```
 //!
 //! `context` adds the layer with `Router::layer`, the way the README shows; `wrapped`
 //! puts it around the whole router instead (it then also sees requests that match
-//! no route, and axum does not wrap each route in the layer separately).
+//! no route, and axum does not wrap each route in the layer separately). Two more
+//! modes measure what any layer costs here, added with `Router::layer` too: `floor`
+//! is the least a layer can do that hands the handler the request's head (method,
+//! URI, version and two headers, in an `Arc` put into the extensions: the in-process
+//! benches' head-floor row), and `cookies` is tower-cookies' `CookieManagerLayer`.
 //! `benches/load.sh` starts them and drives them with wrk.
 
 use axum::Router;
@@ -18,6 +24,16 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tower::Layer;
 use tower_context::ContextLayer;
+
+/// The `floor` mode's request head.
+#[allow(dead_code)]
+struct Head {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    accept: Option<http::HeaderValue>,
+    cookie: Option<http::HeaderValue>,
+}
 
 async fn hello() -> &'static str {
     "hello, world"
@@ -36,13 +52,28 @@ fn main() -> std::io::Result<()> {
         match mode.as_str() {
             "bare" => axum::serve(listener, app).await,
             "context" => axum::serve(listener, app.layer(ContextLayer::new())).await,
+            "floor" => {
+                let floor = tower::util::MapRequestLayer::new(|mut req: Request| {
+                    let head = Head {
+                        method: req.method().clone(),
+                        uri: req.uri().clone(),
+                        version: req.version(),
+                        accept: req.headers().get(http::header::ACCEPT).cloned(),
+                        cookie: req.headers().get(http::header::COOKIE).cloned(),
+                    };
+                    req.extensions_mut().insert(std::sync::Arc::new(head));
+                    req
+                });
+                axum::serve(listener, app.layer(floor)).await
+            }
+            "cookies" => axum::serve(listener, app.layer(tower_cookies::CookieManagerLayer::new())).await,
             "wrapped" => {
                 let svc = ContextLayer::new().layer(app);
                 let svc = tower::ServiceExt::<Request>::map_response(svc, IntoResponse::into_response);
                 axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(svc)).await
             }
             other => {
-                eprintln!("mode must be bare, context or wrapped, not {other}");
+                eprintln!("mode must be bare, context, wrapped, floor or cookies, not {other}");
                 std::process::exit(2);
             }
         }
