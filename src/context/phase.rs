@@ -14,13 +14,11 @@
 //!   their bit with a read-modify-write (`fetch_or`, compare-and-swap) and look at the
 //!   other's bit in the value it returns: of two such operations on one word, one
 //!   comes first, so exactly one of them sees the other.
-//! - **The shared lock** (`locked`): holds what the parties hand each other (an ended
+//! - **The shared lock** (`shared`): holds what the parties hand each other (an ended
 //!   response, a pending error, hooks, edits, listeners, task handles). It is never
 //!   held across an await or while user code runs: every transition takes out what
 //!   must be called or dropped and returns it, and the caller does that after the
 //!   lock is gone. So a poisoned lock can only come from a bug here; it is recovered.
-//!   It is allocated by the first transition that takes it: a request whose flags
-//!   say nothing was registered never does.
 //!
 //! # The invariants
 //!
@@ -61,7 +59,7 @@
 use std::mem;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
 
 use atomic_waker::AtomicWaker;
@@ -110,17 +108,13 @@ mod flag {
 /// `done()` waiters.
 pub(crate) struct Phase {
     flags: AtomicU32,
+    /// Made with the context, not on first use: a lazily made lock (a boxed
+    /// `OnceLock`) saved about 20 instructions on a request that registers nothing
+    /// and cost about 300 and an allocation on every request that registers anything
+    /// (a hook, an edit, `end`, an error). See BENCHMARKS.md.
+    shared: Mutex<Shared>,
     /// Wakes the layer's response future when `end` or an error arrives.
     waker: AtomicWaker,
-    /// The shared lock and the `done()` waiters, made by the first transition that
-    /// needs them. Most requests register nothing (no hook, edit, listener, task or
-    /// `end`), and their flag-only path never makes, fills or drops it.
-    locked: OnceLock<Box<Locked>>,
-}
-
-#[derive(Default)]
-struct Locked {
-    shared: Mutex<Shared>,
     /// Wakes `done()` waiters on Finish or Close.
     done: Notify,
 }
@@ -203,17 +197,18 @@ pub(crate) struct Released {
 impl Phase {
     #[inline(always)]
     pub(crate) fn new() -> Phase {
-        Phase { flags: AtomicU32::new(0), waker: AtomicWaker::new(), locked: OnceLock::new() }
-    }
-
-    fn locked(&self) -> &Locked {
-        self.locked.get_or_init(Box::default)
+        Phase {
+            flags: AtomicU32::new(0),
+            shared: Mutex::new(Shared::default()),
+            waker: AtomicWaker::new(),
+            done: Notify::new(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
         // User code never runs while this lock is held, so poisoning can only come
         // from a bug here; the data is still consistent enough to go on.
-        self.locked().shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn flags(&self) -> u32 {
@@ -430,7 +425,7 @@ impl Phase {
     pub(crate) async fn done(&self) -> Outcome {
         self.set(flag::WAITING);
         loop {
-            let mut notified = pin!(self.locked().done.notified());
+            let mut notified = pin!(self.done.notified());
             notified.as_mut().enable();
             if let Some(outcome) = self.outcome() {
                 return outcome;
@@ -651,7 +646,7 @@ impl Phase {
             // Nothing was ever registered: nothing to call or release. (A `done()`
             // that set WAITING after the swap sees the outcome itself.)
             if flags & flag::WAITING != 0 {
-                self.locked().done.notify_waiters();
+                self.done.notify_waiters();
             }
             return None;
         }
@@ -679,7 +674,7 @@ impl Phase {
 
     /// Wakes the `done()` waiters, last step of a completion that released things.
     pub(crate) fn wake_waiters(&self) {
-        self.locked().done.notify_waiters();
+        self.done.notify_waiters();
     }
 }
 
