@@ -25,15 +25,9 @@ use axum::routing::get;
 use tower::Layer;
 use tower_context::ContextLayer;
 
-/// The `floor` mode's request head.
-#[allow(dead_code)]
-struct Head {
-    method: http::Method,
-    uri: http::Uri,
-    version: http::Version,
-    accept: Option<http::HeaderValue>,
-    cookie: Option<http::HeaderValue>,
-}
+// The head floor, defined once with the in-process benches' floor row.
+#[path = "../benches/scenarios/floor.rs"]
+mod floor;
 
 async fn hello() -> &'static str {
     "hello, world"
@@ -53,17 +47,7 @@ fn main() -> std::io::Result<()> {
             "bare" => axum::serve(listener, app).await,
             "context" => axum::serve(listener, app.layer(ContextLayer::new())).await,
             "floor" => {
-                let floor = tower::util::MapRequestLayer::new(|mut req: Request| {
-                    let head = Head {
-                        method: req.method().clone(),
-                        uri: req.uri().clone(),
-                        version: req.version(),
-                        accept: req.headers().get(http::header::ACCEPT).cloned(),
-                        cookie: req.headers().get(http::header::COOKIE).cloned(),
-                    };
-                    req.extensions_mut().insert(std::sync::Arc::new(head));
-                    req
-                });
+                let floor = tower::util::MapRequestLayer::new(floor::capture::<axum::body::Body>);
                 axum::serve(listener, app.layer(floor)).await
             }
             "cookies" => axum::serve(listener, app.layer(tower_cookies::CookieManagerLayer::new())).await,

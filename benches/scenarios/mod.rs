@@ -16,6 +16,8 @@ use http_body_util::{BodyExt, Full};
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_context::{Context, ContextLayer, HttpError, Keys, SignedFormat};
 
+mod floor;
+
 pub type Req = Request<AxumBody>;
 
 /// The request every scenario gets. The URI and header values are static, like the
@@ -36,16 +38,6 @@ async fn bare(_: Req) -> Result<Response<Full<Bytes>>, Infallible> {
 /// The floor row's handle.
 #[derive(Clone)]
 struct Handle(#[allow(dead_code)] std::sync::Arc<AtomicU32>);
-
-/// The second floor row's handle.
-#[allow(dead_code)]
-struct Head {
-    method: http::Method,
-    uri: http::Uri,
-    version: http::Version,
-    accept: Option<HeaderValue>,
-    cookie: Option<HeaderValue>,
-}
 
 fn ctx(req: &Req) -> Context {
     req.extensions().get::<Context>().cloned().unwrap()
@@ -107,18 +99,7 @@ pub fn each(v: &mut impl Visit) {
     // The same floor, with the least of a request head in the handle: what a context
     // needs to answer for the request after it has moved on (method, URI, version,
     // and here only the two headers the request has).
-    let svc = tower::util::MapRequestLayer::new(|mut req: Req| {
-        let head = Head {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            version: req.version(),
-            accept: req.headers().get(http::header::ACCEPT).cloned(),
-            cookie: req.headers().get(http::header::COOKIE).cloned(),
-        };
-        req.extensions_mut().insert(std::sync::Arc::new(head));
-        req
-    })
-    .layer(service_fn(bare));
+    let svc = tower::util::MapRequestLayer::new(floor::capture::<AxumBody>).layer(service_fn(bare));
     v.visit("floor with the request head captured", svc);
 
     // One response change: an after-hook adds a header...
