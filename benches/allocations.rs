@@ -7,7 +7,9 @@
 //! Prints one row per scenario: allocations per request, and the difference from the
 //! bare service (what the layer adds). Counts are exact and repeatable, unlike times.
 //! `SCENARIO=untouched` runs only the scenarios whose name contains that text (and
-//! the bare baseline), which is handy under `valgrind --tool=callgrind`.
+//! the bare baseline), which is handy under `valgrind --tool=callgrind`;
+//! `SCENARIO==name` (an `=` before the whole name) runs only the scenario of that
+//! name, for a name that is part of another's.
 
 use std::sync::atomic::Ordering;
 
@@ -35,7 +37,11 @@ struct Counter {
 
 impl scenarios::Visit for Counter {
     fn visit<S: scenarios::Scenario<B>, B: scenarios::ScenarioBody>(&mut self, name: &str, svc: S) {
-        if self.bare.is_some() && self.only.as_ref().is_some_and(|only| !name.contains(only.as_str())) {
+        let wanted = |only: &String| match only.strip_prefix('=') {
+            Some(exact) => name == exact,
+            None => name.contains(only.as_str()),
+        };
+        if self.bare.is_some() && self.only.as_ref().is_some_and(|only| !wanted(only)) {
             return;
         }
         // Warm up: first-use allocations (lazy statics, runtime internals) are not

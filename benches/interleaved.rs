@@ -91,9 +91,13 @@ const TARGETS: [(&str, &str, f64); 8] = [
 const UNTOUCHED: (&str, &str) = ("ContextLayer untouched", "tower-cookies CookieManagerLayer untouched");
 
 /// The rows that show what any layer handing out a per-request handle pays: a bare
-/// `Arc` in the extensions, and the same with the request head captured.
-const FLOORS: [&str; 2] =
-    ["floor: Arc handle in the extensions, nothing else", "floor with the request head captured"];
+/// `Arc` in the extensions, the same with the request head captured, and that with
+/// the locked instructions a context adds.
+const FLOORS: [&str; 3] = [
+    "floor: Arc handle in the extensions, nothing else",
+    "floor with the request head captured",
+    "floor with the request head captured, and six locked instructions",
+];
 
 /// Set in the processes the first one starts: they measure and print raw times.
 const CHILD: &str = "INTERLEAVED_CHILD";

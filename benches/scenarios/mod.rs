@@ -6,7 +6,7 @@
 
 use std::convert::Infallible;
 use std::hint::black_box;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use axum::body::Body as AxumBody;
 use bytes::Bytes;
@@ -34,6 +34,9 @@ pub fn request() -> Req {
 async fn bare(_: Req) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(Response::new(Full::new(Bytes::from_static(b"hello"))))
 }
+
+/// What the locked-instruction floor row increments.
+static LOCKED: AtomicU32 = AtomicU32::new(0);
 
 /// The floor row's handle.
 #[derive(Clone)]
@@ -101,6 +104,20 @@ pub fn each(v: &mut impl Visit) {
     // and here only the two headers the request has).
     let svc = tower::util::MapRequestLayer::new(floor::capture::<AxumBody>).layer(service_fn(bare));
     v.visit("floor with the request head captured", svc);
+
+    // The head floor again, plus six locked read-modify-writes: about as many as a
+    // context makes beyond it on the untouched path (seven; BENCHMARKS.md lists them,
+    // and `benches/callgrind.sh --locked` counts them). Not a layer anyone writes: it
+    // shows what those instructions cost in the same run.
+    let svc = tower::util::MapRequestLayer::new(|req: Req| {
+        let req = floor::capture(req);
+        for _ in 0..6 {
+            black_box(&LOCKED).fetch_add(1, Ordering::AcqRel);
+        }
+        req
+    })
+    .layer(service_fn(bare));
+    v.visit("floor with the request head captured, and six locked instructions", svc);
 
     // One response change: an after-hook adds a header...
     let svc = ContextLayer::new().layer(service_fn(|req: Req| {
