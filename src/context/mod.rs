@@ -194,6 +194,21 @@ impl Context {
         &self.inner.config
     }
 
+    /// Whether this is the only handle to the request: no other `Context` is alive,
+    /// and no weak one was ever made, so none can appear but from this one. Then
+    /// nobody else can touch the request, and everything the dropped handles did is
+    /// seen by the caller.
+    ///
+    /// The counts alone would not do: a weak handle could be upgraded and dropped
+    /// between their two reads. Every maker of a weak handle marks the flags before
+    /// its own handle can go ([`Phase::no_weak_handles`]), so with one strong handle
+    /// left, the flags say whether one was ever made.
+    pub(crate) fn is_sole(&self) -> bool {
+        Arc::strong_count(&self.inner) == 1
+            && self.inner.phase.no_weak_handles()
+            && Arc::weak_count(&self.inner) == 0
+    }
+
     pub(crate) fn downgrade(&self) -> WeakContext {
         WeakContext(Arc::downgrade(&self.inner))
     }
@@ -387,5 +402,45 @@ impl fmt::Debug for Context {
             .field("finished", &self.is_finished())
             .field("closed", &self.is_closed())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http_body_util::Empty;
+
+    use super::*;
+
+    fn made() -> Context {
+        Context::new(&Request::new(()), Arc::new(Config::default()))
+    }
+
+    #[test]
+    fn a_context_is_sole_only_while_no_other_handle_is_or_was_alive() {
+        let ctx = made();
+        assert!(ctx.is_sole());
+        let other = ctx.clone();
+        assert!(!ctx.is_sole() && !other.is_sole());
+        drop(other);
+        assert!(ctx.is_sole());
+
+        // A weak handle, even one gone again, leaves its maker's mark: it could have
+        // been upgraded between the two counts.
+        let caught = ctx.catch_stream(Empty::<Bytes>::new()).unwrap();
+        assert!(!ctx.is_sole());
+        drop(caught);
+        assert!(!ctx.is_sole());
+
+        let ctx = made();
+        ctx.state().insert(7_u8);
+        assert!(!ctx.is_sole(), "anything in the state may be a session, which holds a weak handle");
+    }
+
+    #[tokio::test]
+    async fn a_spawned_task_makes_the_context_shared_for_good() {
+        let ctx = made();
+        ctx.spawn(async { Ok::<_, HttpError>(()) }).await.unwrap();
+        assert!(!ctx.is_sole());
     }
 }

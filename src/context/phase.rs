@@ -13,7 +13,10 @@
 //!   and one read-modify-write per decision. Two parties that must not both win set
 //!   their bit with a read-modify-write (`fetch_or`, compare-and-swap) and look at the
 //!   other's bit in the value it returns: of two such operations on one word, one
-//!   comes first, so exactly one of them sees the other.
+//!   comes first, so exactly one of them sees the other. When the layer holds the
+//!   request's only handle ([`Context::is_sole`](super::Context::is_sole)) there is
+//!   no other party, and its decisions are plain stores: a read-modify-write is a
+//!   locked instruction, among the dearest a request makes.
 //! - **The shared lock** (`shared`): holds what the parties hand each other (an ended
 //!   response, a pending error, hooks, edits, listeners, task handles). It is never
 //!   held across an await or while user code runs: every transition takes out what
@@ -47,8 +50,9 @@
 //!    `end_errors_and_edits_from_another_thread_are_never_lost`.)
 //! 5. **A hook is either refused or run, never lost.** [`Phase::add_hook`] sets `WORK`
 //!    with one read-modify-write and refuses if `HOOKS_STARTED` was already set; the
-//!    layer sets `HOOKS_STARTED` the same way ([`Phase::claim_untouched`],
-//!    [`Phase::start_hooks`]) and runs the hooks if it saw `WORK`.
+//!    layer sets `HOOKS_STARTED` the same way, and runs the hooks if it saw `WORK`:
+//!    [`Phase::claim_untouched`] when it saw no `WORK`, else [`Phase::start_hooks`]
+//!    under the lock, which takes every hook added until then.
 //!    (Tests: `adding_a_hook_from_a_hook_is_refused`,
 //!    `an_end_racing_the_start_of_the_hooks_still_gets_the_hooks`.)
 //! 6. **Nothing registered is kept past completion.** Every registration (listener,
@@ -273,6 +277,23 @@ impl Phase {
         self.flags() & OBSERVED == 0
     }
 
+    /// No weak handle to the request was ever made. Each maker (`spawn`, a caught
+    /// stream, a session kept in the state) sets its flag with its own handle, before
+    /// that handle can be dropped: so once that handle is gone, the flag is seen here.
+    pub(crate) fn no_weak_handles(&self) -> bool {
+        // Pairs with the release of the handles dropped before.
+        std::sync::atomic::fence(Ordering::Acquire);
+        self.flags() & (flag::TASKS | flag::STATE | flag::STREAM_CAUGHT) == 0
+    }
+
+    /// Sets `bits` in the flag word, which read `flags` just before, by a plain store:
+    /// only for the request's sole handle ([`Context::is_sole`](super::Context::is_sole)).
+    /// No other party can write the word then, so the store does a read-modify-write's
+    /// work without its locked instruction (BENCHMARKS.md has what one costs).
+    fn set_as_sole(&self, flags: u32, bits: u32) {
+        self.flags.store(flags | bits, Ordering::Release);
+    }
+
     // ---- Transitions the handle makes ---------------------------------------------
 
     /// `end(response)`: accepted (`None`) unless an `end` was accepted in this
@@ -469,15 +490,25 @@ impl Phase {
     /// The layer's decision for a response nobody may have asked to change: from
     /// here on no hook can be added (invariant 5). With `send`, the same
     /// compare-and-swap also marks the response as gone when nothing is pending.
-    pub(crate) fn claim_untouched(&self, send: bool) -> Claim {
+    /// `sole`: the caller holds the request's only handle, and stores instead.
+    ///
+    /// `Claim::Work` writes nothing: the layer goes straight on to
+    /// [`start_hooks`](Self::start_hooks), whose read-modify-write under the lock
+    /// sets `HOOKS_STARTED`, and a hook added in between is taken and run there.
+    /// (Setting it here as well cost one more locked instruction on every request
+    /// with a hook or an edit; BENCHMARKS.md has what one costs.)
+    pub(crate) fn claim_untouched(&self, send: bool, sole: bool) -> Claim {
         let mut flags = self.flags();
         loop {
             if flags & flag::WORK != 0 {
-                self.set(flag::HOOKS_STARTED);
                 return Claim::Work;
             }
             let gone = send && flags & flag::SIGNAL == 0;
             let claim = if gone { flag::HOOKS_STARTED | flag::RESPONDED } else { flag::HOOKS_STARTED };
+            if sole {
+                self.set_as_sole(flags, claim);
+                return if gone { Claim::UntouchedAndGone } else { Claim::Untouched };
+            }
             match self.flags.compare_exchange_weak(flags, flags | claim, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) if gone => return Claim::UntouchedAndGone,
@@ -493,8 +524,9 @@ impl Phase {
     ///
     /// Also takes a response given to `end` after the layer last looked (between the
     /// inner response and this call): it was accepted before the hooks, so the hooks
-    /// run on it, as on any response ended before them.
-    pub(crate) fn start_hooks(&self) -> Started {
+    /// run on it, as on any response ended before them. `sole`: the caller holds the
+    /// request's only handle, and the flags are written by a store.
+    pub(crate) fn start_hooks(&self, sole: bool) -> Started {
         let mut shared = self.lock();
         let ended = shared.ended.take().map(|ended| *ended);
         // Nothing is left to signal when the ended response was the only thing (an
@@ -502,9 +534,13 @@ impl Phase {
         let spent = if ended.is_some() && shared.error.is_none() { flag::SIGNAL } else { 0 };
         // One swap: hooks started, and WORK is spent (an edit made from now on sets it
         // again, for `leave`).
-        let _ = self.flags.fetch_update(Ordering::AcqRel, Ordering::Acquire, |flags| {
-            Some((flags | flag::HOOKS_STARTED) & !(flag::END_CALLED | flag::WORK | spent))
-        });
+        let started = |flags| (flags | flag::HOOKS_STARTED) & !(flag::END_CALLED | flag::WORK | spent);
+        if sole {
+            self.flags.store(started(self.flags()), Ordering::Release);
+        } else {
+            let _ =
+                self.flags.fetch_update(Ordering::AcqRel, Ordering::Acquire, |flags| Some(started(flags)));
+        }
         Started { hooks: mem::take(&mut shared.hooks), edits: mem::take(&mut shared.edits), ended }
     }
 
@@ -541,16 +577,22 @@ impl Phase {
     /// apply, so one compare-and-swap marks the response as gone. `end`,
     /// `emit_error` and the edits announce themselves with a read-modify-write of the
     /// same flags, so either this swap fails (and the locked path handles them) or
-    /// they see RESPONDED and stand down.
-    pub(crate) fn leave(&self) -> Result<Left, HttpError> {
+    /// they see RESPONDED and stand down. For the `sole` handle, nobody else can
+    /// announce anything, and a store does.
+    pub(crate) fn leave(&self, sole: bool) -> Result<Left, HttpError> {
         let flags = self.flags();
-        if flags & (flag::SIGNAL | flag::WORK) == 0
-            && self
+        if flags & (flag::SIGNAL | flag::WORK) == 0 {
+            if sole {
+                self.set_as_sole(flags, flag::RESPONDED);
+                return Ok(Left::default());
+            }
+            if self
                 .flags
                 .compare_exchange(flags, flags | flag::RESPONDED, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
-        {
-            return Ok(Left::default());
+            {
+                return Ok(Left::default());
+            }
         }
         let mut shared = self.lock();
         if let Some(err) = shared.error.take() {

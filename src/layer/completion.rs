@@ -1,8 +1,6 @@
 //! The right to complete a request: Finish or Close, exactly once. The response
 //! future holds it until the head leaves, then the response body does.
 
-use std::sync::Arc;
-
 use crate::body::BoxError;
 use crate::context::{Context, Outcome};
 use crate::error::HttpError;
@@ -75,12 +73,7 @@ impl Completion {
     /// one either), and nothing was registered that completion would call, wake or
     /// release (listeners, `done()` waiters, tasks, state, a caught stream).
     pub(crate) fn unobserved(&self) -> bool {
-        let inner = &self.ctx.inner;
-        if Arc::strong_count(inner) != 1 {
-            return false;
-        }
-        // The flags first: their check fences against the handles dropped before.
-        self.ctx.phase().unobservable() && Arc::weak_count(inner) == 0
+        self.ctx.is_sole() && self.ctx.phase().unobservable()
     }
 
     /// Lets the context go without completing it: for an unobserved request only.

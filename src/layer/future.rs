@@ -274,7 +274,7 @@ where
     B::Error: Into<BoxError>,
 {
     let first_frame = wants_first_frame(ctx, &response);
-    match ctx.phase().claim_untouched(!first_frame) {
+    match ctx.phase().claim_untouched(!first_frame, ctx.is_sole()) {
         Claim::Work => Step::Hooks(response.map(Body::new)),
         Claim::Untouched if first_frame => Step::FirstFrame(Box::new(response.map(Body::new))),
         Claim::Untouched => Step::Ready(respond(ctx, response.map(ResponseBody::inner))),
@@ -288,7 +288,7 @@ where
 
 /// Applies the deferred edits and moves to the hooks.
 fn start_hooks<F>(ctx: &Context, response: Response<Body>) -> State<F> {
-    let Started { hooks, edits, ended } = ctx.phase().start_hooks();
+    let Started { hooks, edits, ended } = ctx.phase().start_hooks(ctx.is_sole());
     // An `end` that came just now wins over the inner response, as it would have a
     // moment earlier (the inner one is dropped here, outside the lock).
     let response = ended.unwrap_or(response);

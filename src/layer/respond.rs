@@ -80,7 +80,7 @@ where
     if !is_valid_status(response.status()) {
         return Leaving::Failed(invalid_status(response.status()), response.map(|_| Body::empty()));
     }
-    let Left { edits, ended, late_error } = match ctx.phase().leave() {
+    let Left { edits, ended, late_error } = match ctx.phase().leave(ctx.is_sole()) {
         Ok(left) => left,
         Err(err) => return Leaving::Failed(err, response.map(|_| Body::empty())),
     };
