@@ -229,10 +229,6 @@ impl Phase {
         self.flags.fetch_or(bits, Ordering::AcqRel)
     }
 
-    fn clear(&self, bits: u32) {
-        self.flags.fetch_and(!bits, Ordering::AcqRel);
-    }
-
     // ---- Questions anyone may ask -------------------------------------------------
 
     /// The head has left the layer (End fired or is firing).
@@ -286,12 +282,26 @@ impl Phase {
         self.flags() & (flag::TASKS | flag::STATE | flag::STREAM_CAUGHT) == 0
     }
 
-    /// Sets `bits` in the flag word, which read `flags` just before, by a plain store:
-    /// only for the request's sole handle ([`Context::is_sole`](super::Context::is_sole)).
-    /// No other party can write the word then, so the store does a read-modify-write's
-    /// work without its locked instruction (BENCHMARKS.md has what one costs).
-    fn set_as_sole(&self, flags: u32, bits: u32) {
-        self.flags.store(flags | bits, Ordering::Release);
+    /// Sets `set` and clears `clear` in the flag word, returning the flags as they
+    /// were. For the request's sole handle ([`Context::is_sole`](super::Context::is_sole))
+    /// a load and a plain store: no other party can write the word then, so they do a
+    /// read-modify-write's work without its locked instruction (BENCHMARKS.md has
+    /// what one costs). Only the layer's transitions pass `sole`, each computed just
+    /// before it, after any user code that could have cloned the handle.
+    fn change(&self, sole: bool, set: u32, clear: u32) -> u32 {
+        if sole {
+            let was = self.flags();
+            self.flags.store((was | set) & !clear, Ordering::Release);
+            return was;
+        }
+        match (set, clear) {
+            (set, 0) => self.set(set),
+            (0, clear) => self.flags.fetch_and(!clear, Ordering::AcqRel),
+            (set, clear) => self
+                .flags
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |flags| Some((flags | set) & !clear))
+                .unwrap_or_else(|flags| flags),
+        }
     }
 
     // ---- Transitions the handle makes ---------------------------------------------
@@ -459,23 +469,25 @@ impl Phase {
 
     /// Takes what the context holds for the layer: a pending error first (the
     /// request is then on the error path), else an ended response.
-    pub(crate) fn take_signal(&self) -> Option<Signal> {
+    /// `sole` is asked only when there is a signal to take (the common poll has none).
+    pub(crate) fn take_signal(&self, sole: impl FnOnce() -> bool) -> Option<Signal> {
         if !self.has(flag::SIGNAL) {
             return None;
         }
+        let sole = sole();
         let mut shared = self.lock();
         let signal = match shared.error.take() {
             Some(err) => {
                 // Taken to be rendered: from here on the request is on the error path
                 // (under the lock, so an `end` that comes after is refused, not
                 // accepted and then dropped).
-                self.set(flag::ERROR_PATH);
+                self.change(sole, flag::ERROR_PATH, 0);
                 Some(Signal::Error(err))
             }
             None => shared.ended.take().map(|ended| Signal::End(*ended)),
         };
         if shared.error.is_none() && shared.ended.is_none() {
-            self.clear(flag::SIGNAL);
+            self.change(sole, 0, flag::SIGNAL);
         }
         signal
     }
@@ -506,7 +518,7 @@ impl Phase {
             let gone = send && flags & flag::SIGNAL == 0;
             let claim = if gone { flag::HOOKS_STARTED | flag::RESPONDED } else { flag::HOOKS_STARTED };
             if sole {
-                self.set_as_sole(flags, claim);
+                self.change(true, claim, 0);
                 return if gone { Claim::UntouchedAndGone } else { Claim::Untouched };
             }
             match self.flags.compare_exchange_weak(flags, flags | claim, Ordering::AcqRel, Ordering::Acquire)
@@ -534,13 +546,7 @@ impl Phase {
         let spent = if ended.is_some() && shared.error.is_none() { flag::SIGNAL } else { 0 };
         // One swap: hooks started, and WORK is spent (an edit made from now on sets it
         // again, for `leave`).
-        let started = |flags| (flags | flag::HOOKS_STARTED) & !(flag::END_CALLED | flag::WORK | spent);
-        if sole {
-            self.flags.store(started(self.flags()), Ordering::Release);
-        } else {
-            let _ =
-                self.flags.fetch_update(Ordering::AcqRel, Ordering::Acquire, |flags| Some(started(flags)));
-        }
+        self.change(sole, flag::HOOKS_STARTED, flag::END_CALLED | flag::WORK | spent);
         Started { hooks: mem::take(&mut shared.hooks), edits: mem::take(&mut shared.edits), ended }
     }
 
@@ -548,18 +554,16 @@ impl Phase {
     /// after it), the request's tasks aborted, the deferred edits returned. Unless an
     /// accepted `end` is still waiting: its response is returned instead and the path
     /// is left untaken (invariant 4).
-    pub(crate) fn enter_error_path(&self) -> ErrorPath {
+    pub(crate) fn enter_error_path(&self, sole: bool) -> ErrorPath {
         let mut shared = self.lock();
         if let Some(ended) = shared.ended.take() {
             // An error cannot be pending beside it (each refuses the other): nothing
             // is left to signal. No hook can be added from here on: none would run.
-            if shared.error.is_none() {
-                self.clear(flag::SIGNAL);
-            }
-            self.set(flag::HOOKS_STARTED);
+            let spent = if shared.error.is_none() { flag::SIGNAL } else { 0 };
+            self.change(sole, flag::HOOKS_STARTED, spent);
             return ErrorPath::Ended(*ended);
         }
-        self.set(flag::ERROR_PATH);
+        self.change(sole, flag::ERROR_PATH, 0);
         let edits = mem::take(&mut shared.edits);
         let tasks = mem::take(&mut shared.tasks);
         drop(shared);
@@ -583,7 +587,7 @@ impl Phase {
         let flags = self.flags();
         if flags & (flag::SIGNAL | flag::WORK) == 0 {
             if sole {
-                self.set_as_sole(flags, flag::RESPONDED);
+                self.change(true, flag::RESPONDED, 0);
                 return Ok(Left::default());
             }
             if self
@@ -596,21 +600,21 @@ impl Phase {
         }
         let mut shared = self.lock();
         if let Some(err) = shared.error.take() {
-            self.set(flag::ERROR_PATH);
+            self.change(sole, flag::ERROR_PATH, 0);
             return Err(err);
         }
         let ended = shared.ended.take().map(|ended| *ended);
         let edits = mem::take(&mut shared.edits);
-        self.set(flag::RESPONDED);
+        self.change(sole, flag::RESPONDED, 0);
         let late_error = shared.error.take();
         Ok(Left { edits, ended, late_error })
     }
 
     /// Marks the response as gone on the error path (the edits were taken with the
     /// path): only an error that came too late is left.
-    pub(crate) fn leave_on_error_path(&self) -> Option<HttpError> {
+    pub(crate) fn leave_on_error_path(&self, sole: bool) -> Option<HttpError> {
         let mut shared = self.lock();
-        self.set(flag::RESPONDED);
+        self.change(sole, flag::RESPONDED, 0);
         shared.error.take()
     }
 

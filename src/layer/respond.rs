@@ -110,7 +110,7 @@ where
 {
     let (mut failure, mut prior) = (failure.into(), prior);
     let edits = loop {
-        match ctx.phase().enter_error_path() {
+        match ctx.phase().enter_error_path(ctx.is_sole()) {
             ErrorPath::Entered(edits) => break edits,
             ErrorPath::Ended(ended) => {
                 // An `end` accepted before this error came to light wins over it, as
@@ -139,7 +139,7 @@ where
         // does not have: it never goes out.
         *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
     }
-    let late_error = ctx.phase().leave_on_error_path();
+    let late_error = ctx.phase().leave_on_error_path(ctx.is_sole());
     let mut response = response.map(ResponseBody::replaced);
     send_head(ctx, &mut response, late_error);
     response
@@ -248,7 +248,7 @@ where
         Err(panic) => panic,
         // A caught stream already told the context: its error (or an `end` that beat
         // it) is what goes out.
-        Ok(_) if ctx.phase().stream_failed() => match ctx.phase().take_signal() {
+        Ok(_) if ctx.phase().stream_failed() => match ctx.phase().take_signal(|| ctx.is_sole()) {
             Some(Signal::Error(reported)) => reported,
             Some(Signal::End(ended)) => {
                 drop(prior);
