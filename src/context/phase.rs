@@ -106,6 +106,8 @@ mod flag {
     pub(super) const TASKS: u32 = 1 << 12;
     /// Something was put in the state map: completion must clear it.
     pub(super) const STATE: u32 = 1 << 13;
+    /// A weak handle was made (`Context::downgrade`): the context is never sole again.
+    pub(super) const WEAK: u32 = 1 << 14;
 }
 
 /// The request's phase: the flag word, the shared lock, the layer's waker and the
@@ -273,13 +275,18 @@ impl Phase {
         self.flags() & OBSERVED == 0
     }
 
-    /// No weak handle to the request was ever made. Each maker (`spawn`, a caught
-    /// stream, a session kept in the state) sets its flag with its own handle, before
-    /// that handle can be dropped: so once that handle is gone, the flag is seen here.
+    /// No weak handle to the request was ever made: `Context::downgrade`, the only
+    /// maker, sets `WEAK` through the handle it is called on, before that handle can
+    /// be dropped; so once that handle is gone, the flag is seen here.
     pub(crate) fn no_weak_handles(&self) -> bool {
         // Pairs with the release of the handles dropped before.
         std::sync::atomic::fence(Ordering::Acquire);
-        self.flags() & (flag::TASKS | flag::STATE | flag::STREAM_CAUGHT) == 0
+        self.flags() & flag::WEAK == 0
+    }
+
+    /// A weak handle is being made (see [`no_weak_handles`](Self::no_weak_handles)).
+    pub(crate) fn note_weak(&self) {
+        self.set(flag::WEAK);
     }
 
     /// Sets `set` and clears `clear` in the flag word, returning the flags as they
