@@ -265,11 +265,9 @@ impl Phase {
 
     /// Nothing is registered that completion would call, wake or release, and no
     /// stream was caught: with no other handle alive, nobody can observe how the
-    /// request completes.
+    /// request completes. Asked after [`Context::is_sole`](super::Context::is_sole),
+    /// whose fence makes the dropped handles' registrations visible here.
     pub(crate) fn unobservable(&self) -> bool {
-        // Pairs with the release of the handles dropped before, so that whatever they
-        // did (a registration) is seen below.
-        std::sync::atomic::fence(Ordering::Acquire);
         const OBSERVED: u32 =
             flag::LISTENERS | flag::WAITING | flag::TASKS | flag::STATE | flag::STREAM_CAUGHT;
         self.flags() & OBSERVED == 0
@@ -309,6 +307,17 @@ impl Phase {
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |flags| Some((flags | set) & !clear))
                 .unwrap_or_else(|flags| flags),
         }
+    }
+
+    /// Writes `now` if the word still holds `was`: a compare-and-swap, or for the
+    /// sole handle a plain store, which nobody can race (see [`change`](Self::change)).
+    /// `Err` carries what the word held instead.
+    fn replace(&self, sole: bool, was: u32, now: u32) -> Result<(), u32> {
+        if sole {
+            self.flags.store(now, Ordering::Release);
+            return Ok(());
+        }
+        self.flags.compare_exchange(was, now, Ordering::AcqRel, Ordering::Acquire).map(drop)
     }
 
     // ---- Transitions the handle makes ---------------------------------------------
@@ -524,14 +533,9 @@ impl Phase {
             }
             let gone = send && flags & flag::SIGNAL == 0;
             let claim = if gone { flag::HOOKS_STARTED | flag::RESPONDED } else { flag::HOOKS_STARTED };
-            if sole {
-                self.change(true, claim, 0);
-                return if gone { Claim::UntouchedAndGone } else { Claim::Untouched };
-            }
-            match self.flags.compare_exchange_weak(flags, flags | claim, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) if gone => return Claim::UntouchedAndGone,
-                Ok(_) => return Claim::Untouched,
+            match self.replace(sole, flags, flags | claim) {
+                Ok(()) if gone => return Claim::UntouchedAndGone,
+                Ok(()) => return Claim::Untouched,
                 Err(now) => flags = now,
             }
         }
@@ -592,18 +596,10 @@ impl Phase {
     /// announce anything, and a store does.
     pub(crate) fn leave(&self, sole: bool) -> Result<Left, HttpError> {
         let flags = self.flags();
-        if flags & (flag::SIGNAL | flag::WORK) == 0 {
-            if sole {
-                self.change(true, flag::RESPONDED, 0);
-                return Ok(Left::default());
-            }
-            if self
-                .flags
-                .compare_exchange(flags, flags | flag::RESPONDED, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                return Ok(Left::default());
-            }
+        if flags & (flag::SIGNAL | flag::WORK) == 0
+            && self.replace(sole, flags, flags | flag::RESPONDED).is_ok()
+        {
+            return Ok(Left::default());
         }
         let mut shared = self.lock();
         if let Some(err) = shared.error.take() {
