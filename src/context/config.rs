@@ -2,7 +2,8 @@
 //! request carries) can read them without depending on the layer.
 
 use std::fmt;
-use std::sync::Arc;
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
 
 use http::Response;
 
@@ -68,5 +69,57 @@ impl fmt::Debug for Config {
             .field("handle_error", &self.handle_error.is_some())
             .field("render_error", &self.renderer.is_some())
             .finish()
+    }
+}
+
+/// The settings as the layer, its services and every request's context hold them.
+///
+/// A layer left at its defaults shares one static `Config`, which costs nothing to
+/// clone or drop; a layer with settings of its own keeps them in an `Arc`. Every
+/// request clones the settings twice (axum and `oneshot` clone the service, and the
+/// context keeps its own), and each clone and drop of an `Arc` is a locked
+/// instruction, among the dearest a request makes (BENCHMARKS.md).
+#[derive(Clone, Default)]
+pub(crate) struct SharedConfig(Option<Arc<Config>>);
+
+impl SharedConfig {
+    /// The settings to change: the first change leaves the shared defaults.
+    pub(crate) fn make_mut(&mut self) -> &mut Config {
+        Arc::make_mut(self.0.get_or_insert_with(|| Arc::new(Config::default())))
+    }
+}
+
+impl Deref for SharedConfig {
+    type Target = Config;
+
+    #[inline]
+    fn deref(&self) -> &Config {
+        static DEFAULTS: OnceLock<Config> = OnceLock::new();
+        match &self.0 {
+            Some(config) => config,
+            None => DEFAULTS.get_or_init(Config::default),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changing_a_layers_settings_leaves_the_shared_defaults_alone() {
+        let defaults = SharedConfig::default();
+        let mut changed = defaults.clone();
+        changed.make_mut().catch_panic = false;
+        changed.make_mut().first_frame = true;
+        assert!(!changed.catch_panic && changed.first_frame);
+        // Neither the handle it came from nor any later default sees the change.
+        assert!(defaults.catch_panic && !defaults.first_frame);
+        assert!(SharedConfig::default().catch_panic && !SharedConfig::default().first_frame);
+
+        // Clones of changed settings share them; a change through one copies first.
+        let mut copy = changed.clone();
+        copy.make_mut().catch_panic = true;
+        assert!(copy.catch_panic && !changed.catch_panic);
     }
 }

@@ -38,7 +38,7 @@ pub use events::Outcome;
 pub(crate) use events::errors_are_logged;
 pub use state::StateMap;
 
-pub(crate) use config::Config;
+pub(crate) use config::{Config, SharedConfig};
 pub(crate) use edits::{Edit, apply as apply_edits, invalid_status, is_valid_status};
 pub(crate) use hooks::{Hook, Hooks};
 pub(crate) use phase::{Claim, ErrorPath, Left, Signal, Started};
@@ -89,7 +89,7 @@ pub(crate) struct Inner {
     uri: Uri,
     version: Version,
     headers: Captured,
-    config: Arc<Config>,
+    config: SharedConfig,
     /// Where the request is in its life: the only home of the flag word, the shared
     /// lock and the waker.
     pub(crate) phase: Phase,
@@ -156,7 +156,7 @@ impl From<HooksStarted> for HttpError {
 }
 
 impl Context {
-    pub(crate) fn new<B>(request: &Request<B>, config: Arc<Config>) -> Context {
+    pub(crate) fn new<B>(request: &Request<B>, config: SharedConfig) -> Context {
         #[cfg(feature = "test-util")]
         crate::test_util::count_live(1);
         let id = request
@@ -415,7 +415,7 @@ mod tests {
     use super::*;
 
     fn made() -> Context {
-        Context::new(&Request::new(()), Arc::new(Config::default()))
+        Context::new(&Request::new(()), SharedConfig::default())
     }
 
     #[test]

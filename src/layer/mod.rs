@@ -44,7 +44,7 @@ pub use body::ResponseBody;
 pub use future::ResponseFuture;
 
 use crate::body::{Body, BoxError};
-use crate::context::{Config, Context, ErrorAction};
+use crate::context::{Config, Context, ErrorAction, SharedConfig};
 use crate::cookies::{Keys, SignedFormat};
 use crate::error::{ErrorFormat, HttpError, panic_error};
 use crate::proxy::TrustProxy;
@@ -71,7 +71,7 @@ use completion::Completion;
 /// carries the error, and is rendered there.
 #[derive(Clone, Default)]
 pub struct ContextLayer {
-    config: Arc<Config>,
+    config: SharedConfig,
 }
 
 impl fmt::Debug for ContextLayer {
@@ -87,7 +87,7 @@ impl ContextLayer {
     }
 
     fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
-        f(Arc::make_mut(&mut self.config));
+        f(self.config.make_mut());
         self
     }
 
@@ -261,7 +261,7 @@ impl<S> Layer<S> for ContextLayer {
 /// The service [`ContextLayer`] makes.
 pub struct ContextService<S> {
     inner: S,
-    config: Arc<Config>,
+    config: SharedConfig,
     /// An error the inner service gave in `poll_ready`, rendered by the next `call`.
     not_ready: Option<HttpError>,
 }
