@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::ops::Deref;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use http::Response;
 
@@ -41,23 +41,40 @@ pub(crate) struct Config {
     pub(crate) trust_proxy: TrustProxy,
     pub(crate) first_frame: bool,
     /// Settings of optional features whose modules sit above the context (the
-    /// session store, the public files), by type.
+    /// session store, the public files), by type; made when the first is set.
     #[cfg_attr(not(any(feature = "sessions", feature = "files")), allow(dead_code))]
-    pub(crate) features: http::Extensions,
+    features: Option<http::Extensions>,
+}
+
+impl Config {
+    /// Every setting at its default: what [`SharedConfig`] shares without an `Arc`.
+    const DEFAULT: Config = Config {
+        catch_panic: true,
+        error_format: ErrorFormat::Negotiate,
+        handle_error: None,
+        renderer: None,
+        cookies: CookieConfig::DEFAULT,
+        trust_proxy: TrustProxy::None,
+        first_frame: false,
+        features: None,
+    };
+
+    /// An optional feature's settings, if the layer was given them.
+    #[cfg(any(feature = "sessions", feature = "files"))]
+    pub(crate) fn feature<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.features.as_ref()?.get::<T>()
+    }
+
+    /// Sets an optional feature's settings.
+    #[cfg(any(feature = "sessions", feature = "files"))]
+    pub(crate) fn set_feature<T: Clone + Send + Sync + 'static>(&mut self, settings: T) {
+        self.features.get_or_insert_with(http::Extensions::new).insert(settings);
+    }
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            catch_panic: true,
-            error_format: ErrorFormat::Negotiate,
-            handle_error: None,
-            renderer: None,
-            cookies: CookieConfig::default(),
-            trust_proxy: TrustProxy::default(),
-            first_frame: false,
-            features: http::Extensions::new(),
-        }
+        Config::DEFAULT
     }
 }
 
@@ -85,7 +102,7 @@ pub(crate) struct SharedConfig(Option<Arc<Config>>);
 impl SharedConfig {
     /// The settings to change: the first change leaves the shared defaults.
     pub(crate) fn make_mut(&mut self) -> &mut Config {
-        Arc::make_mut(self.0.get_or_insert_with(|| Arc::new(Config::default())))
+        Arc::make_mut(self.0.get_or_insert_with(|| Arc::new(Config::DEFAULT)))
     }
 }
 
@@ -94,10 +111,10 @@ impl Deref for SharedConfig {
 
     #[inline]
     fn deref(&self) -> &Config {
-        static DEFAULTS: OnceLock<Config> = OnceLock::new();
+        static DEFAULTS: Config = Config::DEFAULT;
         match &self.0 {
             Some(config) => config,
-            None => DEFAULTS.get_or_init(Config::default),
+            None => &DEFAULTS,
         }
     }
 }

@@ -178,14 +178,18 @@ pub(crate) struct CookieConfig {
     pub(crate) max_pairs: usize,
 }
 
+impl CookieConfig {
+    pub(crate) const DEFAULT: CookieConfig = CookieConfig {
+        keys: None,
+        format: SignedFormat::KEYGRIP,
+        secure_over_http: false,
+        max_pairs: jar::MAX_PAIRS,
+    };
+}
+
 impl Default for CookieConfig {
     fn default() -> Self {
-        CookieConfig {
-            keys: None,
-            format: SignedFormat::default(),
-            secure_over_http: false,
-            max_pairs: jar::MAX_PAIRS,
-        }
+        CookieConfig::DEFAULT
     }
 }
 

@@ -49,7 +49,7 @@ impl Context {
     /// layer was given no `PublicFiles` at all or the file fails while being read.
     /// Return the error from the handler and the layer renders it.
     pub async fn send_file(&self, path: impl AsRef<Path>) -> Result<Response<FileBody>, HttpError> {
-        match self.config().features.get::<PublicFiles>() {
+        match self.config().feature::<PublicFiles>() {
             Some(files) => files.send_file(self, path).await,
             None => Err(HttpError::new(500).message(
                 "send_file has no public roots: give the layer some with ContextLayer::public_files",

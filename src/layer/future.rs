@@ -125,7 +125,9 @@ where
 
 /// The response leaves: its body takes over the request's completion (Finish at its
 /// end, Close if dropped first), unless nobody could ever see either.
-#[inline]
+// Always inlined: its one caller moves the response in and out, and a call would copy
+// it both ways.
+#[inline(always)]
 fn hand_over<B>(completion: Completion, mut response: Response<ResponseBody<B>>) -> Response<ResponseBody<B>>
 where
     B: http_body::Body<Data = Bytes>,

@@ -98,7 +98,7 @@ impl ContextLayer {
     #[must_use]
     pub fn sessions(self, sessions: crate::session::Sessions) -> Self {
         self.with(|config| {
-            config.features.insert(sessions);
+            config.set_feature(sessions);
         })
     }
 
@@ -232,7 +232,7 @@ impl ContextLayer {
     #[must_use]
     pub fn public_files(self, files: crate::files::PublicFiles) -> Self {
         self.with(|config| {
-            config.features.insert(files);
+            config.set_feature(files);
         })
     }
 

@@ -550,7 +550,7 @@ impl Context {
         if let Some(session) = self.state().get::<Session>() {
             return session;
         }
-        let sessions = self.config().features.get::<Sessions>().cloned();
+        let sessions = self.config().feature::<Sessions>().cloned();
         let session = Session::new(sessions, self);
         self.state().insert(session.clone());
         session
@@ -569,7 +569,7 @@ impl Connection {
     /// Keeps the session of `ctx` with this connection, if the layer has sessions
     /// (what `WebSocketChat` does at the upgrade).
     pub fn keep_session_of(&self, ctx: &Context) {
-        if ctx.config().features.get::<Sessions>().is_some() {
+        if ctx.config().feature::<Sessions>().is_some() {
             let session = ctx.session();
             session.inner.detached.store(true, std::sync::atomic::Ordering::Relaxed);
             self.keep_session(Arc::new(session));
