@@ -82,11 +82,17 @@ impl Header {
         }
     }
 
-    /// A stretch of the header. It is valid UTF-8 and is only cut at `;` and at the
-    /// cookie crate's own boundaries, so this checks the stretch itself, no more.
-    fn slice(&self, (start, end): (u32, u32)) -> &str {
+    /// A stretch of the header, as bytes.
+    fn raw(&self, (start, end): (u32, u32)) -> &[u8] {
         let range = usize::try_from(start).unwrap_or(usize::MAX)..usize::try_from(end).unwrap_or(usize::MAX);
-        self.bytes().get(range).and_then(|bytes| std::str::from_utf8(bytes).ok()).unwrap_or_default()
+        self.bytes().get(range).unwrap_or_default()
+    }
+
+    /// A stretch of the header, as text. It is valid UTF-8 and is only cut at `;` and
+    /// at the cookie crate's own boundaries, so this checks the stretch itself, no
+    /// more.
+    fn slice(&self, span: (u32, u32)) -> &str {
+        std::str::from_utf8(self.raw(span)).unwrap_or_default()
     }
 
     /// The next well-formed pair from byte `at` on, moving `at` past it: `None` at the
@@ -150,20 +156,21 @@ impl Jar {
     /// (none when removed), else the request's first cookie of that name (browsers
     /// send the most specific one first).
     pub(super) fn get(&mut self, name: &str) -> Option<&str> {
-        self.get_by(|n| n == name)
+        self.get_by(|n| n == name.as_bytes())
     }
 
     /// [`get`](Self::get) for the first name that `is` accepts (all of one name).
-    pub(super) fn get_by(&mut self, is: impl Fn(&str) -> bool) -> Option<&str> {
-        if let Some(at) = self.changes.iter().position(|c| is(c.cookie.name())) {
+    /// Names are compared as bytes: only the value found is checked as text.
+    pub(super) fn get_by(&mut self, is: impl Fn(&[u8]) -> bool) -> Option<&str> {
+        if let Some(at) = self.changes.iter().position(|c| is(c.cookie.name().as_bytes())) {
             let change = &self.changes[at];
             return (!change.removed).then(|| change.cookie.value());
         }
         let header = &self.header;
         let index = &mut self.index;
-        let found = index.pairs.iter().copied().find(|pair| is(header.slice(pair.name)));
+        let found = index.pairs.iter().copied().find(|pair| is(header.raw(pair.name)));
         let found = found
-            .or_else(|| std::iter::from_fn(|| index.grow(header)).find(|pair| is(header.slice(pair.name))));
+            .or_else(|| std::iter::from_fn(|| index.grow(header)).find(|pair| is(header.raw(pair.name))));
         found.map(|pair| header.slice(pair.value))
     }
 
@@ -310,6 +317,17 @@ mod tests {
         assert_eq!(jar.get("bad"), None);
         assert_eq!(jar.get("c"), Some("é"));
         assert_eq!(jar.get("d"), Some("4"));
+    }
+
+    #[test]
+    fn names_match_whole_and_exact_in_any_script() {
+        // Names are compared as bytes: a prefix, a longer name or another case is no
+        // match, and a name outside ASCII is found as it was sent.
+        let mut jar = jar("sess=1; session2=2; Session=3; \u{e9}t\u{e9}=4; session=5".as_bytes());
+        assert_eq!(jar.get("session"), Some("5"));
+        assert_eq!(jar.get("\u{e9}t\u{e9}"), Some("4"));
+        assert_eq!(jar.get("sessio"), None);
+        assert_eq!(jar.get("SESSION"), None);
     }
 
     #[test]

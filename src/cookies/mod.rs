@@ -665,8 +665,8 @@ fn companion_name(name: &str) -> String {
 }
 
 /// Whether `candidate` is `name.sig`, the Keygrip companion of `name`.
-fn is_companion(candidate: &str, name: &str) -> bool {
-    candidate.strip_suffix(".sig") == Some(name)
+fn is_companion(candidate: &[u8], name: &str) -> bool {
+    candidate.strip_suffix(b".sig") == Some(name.as_bytes())
 }
 
 impl fmt::Debug for Cookies {
