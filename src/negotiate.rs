@@ -21,12 +21,32 @@ pub(crate) struct Entry<'a> {
     pub(crate) params: &'a str,
     /// Quality in thousandths (0..=1000).
     pub(crate) q: u16,
+    /// Where `value`'s first `/` is, found once while parsing: a media range is
+    /// matched against every offer, and would otherwise be scanned for each.
+    slash: Option<u32>,
+}
+
+impl<'a> Entry<'a> {
+    /// An entry with no parameters, made by the caller rather than read.
+    pub(crate) fn bare(value: &'a str, q: u16) -> Entry<'a> {
+        Entry { value, params: "", q, slash: slash_in(value) }
+    }
+
+    /// The type and subtype of a media range (`text/html`, `text/*`, `*/*`).
+    fn media_range(&self) -> Option<(&'a str, &'a str)> {
+        let at = usize::try_from(self.slash?).ok()?;
+        Some((self.value.get(..at)?, self.value.get(at + 1..)?))
+    }
+}
+
+fn slash_in(value: &str) -> Option<u32> {
+    value.bytes().position(|b| b == b'/').and_then(|at| u32::try_from(at).ok())
 }
 
 /// Parses a q-value; `None` when it is not a number. Values above 1 count as 1 and
 /// values below 0 as 0.
 fn parse_q(raw: &str) -> Option<u16> {
-    let q: f64 = raw.trim().parse().ok()?;
+    let q: f64 = raw.trim_ascii().parse().ok()?;
     if q.is_nan() {
         return None;
     }
@@ -67,6 +87,14 @@ impl<'a> Iterator for SplitByte<'a> {
     }
 }
 
+/// Equal ignoring ASCII case. Headers are mostly written in the case offered, so the
+/// byte comparison (a `memcmp`) usually decides alone; only a mismatch goes on to
+/// the case-folding loop.
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    a == b || a.eq_ignore_ascii_case(b)
+}
+
 /// [`str::split_once`] at an ASCII byte, scanning bytes.
 pub(crate) fn split_once_byte(s: &str, sep: u8) -> Option<(&str, &str)> {
     let at = s.bytes().position(|b| b == sep)?;
@@ -75,21 +103,25 @@ pub(crate) fn split_once_byte(s: &str, sep: u8) -> Option<(&str, &str)> {
 
 /// The entries of a header, skipping malformed ones (empty, or a q that is not a
 /// number). At most `MAX_ENTRIES` entries are read: a longer header is hostile.
+/// Every caller passes a header's `to_str`, which is visible ASCII and tabs, so
+/// trimming ASCII whitespace is all the trimming there is to do.
 pub(crate) fn entries(header: &str) -> impl Iterator<Item = Entry<'_>> + Clone {
     const MAX_ENTRIES: usize = 64;
     split_byte(header, b',').take(MAX_ENTRIES).filter_map(|part| {
         let mut pieces = split_byte(part, b';');
-        let value = pieces.next()?.trim();
+        let head = pieces.next()?;
+        let value = head.trim_ascii();
         if value.is_empty() {
             return None;
         }
         let mut q = 1000;
-        let params_start = part.bytes().position(|b| b == b';').map_or(part.len(), |i| i + 1);
+        // Just past the first `;` (the head is the part up to it), or the end.
+        let params_start = (head.len() + 1).min(part.len());
         let mut params_end = part.len();
         let mut offset = params_start;
         for piece in pieces {
             let (name, val) = split_once_byte(piece, b'=').unwrap_or((piece, ""));
-            if name.trim().eq_ignore_ascii_case("q") {
+            if same(name.trim_ascii(), "q") {
                 q = parse_q(val)?;
                 // Parameters after q are accept-extensions, not media-type parameters.
                 params_end = offset.saturating_sub(1).max(params_start);
@@ -97,8 +129,8 @@ pub(crate) fn entries(header: &str) -> impl Iterator<Item = Entry<'_>> + Clone {
             }
             offset += piece.len() + 1;
         }
-        let params = part.get(params_start..params_end).unwrap_or("").trim();
-        Some(Entry { value, params, q })
+        let params = part.get(params_start..params_end).unwrap_or("").trim_ascii();
+        Some(Entry { value, params, q, slash: slash_in(value) })
     })
 }
 
@@ -132,7 +164,7 @@ pub(crate) fn best_among<'h, T>(
     // Every offer looks at every entry: parse the header once, on the stack, unless
     // it has more entries than a real client sends (then parse per offer).
     const ON_STACK: usize = 16;
-    let mut parsed = [Entry { value: "", params: "", q: 0 }; ON_STACK];
+    let mut parsed = [Entry::bare("", 0); ON_STACK];
     let mut len = 0;
     for entry in entries.clone() {
         if len == ON_STACK {
@@ -187,7 +219,7 @@ pub(crate) fn encoding_entries(header: &str) -> impl Iterator<Item = Entry<'_>> 
             lowest = lowest.min(entry.q);
         }
     }
-    let identity = (!covered).then_some(Entry { value: "identity", params: "", q: lowest });
+    let identity = (!covered).then_some(Entry::bare("identity", lowest));
     entries(header).chain(identity)
 }
 
@@ -214,24 +246,44 @@ pub(crate) fn is_media_range(value: &str) -> bool {
     value.split_once('/').is_some_and(|(t, sub)| !t.is_empty() && !sub.is_empty()) && is_token(value)
 }
 
+/// A media type offered to [`media_match`], split once: `application/json` is type
+/// `application`, subtype `json`, no parameters.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MediaOffer<'a> {
+    pub(crate) kind: &'a str,
+    pub(crate) subtype: &'a str,
+    /// The parameters after the first `;`, as written.
+    pub(crate) params: &'a str,
+}
+
+impl<'a> MediaOffer<'a> {
+    /// Splits a full media type such as `text/plain; charset=utf-8`.
+    pub(crate) fn parse(offer: &'a str) -> Option<MediaOffer<'a>> {
+        let (kind, rest) = split_once_byte(offer, b'/')?;
+        let (subtype, params) = split_once_byte(rest, b';').unwrap_or((rest, ""));
+        Some(MediaOffer { kind, subtype: subtype.trim_ascii(), params })
+    }
+}
+
 /// Matches a media-type entry (`type/subtype`, `type/*`, `*/*`, with parameters)
 /// against a full media type offer such as `application/json`.
 pub(crate) fn media_match(entry: &Entry<'_>, offer: &str) -> Option<Specificity> {
-    let (etype, esub) = split_once_byte(entry.value, b'/')?;
-    let (otype, osub_full) = split_once_byte(offer, b'/')?;
-    let (osub, oparams) = match split_once_byte(osub_full, b';') {
-        Some((sub, params)) => (sub.trim(), params),
-        None => (osub_full.trim(), ""),
-    };
+    media_match_offer(entry, &MediaOffer::parse(offer)?)
+}
+
+/// [`media_match`] for an offer split beforehand (offers are matched against every
+/// entry).
+pub(crate) fn media_match_offer(entry: &Entry<'_>, offer: &MediaOffer<'_>) -> Option<Specificity> {
+    let (etype, esub) = entry.media_range()?;
     let mut spec = 0;
     if etype != "*" {
-        if !etype.eq_ignore_ascii_case(otype) {
+        if !same(etype, offer.kind) {
             return None;
         }
         spec += 4;
     }
     if esub != "*" {
-        if !esub.trim().eq_ignore_ascii_case(osub) {
+        if !same(esub.trim_ascii(), offer.subtype) {
             return None;
         }
         spec += 2;
@@ -239,11 +291,11 @@ pub(crate) fn media_match(entry: &Entry<'_>, offer: &str) -> Option<Specificity>
     if !entry.params.is_empty() {
         // Every parameter the entry names must be on the offer with the same value.
         for param in split_byte(entry.params, b';') {
-            let param = param.trim();
+            let param = param.trim_ascii();
             if param.is_empty() {
                 continue;
             }
-            let found = split_byte(oparams, b';').any(|p| p.trim().eq_ignore_ascii_case(param));
+            let found = split_byte(offer.params, b';').any(|p| same(p.trim_ascii(), param));
             if !found {
                 return None;
             }
@@ -260,7 +312,7 @@ pub(crate) fn token_match(entry: &Entry<'_>, offer: &str, prefix: bool) -> Optio
     if entry.value == "*" {
         return Some(0);
     }
-    if entry.value.eq_ignore_ascii_case(offer) {
+    if same(entry.value, offer) {
         return Some(3);
     }
     if !prefix {
@@ -269,10 +321,10 @@ pub(crate) fn token_match(entry: &Entry<'_>, offer: &str, prefix: bool) -> Optio
     fn head(tag: &str) -> Option<&str> {
         tag.split_once('-').map(|(head, _)| head)
     }
-    if head(entry.value).is_some_and(|h| h.eq_ignore_ascii_case(offer)) {
+    if head(entry.value).is_some_and(|h| same(h, offer)) {
         return Some(2);
     }
-    if head(offer).is_some_and(|h| h.eq_ignore_ascii_case(entry.value)) {
+    if head(offer).is_some_and(|h| same(h, entry.value)) {
         return Some(1);
     }
     None

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{HttpError, reason};
 use crate::body::Body;
-use crate::negotiate;
+use crate::negotiate::{self, MediaOffer};
 
 /// How [`ContextLayer`](crate::ContextLayer) writes the body of an error response.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,13 +41,16 @@ impl ErrorFormat {
         if self != ErrorFormat::Negotiate {
             return self;
         }
-        const OFFERS: [(&str, ErrorFormat); 4] = [
-            ("application/json", ErrorFormat::Json),
-            ("application/problem+json", ErrorFormat::ProblemJson),
-            ("text/plain", ErrorFormat::Text),
-            ("text/html", ErrorFormat::Text),
+        const fn offer(kind: &'static str, subtype: &'static str) -> MediaOffer<'static> {
+            MediaOffer { kind, subtype, params: "" }
+        }
+        const OFFERS: [(MediaOffer<'static>, ErrorFormat); 4] = [
+            (offer("application", "json"), ErrorFormat::Json),
+            (offer("application", "problem+json"), ErrorFormat::ProblemJson),
+            (offer("text", "plain"), ErrorFormat::Text),
+            (offer("text", "html"), ErrorFormat::Text),
         ];
-        negotiate::best(accept, &OFFERS, |entry, (offer, _)| negotiate::media_match(entry, offer))
+        negotiate::best(accept, &OFFERS, |entry, (offer, _)| negotiate::media_match_offer(entry, offer))
             .map_or(ErrorFormat::Json, |index| OFFERS[index].1)
     }
 }
@@ -199,6 +202,15 @@ mod tests {
         assert_eq!(n.resolve(accept("text/html,*/*;q=0.8").as_ref()), ErrorFormat::Text);
         assert_eq!(n.resolve(accept("application/problem+json").as_ref()), ErrorFormat::ProblemJson);
         assert_eq!(n.resolve(accept("image/png").as_ref()), ErrorFormat::Json);
+        // Each offer by its own type, in any case, with spaces and parameters around it.
+        assert_eq!(n.resolve(accept("Text/Plain").as_ref()), ErrorFormat::Text);
+        assert_eq!(n.resolve(accept("application/json;q=0.5, text/plain").as_ref()), ErrorFormat::Text);
+        assert_eq!(n.resolve(accept(" APPLICATION/JSON ;q=1, text/*;q=0.9").as_ref()), ErrorFormat::Json);
+        assert_eq!(
+            n.resolve(accept("application/*;q=0.2, application/problem+json;q=0.3").as_ref()),
+            ErrorFormat::ProblemJson
+        );
+        assert_eq!(n.resolve(accept("text/html;level=1").as_ref()), ErrorFormat::Json);
         assert_eq!(ErrorFormat::Text.resolve(accept("application/json").as_ref()), ErrorFormat::Text);
     }
 
