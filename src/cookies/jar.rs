@@ -96,32 +96,48 @@ impl Header {
     }
 
     /// The next well-formed pair from byte `at` on, moving `at` past it: `None` at the
-    /// end of the header. A `;`-separated segment that is not a cookie (empty, no
-    /// `=`, no name) is skipped, as the cookie crate's `split_parse` skips it.
+    /// end of the header. A `;`-separated segment that is not a cookie (no `=`, or
+    /// no name) is skipped, as the cookie crate's `split_parse` skips it. The pair is
+    /// read by the cookie crate's rule, on bytes: split at the first `=`, both sides
+    /// trimmed (a test holds the two to the same answers).
     fn next_pair(&self, at: &mut usize) -> Option<Pair> {
         let bytes = self.bytes();
         while *at < bytes.len() {
             let start = *at;
             let end = bytes[start..].iter().position(|b| *b == b';').map_or(bytes.len(), |i| start + i);
             *at = end + 1;
-            let segment = std::str::from_utf8(&bytes[start..end]).unwrap_or_default();
-            if segment.trim().is_empty() {
+            let Some(eq) = bytes[start..end].iter().position(|b| *b == b'=').map(|i| start + i) else {
                 continue;
-            }
-            let base = segment.as_ptr() as usize;
-            // Offsets fit in 32 bits: a header of 4 GiB is refused long before here
-            // (and one that did not fit would end the pairs, not panic).
-            let span = |s: &str| {
-                let from = start + (s.as_ptr() as usize).wrapping_sub(base);
-                Some((u32::try_from(from).ok()?, u32::try_from(from + s.len()).ok()?))
             };
-            let Ok(cookie) = Cookie::parse(segment) else { continue };
-            if let (Some(name), Some(value)) = (cookie.name_raw(), cookie.value_raw()) {
-                return Some(Pair { name: span(name)?, value: span(value)? });
+            let (Some(name), Some(value)) = (trimmed(bytes, start, eq), trimmed(bytes, eq + 1, end)) else {
+                // Offsets fit in 32 bits: a header of 4 GiB is refused long before
+                // here (and one that did not fit would end the pairs, not panic).
+                return None;
+            };
+            if name.0 < name.1 {
+                return Some(Pair { name, value });
             }
         }
         None
     }
+}
+
+/// Where `bytes[from..to]` lies once trimmed as `str::trim` trims it. Header bytes
+/// are visible ASCII, tabs and (rarely) UTF-8 beyond ASCII: ASCII whitespace is
+/// trimmed on bytes, and only an edge outside ASCII, which could be other Unicode
+/// whitespace, is trimmed as text.
+fn trimmed(bytes: &[u8], from: usize, to: usize) -> Option<(u32, u32)> {
+    let slice = bytes.get(from..to)?;
+    let kept = slice.trim_ascii();
+    let lead = kept.as_ptr() as usize - slice.as_ptr() as usize;
+    let (mut from, mut to) = (from + lead, from + lead + kept.len());
+    if kept.first().is_some_and(|b| !b.is_ascii()) || kept.last().is_some_and(|b| !b.is_ascii()) {
+        let text = std::str::from_utf8(kept).ok()?;
+        let trimmed = text.trim();
+        from += trimmed.as_ptr() as usize - text.as_ptr() as usize;
+        to = from + trimmed.len();
+    }
+    Some((u32::try_from(from).ok()?, u32::try_from(to).ok()?))
 }
 
 impl Index {
@@ -317,6 +333,44 @@ mod tests {
         assert_eq!(jar.get("bad"), None);
         assert_eq!(jar.get("c"), Some("é"));
         assert_eq!(jar.get("d"), Some("4"));
+    }
+
+    #[test]
+    fn pairs_are_read_as_the_cookie_crate_reads_them() {
+        // Segments with spaces, tabs, `=` in values, quotes, no name, no `=`, and
+        // Unicode whitespace (no-break space, ideographic space) around either side.
+        let segments = [
+            "a=1",
+            " b = 2 ",
+            "\tc\t=\t3\t",
+            "d==4=",
+            "e=\"q\"",
+            "f=",
+            "=g",
+            " = ",
+            "novalue",
+            "",
+            "   ",
+            "\u{a0}h\u{a0}=\u{a0}5\u{a0}",
+            "\u{3000}i=\u{3000}",
+            "j\u{e9}=\u{e9}6",
+            "k =\u{a0}",
+        ];
+        let header = segments.join(";");
+        let mut jar = jar(header.as_bytes());
+        while jar.index.grow(&jar.header).is_some() {}
+        let ours: Vec<_> = jar
+            .index
+            .pairs
+            .iter()
+            .map(|pair| (jar.header.slice(pair.name), jar.header.slice(pair.value)))
+            .collect();
+        let theirs: Vec<_> = Cookie::split_parse(header.as_str())
+            .filter_map(Result::ok)
+            .map(|c| (c.name_raw().unwrap_or_default(), c.value_raw().unwrap_or_default()))
+            .collect();
+        assert_eq!(ours, theirs);
+        assert_eq!(ours.len(), 10);
     }
 
     #[test]
