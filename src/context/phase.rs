@@ -486,11 +486,16 @@ impl Phase {
     /// Takes what the context holds for the layer: a pending error first (the
     /// request is then on the error path), else an ended response.
     /// `sole` is asked only when there is a signal to take (the common poll has none).
+    #[inline(always)]
     pub(crate) fn take_signal(&self, sole: impl FnOnce() -> bool) -> Option<Signal> {
         if !self.has(flag::SIGNAL) {
             return None;
         }
-        let sole = sole();
+        self.take_pending_signal(sole())
+    }
+
+    #[inline(never)]
+    fn take_pending_signal(&self, sole: bool) -> Option<Signal> {
         let mut shared = self.lock();
         let signal = match shared.error.take() {
             Some(err) => {
