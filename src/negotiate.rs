@@ -257,11 +257,12 @@ pub(crate) struct MediaOffer<'a> {
 }
 
 impl<'a> MediaOffer<'a> {
-    /// Splits a full media type such as `text/plain; charset=utf-8`.
+    /// Splits a full media type such as `text/plain; charset=utf-8`. An offer comes
+    /// from the app, not a header, so its subtype is trimmed as any text is.
     pub(crate) fn parse(offer: &'a str) -> Option<MediaOffer<'a>> {
         let (kind, rest) = split_once_byte(offer, b'/')?;
         let (subtype, params) = split_once_byte(rest, b';').unwrap_or((rest, ""));
-        Some(MediaOffer { kind, subtype: subtype.trim_ascii(), params })
+        Some(MediaOffer { kind, subtype: subtype.trim(), params })
     }
 }
 

@@ -88,9 +88,9 @@ impl Header {
         self.bytes().get(range).unwrap_or_default()
     }
 
-    /// A stretch of the header, as text. It is valid UTF-8 and is only cut at `;` and
-    /// at the cookie crate's own boundaries, so this checks the stretch itself, no
-    /// more.
+    /// A stretch of the header, as text. The header is valid UTF-8 and is only cut at
+    /// `;`, `=` and trimmed edges, all of them character boundaries, so this checks
+    /// the stretch itself, no more.
     fn slice(&self, span: (u32, u32)) -> &str {
         std::str::from_utf8(self.raw(span)).unwrap_or_default()
     }
