@@ -105,10 +105,10 @@ pub fn each(v: &mut impl Visit) {
     let svc = tower::util::MapRequestLayer::new(floor::capture::<AxumBody>).layer(service_fn(bare));
     v.visit("floor with the request head captured", svc);
 
-    // The head floor again, plus six locked read-modify-writes: about as many as a
-    // context makes beyond it on the untouched path (seven; BENCHMARKS.md lists them,
-    // and `benches/callgrind.sh --locked` counts them). Not a layer anyone writes: it
-    // shows what those instructions cost in the same run.
+    // The head floor again, plus six locked read-modify-writes: as many as a context
+    // made beyond it on the untouched path when this row was added (three now, and
+    // more on the hook and error paths; `benches/callgrind.sh --locked` counts them).
+    // Not a layer anyone writes: it shows what those instructions cost in the same run.
     let svc = tower::util::MapRequestLayer::new(|req: Req| {
         let req = floor::capture(req);
         for _ in 0..6 {

@@ -190,6 +190,14 @@ impl Context {
         &self.inner.phase
     }
 
+    /// What the context holds for the layer (an `end`, an error), taken with the
+    /// plain stores of the sole handle when it is one. Asks `is_sole` only when
+    /// something is pending: the common poll finds nothing, inline.
+    #[inline(always)]
+    pub(crate) fn take_signal(&self) -> Option<phase::Signal> {
+        self.inner.phase.take_signal(|| self.is_sole())
+    }
+
     pub(crate) fn config(&self) -> &Config {
         &self.inner.config
     }

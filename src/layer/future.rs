@@ -201,7 +201,7 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    match ctx.phase().take_signal(|| ctx.is_sole()) {
+    match ctx.take_signal() {
         Some(Signal::Error(err)) => return Step::Ready(fail(ctx, err, None)),
         Some(Signal::End(ended)) => return Step::Hooks(ended),
         None => {}
@@ -224,7 +224,7 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    match ctx.phase().take_signal(|| ctx.is_sole()) {
+    match ctx.take_signal() {
         Some(Signal::Error(signalled)) => {
             ctx.report_error(&err);
             Step::Ready(fail(ctx, signalled, None))
@@ -248,7 +248,7 @@ where
     B::Error: Into<BoxError>,
 {
     let thrown = response.extensions_mut().remove::<Thrown>();
-    let signal = ctx.phase().take_signal(|| ctx.is_sole());
+    let signal = ctx.take_signal();
     if let (Some(_), Some(Thrown(other))) = (&signal, &thrown) {
         ctx.report_error(other);
     }
@@ -323,7 +323,7 @@ where
         *running = Some(hook);
     }
     // A signal that came before this hook's first poll, or woke it.
-    if let Some(signal) = ctx.phase().take_signal(|| ctx.is_sole()) {
+    if let Some(signal) = ctx.take_signal() {
         *running = None;
         return Step::Ready(match signal {
             Signal::Error(err) => fail(ctx, err, None),
@@ -344,7 +344,7 @@ where
         }
         Ok(Poll::Ready(Ok(()))) => {
             *running = None;
-            match ctx.phase().take_signal(|| ctx.is_sole()) {
+            match ctx.take_signal() {
                 Some(Signal::Error(err)) => {
                     let next = response.take().map(|next| *next);
                     Step::Ready(fail(ctx, err, next))
@@ -386,7 +386,7 @@ where
 {
     // The body may wait on something that `end` or an error cuts short.
     ctx.phase().park(cx.waker());
-    match ctx.phase().take_signal(|| ctx.is_sole()) {
+    match ctx.take_signal() {
         Some(Signal::Error(err)) => {
             let prior = response.take().map(|r| r.map(|_| Body::empty()));
             return Step::Ready(fail(ctx, err, prior));

@@ -248,7 +248,7 @@ where
         Err(panic) => panic,
         // A caught stream already told the context: its error (or an `end` that beat
         // it) is what goes out.
-        Ok(_) if ctx.phase().stream_failed() => match ctx.phase().take_signal(|| ctx.is_sole()) {
+        Ok(_) if ctx.phase().stream_failed() => match ctx.take_signal() {
             Some(Signal::Error(reported)) => reported,
             Some(Signal::End(ended)) => {
                 drop(prior);
