@@ -232,16 +232,21 @@ pub(crate) fn protocol(tls: bool, believed: Option<&'static str>) -> &'static st
     believed.unwrap_or("http")
 }
 
+/// What is believed when no proxy is trusted: the peer, and nothing any header says.
+pub(crate) fn untrusted<'a>(peer: Option<IpAddr>) -> Resolved<'a> {
+    Resolved { ip: peer.map(|p| p.to_canonical()), ..Resolved::default() }
+}
+
 /// Decides what to believe about a request with peer `peer` (`None`: unknown).
 pub(crate) fn resolve<'a>(
     trust: &TrustProxy,
     peer: Option<IpAddr>,
     headers: ProxyHeaders<'a>,
 ) -> Resolved<'a> {
-    let peer = peer.map(|p| p.to_canonical());
     if matches!(trust, TrustProxy::None) {
-        return Resolved { ip: peer, ..Resolved::default() };
+        return untrusted(peer);
     }
+    let peer = peer.map(|p| p.to_canonical());
     let forwarded: Vec<Element<'a>> = headers.forwarded.map(parse_forwarded).unwrap_or_default();
 
     // The chain nearest first: the peer, then the forwarded-for entries right to left.

@@ -645,6 +645,10 @@ struct Believed {
 }
 
 fn believed<T: sealed::Head + ?Sized>(request: &T) -> Believed {
+    if matches!(request.sealed_trust(), TrustProxy::None) {
+        // No proxy is believed: the forwarding headers are not even looked up.
+        return proxy::untrusted(request.sealed_peer()).into();
+    }
     let forwarded = request.sealed_joined("forwarded");
     let xff = request.sealed_joined("x-forwarded-for");
     let xfp = request.sealed_joined("x-forwarded-proto");
@@ -655,9 +659,13 @@ fn believed<T: sealed::Head + ?Sized>(request: &T) -> Believed {
         x_forwarded_proto: xfp.as_deref(),
         x_forwarded_host: xfh.as_deref(),
     };
-    let Resolved { ip, ips, proto, host } =
-        proxy::resolve(request.sealed_trust(), request.sealed_peer(), headers);
-    Believed { ip, ips, proto, host: host.map(str::to_owned) }
+    proxy::resolve(request.sealed_trust(), request.sealed_peer(), headers).into()
+}
+
+impl From<Resolved<'_>> for Believed {
+    fn from(Resolved { ip, ips, proto, host }: Resolved<'_>) -> Self {
+        Believed { ip, ips, proto, host: host.map(str::to_owned) }
+    }
 }
 
 /// A parsed query string: see [`RequestHeadExt::query`].

@@ -137,7 +137,9 @@ const CAPTURED: [&str; 23] = [
 /// when `send_file` exists to read them.
 const KEPT: usize = if cfg!(feature = "files") { CAPTURED.len() } else { 19 };
 
-const COOKIE_SLOT: usize = 7;
+/// The slots of the headers the crate reads on its own paths, for [`Captured::at`].
+pub(crate) const ACCEPT: usize = 0;
+pub(crate) const COOKIE: usize = 7;
 
 /// The slot of a lowercase header name (as `HeaderName::as_str` gives it).
 fn slot(name: &str) -> Option<usize> {
@@ -199,7 +201,7 @@ impl Captured {
                     captured.slots[index] = captured.len;
                 }
                 stored => {
-                    let separator: &[u8] = if index == COOKIE_SLOT { b"; " } else { b", " };
+                    let separator: &[u8] = if index == COOKIE { b"; " } else { b", " };
                     if let Some(first) = captured.value_mut(usize::from(stored) - 1) {
                         let mut joined = Vec::with_capacity(first.len() + 2 + value.len());
                         joined.extend_from_slice(first.as_bytes());
@@ -230,7 +232,13 @@ impl Captured {
             Some(index) => index,
             None => CAPTURED[..KEPT].iter().position(|c| c.eq_ignore_ascii_case(name))?,
         };
-        let at = usize::from(self.slots[index]).checked_sub(1)?;
+        self.at(index)
+    }
+
+    /// The value in one slot ([`ACCEPT`], [`COOKIE`]): the crate's own reads, which
+    /// know the slot and need not find it from the name.
+    pub(crate) fn at(&self, index: usize) -> Option<&HeaderValue> {
+        let at = usize::from(*self.slots.get(index)?).checked_sub(1)?;
         match at.checked_sub(INLINE) {
             None => self.inline[at].as_ref(),
             Some(beyond) => self.more.get(beyond),
@@ -253,7 +261,8 @@ mod tests {
 
     #[test]
     fn slots_match_the_list() {
-        assert_eq!(CAPTURED[COOKIE_SLOT], "cookie");
+        assert_eq!(CAPTURED[COOKIE], "cookie");
+        assert_eq!(CAPTURED[ACCEPT], "accept");
         for (index, name) in CAPTURED[..KEPT].iter().enumerate() {
             assert_eq!(slot(name), Some(index), "{name}");
         }

@@ -47,7 +47,7 @@ use crate::body::{Body, BoxError};
 use crate::connection::Connection;
 use crate::cookies::Cookies;
 use crate::error::HttpError;
-use crate::proxy::{self, ProxyHeaders};
+use crate::proxy::{self, ProxyHeaders, TrustProxy};
 use head::{Captured, Id};
 use phase::Phase;
 
@@ -265,6 +265,12 @@ impl Context {
         self.inner.headers.get(name.as_ref())
     }
 
+    /// The request's `Accept`, for the error renderer: its slot is known, so it is
+    /// not looked up by name.
+    pub(crate) fn accept_header(&self) -> Option<&HeaderValue> {
+        self.inner.headers.at(head::ACCEPT)
+    }
+
     /// The connection the request came on, when the server recorded one (see
     /// [`Connection`]).
     pub fn connection(&self) -> Option<&Connection> {
@@ -276,12 +282,24 @@ impl Context {
     /// goes out, on every path.
     pub fn cookies(&self) -> &Cookies {
         self.inner.cookies.get_or_init(|| {
-            Cookies::new(self.header("cookie").cloned(), &self.config().cookies, self.is_secure())
+            Cookies::new(
+                self.inner.headers.at(head::COOKIE).cloned(),
+                &self.config().cookies,
+                self.is_secure(),
+            )
         })
     }
 
     /// Whether the request came over TLS, as far as the layer may believe.
     fn is_secure(&self) -> bool {
+        // TLS is https whatever a proxy says, and a proxy nobody trusts says nothing:
+        // neither needs the forwarding headers looked up.
+        if self.came_over_tls() {
+            return true;
+        }
+        if matches!(self.config().trust_proxy, TrustProxy::None) {
+            return false;
+        }
         let headers = ProxyHeaders {
             forwarded: self.header("forwarded"),
             x_forwarded_for: self.header("x-forwarded-for"),

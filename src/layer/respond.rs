@@ -223,7 +223,7 @@ fn render_error(
         Some(renderer) => catch_unwind(AssertUnwindSafe(|| renderer(err, ctx)))
             .unwrap_or_else(|panic| render::render_body(&panic_error(panic), ErrorFormat::Json)),
         None => {
-            let format = ctx.config().error_format.resolve(ctx.header("accept"));
+            let format = ctx.config().error_format.resolve(ctx.accept_header());
             render::render_body(err, format)
         }
     };
