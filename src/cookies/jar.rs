@@ -2,7 +2,6 @@
 //! response's changes, at most one per name.
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 
 use cookie::{Cookie, SameSite};
 use http::header::{HeaderMap, HeaderValue, SET_COOKIE};
@@ -231,12 +230,13 @@ impl Jar {
         if self.changes.is_empty() {
             return;
         }
-        // One buffer for every line, each copied once into its header value.
-        let mut line = String::with_capacity(160);
+        // One buffer for every line, on the stack: each line is copied once, into
+        // its header value, which is the only allocation it makes.
+        let mut line = Line::new();
         for change in &self.changes {
             line.clear();
             if set_cookie_line(&change.cookie, &mut line).is_ok()
-                && let Ok(value) = HeaderValue::from_str(&line)
+                && let Some(value) = line.header_value()
             {
                 headers.append(SET_COOKIE, value);
             }
@@ -244,44 +244,112 @@ impl Jar {
     }
 }
 
+/// A `Set-Cookie` line being written: in a stack buffer that holds nearly every
+/// line, and on the heap past it.
+struct Line {
+    stack: [u8; Line::STACK],
+    len: usize,
+    /// The whole line, once it outgrew the stack buffer.
+    heap: String,
+}
+
+impl Line {
+    const STACK: usize = 256;
+
+    fn new() -> Line {
+        Line { stack: [0; Line::STACK], len: 0, heap: String::new() }
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.heap.clear();
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        if self.heap.is_empty() {
+            self.stack.get(..self.len).unwrap_or_default()
+        } else {
+            self.heap.as_bytes()
+        }
+    }
+
+    /// The line as a header value, if it is one. `from_bytes` admits what
+    /// `from_str` admits of the same text (a test holds the two together), without
+    /// asking for the text as `str` again.
+    fn header_value(&self) -> Option<HeaderValue> {
+        HeaderValue::from_bytes(self.as_bytes()).ok()
+    }
+}
+
+impl std::fmt::Write for Line {
+    #[inline]
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        let end = self.len + text.len();
+        if self.heap.is_empty()
+            && let Some(room) = self.stack.get_mut(self.len..end)
+        {
+            room.copy_from_slice(text.as_bytes());
+            self.len = end;
+            return Ok(());
+        }
+        self.spill(text)
+    }
+}
+
+impl Line {
+    /// Goes on in `heap`, moving what the stack buffer holds there first.
+    #[cold]
+    fn spill(&mut self, text: &str) -> std::fmt::Result {
+        if self.heap.is_empty() {
+            // Everything written so far was `str`, so the bytes are text.
+            let written = std::str::from_utf8(self.stack.get(..self.len).unwrap_or_default())
+                .map_err(|_| std::fmt::Error)?;
+            self.heap.reserve(self.len + text.len());
+            self.heap.push_str(written);
+        }
+        self.heap.push_str(text);
+        Ok(())
+    }
+}
+
 /// Writes `cookie` as a `Set-Cookie` value: the cookie crate's `Display`, byte for
 /// byte (its attributes in its order), without the formatting machinery for the
 /// plain text that most lines are. A cookie with `Expires` is left to `Display`,
 /// which owns the date's format.
-fn set_cookie_line(cookie: &Cookie<'_>, line: &mut String) -> std::fmt::Result {
+fn set_cookie_line(cookie: &Cookie<'_>, line: &mut impl std::fmt::Write) -> std::fmt::Result {
     if cookie.expires().is_some() {
         return write!(line, "{cookie}");
     }
-    line.push_str(cookie.name());
-    line.push('=');
-    line.push_str(cookie.value());
+    line.write_str(cookie.name())?;
+    line.write_char('=')?;
+    line.write_str(cookie.value())?;
     if cookie.http_only() == Some(true) {
-        line.push_str("; HttpOnly");
+        line.write_str("; HttpOnly")?;
     }
     if let Some(same_site) = cookie.same_site() {
-        line.push_str(match same_site {
+        line.write_str(match same_site {
             SameSite::Strict => "; SameSite=Strict",
             SameSite::Lax => "; SameSite=Lax",
             SameSite::None => "; SameSite=None",
-        });
+        })?;
     }
     let partitioned = cookie.partitioned() == Some(true);
     if partitioned {
-        line.push_str("; Partitioned");
+        line.write_str("; Partitioned")?;
     }
     if cookie.secure() == Some(true)
         || partitioned
         || (cookie.secure().is_none() && cookie.same_site() == Some(SameSite::None))
     {
-        line.push_str("; Secure");
+        line.write_str("; Secure")?;
     }
     if let Some(path) = cookie.path() {
-        line.push_str("; Path=");
-        line.push_str(path);
+        line.write_str("; Path=")?;
+        line.write_str(path)?;
     }
     if let Some(domain) = cookie.domain() {
-        line.push_str("; Domain=");
-        line.push_str(domain);
+        line.write_str("; Domain=")?;
+        line.write_str(domain)?;
     }
     if let Some(max_age) = cookie.max_age() {
         write!(line, "; Max-Age={}", max_age.whole_seconds())?;
@@ -509,11 +577,25 @@ mod tests {
         cookies.push(Cookie::build(("x", "y")).max_age(Duration::hours(8)).build());
         cookies.push(Cookie::build(("x", "y")).path("").domain("").build());
         cookies.push(Cookie::build(("gone", "")).expires(OffsetDateTime::UNIX_EPOCH).path("/").build());
-        let mut line = String::new();
+        // Longer than the stack buffer, from its first piece or from a later one.
+        cookies.push(Cookie::new("long", "v".repeat(Line::STACK + 40)));
+        cookies.push(Cookie::build(("late", "1")).path(format!("/{}", "p".repeat(Line::STACK))).build());
+        let mut line = Line::new();
         for cookie in cookies {
             line.clear();
             set_cookie_line(&cookie, &mut line).unwrap();
-            assert_eq!(line, cookie.to_string());
+            assert_eq!(line.as_bytes(), cookie.to_string().as_bytes());
+            let value = line.header_value().unwrap();
+            assert_eq!(value.as_bytes(), cookie.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_set_cookie_line_is_admitted_as_header_value_from_str_admits_it() {
+        for text in ["a=1", "a=\tb", "a=é", "a=\u{7f}", "a=\r\n", "a=\u{1}"] {
+            let mut line = Line::new();
+            std::fmt::Write::write_str(&mut line, text).unwrap();
+            assert_eq!(line.header_value(), HeaderValue::from_str(text).ok(), "{text:?}");
         }
     }
 
