@@ -156,6 +156,7 @@ impl Index {
 }
 
 impl Jar {
+    #[inline]
     pub(super) fn new(header: Option<HeaderValue>, limit: usize) -> Jar {
         let index = Index { pairs: Vec::new(), rest: 0, limit, truncated: false };
         Jar { header: Header::new(header), index, changes: Vec::new() }
@@ -170,6 +171,7 @@ impl Jar {
     /// The value a client would send next: this response's change if there is one
     /// (none when removed), else the request's first cookie of that name (browsers
     /// send the most specific one first).
+    #[inline]
     pub(super) fn get(&mut self, name: &str) -> Option<&str> {
         self.get_by(|n| n == name.as_bytes())
     }
@@ -226,6 +228,7 @@ impl Jar {
 
     /// Appends one `Set-Cookie` per change. Every cookie was checked when it was put,
     /// so none is dropped here; one that still failed to make a header would be.
+    #[inline]
     pub(super) fn write(&self, headers: &mut HeaderMap) {
         if self.changes.is_empty() {
             return;
@@ -279,6 +282,20 @@ impl Line {
     fn header_value(&self) -> Option<HeaderValue> {
         HeaderValue::from_bytes(self.as_bytes()).ok()
     }
+
+    /// Goes on in `heap`, moving what the stack buffer holds there first.
+    #[cold]
+    fn spill(&mut self, text: &str) -> std::fmt::Result {
+        if self.heap.is_empty() {
+            // Everything written so far was `str`, so the bytes are text.
+            let written = std::str::from_utf8(self.stack.get(..self.len).unwrap_or_default())
+                .map_err(|_| std::fmt::Error)?;
+            self.heap.reserve(self.len + text.len());
+            self.heap.push_str(written);
+        }
+        self.heap.push_str(text);
+        Ok(())
+    }
 }
 
 impl std::fmt::Write for Line {
@@ -293,22 +310,6 @@ impl std::fmt::Write for Line {
             return Ok(());
         }
         self.spill(text)
-    }
-}
-
-impl Line {
-    /// Goes on in `heap`, moving what the stack buffer holds there first.
-    #[cold]
-    fn spill(&mut self, text: &str) -> std::fmt::Result {
-        if self.heap.is_empty() {
-            // Everything written so far was `str`, so the bytes are text.
-            let written = std::str::from_utf8(self.stack.get(..self.len).unwrap_or_default())
-                .map_err(|_| std::fmt::Error)?;
-            self.heap.reserve(self.len + text.len());
-            self.heap.push_str(written);
-        }
-        self.heap.push_str(text);
-        Ok(())
     }
 }
 
