@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context as TaskContext, Poll, ready};
+use std::task::{Context as TaskContext, Poll};
 
 use http::Response;
 use pin_project_lite::pin_project;
@@ -44,14 +44,13 @@ impl Hooks {
 }
 
 pub(crate) trait RunHook {
-    /// On the first poll, calls the hook with the response taken out of `slot`'s box;
-    /// from then on, polls the future it returned. The response it returns is put
-    /// back in the box.
-    fn poll_hook(
-        self: Pin<&mut Self>,
-        slot: &mut Option<Box<Response<Body>>>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<Result<(), HttpError>>;
+    /// Calls the hook with the response; its future is kept for `poll_hook`. A hook
+    /// already started keeps its future, and this response is dropped.
+    fn start(self: Pin<&mut Self>, response: Response<Body>);
+
+    /// Polls the hook's future: the response it returns is the next one. A hook never
+    /// started fails with a 500.
+    fn poll_hook(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<Response<Body>, HttpError>>;
 }
 
 pin_project! {
@@ -67,30 +66,19 @@ where
     F: FnOnce(Response<Body>) -> Fut,
     Fut: Future<Output = Result<Response<Body>, HttpError>>,
 {
-    fn poll_hook(
-        mut self: Pin<&mut Self>,
-        slot: &mut Option<Box<Response<Body>>>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<Result<(), HttpError>> {
-        loop {
-            match self.as_mut().project() {
-                HookCellProj::Waiting { hook } => {
-                    let Some(hook) = hook.take() else {
-                        return Poll::Ready(Err(HttpError::new(500)));
-                    };
-                    let response = slot.as_deref_mut().map(std::mem::take).unwrap_or_default();
-                    let future = hook(response);
-                    self.set(HookCell::Running { future });
-                }
-                HookCellProj::Running { future } => {
-                    let next = ready!(future.poll(cx))?;
-                    match slot.as_deref_mut() {
-                        Some(kept) => *kept = next,
-                        None => *slot = Some(Box::new(next)),
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-            }
+    fn start(mut self: Pin<&mut Self>, response: Response<Body>) {
+        if let HookCellProj::Waiting { hook } = self.as_mut().project()
+            && let Some(hook) = hook.take()
+        {
+            let future = hook(response);
+            self.set(HookCell::Running { future });
+        }
+    }
+
+    fn poll_hook(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<Response<Body>, HttpError>> {
+        match self.project() {
+            HookCellProj::Waiting { .. } => Poll::Ready(Err(HttpError::new(500))),
+            HookCellProj::Running { future } => future.poll(cx),
         }
     }
 }

@@ -162,7 +162,8 @@ pub(crate) struct Started {
     pub(crate) hooks: Hooks,
     pub(crate) edits: Vec<Edit>,
     /// A response given to `end` since the layer last looked: the hooks run on it.
-    pub(crate) ended: Option<Response<Body>>,
+    /// Left in its box: most requests have none, and `Started` stays small to move.
+    pub(crate) ended: Option<Box<Response<Body>>>,
 }
 
 /// What an error finds when it goes to take the error path.
@@ -178,8 +179,9 @@ pub(crate) enum ErrorPath {
 pub(crate) struct Left {
     /// Edits made after the hooks started, to apply to the response.
     pub(crate) edits: Vec<Edit>,
-    /// An `end` that came after the hooks were done: it replaces the response.
-    pub(crate) ended: Option<Response<Body>>,
+    /// An `end` that came after the hooks were done: it replaces the response. Left
+    /// in its box, so that `Left` (returned for every response) stays small to move.
+    pub(crate) ended: Option<Box<Response<Body>>>,
     /// An error that came too late to change anything: it is only reported.
     pub(crate) late_error: Option<HttpError>,
 }
@@ -556,7 +558,7 @@ impl Phase {
     /// request's only handle, and the flags are written by a store.
     pub(crate) fn start_hooks(&self, sole: bool) -> Started {
         let mut shared = self.lock();
-        let ended = shared.ended.take().map(|ended| *ended);
+        let ended = shared.ended.take();
         // Nothing is left to signal when the ended response was the only thing (an
         // error cannot be pending with it: each refuses the other).
         let spent = if ended.is_some() && shared.error.is_none() { flag::SIGNAL } else { 0 };
@@ -611,7 +613,7 @@ impl Phase {
             self.change(sole, flag::ERROR_PATH, 0);
             return Err(err);
         }
-        let ended = shared.ended.take().map(|ended| *ended);
+        let ended = shared.ended.take();
         let edits = mem::take(&mut shared.edits);
         self.change(sole, flag::RESPONDED, 0);
         let late_error = shared.error.take();

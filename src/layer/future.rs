@@ -43,10 +43,12 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Inner { #[pin] future: F },
-        // Boxed: these states are rare, and the response future stays small (it is
-        // moved around by every layer above).
-        Hooks { response: Option<Box<Response<Body>>>, pending: Hooks, running: Option<Hook> },
+        // The response is inside the running hook (its argument, then its future's):
+        // between two hooks it is only ever in hand, never kept here.
+        Hooks { pending: Hooks, running: Option<Hook> },
         // Waiting for the body's first frame before the head may go (first-frame mode).
+        // Boxed: this state is rare, and the response future stays small (it is moved
+        // around by every layer above).
         FirstFrame { response: Option<Box<Response<Body>>> },
         Failed { error: Option<HttpError> },
         Done,
@@ -157,23 +159,30 @@ where
     B::Error: Into<BoxError>,
 {
     loop {
-        let step = match state.as_mut().project() {
+        let mut step = match state.as_mut().project() {
             StateProj::Inner { future } => poll_inner(future, ctx, catch, cx),
-            StateProj::Hooks { response, pending, running } => {
-                poll_hooks(response, pending, running, ctx, catch, cx)
-            }
+            StateProj::Hooks { pending, running } => poll_hooks(pending, running, ctx, catch, cx),
             StateProj::FirstFrame { response } => poll_first_frame(response, ctx, catch, cx),
             StateProj::Failed { error } => {
                 inner_failed(ctx, error.take().unwrap_or_else(|| HttpError::new(500)))
             }
             StateProj::Done => panic!("ResponseFuture polled after completion"),
         };
+        if let Step::Hooks(response) = step {
+            // The response goes straight on to the first hook, whose state is made first.
+            state.set(State::Hooks { pending: Hooks::default(), running: None });
+            step = match state.as_mut().project() {
+                StateProj::Hooks { pending, running } => start_hooks(ctx, response, pending, running, catch),
+                // (Not reached: the state was just set.)
+                _ => Step::Again,
+            };
+        }
         match step {
             Step::Pending => return Poll::Pending,
             Step::Ready(response) => return Poll::Ready(response),
-            Step::Hooks(response) => state.set(start_hooks(ctx, response)),
             Step::FirstFrame(response) => state.set(State::FirstFrame { response: Some(response) }),
-            Step::Again => {}
+            // (`start_hooks` never asks for the hooks again.)
+            Step::Hooks(_) | Step::Again => {}
         }
     }
 }
@@ -288,26 +297,69 @@ where
     }
 }
 
-/// Applies the deferred edits and moves to the hooks.
-fn start_hooks<F>(ctx: &Context, response: Response<Body>) -> State<F> {
+/// Takes the hooks and the deferred edits, applies the edits, and hands the response
+/// to the first hook.
+fn start_hooks<B>(
+    ctx: &Context,
+    response: Response<Body>,
+    pending: &mut Hooks,
+    running: &mut Option<Hook>,
+    catch: bool,
+) -> Step<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let Started { hooks, edits, ended } = ctx.phase().start_hooks(ctx.is_sole());
+    *pending = hooks;
     // An `end` that came just now wins over the inner response, as it would have a
     // moment earlier (the inner one is dropped here, outside the lock).
-    let response = ended.unwrap_or(response);
-    let response = if edits.is_empty() {
-        response
-    } else {
+    let mut response = ended.map_or(response, |ended| *ended);
+    if !edits.is_empty() {
         let (mut parts, body) = response.into_parts();
         apply_edits(edits, &mut parts.status, &mut parts.headers);
-        Response::from_parts(parts, body)
-    };
-    State::Hooks { response: Some(Box::new(response)), pending: hooks, running: None }
+        response = Response::from_parts(parts, body);
+    }
+    next_hook(ctx, response, pending, running, catch)
 }
 
-/// One after-hook at a time, last added first. A signal ends them: an error takes
+/// Calls the next hook, last added first, with the response; with none left the
+/// response goes. A signal that came before the call ends the hooks: an error takes
 /// the error path, an `end` skips the hooks left.
+fn next_hook<B>(
+    ctx: &Context,
+    response: Response<Body>,
+    pending: &mut Hooks,
+    running: &mut Option<Hook>,
+    catch: bool,
+) -> Step<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let Some(hook) = pending.pop() else { return hooks_done(ctx, response) };
+    if let Some(signal) = ctx.take_signal() {
+        return Step::Ready(match signal {
+            Signal::Error(err) => fail(ctx, err, None),
+            Signal::End(ended) => {
+                pending.clear();
+                send_ended(ctx, ended)
+            }
+        });
+    }
+    let hook = running.insert(hook);
+    match guarded(catch, || hook.as_mut().start(response)) {
+        Ok(()) => Step::Again,
+        Err(panic) => {
+            *running = None;
+            Step::Ready(fail(ctx, panic, None))
+        }
+    }
+}
+
+/// The running hook: a signal that woke it ends the hooks as in [`next_hook`]; the
+/// response it returns goes to the next one.
 fn poll_hooks<B>(
-    response: &mut Option<Box<Response<Body>>>,
     pending: &mut Hooks,
     running: &mut Option<Hook>,
     ctx: &Context,
@@ -318,11 +370,8 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    if running.is_none() {
-        let Some(hook) = pending.pop() else { return hooks_done(ctx, response) };
-        *running = Some(hook);
-    }
-    // A signal that came before this hook's first poll, or woke it.
+    // Every hook is started as it is taken, so one always runs here.
+    let Some(hook) = running.as_mut() else { return Step::Ready(fail(ctx, HttpError::new(500), None)) };
     if let Some(signal) = ctx.take_signal() {
         *running = None;
         return Step::Ready(match signal {
@@ -333,43 +382,36 @@ where
             }
         });
     }
-    let Some(hook) = running.as_mut() else { return Step::Again };
-    // The first poll calls the hook with the response; the one it returns goes back
-    // into the same box.
-    match guarded(catch, || hook.as_mut().poll_hook(response, cx)) {
+    match guarded(catch, || hook.as_mut().poll_hook(cx)) {
         Ok(Poll::Pending) => park(ctx, cx),
         Err(err) | Ok(Poll::Ready(Err(err))) => {
             *running = None;
             Step::Ready(fail(ctx, err, None))
         }
-        Ok(Poll::Ready(Ok(()))) => {
+        Ok(Poll::Ready(Ok(next))) => {
             *running = None;
             match ctx.take_signal() {
-                Some(Signal::Error(err)) => {
-                    let next = response.take().map(|next| *next);
-                    Step::Ready(fail(ctx, err, next))
-                }
+                Some(Signal::Error(err)) => Step::Ready(fail(ctx, err, Some(next))),
                 Some(Signal::End(ended)) => {
                     pending.clear();
                     Step::Ready(send_ended(ctx, ended))
                 }
-                None => Step::Again,
+                None => next_hook(ctx, next, pending, running, catch),
             }
         }
     }
 }
 
 /// Every hook ran: the response goes, or first its first frame is polled.
-fn hooks_done<B>(ctx: &Context, response: &mut Option<Box<Response<Body>>>) -> Step<B>
+fn hooks_done<B>(ctx: &Context, response: Response<Body>) -> Step<B>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let response = response.take().unwrap_or_default();
     if wants_first_frame(ctx, &response) {
-        return Step::FirstFrame(response);
+        return Step::FirstFrame(Box::new(response));
     }
-    Step::Ready(respond(ctx, (*response).map(ResponseBody::replaced)))
+    Step::Ready(respond(ctx, response.map(ResponseBody::replaced)))
 }
 
 /// First-frame mode: the head waits for the body's first frame, so a body that fails

@@ -88,7 +88,7 @@ where
         // `end` arrived after the hooks were done but before the response left: its
         // response goes instead. The one that lost, and its body (user code), are
         // dropped here, outside the lock.
-        drop(std::mem::replace(&mut response, ended.map(ResponseBody::replaced)));
+        drop(std::mem::replace(&mut response, (*ended).map(ResponseBody::replaced)));
     }
     if !edits.is_empty() {
         // Edits made after the hooks started (from a hook, a task) still apply.

@@ -418,6 +418,45 @@ async fn end_inside_a_hook_skips_the_remaining_hooks() {
     assert_eq!(entries(&ran), ["ending"]);
 }
 
+/// A hook whose closure ends the request before it returns its future: as a Toa hook
+/// that calls `end` goes no further, the future is dropped unpolled, the ended
+/// response goes out, the hooks left are skipped, and each event fires once.
+#[tokio::test]
+async fn end_in_a_hook_closure_drops_its_future_and_skips_the_remaining_hooks() {
+    let ran = log();
+    let r = ran.clone();
+    let svc = ContextLayer::new().layer(service_fn(move |req: Request<Empty<Bytes>>| {
+        let ctx = ctx_of(&req);
+        let (on_end, on_finish) = (r.clone(), r.clone());
+        ctx.on_end(move |_| push(&on_end, "end"));
+        ctx.on_finish(move |_| push(&on_finish, "finish"));
+        let r1 = r.clone();
+        ctx.after(move |res| async move {
+            push(&r1, "skipped");
+            Ok::<_, HttpError>(res)
+        })
+        .unwrap();
+        let c = ctx.clone();
+        let r2 = r.clone();
+        ctx.after(move |res| {
+            push(&r2, "closure");
+            let ended = c.end(Response::builder().status(202).body(Body::from("from closure")).unwrap());
+            assert!(ended.is_first());
+            let r2 = r2.clone();
+            async move {
+                push(&r2, "future");
+                Ok::<_, HttpError>(res)
+            }
+        })
+        .unwrap();
+        async { Ok::<_, Infallible>(Response::new(Body::from("handler"))) }
+    }));
+    let res = svc.oneshot(get_req("/")).await.unwrap();
+    assert_eq!(res.status(), 202);
+    assert_eq!(body_string(res).await, "from closure");
+    assert_eq!(entries(&ran), ["closure", "end", "finish"]);
+}
+
 #[tokio::test]
 async fn deferred_edits_apply_before_the_hooks() {
     let seen = log();
@@ -593,6 +632,28 @@ async fn panics_become_500_and_the_message_stays_hidden() {
         async { Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())) }
     }));
     assert_eq!(svc.oneshot(get_req("/")).await.unwrap().status(), 500);
+
+    // A hook's closure that panics before it returns its future: the hook added
+    // before it is skipped, and the 500 carries no part of the response it was given.
+    let svc = ContextLayer::new().layer(service_fn(|req: Request<Empty<Bytes>>| {
+        let ctx = ctx_of(&req);
+        ctx.after(|mut res| async move {
+            res.headers_mut().insert("x-first-added", HeaderValue::from_static("1"));
+            Ok(res)
+        })
+        .unwrap();
+        ctx.after(|_| -> std::future::Ready<Result<Response<Body>, HttpError>> { panic!("in hook closure") })
+            .unwrap();
+        async {
+            Ok::<_, Infallible>(
+                Response::builder().header("x-handler", "1").body(Empty::<Bytes>::new()).unwrap(),
+            )
+        }
+    }));
+    let res = svc.oneshot(get_req("/")).await.unwrap();
+    assert_eq!(res.status(), 500);
+    assert!(res.headers().get("x-first-added").is_none());
+    assert!(res.headers().get("x-handler").is_none());
 }
 
 #[tokio::test]
