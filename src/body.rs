@@ -41,6 +41,9 @@ enum Kind {
     Empty,
     Full(Option<Bytes>),
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
+    /// axum's body, already boxed: kept as it is rather than boxed a second time.
+    #[cfg(feature = "axum")]
+    Axum(axum_core::body::Body),
 }
 
 impl Body {
@@ -49,7 +52,8 @@ impl Body {
         Body(Kind::Empty)
     }
 
-    /// Wraps any http body; a `Body` is taken as it is, not boxed again.
+    /// Wraps any http body; a `Body`, and axum's body under the "axum" feature, are
+    /// taken as they are, not boxed again.
     pub fn new<B>(body: B) -> Self
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -66,6 +70,12 @@ impl Body {
         }
         if let Some(full) = any.downcast_mut::<Option<http_body_util::Full<Bytes>>>().and_then(Option::take) {
             return Body::from_full(full);
+        }
+        // What an axum handler's response carries: a hook, `end` or the error path
+        // would otherwise box the box.
+        #[cfg(feature = "axum")]
+        if let Some(body) = any.downcast_mut::<Option<axum_core::body::Body>>().and_then(Option::take) {
+            return Body(Kind::Axum(body));
         }
         match slot {
             Some(body) => Body(Kind::Boxed(body.map_err(Into::into).boxed_unsync())),
@@ -101,6 +111,8 @@ impl fmt::Debug for Body {
             Kind::Empty => f.write_str("Body::Empty"),
             Kind::Full(bytes) => f.debug_tuple("Body::Full").field(bytes).finish(),
             Kind::Boxed(_) => f.write_str("Body::Boxed"),
+            #[cfg(feature = "axum")]
+            Kind::Axum(_) => f.write_str("Body::Axum"),
         }
     }
 }
@@ -153,6 +165,8 @@ impl http_body::Body for Body {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Boxed(body) => Pin::new(body).poll_frame(cx),
+            #[cfg(feature = "axum")]
+            Kind::Axum(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
     }
 
@@ -161,6 +175,8 @@ impl http_body::Body for Body {
             Kind::Empty => true,
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Boxed(body) => body.is_end_stream(),
+            #[cfg(feature = "axum")]
+            Kind::Axum(body) => body.is_end_stream(),
         }
     }
 
@@ -169,6 +185,8 @@ impl http_body::Body for Body {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Boxed(body) => body.size_hint(),
+            #[cfg(feature = "axum")]
+            Kind::Axum(body) => body.size_hint(),
         }
     }
 }
@@ -238,6 +256,32 @@ mod tests {
             Result<http_body::Frame<Bytes>, std::convert::Infallible>,
         >()));
         assert!(matches!(body.0, Kind::Boxed(_)));
+    }
+
+    /// axum's body keeps its frames, its end and its size, and its errors arrive as
+    /// errors; it is not boxed again.
+    #[cfg(feature = "axum")]
+    #[tokio::test]
+    async fn axum_bodies_are_kept_as_they_are() {
+        let body = Body::new(axum_core::body::Body::from("hello"));
+        assert!(matches!(body.0, Kind::Axum(_)));
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(5));
+        assert!(!http_body::Body::is_end_stream(&body));
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "hello");
+
+        let body = Body::new(axum_core::body::Body::empty());
+        assert!(http_body::Body::is_end_stream(&body));
+
+        let failing = futures_util::stream::iter([
+            Ok(Bytes::from_static(b"part")),
+            Err(std::io::Error::other("disk gone")),
+        ]);
+        let mut body = Body::new(axum_core::body::Body::from_stream(failing));
+        assert!(matches!(body.0, Kind::Axum(_)));
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "part");
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("disk gone"), "{err}");
     }
 
     #[test]
