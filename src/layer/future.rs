@@ -324,8 +324,7 @@ where
 }
 
 /// Calls the next hook, last added first, with the response; with none left the
-/// response goes. A signal that came before the call ends the hooks: an error takes
-/// the error path, an `end` skips the hooks left.
+/// response goes. A signal that came before the call ends the hooks ([`cut_short`]).
 fn next_hook<B>(
     ctx: &Context,
     response: Response<Body>,
@@ -339,13 +338,7 @@ where
 {
     let Some(hook) = pending.pop() else { return hooks_done(ctx, response) };
     if let Some(signal) = ctx.take_signal() {
-        return Step::Ready(match signal {
-            Signal::Error(err) => fail(ctx, err, None),
-            Signal::End(ended) => {
-                pending.clear();
-                send_ended(ctx, ended)
-            }
-        });
+        return cut_short(ctx, signal, pending, None);
     }
     let hook = running.insert(hook);
     match guarded(catch, || hook.as_mut().start(response)) {
@@ -357,8 +350,8 @@ where
     }
 }
 
-/// The running hook: a signal that woke it ends the hooks as in [`next_hook`]; the
-/// response it returns goes to the next one.
+/// The running hook: a signal that woke it, or came while it ran, ends the hooks
+/// ([`cut_short`]); the response it returns goes to the next one.
 fn poll_hooks<B>(
     pending: &mut Hooks,
     running: &mut Option<Hook>,
@@ -374,13 +367,7 @@ where
     let Some(hook) = running.as_mut() else { return Step::Ready(fail(ctx, HttpError::new(500), None)) };
     if let Some(signal) = ctx.take_signal() {
         *running = None;
-        return Step::Ready(match signal {
-            Signal::Error(err) => fail(ctx, err, None),
-            Signal::End(ended) => {
-                pending.clear();
-                send_ended(ctx, ended)
-            }
-        });
+        return cut_short(ctx, signal, pending, None);
     }
     match guarded(catch, || hook.as_mut().poll_hook(cx)) {
         Ok(Poll::Pending) => park(ctx, cx),
@@ -391,15 +378,27 @@ where
         Ok(Poll::Ready(Ok(next))) => {
             *running = None;
             match ctx.take_signal() {
-                Some(Signal::Error(err)) => Step::Ready(fail(ctx, err, Some(next))),
-                Some(Signal::End(ended)) => {
-                    pending.clear();
-                    Step::Ready(send_ended(ctx, ended))
-                }
+                Some(signal) => cut_short(ctx, signal, pending, Some(next)),
                 None => next_hook(ctx, next, pending, running, catch),
             }
         }
     }
+}
+
+/// A signal ends the hooks: an error takes the error path (`prior`: the response a
+/// hook just returned), an `end` skips the hooks left and its response goes.
+fn cut_short<B>(ctx: &Context, signal: Signal, pending: &mut Hooks, prior: Option<Response<Body>>) -> Step<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    Step::Ready(match signal {
+        Signal::Error(err) => fail(ctx, err, prior),
+        Signal::End(ended) => {
+            pending.clear();
+            send_ended(ctx, ended)
+        }
+    })
 }
 
 /// Every hook ran: the response goes, or first its first frame is polled.
