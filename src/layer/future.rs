@@ -172,7 +172,10 @@ where
             // The response goes straight on to the first hook, whose state is made first.
             state.set(State::Hooks { pending: Hooks::default(), running: None });
             step = match state.as_mut().project() {
-                StateProj::Hooks { pending, running } => start_hooks(ctx, response, pending, running, catch),
+                StateProj::Hooks { pending, running } => {
+                    let response = start_hooks(ctx, response, pending);
+                    next_hook(ctx, response, pending, running, catch)
+                }
                 // (Not reached: the state was just set.)
                 _ => Step::Again,
             };
@@ -297,19 +300,9 @@ where
     }
 }
 
-/// Takes the hooks and the deferred edits, applies the edits, and hands the response
-/// to the first hook.
-fn start_hooks<B>(
-    ctx: &Context,
-    response: Response<Body>,
-    pending: &mut Hooks,
-    running: &mut Option<Hook>,
-    catch: bool,
-) -> Step<B>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
+/// Takes the hooks into `pending` and applies the deferred edits: the response is
+/// the first hook's.
+fn start_hooks(ctx: &Context, response: Response<Body>, pending: &mut Hooks) -> Response<Body> {
     let Started { hooks, edits, ended } = ctx.phase().start_hooks(ctx.is_sole());
     *pending = hooks;
     // An `end` that came just now wins over the inner response, as it would have a
@@ -320,7 +313,7 @@ where
         apply_edits(edits, &mut parts.status, &mut parts.headers);
         response = Response::from_parts(parts, body);
     }
-    next_hook(ctx, response, pending, running, catch)
+    response
 }
 
 /// Calls the next hook, last added first, with the response; with none left the

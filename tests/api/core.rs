@@ -44,6 +44,18 @@ fn record(ctx: &Context, log: &Log) {
     ctx.on_error(move |err| push(&l, format!("error {}", err.status().as_u16())));
 }
 
+/// An after-hook that writes `what` into `log` and passes the response on.
+fn recording_hook(
+    log: &Log,
+    what: &'static str,
+) -> impl FnOnce(Response<Body>) -> std::future::Ready<Result<Response<Body>, HttpError>> + Send + 'static {
+    let log = log.clone();
+    move |res| {
+        push(&log, what);
+        std::future::ready(Ok(res))
+    }
+}
+
 fn get_req(uri: &str) -> Request<Empty<Bytes>> {
     Request::get(uri).body(Empty::new()).unwrap()
 }
@@ -396,12 +408,7 @@ async fn end_inside_a_hook_skips_the_remaining_hooks() {
     let r = ran.clone();
     let svc = ContextLayer::new().layer(service_fn(move |req: Request<Empty<Bytes>>| {
         let ctx = ctx_of(&req);
-        let r1 = r.clone();
-        ctx.after(move |res| async move {
-            push(&r1, "skipped");
-            Ok::<_, HttpError>(res)
-        })
-        .unwrap();
+        ctx.after(recording_hook(&r, "skipped")).unwrap();
         let c = ctx.clone();
         let r2 = r.clone();
         ctx.after(move |res| async move {
@@ -427,15 +434,8 @@ async fn end_in_a_hook_closure_drops_its_future_and_skips_the_remaining_hooks() 
     let r = ran.clone();
     let svc = ContextLayer::new().layer(service_fn(move |req: Request<Empty<Bytes>>| {
         let ctx = ctx_of(&req);
-        let (on_end, on_finish) = (r.clone(), r.clone());
-        ctx.on_end(move |_| push(&on_end, "end"));
-        ctx.on_finish(move |_| push(&on_finish, "finish"));
-        let r1 = r.clone();
-        ctx.after(move |res| async move {
-            push(&r1, "skipped");
-            Ok::<_, HttpError>(res)
-        })
-        .unwrap();
+        record(&ctx, &r);
+        ctx.after(recording_hook(&r, "skipped")).unwrap();
         let c = ctx.clone();
         let r2 = r.clone();
         ctx.after(move |res| {
@@ -739,12 +739,7 @@ async fn a_hook_can_end_even_after_the_handler_ended() {
     let r = ran.clone();
     let svc = ContextLayer::new().layer(service_fn(move |req: Request<Empty<Bytes>>| {
         let ctx = ctx_of(&req);
-        let r1 = r.clone();
-        ctx.after(move |res| async move {
-            push(&r1, "skipped");
-            Ok(res)
-        })
-        .unwrap();
+        ctx.after(recording_hook(&r, "skipped")).unwrap();
         let c = ctx.clone();
         ctx.after(move |res| async move {
             assert!(c.end(Response::new(Body::from("B"))).is_first());
