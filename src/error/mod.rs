@@ -140,6 +140,19 @@ impl HttpError {
         }
     }
 
+    /// [`from_error`](Self::from_error) for an inner service's error: an `HttpError`
+    /// (what a handler's `Err` usually is) is taken as it is, without the box that
+    /// `Into<BoxError>` would put it in first.
+    pub(crate) fn from_service_error<E: Into<BoxError> + 'static>(source: E) -> Self {
+        let mut slot = Some(source);
+        if let Some(err) =
+            (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<HttpError>>().and_then(Option::take)
+        {
+            return err;
+        }
+        slot.map_or_else(|| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR), HttpError::from_error)
+    }
+
     /// A body stream's error: as [`from_error`](Self::from_error), except that an I/O
     /// error of kind `NotFound` is a 404 and `PermissionDenied` a 403 (looked for
     /// along the error's sources), as Koa and Toa answer a missing file stream.
@@ -390,6 +403,21 @@ impl HttpError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An inner service's error: an `HttpError` as it is, a boxed one unboxed, any
+    /// other a hidden 500 that keeps it as its source.
+    #[test]
+    fn service_errors_keep_an_http_error_and_wrap_the_rest() {
+        let err = HttpError::from_service_error(HttpError::new(409).message("taken"));
+        assert_eq!((err.status().as_u16(), err.to_string()), (409, "taken".to_owned()));
+        let boxed: BoxError = Box::new(HttpError::new(410).message("gone"));
+        let err = HttpError::from_service_error(boxed);
+        assert_eq!((err.status().as_u16(), err.to_string()), (410, "gone".to_owned()));
+        let err = HttpError::from_service_error(std::io::Error::other("disk"));
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!err.is_exposed());
+        assert_eq!(StdError::source(&err).map(ToString::to_string).as_deref(), Some("disk"));
+    }
 
     #[test]
     fn statuses_outside_the_error_range_become_500() {

@@ -96,7 +96,7 @@ impl<F> fmt::Debug for ResponseFuture<F> {
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    E: Into<BoxError>,
+    E: Into<BoxError> + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
@@ -154,7 +154,7 @@ fn drive<F, B, E>(
 ) -> Poll<Response<ResponseBody<B>>>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    E: Into<BoxError>,
+    E: Into<BoxError> + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
@@ -209,7 +209,7 @@ fn park<B>(ctx: &Context, cx: &TaskContext<'_>) -> Step<B> {
 fn poll_inner<F, B, E>(future: Pin<&mut F>, ctx: &Context, catch: bool, cx: &mut TaskContext<'_>) -> Step<B>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    E: Into<BoxError>,
+    E: Into<BoxError> + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
@@ -221,7 +221,7 @@ where
     let err = match guarded(catch, || future.poll(cx)) {
         Ok(Poll::Pending) => return park(ctx, cx),
         Ok(Poll::Ready(Ok(response))) => return inner_response(ctx, response),
-        Ok(Poll::Ready(Err(err))) => HttpError::from_error(err),
+        Ok(Poll::Ready(Err(err))) => HttpError::from_service_error(err),
         Err(panic) => panic,
     };
     inner_failed(ctx, err)
@@ -468,7 +468,7 @@ fn wants_first_frame<T: http_body::Body>(ctx: &Context, response: &Response<T>) 
 impl<F, B, E> State<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    E: Into<BoxError>,
+    E: Into<BoxError> + 'static,
 {
     /// A nested layer: the outer one owns the request. Errors and panics become
     /// responses that carry the error, for the outer layer to render.
@@ -477,7 +477,7 @@ where
             StateProj::Inner { future } => match guarded(catch, || future.poll(cx)) {
                 Ok(Poll::Pending) => return Poll::Pending,
                 Ok(Poll::Ready(Ok(response))) => return Poll::Ready(Ok(response.map(ResponseBody::inner))),
-                Ok(Poll::Ready(Err(err))) => HttpError::from_error(err),
+                Ok(Poll::Ready(Err(err))) => HttpError::from_service_error(err),
                 Err(panic) => panic,
             },
             StateProj::Failed { error } => error.take().unwrap_or_else(|| HttpError::new(500)),

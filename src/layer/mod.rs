@@ -281,7 +281,7 @@ impl<S: fmt::Debug> fmt::Debug for ContextService<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ContextService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    S::Error: Into<BoxError>,
+    S::Error: Into<BoxError> + 'static,
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
@@ -293,7 +293,7 @@ where
         if self.not_ready.is_none()
             && let Err(err) = ready!(self.inner.poll_ready(cx))
         {
-            self.not_ready = Some(HttpError::from_error(err));
+            self.not_ready = Some(HttpError::from_service_error(err));
         }
         Poll::Ready(Ok(()))
     }
