@@ -457,6 +457,42 @@ async fn end_in_a_hook_closure_drops_its_future_and_skips_the_remaining_hooks() 
     assert_eq!(entries(&ran), ["closure", "end", "finish"]);
 }
 
+/// A finished inner future is dropped before the hooks are taken: a hook its drop
+/// adds (a hand-written future can keep a guard past its last poll) runs like one
+/// added while it ran.
+#[tokio::test]
+async fn a_hook_added_as_the_inner_future_is_dropped_still_runs() {
+    struct AddsAHookWhenDropped(Context);
+    impl Drop for AddsAHookWhenDropped {
+        fn drop(&mut self) {
+            let added = self.0.after(|mut res| async move {
+                res.headers_mut().insert("x-from-drop", HeaderValue::from_static("1"));
+                Ok(res)
+            });
+            assert!(added.is_ok(), "the hooks had already started");
+        }
+    }
+    struct Answer(Option<Response<Body>>, #[allow(dead_code)] AddsAHookWhenDropped);
+    impl std::future::Future for Answer {
+        type Output = Result<Response<Body>, Infallible>;
+        fn poll(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Self::Output> {
+            std::task::Poll::Ready(Ok(self.0.take().unwrap_or_default()))
+        }
+    }
+    let svc = ContextLayer::new().layer(service_fn(|req: Request<Empty<Bytes>>| {
+        let ctx = ctx_of(&req);
+        ctx.set_header(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Answer(Some(Response::new(Body::from("answer"))), AddsAHookWhenDropped(ctx))
+    }));
+    let res = svc.oneshot(get_req("/")).await.unwrap();
+    assert_eq!(res.headers()["x-from-drop"], "1");
+    assert_eq!(res.headers()[header::CACHE_CONTROL], "no-store");
+    assert_eq!(body_string(res).await, "answer");
+}
+
 #[tokio::test]
 async fn deferred_edits_apply_before_the_hooks() {
     let seen = log();
