@@ -472,20 +472,23 @@ async fn a_hook_added_as_the_inner_future_is_dropped_still_runs() {
             assert!(added.is_ok(), "the hooks had already started");
         }
     }
-    struct Answer(Option<Response<Body>>, #[allow(dead_code)] AddsAHookWhenDropped);
+    struct Answer {
+        response: Option<Response<Body>>,
+        _guard: AddsAHookWhenDropped,
+    }
     impl std::future::Future for Answer {
         type Output = Result<Response<Body>, Infallible>;
         fn poll(
             mut self: std::pin::Pin<&mut Self>,
             _: &mut std::task::Context<'_>,
         ) -> std::task::Poll<Self::Output> {
-            std::task::Poll::Ready(Ok(self.0.take().unwrap_or_default()))
+            std::task::Poll::Ready(Ok(self.response.take().unwrap_or_default()))
         }
     }
     let svc = ContextLayer::new().layer(service_fn(|req: Request<Empty<Bytes>>| {
         let ctx = ctx_of(&req);
         ctx.set_header(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        Answer(Some(Response::new(Body::from("answer"))), AddsAHookWhenDropped(ctx))
+        Answer { response: Some(Response::new(Body::from("answer"))), _guard: AddsAHookWhenDropped(ctx) }
     }));
     let res = svc.oneshot(get_req("/")).await.unwrap();
     assert_eq!(res.headers()["x-from-drop"], "1");
