@@ -178,12 +178,27 @@ fn slot(name: &str) -> Option<usize> {
 }
 
 impl Captured {
-    // Inlined so the captured headers are written where the context is built, not
-    // returned and copied there.
-    #[inline]
+    /// The headers of a test request, captured.
+    #[cfg(test)]
     pub(crate) fn capture(headers: &HeaderMap) -> Captured {
-        let mut captured =
-            Captured { slots: [0; KEPT], inline: Default::default(), more: Vec::new(), len: 0 };
+        let mut captured = Captured::empty();
+        captured.fill(headers);
+        captured
+    }
+
+    /// Nothing captured yet: the context is built with this, then [`fill`](Self::fill)ed.
+    #[inline]
+    pub(crate) fn empty() -> Captured {
+        Captured { slots: [0; KEPT], inline: Default::default(), more: Vec::new(), len: 0 }
+    }
+
+    /// Captures the headers this build keeps. Filled in place, where the context is
+    /// being built: a `Captured` returned by value was copied once more on the stack
+    /// before the context was copied into its allocation (288 bytes, about 90
+    /// instructions a request).
+    #[inline]
+    pub(crate) fn fill(&mut self, headers: &HeaderMap) {
+        let captured = self;
         for (name, value) in headers {
             let Some(index) = slot(name.as_str()) else {
                 continue;
@@ -215,7 +230,6 @@ impl Captured {
                 }
             }
         }
-        captured
     }
 
     fn value_mut(&mut self, at: usize) -> Option<&mut HeaderValue> {

@@ -164,24 +164,30 @@ impl Context {
             .get::<tower_http::request_id::RequestId>()
             .and_then(|id| Id::adopt(id.header_value()))
             .unwrap_or_else(Id::generate);
-        // Built in place: `new_cyclic` allocates first and the closure writes the
-        // fields into the allocation, where `Arc::new` would build the whole context
-        // on the stack and copy it in (it is several hundred bytes).
         let connection = Connection::from_extensions(request.extensions());
         let tls = connection.as_ref().is_some_and(Connection::is_tls)
             || request.extensions().get::<crate::connection::Tls>().is_some();
-        let inner = Arc::new_cyclic(|_| Inner {
-            id,
-            method: request.method().clone(),
-            uri: request.uri().clone(),
-            version: request.version(),
-            headers: Captured::capture(request.headers()),
-            config,
-            phase: Phase::new(),
-            state: Mutex::new(Extensions::new()),
-            cookies: OnceLock::new(),
-            connection,
-            tls,
+        // The context (several hundred bytes) is built on the stack and copied into
+        // its allocation once: `new_cyclic` allocates first and writes the closure's
+        // result there, for one locked increment of the count; `Arc::new` copies it
+        // twice and came out no faster (BENCHMARKS.md). The captured headers are
+        // filled into the context being built, not built apart and moved in.
+        let inner = Arc::new_cyclic(|_| {
+            let mut inner = Inner {
+                id,
+                method: request.method().clone(),
+                uri: request.uri().clone(),
+                version: request.version(),
+                headers: Captured::empty(),
+                config,
+                phase: Phase::new(),
+                state: Mutex::new(Extensions::new()),
+                cookies: OnceLock::new(),
+                connection,
+                tls,
+            };
+            inner.headers.fill(request.headers());
+            inner
         });
         Context { inner }
     }
