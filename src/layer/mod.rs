@@ -375,6 +375,32 @@ mod tests {
         assert!(!watched(ContextLayer::new(), |_| {}, full()).await);
     }
 
+    /// An inner future that keeps a handle to the request's context after it has
+    /// returned its response, until it is dropped.
+    struct KeepsItsHandle {
+        _handle: Option<Context>,
+    }
+
+    impl std::future::Future for KeepsItsHandle {
+        type Output = Result<Response<Full<Bytes>>, Infallible>;
+
+        fn poll(self: std::pin::Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<Self::Output> {
+            Poll::Ready(Ok(Response::new(full())))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_finished_inner_future_is_dropped_before_the_context_is_let_go() {
+        // The handle the finished future holds is gone before the layer asks whether
+        // anyone else could see the request complete: nobody can, so the body does
+        // not carry the context.
+        let svc = ContextLayer::new().layer(service_fn(|req: Request<()>| KeepsItsHandle {
+            _handle: req.extensions().get::<Context>().cloned(),
+        }));
+        let Ok(res) = svc.oneshot(Request::new(())).await;
+        assert!(!res.body().is_watched());
+    }
+
     #[tokio::test]
     async fn an_observed_request_keeps_its_context_until_the_body_ends() {
         let hooked = ContextLayer::new().handle_error(|err, _| ErrorAction::Render(err));
