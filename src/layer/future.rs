@@ -111,22 +111,21 @@ where
             return Poll::Ready(output);
         };
         // Held in a local while the request runs, so that even an unwinding panic (with
-        // catch_panic off) drops it and fires Close. `None`: waiting.
-        match drive(this.state.as_mut(), completion.ctx(), *this.catch_panic, cx) {
-            Some(mut response) => {
-                // Whatever the state still holds (the inner future, a hook) is dropped
-                // now, before the context's handles are counted (`hand_over`): a
-                // handle it held no longer keeps the context alive. (Dropped after,
-                // it cost a copy of the response more.)
-                this.state.set(State::Done);
-                hand_over(completion, &mut response);
-                Poll::Ready(Ok(response))
-            }
-            None => {
-                *this.completion = Some(completion);
-                Poll::Pending
-            }
-        }
+        // catch_panic off) drops it and fires Close.
+        let mut sent = drive(this.state.as_mut(), completion.ctx(), *this.catch_panic, cx);
+        let Some(response) = sent.as_mut() else {
+            *this.completion = Some(completion);
+            return Poll::Pending;
+        };
+        // Whatever the state still holds (the inner future, a hook) is dropped now,
+        // before the context's handles are counted (`hand_over`): a handle it held no
+        // longer keeps the context alive. (Dropped after, it cost a copy of the
+        // response more.)
+        this.state.set(State::Done);
+        hand_over(completion, response);
+        // The response goes straight from where `drive` put it (a binding of it would
+        // be one more copy); `sent` holds it, so the `Pending` here is never taken.
+        sent.map_or(Poll::Pending, |response| Poll::Ready(Ok(response)))
     }
 }
 
