@@ -303,7 +303,17 @@ async fn if_range_lets_a_range_through_only_for_the_current_version() {
     let tree = Tree::new();
     let addr = start(&[&tree.first]).await;
     let big = big_content();
-    // A file changed within the last second: its date is no validator yet.
+    // A file whose date is not yet a second old is no validator. Its date is set a
+    // minute ahead, so that the test cannot outlast that second however slowly it
+    // runs (a file written just now settles within a second of its write, less the
+    // fraction of a second the date drops).
+    let ahead = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(tree.first.join("big.bin"))
+        .unwrap()
+        .set_modified(ahead)
+        .unwrap();
     let fresh = get_(addr, "/static/big.bin").await;
     let just_now = fresh.header("last-modified").to_owned();
     let part =
