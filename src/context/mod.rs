@@ -204,6 +204,19 @@ impl Context {
         self.inner.phase.take_signal(|| self.is_sole())
     }
 
+    /// Starts the hooks ([`Phase::start_hooks`]). The request's only handle takes
+    /// them without the lock: one locked instruction (`Arc::get_mut`'s) instead of
+    /// two.
+    pub(crate) fn start_hooks(&mut self) -> phase::Started {
+        if self.is_sole()
+            && let Some(inner) = Arc::get_mut(&mut self.inner)
+        {
+            return inner.phase.start_hooks_exclusive();
+        }
+        // Another handle is alive (a sole one is always made exclusive).
+        self.inner.phase.start_hooks(false)
+    }
+
     pub(crate) fn config(&self) -> &Config {
         &self.inner.config
     }

@@ -140,6 +140,18 @@ struct Shared {
     tasks: Vec<AbortHandle>,
 }
 
+impl Shared {
+    /// What the hooks start with, and the flags that are spent by it.
+    fn start_hooks(&mut self) -> (Started, u32) {
+        let ended = self.ended.take();
+        // Nothing is left to signal when the ended response was the only thing (an
+        // error cannot be pending with it: each refuses the other).
+        let spent = if ended.is_some() && self.error.is_none() { flag::SIGNAL } else { 0 };
+        let started = Started { hooks: mem::take(&mut self.hooks), edits: mem::take(&mut self.edits), ended };
+        (started, flag::END_CALLED | flag::WORK | spent)
+    }
+}
+
 /// What the context holds for the layer.
 pub(crate) enum Signal {
     Error(HttpError),
@@ -558,14 +570,22 @@ impl Phase {
     /// request's only handle, and the flags are written by a store.
     pub(crate) fn start_hooks(&self, sole: bool) -> Started {
         let mut shared = self.lock();
-        let ended = shared.ended.take();
-        // Nothing is left to signal when the ended response was the only thing (an
-        // error cannot be pending with it: each refuses the other).
-        let spent = if ended.is_some() && shared.error.is_none() { flag::SIGNAL } else { 0 };
+        let (started, clear) = shared.start_hooks();
         // One swap: hooks started, and WORK is spent (an edit made from now on sets it
         // again, for `leave`).
-        self.change(sole, flag::HOOKS_STARTED, flag::END_CALLED | flag::WORK | spent);
-        Started { hooks: mem::take(&mut shared.hooks), edits: mem::take(&mut shared.edits), ended }
+        self.change(sole, flag::HOOKS_STARTED, clear);
+        started
+    }
+
+    /// [`start_hooks`](Self::start_hooks) through the request's only handle, made
+    /// exclusive (`Arc::get_mut`): no lock to take and release, and the flags
+    /// written in place.
+    pub(crate) fn start_hooks_exclusive(&mut self) -> Started {
+        let (started, clear) =
+            self.shared.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).start_hooks();
+        let flags = self.flags.get_mut();
+        *flags = (*flags | flag::HOOKS_STARTED) & !clear;
+        started
     }
 
     /// Takes the error path: marked under the lock (so no `end` can be accepted

@@ -24,6 +24,10 @@ impl Completion {
         &self.ctx
     }
 
+    pub(crate) fn ctx_mut(&mut self) -> &mut Context {
+        &mut self.ctx
+    }
+
     /// The body's exact length, when known (0 for a body already at its end): a body
     /// that sent that much is complete even if the server drops it without polling
     /// it to the end (hyper does so after an exact Content-Length, and for HEAD).

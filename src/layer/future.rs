@@ -104,7 +104,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let Some(completion) = this.completion.take() else {
+        let Some(mut completion) = this.completion.take() else {
             assert!(!*this.owner, "ResponseFuture polled after completion");
             let output = ready!(this.state.as_mut().poll_passthrough(*this.catch_panic, cx));
             this.state.set(State::Done);
@@ -112,7 +112,7 @@ where
         };
         // Held in a local while the request runs, so that even an unwinding panic (with
         // catch_panic off) drops it and fires Close.
-        let mut sent = drive(this.state.as_mut(), completion.ctx(), *this.catch_panic, cx);
+        let mut sent = drive(this.state.as_mut(), completion.ctx_mut(), *this.catch_panic, cx);
         let Some(response) = sent.as_mut() else {
             *this.completion = Some(completion);
             return Poll::Pending;
@@ -151,7 +151,7 @@ where
 /// the response go (`Some`) or waits (`None`).
 fn drive<F, B, E>(
     mut state: Pin<&mut State<F>>,
-    ctx: &Context,
+    ctx: &mut Context,
     catch: bool,
     cx: &mut TaskContext<'_>,
 ) -> Option<Response<ResponseBody<B>>>
@@ -305,8 +305,8 @@ where
 
 /// Takes the hooks into `pending` and applies the deferred edits: the response is
 /// the first hook's.
-fn start_hooks(ctx: &Context, response: Response<Body>, pending: &mut Hooks) -> Response<Body> {
-    let Started { hooks, edits, ended } = ctx.phase().start_hooks(ctx.is_sole());
+fn start_hooks(ctx: &mut Context, response: Response<Body>, pending: &mut Hooks) -> Response<Body> {
+    let Started { hooks, edits, ended } = ctx.start_hooks();
     *pending = hooks;
     // An `end` that came just now wins over the inner response, as it would have a
     // moment earlier (the inner one is dropped here, outside the lock).
