@@ -307,26 +307,23 @@ async fn if_range_lets_a_range_through_only_for_the_current_version() {
     // minute ahead, so that the test cannot outlast that second however slowly it
     // runs (a file written just now settles within a second of its write, less the
     // fraction of a second the date drops).
-    let ahead = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
-    std::fs::File::options()
-        .write(true)
-        .open(tree.first.join("big.bin"))
-        .unwrap()
-        .set_modified(ahead)
-        .unwrap();
+    let minute = std::time::Duration::from_secs(60);
+    let date_big = |date| {
+        std::fs::File::options()
+            .write(true)
+            .open(tree.first.join("big.bin"))
+            .unwrap()
+            .set_modified(date)
+            .unwrap();
+    };
+    date_big(std::time::SystemTime::now() + minute);
     let fresh = get_(addr, "/static/big.bin").await;
     let just_now = fresh.header("last-modified").to_owned();
     let part =
         get_with(addr, "/static/big.bin", &[("range", "bytes=10-19"), ("if-range", just_now.as_str())]).await;
     assert_eq!(part.status, 200, "a date within a second of a change cannot tell two versions apart");
     // Settled a minute ago, from here on.
-    let minute_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
-    std::fs::File::options()
-        .write(true)
-        .open(tree.first.join("big.bin"))
-        .unwrap()
-        .set_modified(minute_ago)
-        .unwrap();
+    date_big(std::time::SystemTime::now() - minute);
     let first = get_(addr, "/static/big.bin").await;
     let (etag, modified) = (first.header("etag").to_owned(), first.header("last-modified").to_owned());
 
