@@ -1,8 +1,8 @@
 //! Deferred response edits: `ctx.set_status`, `set_header` and friends shape a
 //! response the caller does not hold yet; the layer applies them when it does.
 
-use http::StatusCode;
 use http::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
+use http::{Response, StatusCode};
 
 use super::Context;
 
@@ -38,6 +38,17 @@ pub(crate) fn apply(edits: Vec<Edit>, status: &mut StatusCode, headers: &mut Hea
             Edit::Vary(field) => crate::negotiate::vary(headers, field.as_str()),
         }
     }
+}
+
+/// [`apply`] to a whole response, in place.
+#[inline]
+pub(crate) fn apply_to<B>(edits: Vec<Edit>, response: &mut Response<B>) {
+    if edits.is_empty() {
+        return;
+    }
+    let mut status = response.status();
+    apply(edits, &mut status, response.headers_mut());
+    *response.status_mut() = status;
 }
 
 impl Edit {

@@ -39,7 +39,9 @@ pub(crate) use events::errors_are_logged;
 pub use state::StateMap;
 
 pub(crate) use config::{Config, SharedConfig};
-pub(crate) use edits::{Edit, apply as apply_edits, invalid_status, is_valid_status};
+pub(crate) use edits::{
+    Edit, apply as apply_edits, apply_to as apply_edits_to, invalid_status, is_valid_status,
+};
 pub(crate) use hooks::{Hook, Hooks};
 pub(crate) use phase::{Claim, ErrorPath, Left, Signal, Started};
 
@@ -213,7 +215,9 @@ impl Context {
         {
             return inner.phase.start_hooks_exclusive();
         }
-        // Another handle is alive (a sole one is always made exclusive).
+        // Another handle is alive (a sole one is always made exclusive). `is_sole`
+        // is asked first because it reads plainly, where `get_mut` failing would
+        // still cost its compare-and-swap.
         self.inner.phase.start_hooks(false)
     }
 

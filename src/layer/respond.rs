@@ -15,7 +15,8 @@ use http::{Method, Response};
 use super::body::ResponseBody;
 use crate::body::{Body, BoxError};
 use crate::context::{
-    Context, Edit, ErrorAction, ErrorPath, Left, Signal, apply_edits, invalid_status, is_valid_status,
+    Context, Edit, ErrorAction, ErrorPath, Left, Signal, apply_edits, apply_edits_to, invalid_status,
+    is_valid_status,
 };
 use crate::error::{ErrorFormat, HttpError, Thrown, panic_error, render};
 
@@ -90,12 +91,8 @@ where
         // dropped here, outside the lock.
         drop(std::mem::replace(&mut response, (*ended).map(ResponseBody::replaced)));
     }
-    if !edits.is_empty() {
-        // Edits made after the hooks started (from a hook, a task) still apply.
-        let (mut parts, body) = response.into_parts();
-        apply_edits(edits, &mut parts.status, &mut parts.headers);
-        response = Response::from_parts(parts, body);
-    }
+    // Edits made after the hooks started (from a hook, a task) still apply.
+    apply_edits_to(edits, &mut response);
     send_head(ctx, &mut response, late_error);
     Leaving::Sent(response)
 }
@@ -170,9 +167,9 @@ fn decide(ctx: &Context, err: HttpError, prior: Option<Response<Body>>, edits: V
         }
         ErrorAction::Respond(response) => keep_earlier_headers(response, prior, edits),
         ErrorAction::Swallow => {
-            let (mut parts, body) = prior.unwrap_or_default().into_parts();
-            apply_edits(edits, &mut parts.status, &mut parts.headers);
-            Response::from_parts(parts, body)
+            let mut response = prior.unwrap_or_default();
+            apply_edits_to(edits, &mut response);
+            response
         }
     }
 }
