@@ -6,6 +6,7 @@
 #   bash benches/callgrind.sh                        # every scenario
 #   bash benches/callgrind.sh untouched hook         # the scenarios naming either
 #   bash benches/callgrind.sh --locked [row ...]     # locked instructions instead
+#   bash benches/callgrind.sh --copies [row ...]     # calls to memcpy/memmove instead
 #
 # `--locked` counts the x86 read-modify-writes (`lock`-prefixed, and `xchg` with
 # memory) that reference counts, compare-and-swaps and mutexes compile to. Each
@@ -15,16 +16,23 @@
 # shows to be locked, in the bench binary's own code (ours, tokio's, the peers'; not
 # libc), leaving out the counting allocator's increment (an artefact of this binary).
 #
+# `--copies` counts the calls to libc's memcpy and memmove: what moves of a value
+# too large to copy inline (over 128 bytes: a response, a future, the context)
+# compile to. Natively such a move costs far more than its instructions, as a rule
+# 5–10 ns here: the copy reads a value whose bytes were just stored in smaller
+# pieces, and the wide loads wait for those stores to retire (BENCHMARKS.md,
+# "Where the time goes natively").
+#
 # Each scenario runs alone (SCENARIO==name) after the bare baseline; two runs of the
 # baseline alone at different request counts take out the fixed start-up cost.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-locked=no
-if [ "${1:-}" = "--locked" ]; then
-  locked=yes
-  shift
-fi
+mode=instructions
+case "${1:-}" in
+  --locked) mode=locked; shift ;;
+  --copies) mode=copies; shift ;;
+esac
 
 if ! command -v valgrind >/dev/null 2>&1 || ! command -v objdump >/dev/null 2>&1; then
   echo "installing valgrind and binutils from Debian's packages" >&2
@@ -36,7 +44,7 @@ bin=$(realpath "$(ls -t target/release/deps/allocations-* | grep -v '\.d$' | hea
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-if [ "$locked" = yes ]; then
+if [ "$mode" = locked ]; then
   unit="locked/req"
   objdump -d --no-show-raw-insn "$bin" |
     awk -F'\t' '$2 ~ /^(lock |xchg .*\()/ && $0 !~ /counting(::|[0-9]+)ALLOCATIONS/ {
@@ -52,6 +60,16 @@ if [ "$locked" = yes ]; then
       /^ob=/ { mine = (substr($0, 4) == bin); next }
       mine && ($1 in locked) { n += $NF }
       END { print n + 0 }' "$out/locked" "$out/cg"
+  }
+elif [ "$mode" = copies ]; then
+  unit="copies/req"
+  count() { # SCENARIO ROUNDS -> calls to memcpy and memmove
+    SCENARIO="$1" ROUNDS="$2" valgrind --tool=callgrind --compress-strings=no \
+      --callgrind-out-file="$out/cg" "$bin" >/dev/null 2>"$out/log"
+    awk '
+      /^cfn=/ { copy = ($0 ~ /(memcpy|memmove)/); next }
+      /^calls=/ { if (copy) { split($1, c, "="); n += c[2] }; next }
+      END { print n + 0 }' "$out/cg"
   }
 else
   unit="instr/req"
