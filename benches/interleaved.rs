@@ -91,13 +91,19 @@ const TARGETS: [(&str, &str, f64); 8] = [
 const UNTOUCHED: (&str, &str) = ("ContextLayer untouched", "tower-cookies CookieManagerLayer untouched");
 
 /// The rows that show what any layer handing out a per-request handle pays: a bare
-/// `Arc` in the extensions, the same with the request head captured, and that with
-/// the locked instructions a context adds.
-const FLOORS: [&str; 3] = [
+/// `Arc` in the extensions, the same with the request head captured, that with the
+/// locked instructions a context adds, and the head floor that tells its handle the
+/// request's end.
+const FLOORS: [&str; 4] = [
     "floor: Arc handle in the extensions, nothing else",
     "floor with the request head captured",
     "floor with the request head captured, and six locked instructions",
+    LIFECYCLE_FLOOR,
 ];
+
+/// The lifecycle floor: the least a layer with a lifecycle can cost, shown beside
+/// the untouched target, which is set against the head floor.
+const LIFECYCLE_FLOOR: &str = "lifecycle floor: the head floor, its handle told the request's end";
 
 /// Set in the processes the first one starts: they measure and print raw times.
 const CHILD: &str = "INTERLEAVED_CHILD";
@@ -245,5 +251,21 @@ fn report(names: &[String], times: &[Vec<f64>], spans: &[std::ops::Range<usize>]
         println!(
             "| {floor} | {mid:.2} ({q1:.2}–{q3:.2}) | {per} | {ours_mid:.2} ({ours_q1:.2}–{ours_q3:.2}) |"
         );
+    }
+
+    // The untouched target beside the lifecycle floor: the floor's own ratio to the
+    // head floor (where the target's 1.5 sits), and ours against it.
+    let (Some(head), Some(life)) = (index(TARGETS[0].1), index(LIFECYCLE_FLOOR)) else { return };
+    println!(
+        "\n| beside the untouched target | ratio (median of rounds) | quartiles | each process |\n|---|---:|---:|---:|"
+    );
+    for (name, a, b) in [
+        (format!("{LIFECYCLE_FLOOR} / {}", TARGETS[0].1), life, head),
+        (format!("{} / {LIFECYCLE_FLOOR}", UNTOUCHED.0), ours, life),
+    ] {
+        let mut all = ratios(a, b);
+        let per = each(&all);
+        let (mid, q1, q3) = spread(&mut all);
+        println!("| {name} | {mid:.2} | {q1:.2}–{q3:.2} | {per} |");
     }
 }

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Loopback load run: the same axum app bare, with ContextLayer::new() added by
 # Router::layer (as the README shows), with the layer around the whole router, and,
-# for reference, with the least layer that captures the request head (the floor)
-# and with tower-cookies' layer, both by Router::layer; driven by wrk on 127.0.0.1. Interleaved: every round runs each app once, in a
+# for reference, with the least layer that captures the request head (the floor),
+# with that plus the least a layer must do to tell each request's end (the lifecycle
+# floor) and with tower-cookies' layer, all by Router::layer; driven by wrk on
+# 127.0.0.1. Interleaved: every round runs each app once, in a
 # rotating order, so all see the same machine conditions. Prints requests per second
 # and p99 latency for each, and the ratios to bare taken within each round.
 #
-#   bash benches/load.sh            # 20 rounds of 2 s per app (about 3 minutes)
-#   ROUNDS=60 bash benches/load.sh  # a tighter median (about 10 minutes)
+#   bash benches/load.sh            # 20 rounds of 2 s per app (about 7 minutes)
+#   ROUNDS=60 bash benches/load.sh  # a tighter median (about 20 minutes)
 #
 # Short runs, many rounds: on a shared VM the speed drifts by tens of percent over
 # seconds, so ratios are taken between runs that are close in time, and the median
@@ -37,7 +39,7 @@ if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
   server_cpu=(taskset -c 0); client_cpu=(taskset -c 1)
 fi
 
-apps=(bare context wrapped floor cookies)
+apps=(bare context wrapped floor cookies lifecycle)
 ports=()
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
@@ -137,7 +139,7 @@ given_up() { # app -> per-round 1 - rps[app]/rps[bare]
   done
 }
 echo
-for i in 1 2 4; do
+for i in 1 2 4 5; do
   app=$(median $(given_up "$i")); floor=$(median $(given_up 3))
   awk -v n="${apps[$i]}" -v a="$app" -v f="$floor" 'BEGIN {
     printf "requests/s given up: %s %.1f %%, floor %.1f %% (%.2f × the floor)\n", n, 100 * a, 100 * f, (f > 0 ? a / f : 0) }'

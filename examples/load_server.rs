@@ -7,6 +7,7 @@
 //! cargo run --release --example load_server -- wrapped 127.0.0.1:4003
 //! cargo run --release --example load_server -- floor 127.0.0.1:4004
 //! cargo run --release --example load_server -- cookies 127.0.0.1:4005
+//! cargo run --release --example load_server -- lifecycle 127.0.0.1:4006
 //! ```
 //!
 //! `context` adds the layer with `Router::layer`, the way the README shows; `wrapped`
@@ -16,6 +17,8 @@
 //! is the least a layer can do that hands the handler the request's head (method,
 //! URI, version and two headers, in an `Arc` put into the extensions: the in-process
 //! benches' head-floor row), and `cookies` is tower-cookies' `CookieManagerLayer`.
+//! `lifecycle` is the benches' lifecycle floor: the head floor, plus the least a layer
+//! must do to tell a handle the request's end (its future and body wrapped).
 //! `benches/load.sh` starts them and drives them with wrk.
 
 use axum::Router;
@@ -51,13 +54,14 @@ fn main() -> std::io::Result<()> {
                 axum::serve(listener, app.layer(floor)).await
             }
             "cookies" => axum::serve(listener, app.layer(tower_cookies::CookieManagerLayer::new())).await,
+            "lifecycle" => axum::serve(listener, app.layer(floor::LifecycleLayer)).await,
             "wrapped" => {
                 let svc = ContextLayer::new().layer(app);
                 let svc = tower::ServiceExt::<Request>::map_response(svc, IntoResponse::into_response);
                 axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(svc)).await
             }
             other => {
-                eprintln!("mode must be bare, context, wrapped, floor or cookies, not {other}");
+                eprintln!("mode must be bare, context, wrapped, floor, cookies or lifecycle, not {other}");
                 std::process::exit(2);
             }
         }

@@ -119,6 +119,12 @@ pub fn each(v: &mut impl Visit) {
     .layer(service_fn(bare));
     v.visit("floor with the request head captured, and six locked instructions", svc);
 
+    // The lifecycle floor: the head floor, plus the least a layer must do to tell a
+    // handle the handler holds how the request ended (a second handle, the response
+    // future and the body wrapped; the body watched only if a handle is still held).
+    let svc = floor::LifecycleLayer.layer(service_fn(bare));
+    v.visit("lifecycle floor: the head floor, its handle told the request's end", svc);
+
     // One response change: an after-hook adds a header...
     let svc = ContextLayer::new().layer(service_fn(|req: Req| {
         ctx(&req)
