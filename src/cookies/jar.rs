@@ -33,7 +33,7 @@ enum Header {
 /// past the limit read as absent, and `truncated` says so.
 struct Index {
     /// Name and value of each well-formed pair, in request order.
-    pairs: Vec<Pair>,
+    pairs: Pairs,
     /// Where the part of the header not in `pairs` starts.
     rest: usize,
     limit: usize,
@@ -45,10 +45,43 @@ struct Index {
 pub(crate) const MAX_PAIRS: usize = 256;
 
 /// Where a pair's name and value lie in the header.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Pair {
     name: (u32, u32),
     value: (u32, u32),
+}
+
+/// How many pairs the index keeps without a heap allocation.
+const INLINE_PAIRS: usize = 8;
+
+/// The pairs found so far: the first few in place (a read usually finds its cookie
+/// among them, and a small header has no more), the rest on the heap.
+#[derive(Default)]
+struct Pairs {
+    inline: [Pair; INLINE_PAIRS],
+    /// How many of `inline` are pairs found.
+    used: usize,
+    more: Vec<Pair>,
+}
+
+impl Pairs {
+    fn len(&self) -> usize {
+        self.used + self.more.len()
+    }
+
+    fn push(&mut self, pair: Pair) {
+        match self.inline.get_mut(self.used) {
+            Some(slot) => {
+                *slot = pair;
+                self.used += 1;
+            }
+            None => self.more.push(pair),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Pair> + '_ {
+        self.inline.iter().take(self.used).chain(&self.more).copied()
+    }
 }
 
 struct Change {
@@ -158,7 +191,7 @@ impl Index {
 impl Jar {
     #[inline]
     pub(super) fn new(header: Option<HeaderValue>, limit: usize) -> Jar {
-        let index = Index { pairs: Vec::new(), rest: 0, limit, truncated: false };
+        let index = Index { pairs: Pairs::default(), rest: 0, limit, truncated: false };
         Jar { header: Header::new(header), index, changes: Vec::new() }
     }
 
@@ -185,7 +218,7 @@ impl Jar {
         }
         let header = &self.header;
         let index = &mut self.index;
-        let found = index.pairs.iter().copied().find(|pair| is(header.raw(pair.name)));
+        let found = index.pairs.iter().find(|pair| is(header.raw(pair.name)));
         let found = found
             .or_else(|| std::iter::from_fn(|| index.grow(header)).find(|pair| is(header.raw(pair.name))));
         found.map(|pair| header.slice(pair.value))
@@ -207,7 +240,7 @@ impl Jar {
         let changes = &self.changes;
         let mut seen = HashSet::new();
         let mut out = Vec::new();
-        for pair in self.index.pairs.iter().copied() {
+        for pair in self.index.pairs.iter() {
             let (name, value) = (header.slice(pair.name), header.slice(pair.value));
             if !seen.insert(name) {
                 continue;
@@ -499,6 +532,26 @@ mod tests {
         assert_eq!(jar.get("b"), Some("2"));
         assert_eq!(jar.get("zz"), None);
         assert_eq!((jar.index.pairs.len(), jar.index.rest), (3, rest));
+    }
+
+    #[test]
+    fn pairs_past_the_ones_kept_in_place_read_in_request_order() {
+        // More pairs than the index keeps in place: the rest go on the heap, and reads
+        // and the snapshot see them all, in request order, a repeated name read as its
+        // first.
+        let count = INLINE_PAIRS + 4;
+        let mut header: String = (0..count).map(|i| format!("k{i}=v{i}; ")).collect();
+        header.push_str("k2=again");
+        let mut jar = jar(header.as_bytes());
+        assert_eq!(jar.get(&format!("k{}", count - 1)), Some(format!("v{}", count - 1).as_str()));
+        assert_eq!(jar.index.pairs.len(), count);
+        assert_eq!(jar.get("k0"), Some("v0"));
+        assert_eq!(jar.get(&format!("k{INLINE_PAIRS}")), Some(format!("v{INLINE_PAIRS}").as_str()));
+        assert_eq!(jar.get("k2"), Some("v2"));
+        let names: Vec<String> = jar.snapshot().into_iter().map(|(name, _)| name).collect();
+        let want: Vec<String> = (0..count).map(|i| format!("k{i}")).collect();
+        assert_eq!(names, want);
+        assert_eq!(jar.index.pairs.len(), count + 1);
     }
 
     #[test]
