@@ -198,26 +198,25 @@ impl Captured {
     /// instructions a request).
     #[inline]
     pub(crate) fn fill(&mut self, headers: &HeaderMap) {
-        let captured = self;
         for (name, value) in headers {
             let Some(index) = slot(name.as_str()) else {
                 continue;
             };
-            match captured.slots[index] {
+            match self.slots[index] {
                 0 => {
-                    let at = usize::from(captured.len);
+                    let at = usize::from(self.len);
                     if at < INLINE {
-                        captured.inline[at] = Some(value.clone());
+                        self.inline[at] = Some(value.clone());
                     } else {
-                        captured.more.push(value.clone());
+                        self.more.push(value.clone());
                     }
                     // At most 23 names, so the count always fits in a byte.
-                    captured.len += 1;
-                    captured.slots[index] = captured.len;
+                    self.len += 1;
+                    self.slots[index] = self.len;
                 }
                 stored => {
                     let separator: &[u8] = if index == COOKIE { b"; " } else { b", " };
-                    if let Some(first) = captured.value_mut(usize::from(stored) - 1) {
+                    if let Some(first) = self.value_mut(usize::from(stored) - 1) {
                         let mut joined = Vec::with_capacity(first.len() + 2 + value.len());
                         joined.extend_from_slice(first.as_bytes());
                         joined.extend_from_slice(separator);

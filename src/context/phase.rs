@@ -214,6 +214,13 @@ pub(crate) struct Released {
     pub(crate) waiting: bool,
 }
 
+/// The flag word with `set` set and then `clear` cleared: the one rule every way of
+/// changing it follows (a swap, a compare-and-swap loop, a plain store).
+#[inline]
+fn changed(flags: u32, set: u32, clear: u32) -> u32 {
+    (flags | set) & !clear
+}
+
 impl Phase {
     #[inline(always)]
     pub(crate) fn new() -> Phase {
@@ -310,7 +317,7 @@ impl Phase {
     fn change(&self, sole: bool, set: u32, clear: u32) -> u32 {
         if sole {
             let was = self.flags();
-            self.flags.store((was | set) & !clear, Ordering::Release);
+            self.flags.store(changed(was, set, clear), Ordering::Release);
             return was;
         }
         match (set, clear) {
@@ -318,7 +325,7 @@ impl Phase {
             (0, clear) => self.flags.fetch_and(!clear, Ordering::AcqRel),
             (set, clear) => self
                 .flags
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |flags| Some((flags | set) & !clear))
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |flags| Some(changed(flags, set, clear)))
                 .unwrap_or_else(|flags| flags),
         }
     }
@@ -584,7 +591,7 @@ impl Phase {
         let (started, clear) =
             self.shared.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).start_hooks();
         let flags = self.flags.get_mut();
-        *flags = (*flags | flag::HOOKS_STARTED) & !clear;
+        *flags = changed(*flags, flag::HOOKS_STARTED, clear);
         started
     }
 
