@@ -105,6 +105,12 @@ const FLOORS: [&str; 4] = [
 /// the untouched target, which is set against the head floor.
 const LIFECYCLE_FLOOR: &str = "lifecycle floor: the head floor, its handle told the request's end";
 
+/// The targets with a floor row beside them: the untouched one (the lifecycle floor)
+/// and the one-after-hook one (the hook floor: that floor, plus a hook its handle
+/// adds).
+const BESIDE: [((&str, &str, f64), &str); 2] =
+    [(TARGETS[0], LIFECYCLE_FLOOR), (TARGETS[1], scenarios::HOOK_FLOOR)];
+
 /// Set in the processes the first one starts: they measure and print raw times.
 const CHILD: &str = "INTERLEAVED_CHILD";
 
@@ -238,34 +244,40 @@ fn report(names: &[String], times: &[Vec<f64>], spans: &[std::ops::Range<usize>]
     }
 
     // How each floor row compares with the two untouched rows.
-    println!(
-        "\n| floor | its overhead / tower-cookies' untouched | each process | / ours untouched |\n|---|---:|---:|---:|"
-    );
-    let (Some(theirs), Some(ours)) = (index(UNTOUCHED.1), index(UNTOUCHED.0)) else { return };
-    for floor in FLOORS {
-        let Some(f) = index(floor) else { continue };
-        let mut over_theirs = ratios(f, theirs);
-        let per = each(&over_theirs);
-        let (mid, q1, q3) = spread(&mut over_theirs);
-        let (ours_mid, ours_q1, ours_q3) = spread(&mut ratios(f, ours));
+    if let (Some(theirs), Some(ours)) = (index(UNTOUCHED.1), index(UNTOUCHED.0)) {
         println!(
-            "| {floor} | {mid:.2} ({q1:.2}–{q3:.2}) | {per} | {ours_mid:.2} ({ours_q1:.2}–{ours_q3:.2}) |"
+            "\n| floor | its overhead / tower-cookies' untouched | each process | / ours untouched |\n|---|---:|---:|---:|"
         );
+        for floor in FLOORS {
+            let Some(f) = index(floor) else { continue };
+            let mut over_theirs = ratios(f, theirs);
+            let per = each(&over_theirs);
+            let (mid, q1, q3) = spread(&mut over_theirs);
+            let (ours_mid, ours_q1, ours_q3) = spread(&mut ratios(f, ours));
+            println!(
+                "| {floor} | {mid:.2} ({q1:.2}–{q3:.2}) | {per} | {ours_mid:.2} ({ours_q1:.2}–{ours_q3:.2}) |"
+            );
+        }
     }
 
-    // The untouched target beside the lifecycle floor: the floor's own ratio to the
-    // head floor (where the target's 1.5 sits), and ours against it.
-    let (Some(head), Some(life)) = (index(TARGETS[0].1), index(LIFECYCLE_FLOOR)) else { return };
+    // The targets that have a floor beside them: the floor's own ratio to the target's
+    // reference (where the target sits against it), and ours against the floor.
     println!(
-        "\n| beside the untouched target | ratio (median of rounds) | quartiles | each process |\n|---|---:|---:|---:|"
+        "\n| beside the targets | ratio (median of rounds) | quartiles | each process |\n|---|---:|---:|---:|"
     );
-    for (name, a, b) in [
-        (format!("{LIFECYCLE_FLOOR} / {}", TARGETS[0].1), life, head),
-        (format!("{} / {LIFECYCLE_FLOOR}", UNTOUCHED.0), ours, life),
-    ] {
-        let mut all = ratios(a, b);
-        let per = each(&all);
-        let (mid, q1, q3) = spread(&mut all);
-        println!("| {name} | {mid:.2} | {q1:.2}–{q3:.2} | {per} |");
+    for ((ours_name, reference, _), floor) in BESIDE {
+        let (Some(ours), Some(reference_row), Some(f)) = (index(ours_name), index(reference), index(floor))
+        else {
+            continue;
+        };
+        for (name, a, b) in [
+            (format!("{floor} / {reference}"), f, reference_row),
+            (format!("{ours_name} / {floor}"), ours, f),
+        ] {
+            let mut all = ratios(a, b);
+            let per = each(&all);
+            let (mid, q1, q3) = spread(&mut all);
+            println!("| {name} | {mid:.2} | {q1:.2}–{q3:.2} | {per} |");
+        }
     }
 }

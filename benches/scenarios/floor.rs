@@ -39,7 +39,7 @@ pub fn capture<B>(mut request: Request<B>) -> Request<B> {
 
 impl Head {
     #[inline(always)]
-    fn of<B>(request: &Request<B>) -> Head {
+    pub fn of<B>(request: &Request<B>) -> Head {
         Head {
             method: request.method().clone(),
             uri: request.uri().clone(),
@@ -74,14 +74,34 @@ pub struct Watched {
     ended: AtomicU8,
 }
 
+impl Told for Watched {
+    fn ended(&self) -> &AtomicU8 {
+        &self.ended
+    }
+}
+
+/// A floor's handle: where it is told how the request ended.
+pub trait Told {
+    fn ended(&self) -> &AtomicU8;
+}
+
 const FINISHED: u8 = 1;
-const CLOSED: u8 = 2;
+pub const CLOSED: u8 = 2;
 
 /// Tells the handle, if it is still held here, how the request ended.
-fn tell(watched: &mut Option<Arc<Watched>>, how: u8) {
+pub fn tell<W: Told>(watched: &mut Option<Arc<W>>, how: u8) {
     if let Some(watched) = watched.take() {
-        watched.ended.store(how, Ordering::Relaxed);
+        watched.ended().store(how, Ordering::Relaxed);
     }
+}
+
+/// The response leaves with its body watched by the handle, unless no other handle
+/// is left (then nobody can ever see the end: the handle goes now, as ours does on
+/// its untouched path).
+#[inline(always)]
+pub fn report<B, W: Told>(watched: &mut Option<Arc<W>>, response: Response<B>) -> Response<Reported<B, W>> {
+    let watched = watched.take().filter(|watched| Arc::strong_count(watched) > 1);
+    response.map(|body| Reported { body, watched })
 }
 
 /// The lifecycle floor's service.
@@ -134,29 +154,26 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = ready!(this.future.poll(cx))?;
-        // With no other handle left, nobody can ever see the end: the handle goes now
-        // and the body is not watched (as ours does on its untouched path).
-        let watched = this.watched.take().filter(|watched| Arc::strong_count(watched) > 1);
-        Poll::Ready(Ok(response.map(|body| Reported { body, watched })))
+        Poll::Ready(Ok(report(this.watched, response)))
     }
 }
 
 pin_project! {
     /// The lifecycle floor's body: Finish after its last frame, Close if dropped first.
-    pub struct Reported<B> {
+    pub struct Reported<B, W: Told = Watched> {
         #[pin]
         body: B,
-        watched: Option<Arc<Watched>>,
+        watched: Option<Arc<W>>,
     }
 
-    impl<B> PinnedDrop for Reported<B> {
+    impl<B, W: Told> PinnedDrop for Reported<B, W> {
         fn drop(this: Pin<&mut Self>) {
             tell(this.project().watched, CLOSED);
         }
     }
 }
 
-impl<B: http_body::Body> http_body::Body for Reported<B> {
+impl<B: http_body::Body, W: Told> http_body::Body for Reported<B, W> {
     type Data = B::Data;
     type Error = B::Error;
 

@@ -17,6 +17,7 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_context::{Context, ContextLayer, HttpError, Keys, SignedFormat};
 
 mod floor;
+mod hook_floor;
 
 pub type Req = Request<AxumBody>;
 
@@ -45,6 +46,10 @@ struct Handle(#[allow(dead_code)] std::sync::Arc<AtomicU32>);
 fn ctx(req: &Req) -> Context {
     req.extensions().get::<Context>().cloned().unwrap()
 }
+
+/// The hook floor's row (the interleaved bench sets it beside the one-after-hook
+/// target).
+pub const HOOK_FLOOR: &str = "hook floor: the lifecycle floor, one after-hook its handle added";
 
 /// What every scenario's service is; named once for the benches' visitors.
 pub trait Scenario<B>:
@@ -145,6 +150,18 @@ pub fn each(v: &mut impl Visit) {
     })
     .layer(service_fn(bare));
     v.visit("axum from_fn adding a header", svc);
+
+    // The floor beside that target: the lifecycle floor, plus the least a layer must
+    // do to let the handler's handle add one after-hook (see `hook_floor.rs`).
+    let svc = hook_floor::HookFloorLayer.layer(service_fn(|req: Req| {
+        let hooked = req.extensions().get::<std::sync::Arc<hook_floor::Hooked>>().cloned().unwrap();
+        hooked.after(|mut res| async move {
+            res.headers_mut().insert("x-hooked", HeaderValue::from_static("1"));
+            res
+        });
+        bare(req)
+    }));
+    v.visit(HOOK_FLOOR, svc);
 
     let svc = axum::middleware::map_response(|mut res: Response<Full<Bytes>>| async move {
         res.headers_mut().insert("x-hooked", HeaderValue::from_static("1"));
