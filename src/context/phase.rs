@@ -538,6 +538,12 @@ impl Phase {
     /// before the registration could catch it: poll again instead of waiting.
     pub(crate) fn park(&self, waker: &Waker) -> bool {
         self.waker.register(waker);
+        self.has_signal()
+    }
+
+    /// An `end` or an error waits for the layer to take it ([`take_signal`](Self::take_signal)).
+    #[inline]
+    pub(crate) fn has_signal(&self) -> bool {
         self.has(flag::SIGNAL)
     }
 

@@ -177,7 +177,7 @@ where
             step = match state.as_mut().project() {
                 StateProj::Hooks { pending, running } => {
                     let response = start_hooks(ctx, response, pending);
-                    next_hook(ctx, response, pending, running, catch)
+                    next_hook(ctx, response, pending, running, catch, cx)
                 }
                 // (Not reached: the state was just set.)
                 _ => Step::Again,
@@ -321,29 +321,44 @@ fn start_hooks(ctx: &mut Context, response: Response<Body>, pending: &mut Hooks)
     response
 }
 
-/// Calls the next hook, last added first, with the response; with none left the
-/// response goes. A signal that came before the call ends the hooks ([`cut_short`]).
+/// Calls the hooks left, last added first, from this response on; with none left the
+/// response goes. Each hook is polled as soon as it is called (most are ready at
+/// once), so only one that waits goes round `drive`'s loop to `poll_hooks`. A signal
+/// that came before a call, or while a hook ran, ends the hooks ([`cut_short`]).
 fn next_hook<B>(
     ctx: &Context,
-    response: Response<Body>,
+    mut response: Response<Body>,
     pending: &mut Hooks,
     running: &mut Option<Hook>,
     catch: bool,
+    cx: &mut TaskContext<'_>,
 ) -> Step<B>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let Some(hook) = pending.pop() else { return hooks_done(ctx, response) };
-    if let Some(signal) = ctx.take_signal() {
-        return cut_short(ctx, signal, pending, None);
-    }
-    let hook = running.insert(hook);
-    match guarded(catch, || hook.as_mut().start(response)) {
-        Ok(()) => Step::Again,
-        Err(panic) => {
-            *running = None;
-            Step::Ready(fail(ctx, panic, None))
+    loop {
+        let Some(hook) = pending.pop() else { return hooks_done(ctx, response) };
+        if let Some(signal) = ctx.take_signal() {
+            return cut_short(ctx, signal, pending, None);
+        }
+        let hook = running.insert(hook);
+        let polled = guarded(catch, || {
+            hook.as_mut().start(response);
+            // The call itself may have signalled: its future is not polled then.
+            if ctx.phase().has_signal() { Poll::Pending } else { hook.as_mut().poll_hook(cx) }
+        });
+        response = match polled {
+            Ok(Poll::Ready(Ok(next))) => next,
+            Ok(Poll::Pending) => return park(ctx, cx),
+            Err(err) | Ok(Poll::Ready(Err(err))) => {
+                *running = None;
+                return Step::Ready(fail(ctx, err, None));
+            }
+        };
+        *running = None;
+        if let Some(signal) = ctx.take_signal() {
+            return cut_short(ctx, signal, pending, Some(response));
         }
     }
 }
@@ -377,7 +392,7 @@ where
             *running = None;
             match ctx.take_signal() {
                 Some(signal) => cut_short(ctx, signal, pending, Some(next)),
-                None => next_hook(ctx, next, pending, running, catch),
+                None => next_hook(ctx, next, pending, running, catch, cx),
             }
         }
     }
