@@ -67,6 +67,8 @@ enum Step<B> {
     FirstFrame(Box<Response<Body>>),
     /// Look again: a signal came while the waker was registered, or a hook finished.
     Again,
+    /// The response leaves the layer, and is already where `poll` returns it from.
+    Placed,
 }
 
 type Output<B> = Result<Response<ResponseBody<B>>, std::convert::Infallible>;
@@ -111,8 +113,11 @@ where
             return Poll::Ready(output);
         };
         // Held in a local while the request runs, so that even an unwinding panic (with
-        // catch_panic off) drops it and fires Close.
-        let mut sent = drive(this.state.as_mut(), completion.ctx_mut(), *this.catch_panic, cx);
+        // catch_panic off) drops it and fires Close. `sent` is where the response that
+        // leaves is put: the untouched one is written there directly, not carried out
+        // of `drive` in a step (two copies of it fewer; BENCHMARKS.md).
+        let mut sent = None;
+        drive(this.state.as_mut(), completion.ctx_mut(), *this.catch_panic, cx, &mut sent);
         let Some(response) = sent.as_mut() else {
             *this.completion = Some(completion);
             return Poll::Pending;
@@ -148,14 +153,14 @@ where
 }
 
 /// The request's life when this layer owns it: each state's step, until one lets
-/// the response go (`Some`) or waits (`None`).
+/// the response go (put into `out`) or waits (`out` left empty).
 fn drive<F, B, E>(
     mut state: Pin<&mut State<F>>,
     ctx: &mut Context,
     catch: bool,
     cx: &mut TaskContext<'_>,
-) -> Option<Response<ResponseBody<B>>>
-where
+    out: &mut Option<Response<ResponseBody<B>>>,
+) where
     F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError> + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -163,7 +168,7 @@ where
 {
     loop {
         let mut step = match state.as_mut().project() {
-            StateProj::Inner { future } => poll_inner(future, ctx, catch, cx),
+            StateProj::Inner { future } => poll_inner(future, ctx, catch, cx, out),
             StateProj::Hooks { pending, running } => poll_hooks(pending, running, ctx, catch, cx),
             StateProj::FirstFrame { response } => poll_first_frame(response, ctx, catch, cx),
             StateProj::Failed { error } => {
@@ -184,8 +189,11 @@ where
             };
         }
         match step {
-            Step::Pending => return None,
-            Step::Ready(response) => return Some(response),
+            Step::Pending | Step::Placed => return,
+            Step::Ready(response) => {
+                *out = Some(response);
+                return;
+            }
             Step::FirstFrame(response) => state.set(State::FirstFrame { response: Some(response) }),
             // (`start_hooks` never asks for the hooks again.)
             Step::Hooks(_) | Step::Again => {}
@@ -209,7 +217,13 @@ fn park<B>(ctx: &Context, cx: &TaskContext<'_>) -> Step<B> {
 
 /// The inner future: a signal from the context first, else one poll.
 #[inline]
-fn poll_inner<F, B, E>(future: Pin<&mut F>, ctx: &Context, catch: bool, cx: &mut TaskContext<'_>) -> Step<B>
+fn poll_inner<F, B, E>(
+    future: Pin<&mut F>,
+    ctx: &Context,
+    catch: bool,
+    cx: &mut TaskContext<'_>,
+    out: &mut Option<Response<ResponseBody<B>>>,
+) -> Step<B>
 where
     F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError> + 'static,
@@ -223,7 +237,7 @@ where
     }
     let err = match guarded(catch, || future.poll(cx)) {
         Ok(Poll::Pending) => return park(ctx, cx),
-        Ok(Poll::Ready(Ok(response))) => return inner_response(ctx, response),
+        Ok(Poll::Ready(Ok(response))) => return inner_response(ctx, response, out),
         Ok(Poll::Ready(Err(err))) => HttpError::from_service_error(err),
         Err(panic) => panic,
     };
@@ -257,7 +271,11 @@ where
 /// (axum handlers return errors this way); the loser is reported.
 // Always inlined: the response is built in place instead of copied out and in.
 #[inline(always)]
-fn inner_response<B>(ctx: &Context, mut response: Response<B>) -> Step<B>
+fn inner_response<B>(
+    ctx: &Context,
+    mut response: Response<B>,
+    out: &mut Option<Response<ResponseBody<B>>>,
+) -> Step<B>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -278,14 +296,14 @@ where
             let err = invalid_status(response.status());
             Step::Ready(fail(ctx, err, Some(response.map(Body::new))))
         }
-        (None, None) => untouched(ctx, response),
+        (None, None) => untouched(ctx, response, out),
     }
 }
 
 /// A response nobody may have asked to change: it goes out with the inner body as
 /// it is, unless hooks or edits exist (they run) or its first frame must be polled.
 #[inline(always)]
-fn untouched<B>(ctx: &Context, response: Response<B>) -> Step<B>
+fn untouched<B>(ctx: &Context, response: Response<B>, out: &mut Option<Response<ResponseBody<B>>>) -> Step<B>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -296,9 +314,10 @@ where
         Claim::Untouched if first_frame => Step::FirstFrame(Box::new(response.map(Body::new))),
         Claim::Untouched => Step::Ready(respond(ctx, response.map(ResponseBody::inner))),
         Claim::UntouchedAndGone => {
-            let mut response = response.map(ResponseBody::inner);
-            send_head(ctx, &mut response, None);
-            Step::Ready(response)
+            // Written where `poll` returns it from, not carried there in a step.
+            let response = out.insert(response.map(ResponseBody::inner));
+            send_head(ctx, response, None);
+            Step::Placed
         }
     }
 }
