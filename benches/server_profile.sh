@@ -8,6 +8,7 @@
 #
 #   bash benches/server_profile.sh                      # ours against the lifecycle floor, 4 rounds
 #   APPS="context floor" ROUNDS=2 bash benches/server_profile.sh
+#   BIN=/tmp/load_server_other APPS=context ROUNDS=1 bash benches/server_profile.sh
 #
 # Shares, not times: on this VM a run's speed drifts too much for samples per
 # request to compare between runs, but within one run the shares hold. perf samples
@@ -27,8 +28,14 @@ PORT="${PORT:-4600}"
 
 command -v perf >/dev/null || { echo "perf is needed (Debian: linux-perf)" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "wrk is needed (Debian: wrk)" >&2; exit 1; }
-cargo build --release --example load_server >&2
-bin=target/release/examples/load_server
+# BIN: another build of the load server (a copy kept aside), to set two builds of
+# the layer side by side; by default the current one is built and run.
+if [ -n "${BIN:-}" ]; then
+  bin=$BIN
+else
+  cargo build --release --example load_server >&2
+  bin=target/release/examples/load_server
+fi
 work=$(mktemp -d)
 server=""
 trap 'if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
