@@ -36,6 +36,10 @@ else
   cargo build --release --example load_server >&2
   bin=target/release/examples/load_server
 fi
+if (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+  echo "something already answers on 127.0.0.1:$PORT; set PORT to a free one" >&2
+  exit 1
+fi
 work=$(mktemp -d)
 server=""
 trap 'if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
@@ -64,7 +68,7 @@ sample() {
       share = $1 + 0
       # The symbol: what follows "[.] " up to the report'"'"'s next column.
       sym = $0; sub(/^ +[0-9.]+% +\[.\] +/, "", sym); sub(/  +.*$/, "", sym)
-      if ($2 == "[k]") { kernel += share; next }
+      if ($2 == "[k]") next
       user += share
       if (sym ~ /tower_context|load_server::floor/ || sym ~ /IntoFuture<Fut> as core::future::future::Future>::poll/) layer += share
       else if (sym ~ /memmove|memcpy/) copies += share
