@@ -14,10 +14,12 @@
 # request to compare between runs, but within one run the shares hold. perf samples
 # the CPU clock (`-e cpu-clock`), which works where hardware counters are not offered.
 # The layer's functions are those whose names hold `tower_context` or the floors'
-# module, plus `IntoFuture::poll`, into which axum's `Router::layer` inlines a layer's
-# response future (the floors' future is inlined elsewhere, so their share is a
-# little low). Needs perf and wrk; run as a user allowed to attach perf to its own
-# processes.
+# module, plus `IntoFuture::poll`, into which axum's `Router::layer` inlines our
+# response future. Inlining blurs this column both ways: the floors' futures are
+# inlined into axum's, so their share is a little low, and part of axum's wrapper
+# futures is inlined into ours, so ours is about 0.25 high (BENCHMARKS.md, "The
+# loopback distance seen from the server"). Needs perf and wrk; run as a user allowed
+# to attach perf to its own processes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,10 +60,16 @@ sample() {
   server=$!
   for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
   "${client_cpu[@]}" wrk -t1 -c32 -d1s "http://127.0.0.1:$PORT/" >/dev/null
-  perf record -q -e cpu-clock -F 20000 -p "$server" -o "$data" -- sleep "$SECONDS_PER_RUN" >/dev/null 2>&1 &
+  perf record -q -e cpu-clock -F 20000 -p "$server" -o "$data" -- sleep "$SECONDS_PER_RUN" >/dev/null 2>"$work/perf.err" &
   local perf_pid=$!
   rps=$("${client_cpu[@]}" wrk -t1 -c32 -d"${SECONDS_PER_RUN}s" "http://127.0.0.1:$PORT/" | awk '/Requests\/sec/ {print int($2)}')
-  wait "$perf_pid"
+  # perf's own complaint (no permission to attach, say) is shown rather than a row
+  # of zeros.
+  if ! wait "$perf_pid"; then
+    echo "perf record failed for $app:" >&2
+    cat "$work/perf.err" >&2
+    exit 1
+  fi
   kill "$server"; wait "$server" 2>/dev/null || true; server=""
   perf report -i "$data" --no-children --sort symbol --stdio 2>/dev/null | awk -v app="$app" -v rps="$rps" '
     /^ +[0-9.]+%/ {
