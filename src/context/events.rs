@@ -178,6 +178,7 @@ impl Context {
 /// Whether errors the request meets are logged: the `tracing` feature is on and a
 /// global subscriber is installed. Without one, a body that could still fail needs
 /// no context kept for it.
+#[inline]
 pub(crate) fn errors_are_logged() -> bool {
     #[cfg(feature = "tracing")]
     return tracing::dispatcher::has_been_set();

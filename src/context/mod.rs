@@ -234,6 +234,7 @@ impl Context {
     /// between their two reads. [`downgrade`](Self::downgrade) marks the flags before
     /// it makes one ([`Phase::no_weak_handles`]), so with one strong handle left, the
     /// flags say whether one was ever made.
+    #[inline]
     pub(crate) fn is_sole(&self) -> bool {
         Arc::strong_count(&self.inner) == 1
             && self.inner.phase.no_weak_handles()
@@ -247,6 +248,7 @@ impl Context {
     }
 
     /// The jar, if anything touched it: the layer writes its changes.
+    #[inline]
     pub(crate) fn touched_cookies(&self) -> Option<&Cookies> {
         self.inner.cookies.get()
     }

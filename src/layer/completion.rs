@@ -20,10 +20,12 @@ impl Completion {
         Completion { ctx, done: false, expected: None, sent: 0 }
     }
 
+    #[inline]
     pub(crate) fn ctx(&self) -> &Context {
         &self.ctx
     }
 
+    #[inline]
     pub(crate) fn ctx_mut(&mut self) -> &mut Context {
         &mut self.ctx
     }
@@ -76,11 +78,13 @@ impl Completion {
     /// handle to the context (no other `Context`, no weak reference: nobody can make
     /// one either), and nothing was registered that completion would call, wake or
     /// release (listeners, `done()` waiters, tasks, state, a caught stream).
+    #[inline]
     pub(crate) fn unobserved(&self) -> bool {
         self.ctx.is_sole() && self.ctx.phase().unobservable()
     }
 
     /// Lets the context go without completing it: for an unobserved request only.
+    #[inline]
     pub(crate) fn release(mut self) {
         self.done = true;
     }
