@@ -593,6 +593,7 @@ impl Connection {
 
     /// The connection a request carries: put there by [`serve`](crate::serve) (or a server of your
     /// own), or by axum's server as `ConnectInfo<Connection>`.
+    #[inline]
     pub(crate) fn from_extensions(extensions: &Extensions) -> Option<Connection> {
         if let Some(conn) = extensions.get::<Connection>() {
             return Some(conn.clone());

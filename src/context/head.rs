@@ -36,6 +36,7 @@ thread_local! {
     static ID_RANGE: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
 }
 
+#[inline]
 fn next_id() -> u64 {
     ID_RANGE.with(|range| {
         let (mut next, mut end) = range.get();
@@ -142,6 +143,7 @@ pub(crate) const ACCEPT: usize = 0;
 pub(crate) const COOKIE: usize = 7;
 
 /// The slot of a lowercase header name (as `HeaderName::as_str` gives it).
+#[inline]
 fn slot(name: &str) -> Option<usize> {
     // A match on the string compiles to a switch on length, then a compare or two:
     // cheaper than walking the list for every request header.

@@ -239,9 +239,10 @@ impl Phase {
     }
 
     // The flag tests are `#[inline]`, as are the context's and the completion's small
-    // questions: the layer's response future is compiled in the user's crate, and
-    // there a function of ours not marked so stays an out-of-line call (through the
-    // GOT, in the load server's build). In the loopback server, the instructions right
+    // questions and the helpers `Context::new` calls (the id, a header's slot, the
+    // connection): the layer's response future and `Context::new` are generic, so
+    // compiled in the user's crate, and there a function of ours not marked so stays
+    // an out-of-line call (through the GOT, in the load server's build). In the loopback server, the instructions right
     // after three such calls took a seventh of the future's samples (BENCHMARKS.md,
     // "Small helpers inlined across the crate").
     #[inline]
