@@ -242,9 +242,10 @@ impl Phase {
     // questions and the helpers `Context::new` calls (the id, a header's slot, the
     // connection): the layer's response future and `Context::new` are generic, so
     // compiled in the user's crate, and there a function of ours not marked so stays
-    // an out-of-line call (through the GOT, in the load server's build). In the loopback server, the instructions right
-    // after three such calls took a seventh of the future's samples (BENCHMARKS.md,
-    // "Small helpers inlined across the crate").
+    // an out-of-line call (through the GOT, in the load server's build). In the
+    // loopback server, the instructions right after three such calls took a seventh
+    // of the future's samples (BENCHMARKS.md, "Small helpers inlined across the
+    // crate").
     #[inline]
     fn flags(&self) -> u32 {
         self.flags.load(Ordering::Acquire)
