@@ -400,7 +400,9 @@ impl Cookies {
         let Some(value) = self.get(name) else { return Ok(None) };
         Ok(match format {
             SignedFormat::Cookie => self.verify_sealed(keys, name, &value),
-            SignedFormat::Keygrip(hash) => self.verify_keygrip(hash, keys, name, value),
+            SignedFormat::Keygrip(hash) => {
+                self.verify_keygrip(hash, keys, name, value).map(|(value, _)| value)
+            }
         })
     }
 
@@ -418,8 +420,15 @@ impl Cookies {
     }
 
     /// [`get_signed`](Self::get_signed) in Keygrip's format: the value is `value`
-    /// itself, if `name.sig` signs it.
-    fn verify_keygrip(&self, hash: KeygripHash, keys: &Keys, name: &str, value: String) -> Option<String> {
+    /// itself, if `name.sig` signs it; with whether an older key did (`name.sig` is
+    /// then sent again, signed with the first).
+    fn verify_keygrip(
+        &self,
+        hash: KeygripHash,
+        keys: &Keys,
+        name: &str,
+        value: String,
+    ) -> Option<(String, bool)> {
         let matched = {
             let mut jar = self.jar();
             let signature = jar.get_by(|n| is_companion(n, name))?;
@@ -439,7 +448,7 @@ impl Cookies {
                         self.jar().put(cookie, false);
                     }
                 }
-                Some(value)
+                Some((value, index > 0))
             }
         }
     }
@@ -478,27 +487,32 @@ impl Cookies {
         Ok(())
     }
 
-    /// Keygrip's format with the layer's hash (SHA-1, Koa's default, when the layer
+    /// Keygrip's hash: the layer's (SHA-1, Koa's default, when the layer
     /// signs in the cookie crate's format): for a cookie whose value must stay as it
     /// is (the session id, which is also the client's fingerprint).
     #[cfg_attr(not(feature = "sessions"), allow(dead_code))]
-    fn keygrip_format(&self) -> SignedFormat {
+    fn keygrip_hash(&self) -> KeygripHash {
         match self.inner.config.format {
-            SignedFormat::Cookie => SignedFormat::KEYGRIP,
-            keygrip => keygrip,
+            SignedFormat::Keygrip(hash) => hash,
+            SignedFormat::Cookie => KeygripHash::Sha1,
         }
     }
 
-    /// [`get_signed`](Self::get_signed) in Keygrip's format whatever the layer's.
+    /// [`get_signed`](Self::get_signed) in Keygrip's format whatever the layer's,
+    /// with whether the value was signed with an older key: its `.sig` is then sent
+    /// again with the default attributes, which the caller may want to set again with
+    /// its own.
     #[cfg_attr(not(feature = "sessions"), allow(dead_code))]
-    pub(crate) fn get_keygrip(&self, name: &str) -> Result<Option<String>, CookieError> {
-        self.get_signed_as(self.keygrip_format(), name)
+    pub(crate) fn get_keygrip(&self, name: &str) -> Result<Option<(String, bool)>, CookieError> {
+        let keys = self.keys()?;
+        let Some(value) = self.get(name) else { return Ok(None) };
+        Ok(self.verify_keygrip(self.keygrip_hash(), keys, name, value))
     }
 
     /// [`set_signed`](Self::set_signed) in Keygrip's format whatever the layer's.
     #[cfg_attr(not(feature = "sessions"), allow(dead_code))]
     pub(crate) fn set_keygrip(&self, cookie: Cookie<'static>) -> Result<(), CookieError> {
-        self.set_signed_as(self.keygrip_format(), cookie)
+        self.set_signed_as(SignedFormat::Keygrip(self.keygrip_hash()), cookie)
     }
 
     /// The value of a private cookie, decrypted with any of the keys: `Ok(None)` when

@@ -31,8 +31,9 @@
 //!   [`Session::save`]); a store that fails turns the response into a 503 `session store
 //!   unavailable`, and neither the cookie nor anything else is sent half-done. With
 //!   an idle expiry, a session read but not changed has its expiry pushed back
-//!   ([`SessionStore::touch`]: the expiry alone, never the data) once a quarter of
-//!   the idle time has gone by, not on every request.
+//!   ([`SessionStore::touch`]: the expiry alone where the store can, else the
+//!   record as this request read it) once a quarter of the idle time has gone by,
+//!   not on every request.
 //! - **The id.** A random 128-bit value (32 hex digits) in the `sessionID` cookie,
 //!   signed with the layer's [`Keys`](crate::Keys) in Keygrip's format
 //!   (`sessionID` and `sessionID.sig`), whatever the layer's
@@ -49,8 +50,9 @@
 //! - **A request that fails** (the handler's `Err`, a panic, a failing hook) does
 //!   not save: the error path runs no after-hooks. If a change must stay even then
 //!   (a count of failed logins), call [`Session::save`] before returning the error.
-//!   Deleting a flushed or cycled id comes first, so a logout or a login the store
-//!   cannot record fails whole (503), leaving the old id as it was.
+//!   A flushed or cycled id is deleted only after the new record is saved, and the
+//!   cookie set only after both, so a logout or a login the store cannot record
+//!   fails whole (503), leaving the old id as it was.
 //! - **Over WebSocket**, [`WebSocketChat`](crate::chat::ws::WebSocketChat) keeps the
 //!   upgrade request's session with the connection ([`Connection::session`]); there
 //!   is no response to save on, so call [`Session::save`] after changing it. A
@@ -101,6 +103,10 @@ pub struct Expiry {
     absolute: Option<Duration>,
 }
 
+/// The end of the year 9999, in milliseconds since the epoch: the latest expiry a
+/// store is given (a date type's range, and far inside Redis's).
+pub(crate) const LATEST_MS: u64 = 253_402_300_799_000;
+
 impl Default for Expiry {
     fn default() -> Self {
         Expiry::idle(Duration::from_secs(24 * 3600))
@@ -130,13 +136,17 @@ impl Expiry {
         Expiry { idle: None, absolute: None }
     }
 
+    /// When a session made at `created_at` and saved `now` expires: at the latest
+    /// `LATEST_MS`, so an expiry meant as "forever" (`Duration::MAX`) is still one
+    /// every store can keep.
     fn expires_at(&self, now: u64, created_at: u64) -> Option<u64> {
         let idle = self.idle.map(|idle| now.saturating_add(ms(idle)));
         let absolute = self.absolute.map(|absolute| created_at.saturating_add(ms(absolute)));
-        match (idle, absolute) {
+        let at = match (idle, absolute) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        }
+        };
+        at.map(|at| at.min(LATEST_MS))
     }
 }
 
@@ -341,15 +351,22 @@ impl Session {
         }
         let now = now_ms();
         let presented = match self.inner.cookies.get_keygrip(&sessions.cookie) {
-            Ok(id) => id.filter(|id| well_formed(id)),
+            Ok(id) => id.filter(|(id, _)| well_formed(id)),
             Err(CookieError::NoKeys) => return Err(SessionError::NoKeys),
             // A cookie we cannot read is no session.
             Err(_) => None,
         };
-        if let Some(id) = presented
+        if let Some((id, rotated)) = presented
             && let Some(record) = sessions.store.load(&id).await?
             && !record.is_expired(now)
         {
+            if rotated {
+                // Signed with an older key: `sessionID.sig` is being sent again with the
+                // default attributes. Both go again with the session's own (a lasting
+                // cookie must not get a signature that ends with the browser session).
+                let cookie = session_cookie(sessions, id.clone(), record.created_at, now);
+                let _ = self.inner.cookies.set_keygrip(cookie);
+            }
             state.id = Some(id);
             state.stored = true;
             state.data = record.data;
@@ -486,12 +503,6 @@ impl Session {
             // A connection has no response left to carry a new cookie.
             return Err(SessionError::NoResponse);
         }
-        // What a cycled or flushed id leaves goes first: if it cannot, nothing else
-        // is done (a logout or login must not leave the old id working).
-        if let Some(stale) = &st.stale {
-            sessions.store.delete(stale).await?;
-            st.stale = None;
-        }
         if st.changed {
             if st.id.is_none() {
                 st.id = Some(new_id()?);
@@ -503,19 +514,28 @@ impl Session {
             let kept = Restore { data: &mut st.data, record };
             sessions.store.save(id, &kept.record).await?;
             drop(kept);
+        } else if touch {
+            let id = st.id.as_deref().unwrap_or_default();
+            // The data rides along: a store that cannot change an expiry alone (the
+            // trait's default) saves the record whole, and must not save it empty.
+            let record = Record::new(std::mem::take(&mut st.data), st.created_at, expires_at);
+            let kept = Restore { data: &mut st.data, record };
+            sessions.store.touch(id, &kept.record).await?;
+            drop(kept);
+            st.expires_at = expires_at;
+        }
+        // A cycled or flushed id's record goes only once the new one is saved, and the
+        // cookie is set only after both: a login or logout the store cannot record
+        // fails whole, the old id still working (a new record saved before a failed
+        // delete is never sent, and expires unused).
+        if let Some(stale) = &st.stale {
+            sessions.store.delete(stale).await?;
+            st.stale = None;
+        }
+        if st.changed {
             if !st.stored {
                 let id = st.id.clone().unwrap_or_default();
-                let mut cookie = Cookie::build((sessions.cookie.to_string(), id))
-                    .path("/")
-                    .http_only(true)
-                    .same_site(SameSite::Lax)
-                    .build();
-                if let Some(absolute) = sessions.expiry.absolute {
-                    let left = st.created_at.saturating_add(ms(absolute)).saturating_sub(now);
-                    // Whole seconds, rounded up: a browser drops a `Max-Age=0` cookie at once.
-                    let seconds = i64::try_from(left.div_ceil(1000)).unwrap_or(i64::MAX);
-                    cookie.set_max_age(cookie::time::Duration::seconds(seconds));
-                }
+                let cookie = session_cookie(sessions, id, st.created_at, now);
                 self.inner.cookies.set_keygrip(cookie).map_err(|err| match err {
                     CookieError::NoKeys => SessionError::NoKeys,
                     other => SessionError::Data(other.to_string()),
@@ -525,11 +545,6 @@ impl Session {
             st.expires_at = expires_at;
             st.changed = false;
             st.remove_cookie = false;
-        } else if touch {
-            let id = st.id.as_deref().unwrap_or_default();
-            let record = Record::new(Map::new(), st.created_at, expires_at);
-            sessions.store.touch(id, &record).await?;
-            st.expires_at = expires_at;
         }
         if st.remove_cookie {
             let _ = self.inner.cookies.remove_signed(sessions.cookie.to_string());
@@ -537,6 +552,23 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// The session's cookie: `sessionID` for the whole site, out of scripts' reach, and
+/// with an absolute expiry, lasting as long as the session has left.
+fn session_cookie(sessions: &Sessions, id: String, created_at: u64, now: u64) -> Cookie<'static> {
+    let mut cookie = Cookie::build((sessions.cookie.to_string(), id))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .build();
+    if let Some(absolute) = sessions.expiry.absolute {
+        let left = created_at.saturating_add(ms(absolute)).saturating_sub(now);
+        // Whole seconds, rounded up: a browser drops a `Max-Age=0` cookie at once.
+        let seconds = i64::try_from(left.div_ceil(1000)).unwrap_or(i64::MAX);
+        cookie.set_max_age(cookie::time::Duration::seconds(seconds));
+    }
+    cookie
 }
 
 impl Context {
@@ -574,5 +606,19 @@ impl Connection {
             session.inner.detached.store(true, std::sync::atomic::Ordering::Relaxed);
             self.keep_session(Arc::new(session));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expiry_meant_as_forever_is_the_latest_date_a_store_keeps() {
+        let now = now_ms();
+        assert_eq!(Expiry::idle(Duration::MAX).expires_at(now, now), Some(LATEST_MS));
+        assert_eq!(Expiry::absolute(Duration::MAX).expires_at(now, now - 5), Some(LATEST_MS));
+        assert_eq!(Expiry::idle(Duration::from_secs(1)).expires_at(now, now), Some(now + 1000));
+        assert_eq!(Expiry::never().expires_at(now, now), None);
     }
 }

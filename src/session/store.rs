@@ -56,9 +56,10 @@ pub trait SessionStore: Send + Sync + 'static {
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), SessionError>>;
 
     /// Pushes `id`'s expiry to `record.expires_at`, leaving its data alone (a session
-    /// read but not changed, whose idle expiry is due). The default saves `record`
-    /// whole, which can undo a save another request made meanwhile: a store that can
-    /// change an expiry alone should.
+    /// read but not changed, whose idle expiry is due). `record` holds the data as this
+    /// request read it, so the default, which saves `record` whole, keeps the data;
+    /// but it can undo a save another request made meanwhile: a store that can change
+    /// an expiry alone should.
     fn touch<'a>(&'a self, id: &'a str, record: &'a Record) -> BoxFuture<'a, Result<(), SessionError>> {
         self.save(id, record)
     }

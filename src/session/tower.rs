@@ -55,9 +55,9 @@ fn store_error(err: tower_sessions_core::session_store::Error) -> SessionError {
     SessionError::Store(err.to_string())
 }
 
-/// Far enough ahead to mean "no expiry" to any store.
+/// No expiry is the latest date (the end of 9999): far enough ahead for any store.
 fn date_of(ms: Option<u64>) -> OffsetDateTime {
-    let ms = ms.unwrap_or(253_402_300_799_000); // 9999-12-31
+    let ms = ms.unwrap_or(super::LATEST_MS).min(super::LATEST_MS);
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }

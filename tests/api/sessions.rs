@@ -23,6 +23,7 @@ struct Counting {
     deletes: AtomicUsize,
     failing: AtomicBool,
     failing_deletes: AtomicBool,
+    failing_saves: AtomicBool,
 }
 
 impl Counting {
@@ -55,6 +56,9 @@ impl SessionStore for Counting {
         self.saves.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
             self.check()?;
+            if self.failing_saves.load(Ordering::SeqCst) {
+                return Err(SessionError::Store("save refused".into()));
+            }
             self.inner.save(id, record).await
         })
     }
@@ -303,6 +307,30 @@ async fn sessions_expire_when_idle_and_when_old() {
 }
 
 #[tokio::test]
+async fn a_session_signed_with_an_older_key_gets_its_cookie_again_with_its_own_attributes() {
+    let store = Arc::new(MemoryStore::new());
+    let sessions = || Sessions::shared(store.clone()).expiry(Expiry::absolute(Duration::from_secs(3600)));
+    let before = app_with(sessions(), Some(Keys::new(["old"])));
+    let rotated = app_with(sessions(), Some(Keys::new(["new", "old"])));
+    let mut browser = Browser::default();
+    browser.get_page(&before, "/visits").await;
+    let id = browser.get("sessionID").unwrap().to_owned();
+    let (status, set, body) = browser.get_page(&rotated, "/read").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "1"));
+    assert_eq!(set.len(), 2, "{set:?}");
+    assert!(set.iter().any(|line| line.starts_with(&format!("sessionID={id}; "))), "the same id: {set:?}");
+    assert!(set.iter().any(|line| line.starts_with("sessionID.sig=")), "{set:?}");
+    for line in &set {
+        for attribute in ["Path=/", "HttpOnly", "SameSite=Lax", "Max-Age=3600"] {
+            assert!(line.contains(attribute), "{attribute} in {line}");
+        }
+    }
+    // Signed with the new key: readable once the old one is dropped.
+    let after = app_with(sessions(), Some(Keys::new(["new"])));
+    assert_eq!(browser.get_page(&after, "/read").await.2, "1");
+}
+
+#[tokio::test]
 async fn a_store_that_fails_is_a_503_and_nothing_is_sent_half() {
     let store = Arc::new(Counting::default());
     let app = app(store.clone());
@@ -338,6 +366,55 @@ async fn a_logout_the_store_cannot_record_fails_whole() {
     assert_eq!(browser.get_page(&app, "/read").await.2, "1", "the session is as it was");
     browser.get_page(&app, "/logout").await;
     assert_eq!(browser.get_page(&app, "/read").await.2, "none");
+}
+
+#[tokio::test]
+async fn a_login_the_store_cannot_save_fails_whole() {
+    let store = Arc::new(Counting::default());
+    let app = app(store.clone());
+    let mut browser = Browser::default();
+    browser.get_page(&app, "/visits").await;
+    let id = browser.get("sessionID").unwrap().to_owned();
+    store.failing_saves.store(true, Ordering::SeqCst);
+    let (status, set, _) = browser.get_page(&app, "/login").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(set.iter().all(|c| !c.starts_with("sessionID")), "the cookie stays: {set:?}");
+    store.failing_saves.store(false, Ordering::SeqCst);
+    assert_eq!(browser.get("sessionID"), Some(id.as_str()));
+    assert_eq!(browser.get_page(&app, "/read").await.2, "1", "the old id still holds the session");
+
+    // A delete that fails after the new record was saved: the new id is never sent.
+    store.failing_deletes.store(true, Ordering::SeqCst);
+    let (status, set, _) = browser.get_page(&app, "/login").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(set.iter().all(|c| !c.starts_with("sessionID")), "the cookie stays: {set:?}");
+    store.failing_deletes.store(false, Ordering::SeqCst);
+    assert_eq!(browser.get_page(&app, "/read").await.2, "1", "the old id still holds the session");
+
+    let (status, set, _) = browser.get_page(&app, "/login").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(set.iter().any(|c| c.starts_with("sessionID=")), "{set:?}");
+    assert_ne!(browser.get("sessionID"), Some(id.as_str()), "a new id after the login");
+    assert_eq!(browser.get_page(&app, "/read").await.2, "1", "the data came along");
+    assert_eq!(store.inner.load(&id).await.unwrap(), None, "the old id is forgotten");
+}
+
+#[tokio::test]
+async fn a_store_without_its_own_touch_keeps_the_data_when_the_expiry_is_pushed_back() {
+    // `Counting` has no `touch`: the trait's default saves the record whole.
+    let store = Arc::new(Counting::default());
+    let app = app_with(
+        Sessions::shared(store.clone()).expiry(Expiry::idle(Duration::from_millis(400))),
+        Some(Keys::new(["k"])),
+    );
+    let mut browser = Browser::default();
+    browser.get_page(&app, "/visits").await;
+    assert_eq!(store.counts().1, 1);
+    // Past a quarter of the idle time: this read pushes the expiry back.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(browser.get_page(&app, "/read").await.2, "1");
+    assert_eq!(store.counts().1, 2, "the touch went to the store, as a save");
+    assert_eq!(browser.get_page(&app, "/read").await.2, "1", "the data survived the touch");
 }
 
 #[tokio::test]
