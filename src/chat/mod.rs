@@ -744,13 +744,21 @@ impl Chat {
     }
 
     /// The messages of `room` after sequence `after` still kept, and how many after
-    /// it are no longer kept.
-    pub(crate) fn replay_since(&self, room: &str, after: u64) -> Replay {
+    /// it are no longer kept; `None` when `after` is past this node's sequence for
+    /// the room (another node's position, or one from before a restart), which says
+    /// nothing of what the client missed here.
+    pub(crate) fn replay_since(&self, room: &str, after: u64) -> Option<Replay> {
         let members = read(&self.inner.members);
-        let Some(local) = members.get(room) else { return Replay { messages: Vec::new(), missed: 0 } };
+        let Some(local) = members.get(room) else {
+            return (after == 0).then(|| Replay { messages: Vec::new(), missed: 0 });
+        };
+        let current = local.seq.load(Ordering::Relaxed);
+        if after > current {
+            return None;
+        }
         let replay = local.replay.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let messages: Vec<(u64, Bytes)> = replay.iter().filter(|(seq, _)| *seq > after).cloned().collect();
-        let first_kept = messages.first().map_or(local.seq.load(Ordering::Relaxed) + 1, |(seq, _)| *seq);
-        Replay { messages, missed: first_kept.saturating_sub(after + 1) }
+        let first_kept = messages.first().map_or(current + 1, |(seq, _)| *seq);
+        Some(Replay { messages, missed: first_kept.saturating_sub(after + 1) })
     }
 }

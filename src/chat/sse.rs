@@ -22,7 +22,9 @@
 //! bounded replay buffer per room (256 messages by default); when more were missed
 //! than the buffer holds, an `alert` event says how many. A comment line every 15 s
 //! keeps idle streams open through proxies. Resuming works on the node that served
-//! the stream: each node numbers its rooms' messages itself.
+//! the stream: each node numbers its rooms' messages itself. A position past what
+//! this node has numbered (another node's, or one from before a restart) cannot be
+//! resumed: the stream starts from now, after an `alert` event saying so.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -115,12 +117,26 @@ impl SseChat {
             ready: vec![Bytes::from_static(b"retry: 2000\n\n")],
             waiting: None,
         };
-        let resume: Vec<(String, u64)> =
+        // One position per room (a header naming a room twice counts once), and only
+        // for the rooms asked for.
+        let resume: BTreeMap<String, u64> =
             resume.into_iter().filter(|(room, _)| rooms.contains(room)).collect();
-        // Every room's position first: each replayed event's id names them all.
-        stream.sent.extend(resume.iter().cloned());
+        let mut replays = Vec::with_capacity(resume.len());
         for (room, after) in resume {
-            let replay = self.chat.replay_since(&room, after);
+            match self.chat.replay_since(&room, after) {
+                Some(replay) => {
+                    // Every room's position first: each replayed event's id names them all.
+                    stream.sent.insert(room.clone(), after);
+                    replays.push((room, replay));
+                }
+                None => {
+                    // Not a position of this node's: the stream starts from now, and says so.
+                    let text = format!("could not resume {room}: messages may have been missed");
+                    stream.ready.push(event(None, Message::alert(text).bytes()));
+                }
+            }
+        }
+        for (room, replay) in replays {
             if replay.missed > 0 {
                 let text = format!("you missed {} message(s) in {room}", replay.missed);
                 stream.ready.push(event(None, Message::alert(text).bytes()));

@@ -139,6 +139,46 @@ async fn a_resume_past_the_replay_buffer_is_announced_not_silent() {
 }
 
 #[tokio::test]
+async fn a_room_named_twice_in_last_event_id_is_replayed_once() {
+    let chat = Chat::new().with_rooms(["news"]);
+    let addr = start(chat.clone(), 256).await;
+    let first = Client::open(addr, "/events?room=news", None).await;
+    members(&chat, "news", 1).await;
+    for n in 1..=3 {
+        chat.broadcast("news", json!(format!("n{n}"))).await.unwrap();
+    }
+    drop(first);
+    members(&chat, "news", 0).await;
+    let mut client = Client::open(addr, "/events?room=news", Some("news:1,news:1,news:1")).await;
+    let mut got = client.until(r#""message":"n3""#).await;
+    members(&chat, "news", 1).await;
+    chat.broadcast("news", json!("live")).await.unwrap();
+    got += &client.until(r#""message":"live""#).await;
+    for n in ["n2", "n3"] {
+        assert_eq!(got.matches(&format!(r#""message":"{n}""#)).count(), 1, "{n} once: {got}");
+    }
+    assert!(!got.contains(r#""message":"n1""#), "{got}");
+    assert!(got.contains("id: news:4\n"), "{got}");
+}
+
+#[tokio::test]
+async fn a_position_this_node_never_reached_starts_from_now_and_says_so() {
+    // A fresh node (a restart, another instance): its numbering of the room starts
+    // at 1, so a client's `news:50` names nothing here.
+    let chat = Chat::new().with_rooms(["news"]);
+    let addr = start(chat.clone(), 256).await;
+    let mut client = Client::open(addr, "/events?room=news", Some("news:50")).await;
+    let got = client
+        .until(r#"{"message":"could not resume news: messages may have been missed","context":"alert"}"#)
+        .await;
+    assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+    members(&chat, "news", 1).await;
+    chat.broadcast("news", json!("hello")).await.unwrap();
+    let got = client.until(r#""message":"hello""#).await;
+    assert!(got.contains("id: news:1\n"), "not skipped as if already sent: {got}");
+}
+
+#[tokio::test]
 async fn bad_requests_get_clear_errors() {
     let chat = Chat::new().with_rooms(["news"]);
     let addr = start(chat, 256).await;
