@@ -417,6 +417,19 @@ impl Chat {
         drive(async move { chat.destroy(&conn).await });
     }
 
+    /// [`destroy_now`](Self::destroy_now) for a connection dropped while it joined
+    /// `rooms`: a join the store recorded but this node never finished is taken out
+    /// of the store as well.
+    pub(crate) fn destroy_joining(&self, conn: &Connection, rooms: Vec<String>) {
+        let (chat, conn) = (self.clone(), conn.clone());
+        drive(async move {
+            chat.destroy(&conn).await;
+            for room in rooms {
+                let _ = chat.inner.rooms.leave(&room, conn.id()).await;
+            }
+        });
+    }
+
     // ---- Membership -----------------------------------------------------------------
 
     /// Adds a connection, held by any node, to a room. Errors, in Actionhero's
@@ -485,18 +498,34 @@ impl Chat {
         let member =
             Member { id: conn.id().to_owned(), node: self.inner.id.to_string(), joined_at: now_ms() };
         self.inner.rooms.join(room, member).await?;
-        {
+        // A connection destroyed while the store worked must not stay a member. Its
+        // `destroy` marks it, then takes its rooms under this lock: either that sees
+        // this room (and leaves it), or this sees the mark.
+        let gone = || ChatError::NoSuchConnection(conn.id().to_owned());
+        let destroyed = {
             let mut rooms = conn.rooms_list();
             if rooms.iter().any(|r| r == room) {
                 // Joined meanwhile through another path: the store said yes once.
                 return Ok(());
             }
-            rooms.push(room.to_owned());
+            let destroyed = conn.is_destroyed();
+            if !destroyed {
+                rooms.push(room.to_owned());
+            }
+            destroyed
+        };
+        if destroyed {
+            let _ = self.inner.rooms.leave(room, conn.id()).await;
+            return Err(gone());
         }
         // Whether it is the first member here is decided under the same lock a last
         // leaver takes, so a join and a leave at once cannot both skip the bus.
         let first = {
             let mut members = write(&self.inner.members);
+            if conn.is_destroyed() {
+                // Its `destroy` has this room listed, and leaves it here and in the store.
+                return Err(gone());
+            }
             let local = members.entry(room.to_owned()).or_insert_with(|| Local::new(room));
             local.members.push(conn.clone());
             local.members.len() == 1

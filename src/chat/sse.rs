@@ -96,13 +96,21 @@ impl SseChat {
         let unknown = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
         let (remote, local) = http.as_ref().map_or((unknown, unknown), |c| (c.remote_addr(), c.local_addr()));
         let conn = Connection::live(ConnectionKind::ServerSentEvents, remote, local, self.mailbox);
-        self.chat.register(&conn).await?;
+        // Until the stream takes the connection over, a request dropped while the
+        // store works (the client went away) destroys it.
+        let unclaimed = Unclaimed { chat: &self.chat, conn: Some(conn.clone()), rooms: &rooms };
+        if let Err(err) = self.chat.register(&conn).await {
+            unclaimed.claim();
+            return Err(err);
+        }
         for room in &rooms {
             if let Err(err) = self.chat.join(conn.id(), room).await {
+                unclaimed.claim();
                 self.chat.destroy(&conn).await;
                 return Err(err);
             }
         }
+        unclaimed.claim();
         let resume = parts
             .headers
             .get("last-event-id")
@@ -167,6 +175,28 @@ fn rooms_of(query: &str) -> Vec<String> {
         }
     }
     rooms
+}
+
+/// A connection made for a stream not made yet: destroyed if dropped unclaimed, and
+/// taken out of the rooms it was joining.
+struct Unclaimed<'a> {
+    chat: &'a Chat,
+    conn: Option<Connection>,
+    rooms: &'a [String],
+}
+
+impl Unclaimed<'_> {
+    fn claim(mut self) {
+        self.conn = None;
+    }
+}
+
+impl Drop for Unclaimed<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.chat.destroy_joining(&conn, self.rooms.to_vec());
+        }
+    }
 }
 
 /// A `Last-Event-ID`: `room:seq` pairs; anything malformed is ignored.

@@ -539,3 +539,120 @@ async fn a_full_mailbox_follows_its_policy_and_nothing_is_lost_silently() {
     }
     assert_eq!(kept, [json!("m0"), json!("m1"), json!("m2")]);
 }
+
+/// The in-process store, with a join that waits until the test lets it go, and a
+/// record of the connections registered and unregistered.
+#[derive(Default)]
+struct GatedRooms {
+    inner: tower_context::chat::MemoryRooms,
+    gate: Arc<tokio::sync::Notify>,
+    joining: Arc<tokio::sync::Notify>,
+    registered: Mutex<Vec<String>>,
+    unregistered: Mutex<Vec<String>>,
+}
+
+impl tower_context::chat::RoomStore for GatedRooms {
+    fn add_room(&self, room: &str) -> tower_context::chat::BoxFuture<Result<(), ChatError>> {
+        self.inner.add_room(room)
+    }
+    fn remove_room(
+        &self,
+        room: &str,
+    ) -> tower_context::chat::BoxFuture<Result<Vec<tower_context::chat::Member>, ChatError>> {
+        self.inner.remove_room(room)
+    }
+    fn room_exists(&self, room: &str) -> tower_context::chat::BoxFuture<Result<bool, ChatError>> {
+        self.inner.room_exists(room)
+    }
+    fn rooms(&self) -> tower_context::chat::BoxFuture<Result<Vec<String>, ChatError>> {
+        self.inner.rooms()
+    }
+    fn join(
+        &self,
+        room: &str,
+        member: tower_context::chat::Member,
+    ) -> tower_context::chat::BoxFuture<Result<(), ChatError>> {
+        let (joined, gate, joining) =
+            (self.inner.join(room, member), self.gate.clone(), self.joining.clone());
+        Box::pin(async move {
+            let result = joined.await;
+            joining.notify_one();
+            gate.notified().await;
+            result
+        })
+    }
+    fn leave(&self, room: &str, connection: &str) -> tower_context::chat::BoxFuture<Result<bool, ChatError>> {
+        self.inner.leave(room, connection)
+    }
+    fn members(
+        &self,
+        room: &str,
+    ) -> tower_context::chat::BoxFuture<Result<Vec<tower_context::chat::Member>, ChatError>> {
+        self.inner.members(room)
+    }
+    fn register(
+        &self,
+        connection: &str,
+        node: &str,
+    ) -> tower_context::chat::BoxFuture<Result<(), ChatError>> {
+        self.registered.lock().unwrap().push(connection.to_owned());
+        self.inner.register(connection, node)
+    }
+    fn unregister(&self, connection: &str) -> tower_context::chat::BoxFuture<Result<(), ChatError>> {
+        self.unregistered.lock().unwrap().push(connection.to_owned());
+        self.inner.unregister(connection)
+    }
+    fn node_of(&self, connection: &str) -> tower_context::chat::BoxFuture<Result<Option<String>, ChatError>> {
+        self.inner.node_of(connection)
+    }
+}
+
+fn gated_chat() -> (Chat, Arc<GatedRooms>) {
+    let rooms = Arc::new(GatedRooms::default());
+    let chat = Chat::node("gated", Arc::new(LocalBus::default()), rooms.clone());
+    (chat, rooms)
+}
+
+#[tokio::test]
+async fn a_connection_destroyed_while_its_join_is_stored_is_no_member() {
+    let (chat, rooms) = gated_chat();
+    let chat = with_rooms(&chat, ["r"]).await;
+    let conn = live(ConnectionKind::Test);
+    chat.register(&conn).await.unwrap();
+    let joining = tokio::spawn({
+        let (chat, id) = (chat.clone(), conn.id().to_owned());
+        async move { chat.join(&id, "r").await }
+    });
+    rooms.joining.notified().await;
+    // The store has the member; the client goes away before the join is done.
+    chat.destroy(&conn).await;
+    rooms.gate.notify_one();
+    let joined = joining.await.unwrap();
+    assert_eq!(joined.unwrap_err().to_string(), format!("connection not found ({})", conn.id()));
+    assert_eq!(chat.room_status("r").await.unwrap()["membersCount"], 0);
+    assert!(conn.rooms().is_empty(), "{:?}", conn.rooms());
+}
+
+#[tokio::test]
+async fn an_sse_request_dropped_while_it_joins_leaves_nothing_behind() {
+    let (chat, rooms) = gated_chat();
+    let chat = with_rooms(&chat, ["r"]).await;
+    let sse = tower_context::chat::sse::SseChat::new(chat.clone());
+    let (parts, ()) = http::Request::get("/events?room=r").body(()).unwrap().into_parts();
+    let responding = tokio::spawn(async move { sse.respond(&parts).await.map(|_| ()) });
+    rooms.joining.notified().await;
+    // The client goes away: hyper drops the handler's future.
+    responding.abort();
+    assert!(responding.await.unwrap_err().is_cancelled());
+    rooms.gate.notify_one();
+    let id = rooms.registered.lock().unwrap()[0].clone();
+    for _ in 0..200 {
+        if rooms.unregistered.lock().unwrap().contains(&id) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(*rooms.unregistered.lock().unwrap(), vec![id.clone()], "forgotten by the store");
+    assert!(chat.connection(&id).is_none(), "forgotten by the node");
+    assert_eq!(chat.room_status("r").await.unwrap()["membersCount"], 0);
+}
