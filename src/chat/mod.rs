@@ -434,7 +434,9 @@ impl Chat {
 
     /// Adds a connection, held by any node, to a room. Errors, in Actionhero's
     /// order: `connection already in this room (ROOM)`, `room does not exist`, a
-    /// join middleware's veto; `RPC Timeout` when the node holding it does not answer.
+    /// join middleware's veto; `RPC Timeout` when the node holding it does not answer;
+    /// `connection not found (ID)` when no node holds it, or it is destroyed before
+    /// the join is recorded.
     pub async fn join(&self, connection: &str, room: &str) -> Result<(), ChatError> {
         self.on_holder(Command::Join { connection: connection.to_owned(), room: room.to_owned() }).await
     }
