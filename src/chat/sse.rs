@@ -124,6 +124,7 @@ impl SseChat {
             sent: BTreeMap::new(),
             ready: vec![Bytes::from_static(b"retry: 2000\n\n")],
             waiting: None,
+            told_behind: false,
         };
         // One position per room (a header naming a room twice counts once), and only
         // for the rooms asked for.
@@ -240,6 +241,8 @@ struct Stream {
     /// Events to send before the next message, last first.
     ready: Vec<Bytes>,
     waiting: Option<Next>,
+    /// Whether the client was told it fell behind.
+    told_behind: bool,
 }
 
 impl http_body::Body for Stream {
@@ -267,6 +270,13 @@ impl http_body::Body for Stream {
             match next {
                 // Nothing for a while: a comment keeps proxies from closing it.
                 None => return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b": keep-alive\n\n"))))),
+                // Destroyed for falling behind: a last event says so (once: the
+                // stream ends when it has gone).
+                Some(None) if this.conn.fell_behind() && !this.told_behind => {
+                    this.told_behind = true;
+                    let text = "disconnected: this stream fell behind (its mailbox was full)";
+                    this.ready.push(event(None, Message::alert(text).bytes()));
+                }
                 // Destroyed and drained.
                 Some(None) => return Poll::Ready(None),
                 Some(Some((bytes, None))) => this.ready.push(event(None, &bytes)),

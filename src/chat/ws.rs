@@ -243,6 +243,8 @@ impl WebSocketChat {
                             break None;
                         }
                     }
+                    // Destroyed for falling behind: the close says so.
+                    None if conn.fell_behind() => break Some((1008, "mailbox full")),
                     // Destroyed and drained: say goodbye.
                     None => break Some((1000, "")),
                 },
@@ -303,11 +305,13 @@ impl WebSocketChat {
             match key.as_str() {
                 "event" => event = Some(value),
                 "messageId" => message_id = Some(value),
-                "room" => room = Some(value),
+                // As Actionhero: a room that JavaScript finds false (null, "", 0) is
+                // not taken out, and stays a word where it stands.
+                "room" if truthy(&value) => room = Some(value),
                 _ => rest.push((key, value)),
             }
         }
-        let id = message_id.unwrap_or_else(|| Value::from(fresh_id()));
+        let id = message_id.filter(truthy).unwrap_or_else(|| Value::from(fresh_id()));
         let data = Value::Object(rest.iter().cloned().collect());
         #[cfg(feature = "files")]
         if let (Some(files), Some(Value::String(name))) = (&self.files, &event)
@@ -324,9 +328,15 @@ impl WebSocketChat {
             let file = rest.iter().find(|(key, _)| key == "file").map(|(_, value)| value);
             return Some(crate::files::socket::answer(files, file, self.max_file, data, id).await);
         }
-        let words = room.iter().chain(rest.iter().map(|(_, v)| v)).map(word);
+        let mut words = room.iter().chain(rest.iter().map(|(_, v)| v));
         let verb = match &event {
-            Some(Value::String(name)) => Verb::parse(name, words),
+            // `say` joins its words after the room as JavaScript's `join` does (null
+            // is ""), and a room that is false in JavaScript is none.
+            Some(Value::String(name)) if name == "say" => {
+                let room = words.next().filter(|room| truthy(room)).map(word).unwrap_or_default();
+                Verb::parse(name, std::iter::once(room).chain(words.map(joined_word)))
+            }
+            Some(Value::String(name)) => Verb::parse(name, words.map(word)),
             Some(other) => Err(ChatError::VerbNotAllowed(word(other))),
             None => Err(ChatError::VerbNotAllowed("undefined".into())),
         };
@@ -354,11 +364,53 @@ impl WebSocketChat {
     }
 }
 
-/// A JSON value as a verb's word: text as it is, anything else as JSON.
+/// A JSON value as a verb's word, as Actionhero (JavaScript's `String`) writes it:
+/// text as it is, `null`, `true`, numbers as JavaScript prints them, an array's
+/// items joined by commas, any object `[object Object]`.
 fn word(value: &Value) -> String {
     match value {
         Value::String(text) => text.clone(),
-        other => other.to_string(),
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => js_number(n),
+        Value::Array(items) => items.iter().map(joined_word).collect::<Vec<_>>().join(","),
+        Value::Object(_) => "[object Object]".to_owned(),
+    }
+}
+
+/// A value as JavaScript's `join` writes an item: `null` is empty.
+fn joined_word(value: &Value) -> String {
+    if value.is_null() { String::new() } else { word(value) }
+}
+
+/// Whether JavaScript finds the value true: not null, false, 0 or "".
+fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|n| n != 0.0),
+        Value::String(text) => !text.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+/// A number as JavaScript prints it: integers without a fraction, and an exponent
+/// (`1e+21`, `1.5e-7`) from 1e21 up and below 1e-6.
+fn js_number(n: &serde_json::Number) -> String {
+    let Some(x) = n.as_f64() else { return n.to_string() };
+    if x == 0.0 {
+        return "0".to_owned();
+    }
+    let magnitude = x.abs();
+    if (1e-6..1e21).contains(&magnitude) {
+        // Rust prints the shortest text that reads back as the same number, as
+        // JavaScript does, without an exponent in this range.
+        return format!("{x}");
+    }
+    let text = format!("{x:e}");
+    match text.split_once('e') {
+        Some((mantissa, exponent)) if !exponent.starts_with('-') => format!("{mantissa}e+{exponent}"),
+        _ => text,
     }
 }
 

@@ -7,8 +7,9 @@
 //! - [`Overflow::DropOldest`] (the default) drops the oldest message to make room,
 //!   counts it, and the next time the transport takes a message it first gets an
 //!   `alert` frame saying how many were missed;
-//! - [`Overflow::Disconnect`] destroys the connection: the client reconnects and
-//!   learns, from the close, that it fell behind.
+//! - [`Overflow::Disconnect`] destroys the connection: the transport tells the
+//!   client why (over WebSocket, a close with code 1008 and the reason `mailbox
+//!   full`; over SSE, a last `alert` event), and it reconnects.
 //!
 //! Pushing never allocates once the queue has grown to its capacity: the message's
 //! bytes are shared (a reference count), the queue is a ring.
@@ -31,8 +32,9 @@ use super::Message;
 /// - [`Overflow::DropOldest`] (the default) drops the oldest message to make room,
 ///   counts it, and the next time the transport takes a message it first gets an
 ///   `alert` frame saying how many were missed;
-/// - [`Overflow::Disconnect`] destroys the connection: the client reconnects and
-///   learns, from the close, that it fell behind.
+/// - [`Overflow::Disconnect`] destroys the connection: the transport tells the
+///   client why (over WebSocket, a close with code 1008 and the reason `mailbox
+///   full`; over SSE, a last `alert` event), and it reconnects.
 ///
 /// Pushing never allocates once the queue has grown to its capacity: the message's
 /// bytes are shared (a reference count), the queue is a ring.
@@ -110,6 +112,8 @@ struct State {
     /// Dropped since the client was last told.
     untold: u64,
     closed: bool,
+    /// Closed because it was full under [`Overflow::Disconnect`].
+    overflowed: bool,
 }
 
 /// What a push did.
@@ -125,7 +129,7 @@ impl Mailbox {
         let config = MailboxConfig { capacity: config.capacity.max(1), ..config };
         Mailbox {
             config,
-            state: Mutex::new(State { queue: VecDeque::new(), untold: 0, closed: false }),
+            state: Mutex::new(State { queue: VecDeque::new(), untold: 0, closed: false, overflowed: false }),
             ready: Notify::new(),
             dropped: AtomicU64::new(0),
         }
@@ -150,6 +154,7 @@ impl Mailbox {
                 }
                 Overflow::Disconnect => {
                     state.closed = true;
+                    state.overflowed = true;
                     drop(state);
                     self.ready.notify_one();
                     return Ok(Pushed::Overflowed);
@@ -189,6 +194,11 @@ impl Mailbox {
     pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_one();
+    }
+
+    /// Whether it was closed for being full (under [`Overflow::Disconnect`]).
+    pub(crate) fn overflowed(&self) -> bool {
+        self.lock().overflowed
     }
 
     pub(crate) fn dropped(&self) -> u64 {

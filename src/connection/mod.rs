@@ -550,6 +550,12 @@ impl Connection {
         self.inner.mailbox.as_ref()?.recv().await
     }
 
+    /// Whether the connection was destroyed because its mailbox was full under
+    /// [`Overflow::Disconnect`]: it fell behind.
+    pub fn fell_behind(&self) -> bool {
+        self.inner.mailbox.as_ref().is_some_and(mailbox::Mailbox::overflowed)
+    }
+
     /// How many messages were dropped for this connection because its mailbox was
     /// full (each announced to the client).
     pub fn missed_messages(&self) -> u64 {

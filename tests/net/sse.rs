@@ -189,3 +189,37 @@ async fn bad_requests_get_clear_errors() {
     let got = client.until(r#""message":"room does not exist"}"#).await;
     assert!(got.starts_with("HTTP/1.1 404 Not Found"), "{got}");
 }
+
+#[tokio::test]
+async fn a_stream_that_falls_behind_is_told_before_it_ends() {
+    use tower_context::connection::{MailboxConfig, Overflow};
+    let chat = Chat::new().with_rooms(["news"]);
+    let sse = SseChat::new(chat.clone())
+        .keep_alive(Duration::from_secs(60))
+        .mailbox(MailboxConfig { capacity: 2, overflow: Overflow::Disconnect });
+    let app = Router::new()
+        .route(
+            "/events",
+            get(move |parts: Parts| async move { sse.respond(&parts).await.map_err(HttpError::from) }),
+        )
+        .layer(ContextLayer::new());
+    let addr = crate::serve_app(app).await;
+    let mut client = Client::open(addr, "/events?room=news", None).await;
+    client.until("retry: 2000\n\n").await;
+    members(&chat, "news", 1).await;
+    // Three messages before the stream's task can run (one thread): the third
+    // finds the mailbox full.
+    for n in 1..=3 {
+        chat.broadcast("news", json!(format!("n{n}"))).await.unwrap();
+    }
+    let got = client
+        .until(
+            r#"{"message":"disconnected: this stream fell behind (its mailbox was full)","context":"alert"}"#,
+        )
+        .await;
+    assert!(got.contains(r#""message":"n1""#) && got.contains(r#""message":"n2""#), "{got}");
+    assert!(!got.contains(r#""message":"n3""#), "{got}");
+    // And the stream ends: the chunked body's last chunk.
+    client.until("0\r\n\r\n").await;
+    members(&chat, "news", 0).await;
+}

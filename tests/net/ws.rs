@@ -269,3 +269,83 @@ async fn a_client_is_told_when_the_chat_store_is_unreachable() {
         "{closed:?}"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_falls_behind_is_closed_with_a_reason_not_a_goodbye() {
+    use tower_context::connection::{MailboxConfig, Message, Overflow};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Connections::new();
+    let socket = WebSocketChat::new(Chat::new())
+        .mailbox(MailboxConfig { capacity: 2, overflow: Overflow::Disconnect })
+        .registry(connections.clone());
+    let app = Router::new().route("/ws", socket.route()).layer(ContextLayer::new());
+    let server = tower_context::serve(listener, app).with_connections(connections.clone());
+    tokio::spawn(async move { server.await });
+    let mut client = connect(addr, "").await;
+    assert_eq!(next(&mut client).await["welcome"], "Welcome to the actionhero api");
+    let conn = connections.iter().find(|c| c.kind() == ConnectionKind::WebSocket).unwrap();
+    // Three pushes with no chance for the server's task to send (this test's runtime
+    // has one thread): the third finds the mailbox full.
+    for n in 1..=3 {
+        let _ = conn.send_message(Message::api(json!({ "n": n })));
+    }
+    assert!(conn.fell_behind());
+    assert_eq!(next(&mut client).await["n"], 1);
+    assert_eq!(next(&mut client).await["n"], 2);
+    let closed = tokio::time::timeout(Duration::from_secs(5), client.next()).await.unwrap();
+    assert!(
+        matches!(closed, Some(Ok(Frame::Close(Some(ref f)))) if f.code == CloseCode::Policy && f.reason == "mailbox full"),
+        "{closed:?}"
+    );
+}
+
+#[tokio::test]
+async fn frame_values_become_words_as_actionhero_writes_them() {
+    // Each answer below was read off a real Actionhero 29 (`../shared/reference`).
+    let (addr, _) = start(Chat::new().with_rooms(["defaultRoom"])).await;
+    let mut ann = connect(addr, "").await;
+    next(&mut ann).await;
+    // A message id JavaScript finds false gets a fresh one.
+    for id in ["null", "0", r#""""#, "false"] {
+        send(&mut ann, &format!(r#"{{"event":"detailsView","messageId":{id}}}"#)).await;
+        let answer = next(&mut ann).await;
+        assert_eq!(answer["status"], "OK");
+        assert_eq!(answer["messageId"].as_str().map(str::len), Some(36), "{id}: {answer}");
+    }
+    send(&mut ann, r#"{"event":"roomAdd","room":"defaultRoom","messageId":1}"#).await;
+    assert_eq!(next(&mut ann).await["status"], "OK");
+    // A null message is no message.
+    send(&mut ann, r#"{"event":"say","room":"defaultRoom","message":null,"messageId":2}"#).await;
+    let answer = next(&mut ann).await;
+    assert_eq!(answer["error"], "Error: both room and message are required");
+    assert_eq!(answer["data"], json!({"message": null}));
+    // Other values are written as JavaScript's `join` writes them.
+    for (message, said) in [
+        (r#"{"a":1}"#, "[object Object]"),
+        ("[1,null,[2,3],{\"a\":1}]", "1,,2,3,[object Object]"),
+        ("true", "true"),
+        ("1.0", "1"),
+        ("1e21", "1e+21"),
+        ("1.5e-7", "1.5e-7"),
+        ("0", "0"),
+        ("12345678901234567890", "12345678901234567000"),
+    ] {
+        send(
+            &mut ann,
+            &format!(r#"{{"event":"say","room":"defaultRoom","message":{message},"messageId":3}}"#),
+        )
+        .await;
+        assert_eq!(next(&mut ann).await, json!({"status": "OK", "context": "response", "messageId": 3}));
+        assert_eq!(next(&mut ann).await["message"], said, "{message}");
+    }
+    // Every word after the room is joined by a space, a null one as nothing.
+    send(&mut ann, r#"{"event":"say","room":"defaultRoom","message":null,"extra":"b","messageId":4}"#).await;
+    next(&mut ann).await;
+    assert_eq!(next(&mut ann).await["message"], " b");
+    // A room JavaScript finds false stays where it stands: a word, and in the data.
+    send(&mut ann, r#"{"event":"roomView","room":null,"messageId":5}"#).await;
+    let answer = next(&mut ann).await;
+    assert_eq!(answer["error"], "Error: connection not in this room (null)");
+    assert_eq!(answer["data"], json!({"room": null}));
+}
