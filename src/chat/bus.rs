@@ -179,15 +179,20 @@ pub trait Bus: Send + Sync + 'static {
     /// does not answer within `timeout`.
     fn call(&self, to: &str, command: Command, timeout: Duration) -> BoxFuture<Result<(), ChatError>>;
 
-    /// This node has a first member in `room`: from when this resolves, it gets the
-    /// room's messages from other nodes. A bus that delivers every room to every
-    /// node has nothing to do (the default).
+    /// A member of this node joins `room`: from when this resolves, the node gets
+    /// the room's messages from other nodes. Called for every join, so each joiner
+    /// learns whether the room is heard: a bus subscribes once, and a join that
+    /// comes while that subscription is under way should wait for it. A bus that
+    /// delivers every room to every node has nothing to do (the default).
     fn watch(&self, node: &str, room: &str) -> BoxFuture<Result<(), ChatError>> {
         let _ = (node, room);
         Box::pin(std::future::ready(Ok(())))
     }
 
-    /// This node has no member left in `room`. Nothing by default.
+    /// This node has no member left in `room`. Called while the node holds the lock
+    /// its joins take (so no join comes between the last leave and this call): note
+    /// it and leave anything slow to a task, and never call back into the chat.
+    /// Nothing by default.
     fn unwatch(&self, node: &str, room: &str) {
         let _ = (node, room);
     }

@@ -520,19 +520,18 @@ impl Chat {
             let _ = self.inner.rooms.leave(room, conn.id()).await;
             return Err(gone());
         }
-        // Whether it is the first member here is decided under the same lock a last
-        // leaver takes, so a join and a leave at once cannot both skip the bus.
-        let first = {
+        {
             let mut members = write(&self.inner.members);
             if conn.is_destroyed() {
                 // Its `destroy` has this room listed, and leaves it here and in the store.
                 return Err(gone());
             }
-            let local = members.entry(room.to_owned()).or_insert_with(|| Local::new(room));
-            local.members.push(conn.clone());
-            local.members.len() == 1
-        };
-        if first && let Err(err) = self.inner.bus.watch(&self.inner.id, room).await {
+            members.entry(room.to_owned()).or_insert_with(|| Local::new(room)).members.push(conn.clone());
+        }
+        // Every joiner asks the bus, not only the first: one that comes while the
+        // first one's subscription is under way waits for it, and if that fails, the
+        // next one tries again rather than staying a member nobody hears for.
+        if let Err(err) = self.inner.bus.watch(&self.inner.id, room).await {
             conn.rooms_list().retain(|r| r != room);
             if let Some(local) = write(&self.inner.members).get_mut(room) {
                 local.members.retain(|member| member != conn);
@@ -574,25 +573,21 @@ impl Chat {
             Ok(_) => {}
         }
         conn.rooms_list().retain(|r| r != room);
-        let last = {
+        {
             let mut members = write(&self.inner.members);
-            match members.get_mut(room) {
-                Some(local) => {
-                    local.members.retain(|member| member != conn);
-                    let empty = local.members.is_empty();
-                    // Kept while resuming is on, so the room's sequence goes on.
-                    if empty && self.inner.replay.load(Ordering::Relaxed) == 0 {
-                        members.remove(room);
-                    }
-                    empty
+            if let Some(local) = members.get_mut(room) {
+                local.members.retain(|member| member != conn);
+                // Kept while resuming is on, so the room's sequence goes on and the
+                // node keeps hearing the room: what it keeps for a client coming back
+                // has no hole.
+                if local.members.is_empty() && self.inner.replay.load(Ordering::Relaxed) == 0 {
+                    members.remove(room);
+                    // Under the lock a joiner takes too: no join can come between this
+                    // last leave and the bus hearing of it, and find the room still
+                    // watched just before it is not.
+                    self.inner.bus.unwatch(&self.inner.id, room);
                 }
-                None => false,
             }
-        };
-        // With resuming on, the node keeps hearing the room, so what it keeps for
-        // a client coming back has no hole.
-        if last && self.inner.replay.load(Ordering::Relaxed) == 0 {
-            self.inner.bus.unwatch(&self.inner.id, room);
         }
         release(held);
         Ok(())

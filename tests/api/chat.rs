@@ -656,3 +656,65 @@ async fn an_sse_request_dropped_while_it_joins_leaves_nothing_behind() {
     assert!(chat.connection(&id).is_none(), "forgotten by the node");
     assert_eq!(chat.room_status("r").await.unwrap()["membersCount"], 0);
 }
+
+/// The in-process bus, whose first `watch` waits for the test and then fails (a
+/// subscription Redis refused), recording every `watch`.
+#[derive(Default)]
+struct FlakyBus {
+    inner: LocalBus,
+    gate: Arc<tokio::sync::Notify>,
+    entered: Arc<tokio::sync::Notify>,
+    watches: AtomicUsize,
+}
+
+impl tower_context::chat::Bus for FlakyBus {
+    fn attach(&self, node: tower_context::chat::Node) {
+        self.inner.attach(node);
+    }
+    fn publish(&self, from: &str, room: &str, payload: bytes::Bytes) {
+        self.inner.publish(from, room, payload);
+    }
+    fn call(
+        &self,
+        to: &str,
+        command: tower_context::chat::Command,
+        timeout: Duration,
+    ) -> tower_context::chat::BoxFuture<Result<(), ChatError>> {
+        self.inner.call(to, command, timeout)
+    }
+    fn watch(&self, _node: &str, _room: &str) -> tower_context::chat::BoxFuture<Result<(), ChatError>> {
+        if self.watches.fetch_add(1, Ordering::SeqCst) > 0 {
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        let (gate, entered) = (self.gate.clone(), self.entered.clone());
+        Box::pin(async move {
+            entered.notify_one();
+            gate.notified().await;
+            Err(ChatError::Store("subscribe refused".into()))
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_join_during_a_first_join_whose_subscription_fails_is_still_heard() {
+    let bus = Arc::new(FlakyBus::default());
+    let chat = Chat::node("flaky", bus.clone(), Arc::new(tower_context::chat::MemoryRooms::default()));
+    let chat = with_rooms(&chat, ["r"]).await;
+    let (a, b) = (live(ConnectionKind::Test), live(ConnectionKind::Test));
+    chat.register(&a).await.unwrap();
+    chat.register(&b).await.unwrap();
+    let first = tokio::spawn({
+        let (chat, id) = (chat.clone(), a.id().to_owned());
+        async move { chat.join(&id, "r").await }
+    });
+    bus.entered.notified().await;
+    // The first join's subscription is under way: the second joins meanwhile.
+    chat.join(b.id(), "r").await.unwrap();
+    bus.gate.notify_one();
+    assert!(first.await.unwrap().is_err(), "the first join's subscription failed");
+    assert_eq!(bus.watches.load(Ordering::SeqCst), 2, "the second joiner asked the bus too");
+    let status = chat.room_status("r").await.unwrap();
+    assert_eq!(status["membersCount"], 1);
+    assert!(status["members"].get(b.id()).is_some(), "{status}");
+    assert_eq!(a.rooms(), Vec::<String>::new());
+}

@@ -578,16 +578,19 @@ impl Bus for RedisBus {
                 state.seen.entry(channel.clone()).or_default();
                 !state.watched.contains(&room)
             };
-            if fresh {
-                let mut conn = shared.conn.clone();
-                if let Err(err) = conn.subscribe(&channel).await {
-                    shared.lock().seen.remove(&channel);
-                    return Err(store_error(&err));
-                }
-                // Only now: a join given up halfway leaves the room unwatched, and the
-                // next one subscribes.
-                shared.lock().watched.insert(room.clone());
+            if !fresh {
+                // Subscribed already (a join that came while that was under way
+                // waited for it, on the lock above).
+                return Ok(());
             }
+            let mut conn = shared.conn.clone();
+            if let Err(err) = conn.subscribe(&channel).await {
+                shared.lock().seen.remove(&channel);
+                return Err(store_error(&err));
+            }
+            // Only now: a join given up halfway leaves the room unwatched, and the
+            // next one subscribes.
+            shared.lock().watched.insert(room.clone());
             // Where is everyone's numbering here? Their marks set this node's
             // starting points, so a loss from now on is seen.
             shared.ask_mark(&room);
