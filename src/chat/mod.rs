@@ -573,24 +573,42 @@ impl Chat {
             Ok(_) => {}
         }
         conn.rooms_list().retain(|r| r != room);
-        {
+        let kept = {
             let mut members = write(&self.inner.members);
-            if let Some(local) = members.get_mut(room) {
-                local.members.retain(|member| member != conn);
-                // Kept while resuming is on, so the room's sequence goes on and the
-                // node keeps hearing the room: what it keeps for a client coming back
-                // has no hole.
-                if local.members.is_empty() && self.inner.replay.load(Ordering::Relaxed) == 0 {
-                    members.remove(room);
-                    // Under the lock a joiner takes too: no join can come between this
-                    // last leave and the bus hearing of it, and find the room still
-                    // watched just before it is not.
-                    self.inner.bus.unwatch(&self.inner.id, room);
+            match members.get_mut(room) {
+                Some(local) => {
+                    local.members.retain(|member| member != conn);
+                    let empty = local.members.is_empty();
+                    // Kept while resuming is on, so the room's sequence goes on and
+                    // the node keeps hearing the room: what it keeps for a client
+                    // coming back has no hole.
+                    let keep = self.inner.replay.load(Ordering::Relaxed) > 0;
+                    if empty && !keep {
+                        self.let_go(&mut members, room);
+                    }
+                    empty && keep
                 }
+                None => false,
+            }
+        };
+        // Unless the room is gone (destroyed): then nothing of it is kept, and a room
+        // made again under its name starts afresh.
+        if kept && !self.inner.rooms.room_exists(room).await.unwrap_or(true) {
+            let mut members = write(&self.inner.members);
+            if members.get(room).is_some_and(|local| local.members.is_empty()) {
+                self.let_go(&mut members, room);
             }
         }
         release(held);
         Ok(())
+    }
+
+    /// Forgets a room this node has no member in, and stops hearing it. Called with
+    /// the lock a joiner takes held: no join can come between the last leave and the
+    /// bus hearing of it, and find the room still watched just before it is not.
+    fn let_go(&self, members: &mut HashMap<String, Local>, room: &str) {
+        members.remove(room);
+        self.inner.bus.unwatch(&self.inner.id, room);
     }
 
     /// Tells the store that `connection` left `room`, again and again (backing off
@@ -764,7 +782,9 @@ impl Chat {
     }
 
     /// Keeps each room's latest `per_room` messages on this node, for clients that
-    /// resume (an SSE stream's `Last-Event-ID`). Off (0) by default.
+    /// resume (an SSE stream's `Last-Event-ID`). Off (0) by default. While it is on, a
+    /// room whose members here have all left is still heard and kept, until the
+    /// room is destroyed while it has members here; destroy rooms you are done with.
     pub fn keep_replay(&self, per_room: usize) {
         self.inner.replay.store(per_room, Ordering::Relaxed);
     }

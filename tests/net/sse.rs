@@ -223,3 +223,23 @@ async fn a_stream_that_falls_behind_is_told_before_it_ends() {
     client.until("0\r\n\r\n").await;
     members(&chat, "news", 0).await;
 }
+
+#[tokio::test]
+async fn a_room_made_again_under_a_destroyed_ones_name_starts_afresh() {
+    let chat = Chat::new().with_rooms(["game"]);
+    let addr = start(chat.clone(), 256).await;
+    let mut client = Client::open(addr, "/events?room=game", None).await;
+    members(&chat, "game", 1).await;
+    chat.broadcast("game", json!("old game")).await.unwrap();
+    client.until(r#""message":"old game""#).await;
+    chat.destroy_room("game").await.unwrap();
+    drop(client);
+    chat.add_room("game").await.unwrap();
+    // Even a client asking for everything since the start gets nothing of the old one.
+    let mut client = Client::open(addr, "/events?room=game", Some("game:0")).await;
+    members(&chat, "game", 1).await;
+    chat.broadcast("game", json!("new game")).await.unwrap();
+    let got = client.until(r#""message":"new game""#).await;
+    assert!(!got.contains("old game") && !got.contains("has been deleted"), "{got}");
+    assert!(got.contains("id: game:1\n"), "numbered afresh: {got}");
+}
