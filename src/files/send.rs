@@ -195,7 +195,7 @@ fn file_request(ctx: &Context, ranged: Ranged, variants: Codings) -> Request<()>
         return request;
     }
     let range = match ranged {
-        Ranged::AsAsked => ctx.header("range").filter(|value| in_bytes(value)).cloned(),
+        Ranged::AsAsked => ctx.header("range").and_then(in_bytes),
         Ranged::Whole => None,
         Ranged::FromStart => Some(HeaderValue::from_static("bytes=0-")),
     };
@@ -205,8 +205,18 @@ fn file_request(ctx: &Context, ranged: Ranged, variants: Codings) -> Request<()>
     request
 }
 
-fn in_bytes(range: &HeaderValue) -> bool {
-    range.as_bytes().get(..6).is_some_and(|unit| unit.eq_ignore_ascii_case(b"bytes="))
+/// The request's range if it is in bytes, its unit written as tower-http reads it:
+/// range units are case-insensitive (RFC 9110 §14.1), and `Bytes=0-4` is bytes 0-4.
+/// `None` for any other unit (ignored: the whole file).
+fn in_bytes(range: &HeaderValue) -> Option<HeaderValue> {
+    let (unit, set) = range.as_bytes().split_at_checked(6)?;
+    if unit == b"bytes=" {
+        return Some(range.clone());
+    }
+    if !unit.eq_ignore_ascii_case(b"bytes=") {
+        return None;
+    }
+    HeaderValue::from_bytes(&[b"bytes=".as_slice(), set].concat()).ok()
 }
 
 /// Whether the answer to the request's range must be made again, and how; `None`

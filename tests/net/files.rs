@@ -246,6 +246,14 @@ async fn ranges_get_206_and_ranges_outside_the_file_416() {
     assert_eq!(part.header("cache-control"), "max-age=60, must-revalidate, public");
     assert_eq!(part.body, big[100_000..100_010]);
 
+    // Range units are case-insensitive (RFC 9110 §14.1).
+    let part = get_with(addr, "/static/big.bin", &[("range", "Bytes=0-4")]).await;
+    assert_eq!(
+        (part.status, part.header("content-range")),
+        (StatusCode::PARTIAL_CONTENT, "bytes 0-4/1048576")
+    );
+    assert_eq!(part.body, big[..5]);
+
     let tail = get_with(addr, "/static/big.bin", &[("range", "bytes=-5")]).await;
     assert_eq!(
         (tail.status, tail.header("content-range")),
