@@ -94,7 +94,7 @@ impl Context {
     /// Hooks do not run on the error path.
     ///
     /// Returns [`HooksStarted`] once hooks have begun to run (or the request has
-    /// already responded or failed): as in Toa, a hook cannot add hooks.
+    /// already responded, failed or closed): as in Toa, a hook cannot add hooks.
     ///
     /// ```
     /// # use tower_context::Context;

@@ -354,7 +354,8 @@ impl Context {
     /// panic or an error that comes to light after it (a handler that ends, then
     /// panics in the same poll; a hook that ends, then fails): the ended response
     /// still goes out, through the hooks that had not started. Once the request is on
-    /// the error path, or its response has left, `end` is ignored.
+    /// the error path, or its response has left, or the client went away before it
+    /// could (Close), `end` is ignored.
     pub fn end<B>(&self, response: Response<B>) -> Ended
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,

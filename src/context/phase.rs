@@ -56,9 +56,15 @@
 //!    (Tests: `adding_a_hook_from_a_hook_is_refused`,
 //!    `an_end_racing_the_start_of_the_hooks_still_gets_the_hooks`.)
 //! 6. **Nothing registered is kept past completion.** Every registration (listener,
-//!    task, state, edit) sets its bit with a read-modify-write; [`Phase::complete`]
-//!    sees the bit and releases what was kept, or the registration sees the outcome
-//!    and acts at once. (Test: `contexts_are_released_on_every_path` in `tests/soak/leaks.rs`.)
+//!    hook, `end`, error, task, state, edit) sets its bit with a read-modify-write;
+//!    [`Phase::complete`] sees the bit and releases what was kept, or the
+//!    registration sees the outcome and acts at once: a hook or an `end` is
+//!    refused, an error reported, a listener called or dropped. Error listeners out
+//!    being called when the request completes deliver what is queued, and are then
+//!    released by that delivery. (Tests in `tests/soak/leaks.rs`:
+//!    `contexts_are_released_on_every_path`,
+//!    `registrations_after_the_client_left_mid_handler_are_not_kept`,
+//!    `error_listeners_busy_when_the_request_completes_deliver_everything_then_go`.)
 
 use std::mem;
 use std::pin::pin;
@@ -109,6 +115,10 @@ mod flag {
     /// A weak handle was made (`Context::downgrade`): the context is never sole again.
     pub(super) const WEAK: u32 = 1 << 14;
 }
+
+/// The response has left, or the request is over (closed before it left): nothing
+/// can be registered for the response any more.
+const GONE: u32 = flag::RESPONDED | flag::FINISHED | flag::CLOSED;
 
 /// The request's phase: the flag word, the shared lock, the layer's waker and the
 /// `done()` waiters.
@@ -358,19 +368,19 @@ impl Phase {
     // ---- Transitions the handle makes ---------------------------------------------
 
     /// `end(response)`: accepted (`None`) unless an `end` was accepted in this
-    /// phase, the response left, the error path was taken or an error is pending
-    /// (invariant 4); a refused response is handed back, to be dropped outside the
-    /// lock.
+    /// phase, the response left, the error path was taken, an error is pending
+    /// (invariant 4) or the request is over (closed before its response left); a
+    /// refused response is handed back, to be dropped outside the lock.
     pub(crate) fn try_end(&self, response: Response<Body>) -> Option<Response<Body>> {
         let mut shared = self.lock();
-        if self.has(flag::END_CALLED | flag::RESPONDED | flag::ERROR_PATH) || shared.error.is_some() {
+        if self.has(flag::END_CALLED | GONE | flag::ERROR_PATH) || shared.error.is_some() {
             return Some(response);
         }
         // Stored first, then announced; if the response left in between (the layer
-        // decides `leave`'s quick path without this lock), the announcement sees it
-        // and takes the response back.
+        // decides `leave`'s quick path without this lock), or the request completed
+        // (invariant 6), the announcement sees it and takes the response back.
         shared.ended = Some(Box::new(response));
-        if self.set(flag::END_CALLED | flag::SIGNAL) & flag::RESPONDED != 0 {
+        if self.set(flag::END_CALLED | flag::SIGNAL) & GONE != 0 {
             let ended = shared.ended.take();
             drop(shared);
             return Some(ended.map_or_else(Response::default, |ended| *ended));
@@ -381,16 +391,17 @@ impl Phase {
     }
 
     /// An error for the layer to render: accepted while the response has not left,
-    /// no error is pending or being rendered and no `end` was accepted (invariant 4);
-    /// otherwise handed back, to be reported only.
+    /// the request is not over, no error is pending or being rendered and no `end`
+    /// was accepted (invariant 4); otherwise handed back, to be reported only.
     pub(crate) fn try_signal_error(&self, error: HttpError) -> Result<(), HttpError> {
         let mut shared = self.lock();
-        if self.has(flag::RESPONDED | flag::ERROR_PATH | flag::END_CALLED) || shared.error.is_some() {
+        if self.has(GONE | flag::ERROR_PATH | flag::END_CALLED) || shared.error.is_some() {
             return Err(error);
         }
         shared.error = Some(error);
-        if self.set(flag::SIGNAL) & flag::RESPONDED != 0 {
-            // The response left meanwhile: only a report is possible.
+        if self.set(flag::SIGNAL) & GONE != 0 {
+            // The response left, or the request completed, meanwhile: only a report
+            // is possible.
             let late = shared.error.take();
             drop(shared);
             return late.map_or(Ok(()), Err);
@@ -400,13 +411,16 @@ impl Phase {
         Ok(())
     }
 
-    /// Adds an after-hook, or refuses it once the hooks have started (invariant 5).
+    /// Adds an after-hook, or refuses it once the hooks have started (invariant 5),
+    /// or the request is over (invariant 6: a hook kept then would never run, nor be
+    /// released).
     pub(crate) fn add_hook(&self, hook: Hook) -> Result<(), HooksStarted> {
         let mut shared = self.lock();
         // One read-modify-write: either the layer's decision (which sets
-        // HOOKS_STARTED the same way) sees WORK, or this call sees HOOKS_STARTED.
+        // HOOKS_STARTED the same way) sees WORK, or this call sees HOOKS_STARTED;
+        // and either completion sees WORK, or this call sees its outcome.
         let before = self.set(flag::WORK);
-        if before & (flag::HOOKS_STARTED | flag::RESPONDED | flag::ERROR_PATH) != 0 {
+        if before & (flag::HOOKS_STARTED | GONE | flag::ERROR_PATH) != 0 {
             drop(shared);
             // The hook is user code: dropped outside the lock.
             drop(hook);
@@ -417,12 +431,12 @@ impl Phase {
     }
 
     /// Adds a deferred edit. Edits that arrive after the hooks started still apply
-    /// (just before the response leaves); once it has left they cannot, and are
-    /// dropped.
+    /// (just before the response leaves); once it has left, or the request is over,
+    /// they cannot, and are dropped.
     pub(crate) fn add_edit(&self, edit: Edit) {
         let mut shared = self.lock();
         shared.edits.push(edit);
-        if self.set(flag::WORK) & flag::RESPONDED != 0 {
+        if self.set(flag::WORK) & GONE != 0 {
             shared.edits.clear();
         }
     }
@@ -444,9 +458,11 @@ impl Phase {
         shared.tasks.push(task);
     }
 
-    /// Something was put in the state map: completion must clear it.
-    pub(crate) fn note_state(&self) {
-        self.set(flag::STATE);
+    /// Something is being put in the state map: completion must clear it. `false`
+    /// when the request has completed already: nothing would clear it then, so it
+    /// must not be kept.
+    pub(crate) fn note_state(&self) -> bool {
+        outcome_of(self.set(flag::STATE)).is_none()
     }
 
     /// Whether this is the request's first caught stream.
@@ -459,11 +475,19 @@ impl Phase {
         self.set(flag::STREAM_FAILED);
     }
 
-    /// Keeps an End listener; hands it back to be called at once when End has fired.
+    /// Keeps an End listener; hands it back to be called at once when End has fired;
+    /// drops it (outside the lock) when the request closed before its response left,
+    /// so End never will.
     pub(crate) fn add_end_listener(&self, f: OnceListener) -> Option<OnceListener> {
         let mut shared = self.lock();
-        if self.set(flag::LISTENERS) & flag::RESPONDED != 0 {
+        let flags = self.set(flag::LISTENERS);
+        if flags & flag::RESPONDED != 0 {
             return Some(f);
+        }
+        if outcome_of(flags).is_some() {
+            drop(shared);
+            drop(f);
+            return None;
         }
         listeners_of(&mut shared).end.push(f);
         None
@@ -712,7 +736,15 @@ impl Phase {
     /// then any added while they ran).
     pub(crate) fn next_error_dispatch(&self, listeners: &mut Vec<ErrorListener>) -> Option<HttpError> {
         let mut shared = self.lock();
+        let completed = outcome_of(self.flags()).is_some();
         let registered = listeners_of(&mut shared);
+        if registered.queued.is_empty() && completed {
+            // The request completed while these ran, and released everything else:
+            // the listeners are not put back (the caller drops them, outside the
+            // lock), and nothing is kept for the request any more.
+            shared.listeners = None;
+            return None;
+        }
         if registered.queued.is_empty() {
             listeners.append(&mut registered.error);
             registered.error = mem::take(listeners);
@@ -754,9 +786,26 @@ impl Phase {
             return None;
         }
         let mut shared = self.lock();
+        let mut error = shared.error.take();
+        let listeners = match shared.listeners.as_mut() {
+            // The Error listeners are out being called: they deliver what is queued
+            // (this error too) and are released by that dispatch when it ends
+            // (`next_error_dispatch`); the rest goes now.
+            Some(registered) if registered.dispatching => {
+                registered.queued.extend(error.take());
+                Some(Box::new(Listeners {
+                    end: mem::take(&mut registered.end),
+                    finish: mem::take(&mut registered.finish),
+                    close: mem::take(&mut registered.close),
+                    error: mem::take(&mut registered.error),
+                    ..Listeners::default()
+                }))
+            }
+            _ => shared.listeners.take(),
+        };
         let released = Released {
-            listeners: shared.listeners.take(),
-            error: shared.error.take(),
+            listeners,
+            error,
             rest: (
                 mem::take(&mut shared.tasks),
                 mem::take(&mut shared.hooks),

@@ -19,7 +19,7 @@ impl Context {
     ///
     /// It lives until the request completes: `on_finish` and `on_close` listeners can
     /// still read it, then it is cleared (so a value that holds this context does not
-    /// keep it alive).
+    /// keep it alive), and stays empty.
     ///
     /// ```
     /// # use tower_context::Context;
@@ -44,10 +44,16 @@ impl StateMap<'_> {
         self.ctx.state_map()
     }
 
-    /// Inserts a value, returning the one of the same type it replaced.
+    /// Inserts a value, returning the one of the same type it replaced. Once the
+    /// request has completed the map stays empty: a value inserted then is dropped
+    /// at once (nothing would release it, and it may hold this context).
     pub fn insert<T: Clone + Send + Sync + 'static>(&self, value: T) -> Option<T> {
         let mut map = self.map();
-        self.ctx.inner.phase.note_state();
+        if !self.ctx.inner.phase.note_state() {
+            drop(map);
+            drop(value);
+            return None;
+        }
         map.insert(value)
     }
 

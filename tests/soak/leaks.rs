@@ -107,3 +107,94 @@ async fn released_on_every_path() {
     }
     assert_eq!(live_contexts(), 0);
 }
+
+/// A client that went away mid-handler (Close before the head left): whatever a
+/// handle registers afterwards is refused, reported or released, never kept.
+#[test]
+fn registrations_after_the_client_left_mid_handler_are_not_kept() {
+    let _alone = crate::alone();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let reported = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = reported.clone();
+        let layer = ContextLayer::new().handle_error(move |err, _| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tower_context::ErrorAction::Render(err)
+        });
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let svc = layer.layer(service_fn(move |req: Request<Empty<Bytes>>| {
+            let tx = tx.clone();
+            async move {
+                tx.send(ctx_of(&req)).unwrap();
+                std::future::pending::<()>().await;
+                Ok::<Response<Body>, HttpError>(Response::new(Body::empty()))
+            }
+        }));
+        let pending = svc.oneshot(Request::get("/hang").body(Empty::new()).unwrap());
+        assert!(tokio::time::timeout(Duration::from_millis(10), pending).await.is_err());
+        let ctx = rx.recv().await.unwrap();
+        assert!(ctx.is_closed() && !ctx.is_ended());
+
+        let c = ctx.clone();
+        let hooked = ctx.after(move |res| async move {
+            let _ = c.id();
+            Ok(res)
+        });
+        assert!(hooked.is_err(), "a hook that would never run");
+        assert!(!ctx.end(Response::new(Body::from("too late"))).is_first(), "nobody could send it");
+        let c = ctx.clone();
+        ctx.on_end(move |_| drop(c));
+        ctx.set_header(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+        ctx.state().insert(ctx.clone());
+        assert!(ctx.state().get::<Context>().is_none(), "the state map stays empty");
+        ctx.emit_error(HttpError::new(503));
+        assert_eq!(reported.load(std::sync::atomic::Ordering::SeqCst), 1, "a late error is reported");
+        drop(ctx);
+        assert_eq!(live_contexts(), 0, "nothing registered keeps the request");
+    });
+}
+
+/// Errors delivered on one thread while the request completes on another: every
+/// error reaches the listeners, which are released once the delivery ends.
+#[test]
+fn error_listeners_busy_when_the_request_completes_deliver_everything_then_go() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex, mpsc};
+    let _alone = crate::alone();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let svc = ContextLayer::new().layer(service_fn(move |req: Request<Empty<Bytes>>| {
+            tx.send(ctx_of(&req)).unwrap();
+            async { Ok::<_, HttpError>(Response::new(Body::from("ok"))) }
+        }));
+        let res = svc.oneshot(Request::get("/").body(Empty::new()).unwrap()).await.unwrap();
+        let ctx = rx.recv().await.unwrap();
+
+        let seen = Arc::new(AtomicUsize::new(0));
+        let (entered_tx, entered) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel::<()>();
+        let go_rx = Mutex::new(go_rx);
+        let (c, counted) = (ctx.clone(), seen.clone());
+        ctx.on_error(move |_| {
+            let _ = c.id();
+            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                entered_tx.send(()).unwrap();
+                go_rx.lock().unwrap().recv().unwrap();
+            }
+        });
+        // A late error, delivered on another thread: its listener waits there...
+        let other = ctx.clone();
+        let delivering = std::thread::spawn(move || other.emit_error(HttpError::new(500)));
+        entered.recv().unwrap();
+        // ...while a second error is queued behind it and the body finishes.
+        ctx.emit_error(HttpError::new(501));
+        res.into_body().collect().await.unwrap();
+        assert!(ctx.is_finished());
+        go.send(()).unwrap();
+        delivering.join().unwrap();
+        assert_eq!(seen.load(Ordering::SeqCst), 2, "both errors delivered");
+        drop(ctx);
+        assert_eq!(live_contexts(), 0, "the listeners were not put back");
+    });
+}
