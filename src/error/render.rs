@@ -126,7 +126,7 @@ pub(crate) fn render_body(err: &HttpError, format: ErrorFormat) -> Response<Body
 
 /// Whether a header set before the error survives it (Toa's list, matched as a prefix
 /// the way Toa's pattern does).
-fn kept(name: &header::HeaderName) -> bool {
+pub(crate) fn kept(name: &header::HeaderName) -> bool {
     const KEPT: [&str; 9] = [
         "accept",
         "allow",
@@ -139,7 +139,9 @@ fn kept(name: &header::HeaderName) -> bool {
         "x-ratelimit-",
     ];
     let name = name.as_str();
-    KEPT.iter().any(|prefix| name.starts_with(prefix))
+    // Most names go on their first letter (content-*, cache-control, etag, ...).
+    matches!(name.as_bytes().first(), Some(b'a' | b'r' | b'w' | b'v' | b's' | b'x'))
+        && KEPT.iter().any(|prefix| name.starts_with(prefix))
 }
 
 /// Applies the header rules to a rendered error response: the kept headers of

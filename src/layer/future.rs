@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll, ready};
 
 use bytes::Bytes;
-use http::{Method, Response};
+use http::{Method, Response, header};
 use http_body::Body as _;
 use pin_project_lite::pin_project;
 
@@ -21,6 +21,7 @@ use crate::context::{
     Claim, Context, Hook, Hooks, Signal, Started, apply_edits, errors_are_logged, invalid_status,
     is_valid_status,
 };
+use crate::error::render::kept as kept_on_error;
 use crate::error::{HttpError, Thrown, panic_error};
 use crate::stream::{FirstFrame, Prefixed};
 
@@ -45,7 +46,9 @@ pin_project! {
         Inner { #[pin] future: F },
         // The response is inside the running hook (its argument, then its future's):
         // between two hooks it is only ever in hand, never kept here.
-        Hooks { pending: Hooks, running: Option<Hook> },
+        // `before`: what an error in the running hook keeps of the response it took
+        // (`head_for_hooks`).
+        Hooks { pending: Hooks, running: Option<Hook>, before: Option<Box<Response<Body>>> },
         // Waiting for the body's first frame before the head may go (first-frame mode).
         // Boxed: this state is rare, and the response future stays small (it is moved
         // around by every layer above).
@@ -169,7 +172,9 @@ fn drive<F, B, E>(
     loop {
         let mut step = match state.as_mut().project() {
             StateProj::Inner { future } => poll_inner(future, ctx, catch, cx, out),
-            StateProj::Hooks { pending, running } => poll_hooks(pending, running, ctx, catch, cx),
+            StateProj::Hooks { pending, running, before } => {
+                poll_hooks(pending, running, before, ctx, catch, cx)
+            }
             StateProj::FirstFrame { response } => poll_first_frame(response, ctx, catch, cx),
             StateProj::Failed { error } => {
                 inner_failed(ctx, error.take().unwrap_or_else(|| HttpError::new(500)))
@@ -178,11 +183,11 @@ fn drive<F, B, E>(
         };
         if let Step::Hooks(response) = step {
             // The response goes straight on to the first hook, whose state is made first.
-            state.set(State::Hooks { pending: Hooks::default(), running: None });
+            state.set(State::Hooks { pending: Hooks::default(), running: None, before: None });
             step = match state.as_mut().project() {
-                StateProj::Hooks { pending, running } => {
-                    let response = start_hooks(ctx, response, pending);
-                    next_hook(ctx, response, pending, running, catch, cx)
+                StateProj::Hooks { pending, running, before } => {
+                    let response = start_hooks(ctx, response, pending, before);
+                    next_hook(ctx, response, pending, running, before, false, catch, cx)
                 }
                 // (Not reached: the state was just set.)
                 _ => Step::Again,
@@ -328,7 +333,12 @@ where
 // without a copy into this function and one out (callgrind: one copy and about 50
 // instructions fewer on the hook and `end` rows).
 #[inline(always)]
-fn start_hooks(ctx: &mut Context, response: Response<Body>, pending: &mut Hooks) -> Response<Body> {
+fn start_hooks(
+    ctx: &mut Context,
+    response: Response<Body>,
+    pending: &mut Hooks,
+    before: &mut Option<Box<Response<Body>>>,
+) -> Response<Body> {
     let Started { hooks, edits, ended } = ctx.start_hooks();
     *pending = hooks;
     // An `end` that came just now wins over the inner response, as it would have a
@@ -336,23 +346,48 @@ fn start_hooks(ctx: &mut Context, response: Response<Body>, pending: &mut Hooks)
     let mut response = ended.map_or(response, |ended| *ended);
     // Taken apart and put back rather than `apply_edits_to` in place: on this path
     // the in-place form cost one more copy of the response (callgrind, hook row).
-    if !edits.is_empty() {
+    let edited = !edits.is_empty();
+    if edited {
         let (mut parts, body) = response.into_parts();
         apply_edits(edits, &mut parts.status, &mut parts.headers);
         response = Response::from_parts(parts, body);
     }
+    *before = head_for_hooks(&response, edited);
     response
+}
+
+/// What an error in the next hook keeps of the response going into it, since the
+/// hook takes the response itself: its status and headers (not its framing: the
+/// body is gone), for the error to keep Toa's listed headers and a swallowed error
+/// its edits. Copied only when there is something to keep: one of those headers, or
+/// the deferred edits' (`keep`, also once a copy was made for an earlier hook).
+fn head_for_hooks(response: &Response<Body>, keep: bool) -> Option<Box<Response<Body>>> {
+    if !keep && !response.headers().keys().any(kept_on_error) {
+        return None;
+    }
+    let mut head = Response::new(Body::empty());
+    *head.status_mut() = response.status();
+    *head.headers_mut() = response.headers().clone();
+    for framing in [header::CONTENT_LENGTH, header::TRANSFER_ENCODING, header::CONTENT_TYPE] {
+        head.headers_mut().remove(framing);
+    }
+    Some(Box::new(head))
 }
 
 /// Calls the hooks left, last added first, from this response on; with none left the
 /// response goes. Each hook is polled as soon as it is called (most are ready at
 /// once), so only one that waits goes round `drive`'s loop to `poll_hooks`. A signal
 /// that came before a call, or while a hook ran, ends the hooks ([`cut_short`]).
+// Eight arguments: the three parts of the hooks' state, whether `before` is stale
+// (it is not for the first hook after `start_hooks`), and the poll's own.
+#[allow(clippy::too_many_arguments)]
 fn next_hook<B>(
     ctx: &Context,
     mut response: Response<Body>,
     pending: &mut Hooks,
     running: &mut Option<Hook>,
+    before: &mut Option<Box<Response<Body>>>,
+    mut refresh: bool,
     catch: bool,
     cx: &mut TaskContext<'_>,
 ) -> Step<B>
@@ -363,8 +398,12 @@ where
     loop {
         let Some(hook) = pending.pop() else { return hooks_done(ctx, response) };
         if let Some(signal) = ctx.take_signal() {
-            return cut_short(ctx, signal, pending, None);
+            return cut_short(ctx, signal, pending, Some(response));
         }
+        if refresh {
+            *before = head_for_hooks(&response, before.is_some());
+        }
+        refresh = true;
         let hook = running.insert(hook);
         let polled = guarded(catch, || {
             hook.as_mut().start(response);
@@ -376,7 +415,7 @@ where
             Ok(Poll::Pending) => return park(ctx, cx),
             Err(err) | Ok(Poll::Ready(Err(err))) => {
                 *running = None;
-                return Step::Ready(fail(ctx, err, None));
+                return Step::Ready(fail(ctx, err, before.take().map(|head| *head)));
             }
         };
         *running = None;
@@ -391,6 +430,7 @@ where
 fn poll_hooks<B>(
     pending: &mut Hooks,
     running: &mut Option<Hook>,
+    before: &mut Option<Box<Response<Body>>>,
     ctx: &Context,
     catch: bool,
     cx: &mut TaskContext<'_>,
@@ -403,19 +443,19 @@ where
     let Some(hook) = running.as_mut() else { return Step::Ready(fail(ctx, HttpError::new(500), None)) };
     if let Some(signal) = ctx.take_signal() {
         *running = None;
-        return cut_short(ctx, signal, pending, None);
+        return cut_short(ctx, signal, pending, before.take().map(|head| *head));
     }
     match guarded(catch, || hook.as_mut().poll_hook(cx)) {
         Ok(Poll::Pending) => park(ctx, cx),
         Err(err) | Ok(Poll::Ready(Err(err))) => {
             *running = None;
-            Step::Ready(fail(ctx, err, None))
+            Step::Ready(fail(ctx, err, before.take().map(|head| *head)))
         }
         Ok(Poll::Ready(Ok(next))) => {
             *running = None;
             match ctx.take_signal() {
                 Some(signal) => cut_short(ctx, signal, pending, Some(next)),
-                None => next_hook(ctx, next, pending, running, catch, cx),
+                None => next_hook(ctx, next, pending, running, before, true, catch, cx),
             }
         }
     }

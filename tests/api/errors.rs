@@ -188,6 +188,52 @@ async fn only_whitelisted_headers_survive_and_the_errors_own_headers_apply() {
 }
 
 #[tokio::test]
+async fn a_failing_after_hook_keeps_the_whitelisted_headers_set_before_it() {
+    // As Toa keeps them whatever threw: the handler's own, the deferred edits', and
+    // those an earlier hook set.
+    let svc = ContextLayer::new().layer(service_fn(|req: Request<Empty<Bytes>>| async move {
+        let ctx = ctx_of(&req);
+        ctx.set_header(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+        ctx.vary(header::ACCEPT);
+        // Added first, so it runs last, on what the other hook returned.
+        ctx.after(|_| async { Err(HttpError::new(409).message("taken")) }).unwrap();
+        ctx.after(|mut res| async move {
+            res.headers_mut().insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+            Ok(res)
+        })
+        .unwrap();
+        let mut res = Response::new(Body::from("made"));
+        res.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        res.headers_mut().insert("x-secret", HeaderValue::from_static("1"));
+        Ok::<_, HttpError>(res)
+    }));
+    let res = svc.oneshot(Request::get("/").body(Empty::new()).unwrap()).await.unwrap();
+    let h = res.headers().clone();
+    assert_eq!(res.status(), 409);
+    assert_eq!(h["access-control-allow-origin"], "*");
+    assert_eq!(h["vary"], "accept");
+    assert_eq!(h["x-ratelimit-remaining"], "0");
+    assert!(h.get(header::CACHE_CONTROL).is_none() && h.get("x-secret").is_none(), "{h:?}");
+    assert_eq!(body_string(res).await, r#"{"status":409,"error":"Conflict","message":"taken"}"#);
+}
+
+#[tokio::test]
+async fn an_after_hook_error_swallowed_sends_the_deferred_edits() {
+    let layer = ContextLayer::new().handle_error(|_, _| tower_context::ErrorAction::Swallow);
+    let svc = layer.layer(service_fn(|req: Request<Empty<Bytes>>| async move {
+        let ctx = ctx_of(&req);
+        ctx.set_status(StatusCode::ACCEPTED);
+        ctx.set_header(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        ctx.after(|_| async { Err(HttpError::new(500)) }).unwrap();
+        Ok::<_, HttpError>(Response::new(Body::from("made")))
+    }));
+    let res = svc.oneshot(Request::get("/").body(Empty::new()).unwrap()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    assert_eq!(res.headers()[header::CACHE_CONTROL], "no-store");
+    assert_eq!(body_string(res).await, "", "the hook took the body");
+}
+
+#[tokio::test]
 async fn cors_headers_from_an_inner_layer_survive_an_axum_error() {
     use tower_http::cors::{Any, CorsLayer};
     let app = Router::new()
