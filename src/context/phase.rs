@@ -201,8 +201,10 @@ pub(crate) enum ErrorPath {
 pub(crate) struct Left {
     /// Edits made after the hooks started, to apply to the response.
     pub(crate) edits: Vec<Edit>,
-    /// An `end` that came after the hooks were done: it replaces the response. Left
-    /// in its box, so that `Left` (returned for every response) stays small to move.
+    /// An `end` that came after the hooks were done: it replaces the response, which
+    /// has not left then: the caller checks this one as any other (it may carry an
+    /// error) and calls `leave` again. Left in its box, so that `Left` (returned for
+    /// every response) stays small to move.
     pub(crate) ended: Option<Box<Response<Body>>>,
     /// An error that came too late to change anything: it is only reported.
     pub(crate) late_error: Option<HttpError>,
@@ -684,11 +686,15 @@ impl Phase {
             self.change(sole, flag::ERROR_PATH, 0);
             return Err(err);
         }
-        let ended = shared.ended.take();
+        if let Some(ended) = shared.ended.take() {
+            // Not gone yet: a second `end` is refused (END_CALLED), so the caller's
+            // next call leaves.
+            return Ok(Left { ended: Some(ended), ..Left::default() });
+        }
         let edits = mem::take(&mut shared.edits);
         self.change(sole, flag::RESPONDED, 0);
         let late_error = shared.error.take();
-        Ok(Left { edits, ended, late_error })
+        Ok(Left { edits, ended: None, late_error })
     }
 
     /// Marks the response as gone on the error path (the edits were taken with the

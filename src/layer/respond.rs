@@ -75,26 +75,29 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    if let Some(Thrown(err)) = response.extensions_mut().remove::<Thrown>() {
-        return Leaving::Failed(err, response.map(|_| Body::empty()));
+    loop {
+        if let Some(Thrown(err)) = response.extensions_mut().remove::<Thrown>() {
+            return Leaving::Failed(err, response.map(|_| Body::empty()));
+        }
+        if !is_valid_status(response.status()) {
+            return Leaving::Failed(invalid_status(response.status()), response.map(|_| Body::empty()));
+        }
+        let Left { edits, ended, late_error } = match ctx.phase().leave(ctx.is_sole()) {
+            Ok(left) => left,
+            Err(err) => return Leaving::Failed(err, response.map(|_| Body::empty())),
+        };
+        if let Some(ended) = ended {
+            // `end` arrived after the hooks were done but before the response left:
+            // its response goes instead, once checked as this one was. The one that
+            // lost, and its body (user code), are dropped here, outside the lock.
+            drop(std::mem::replace(&mut response, (*ended).map(ResponseBody::replaced)));
+            continue;
+        }
+        // Edits made after the hooks started (from a hook, a task) still apply.
+        apply_edits_to(edits, &mut response);
+        send_head(ctx, &mut response, late_error);
+        return Leaving::Sent(response);
     }
-    if !is_valid_status(response.status()) {
-        return Leaving::Failed(invalid_status(response.status()), response.map(|_| Body::empty()));
-    }
-    let Left { edits, ended, late_error } = match ctx.phase().leave(ctx.is_sole()) {
-        Ok(left) => left,
-        Err(err) => return Leaving::Failed(err, response.map(|_| Body::empty())),
-    };
-    if let Some(ended) = ended {
-        // `end` arrived after the hooks were done but before the response left: its
-        // response goes instead. The one that lost, and its body (user code), are
-        // dropped here, outside the lock.
-        drop(std::mem::replace(&mut response, (*ended).map(ResponseBody::replaced)));
-    }
-    // Edits made after the hooks started (from a hook, a task) still apply.
-    apply_edits_to(edits, &mut response);
-    send_head(ctx, &mut response, late_error);
-    Leaving::Sent(response)
 }
 
 /// The error path: Error fires, the app's policy decides, the error is rendered.

@@ -403,6 +403,36 @@ async fn errors_carried_by_an_ended_or_hooked_response_are_rendered_too() {
 }
 
 #[tokio::test]
+async fn an_error_ended_after_the_hooks_but_before_the_head_left_is_rendered_too() {
+    // In first-frame mode the layer polls the body before the head leaves: a body
+    // that calls `end` there lands after the hooks are done. Its response is checked
+    // as any other: the error it carries is rendered, and the listeners hear of it.
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let seen = heard.clone();
+    let svc = ContextLayer::new().first_frame(true).layer(service_fn(move |req: Request<Empty<Bytes>>| {
+        let seen = seen.clone();
+        async move {
+            let ctx = ctx_of(&req);
+            ctx.on_error(move |err| seen.lock().unwrap().push(err.status().as_u16()));
+            let ending = ctx.clone();
+            let frames = futures_util::stream::poll_fn(move |_| {
+                let _ = ending.end(HttpError::new(403).message("from the body").into_http_response());
+                std::task::Poll::Ready(Some(Ok::<_, BoxError>(http_body::Frame::data(Bytes::from_static(
+                    b"x",
+                )))))
+            });
+            Ok::<_, Infallible>(Response::new(Body::new(StreamBody::new(frames))))
+        }
+    }));
+    let request = Request::get("/").header(header::ACCEPT, "text/plain").body(Empty::new()).unwrap();
+    let res = svc.oneshot(request).await.unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(res.headers()["content-type"], "text/plain; charset=utf-8", "negotiated");
+    assert_eq!(body_string(res).await, "from the body");
+    assert_eq!(*heard.lock().unwrap(), [403]);
+}
+
+#[tokio::test]
 async fn throw_with_a_client_status_and_an_error_shows_the_errors_text() {
     // Toa's `ctx.throw(422, new Error('test'))` answers `test`.
     async fn handler() -> Result<&'static str, HttpError> {
