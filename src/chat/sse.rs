@@ -111,6 +111,11 @@ impl SseChat {
             }
         }
         unclaimed.claim();
+        // The socket's connection ends the stream when it is destroyed or its server
+        // shuts down; otherwise the stream would hold the socket open for ever.
+        if let Some(http) = &http {
+            http.carry(&conn);
+        }
         let resume = parts
             .headers
             .get("last-event-id")

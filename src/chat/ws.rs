@@ -188,6 +188,11 @@ impl WebSocketChat {
         let unknown = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
         let (remote, local) = http.map_or((unknown, unknown), |c| (c.remote_addr(), c.local_addr()));
         let conn = Connection::live(ConnectionKind::WebSocket, remote, local, self.mailbox);
+        // The socket's connection ends this one when it is destroyed or its server
+        // shuts down: the upgraded socket is closed with a goodbye.
+        if let Some(http) = http {
+            http.carry(&conn);
+        }
         #[cfg(feature = "server")]
         {
             let given = query.and_then(|q| session_id(q)).and_then(crate::connection::Fingerprint::parse);

@@ -182,6 +182,18 @@ struct Inner {
     last_activity: AtomicU64,
     /// Rooms joined, in join order.
     rooms: Mutex<Vec<String>>,
+    /// The live connections (WebSocket, SSE) that requests on this socket opened.
+    carried: Mutex<Carried>,
+}
+
+/// The live connections a socket's connection carries: they end when it is
+/// destroyed or its server shuts down, since their socket goes with it.
+#[derive(Default)]
+struct Carried {
+    /// Set once they were ended: one carried from then on is ended at once, so a
+    /// live connection opened while the server shuts down is not missed.
+    ended: bool,
+    live: Vec<Connection>,
 }
 
 /// Says that a request came over TLS: for a server of your own that terminates TLS
@@ -381,6 +393,7 @@ impl Connection {
                 #[cfg(feature = "sessions")]
                 session: std::sync::OnceLock::new(),
                 rooms: Mutex::new(Vec::new()),
+                carried: Mutex::new(Carried::default()),
                 #[cfg(feature = "server")]
                 started: std::time::Instant::now(),
                 #[cfg(feature = "server")]
@@ -476,6 +489,10 @@ impl Connection {
     /// that still arrives is refused with 503. The connection leaves the
     /// [`Connections`](crate::Connections) registry when the socket has closed. Under axum's server it
     /// only marks the connection. Calling it again does nothing.
+    ///
+    /// The chat's live connections opened on this socket (a WebSocket it was
+    /// upgraded to, an SSE stream it serves) are destroyed with it, so the socket
+    /// can close: the WebSocket says goodbye, the stream ends.
     pub fn destroy(&self) {
         if let Some(mailbox) = &self.inner.mailbox {
             mailbox.close();
@@ -484,6 +501,7 @@ impl Connection {
             // A stored permit: the server's task sees it even if it is not waiting yet.
             self.inner.destroy.notify_one();
         }
+        self.end_carried();
     }
 
     /// Whether [`destroy`](Self::destroy) was called.
@@ -673,6 +691,47 @@ impl Connection {
     #[cfg(feature = "server")]
     pub(crate) fn destroyed(&self) -> tokio::sync::futures::Notified<'_> {
         self.inner.destroy.notified()
+    }
+
+    /// Keeps `live`, a connection a request on this socket opened, so that ending
+    /// this one ends it too; ends it at once if this one was ended already.
+    pub(crate) fn carry(&self, live: &Connection) {
+        {
+            let mut carried = self.carried();
+            if !carried.ended {
+                // Those that ended on their own are let go here: a keep-alive
+                // connection may open many streams, one after another.
+                carried.live.retain(|c| !c.is_destroyed());
+                carried.live.push(live.clone());
+                return;
+            }
+        }
+        live.destroy();
+    }
+
+    /// Destroys the live connections this one carries, and any it carries later.
+    pub(crate) fn end_carried(&self) {
+        let live = {
+            let mut carried = self.carried();
+            carried.ended = true;
+            std::mem::take(&mut carried.live)
+        };
+        for conn in live {
+            conn.destroy();
+        }
+    }
+
+    /// Whether this connection carries a live one that is still open: its socket is
+    /// busy even with no request in flight.
+    #[cfg(feature = "server")]
+    pub(crate) fn carries_live(&self) -> bool {
+        self.carried().live.iter().any(|c| !c.is_destroyed())
+    }
+
+    fn carried(&self) -> MutexGuard<'_, Carried> {
+        // No user code runs under this lock (destroying the carried connections
+        // happens after it is released).
+        self.inner.carried.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn params_map(&self) -> MutexGuard<'_, Map<String, Value>> {
