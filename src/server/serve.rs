@@ -5,9 +5,14 @@
 //! one task per socket. That task registers the connection, runs the open hooks and
 //! drives hyper's connection future until the socket closes, asking it to shut down
 //! gracefully on `destroy` or server shutdown, and dropping it when no request
-//! arrived in time. Between hyper and the app, [`ConnService`] counts each request,
-//! refuses it when the connection is destroyed or over its limit, resolves the
-//! client's fingerprint and puts the `Connection` in the request's extensions.
+//! arrived in time. The registration and the permit travel with the socket: when
+//! hyper hands it over to an upgrade (a WebSocket), the task watches it on until
+//! the upgraded stream drops it. On shutdown, the task ends the live connections
+//! its socket carries (the chat's WebSocket or SSE stream).
+//!
+//! Between hyper and the app, [`ConnService`] counts each request, refuses it when
+//! the connection is destroyed or over its limit, resolves the client's fingerprint
+//! and puts the `Connection` in the request's extensions.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -29,13 +34,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use pin_project_lite::pin_project;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tower::Service;
 
 use super::Connections;
 use super::fingerprint::{FingerprintConfig, Resolved, valid_cookie_name};
 use super::limit::{DEFAULT_SIMULTANEOUS, Pending, TOO_MANY};
-use super::stall::{Stall, Watched};
+use super::stall::{Clock, Stall, Watched};
 use crate::body::{Body, BoxError, EitherBody};
 use crate::connection::Connection;
 use crate::error::HttpError;
@@ -231,7 +236,9 @@ impl<S> Serve<S> {
     /// How long a response may make no write progress (default 30 s; `None` for no
     /// bound): a client that stops reading fills its receive window and our send
     /// buffer, and then holds its connection; past this time the connection is
-    /// closed. Pipelined requests behind the unread response go with it.
+    /// closed. Pipelined requests behind the unread response go with it. A socket
+    /// upgraded to a WebSocket is watched the same way: a write to it that makes no
+    /// progress fails, and the WebSocket ends.
     pub fn write_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.config.write_timeout = timeout.into().map(|t| t.max(Duration::from_millis(1)));
         self
@@ -307,6 +314,10 @@ impl<S> Serve<S> {
     /// connections get GOAWAY, idle HTTP/1.1 ones close at once), and then the
     /// server's future resolves.
     ///
+    /// The chat's live connections on the server's sockets are destroyed: a
+    /// [WebSocket](crate::chat::ws) client gets its goodbye and a close frame, an
+    /// [SSE](crate::chat::sse) stream ends.
+    ///
     /// ```no_run
     /// # async fn run(app: axum::Router) -> std::io::Result<()> {
     /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -375,7 +386,7 @@ where
         let mut signal = signal.unwrap_or_else(|| Box::pin(std::future::pending()));
         // Each socket's task holds a receiver: the sender sees them all gone once
         // every connection has closed.
-        let (shutdown, watching) = watch::channel(false);
+        let (shutdown, watching) = watch::channel(Stage::Serving);
 
         loop {
             let (stream, remote_addr) = tokio::select! {
@@ -411,7 +422,7 @@ where
 
         drop(listener);
         drop(watching);
-        shutdown.send_replace(true);
+        shutdown.send_replace(Stage::Closing);
         shutdown.closed().await;
         Ok(())
     }
@@ -500,7 +511,7 @@ struct Socket<S> {
     config: Arc<Config>,
     connections: Connections,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<Stage>,
     permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -531,8 +542,43 @@ where
     drive(stream, conn, open, app, config, builder, shutdown).await;
 }
 
-/// Serves one socket's connection until it closes: gracefully on `destroy` or
-/// server shutdown, at once when no request arrived in time.
+/// What the server tells every socket's task.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Serving,
+    /// Shutting down: finish what is in flight, end the live connections, close.
+    Closing,
+}
+
+/// What the server said when it last spoke; `Closing` when it is gone (its future
+/// was dropped), as then no one is left to say more.
+async fn next_stage(shutdown: &mut watch::Receiver<Stage>, gone: &mut bool) -> Stage {
+    match shutdown.changed().await {
+        Ok(()) => *shutdown.borrow_and_update(),
+        Err(_) => {
+            *gone = true;
+            Stage::Closing
+        }
+    }
+}
+
+/// How hyper's part of a socket ended.
+enum Served {
+    /// Hyper's connection future resolved: the socket closed, or was handed to an
+    /// upgrade and lives on there.
+    Resolved,
+    /// The task dropped the socket.
+    Dropped,
+}
+
+/// Serves one socket until it closes: its HTTP connection, then, if it was
+/// upgraded (a WebSocket), the upgraded stream.
+///
+/// `open` (with the max-connections permit) goes into the socket's wrapper, which
+/// hyper hands over to an upgrade: it is dropped with the socket, whoever holds it
+/// then, so an upgraded socket keeps its slot, its place in the registry and its
+/// close hooks until it really closes. This task lives as long too, so shutdown
+/// waits for upgraded sockets as well.
 async fn drive<I, S, B>(
     io: I,
     conn: Connection,
@@ -540,7 +586,7 @@ async fn drive<I, S, B>(
     app: S,
     config: Arc<Config>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<Stage>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
@@ -549,84 +595,145 @@ async fn drive<I, S, B>(
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let service = ConnService { app, conn: conn.clone(), config: Arc::clone(&config) };
+    let (closed_tx, closed) = oneshot::channel();
+    let mut open = open;
+    open.closed = Some(closed_tx);
     let stall = Stall::new();
-    let io = Watched { io, stall: stall.clone() };
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(connection);
-    let first_request = tokio::time::sleep(config.header_read_timeout);
-    tokio::pin!(first_request);
-    let mut waiting_for_first = true;
-    let mut closing = false;
-    let idle = tokio::time::sleep(config.idle_timeout.unwrap_or(Duration::MAX / 4));
-    tokio::pin!(idle);
-    // Armed only while a write waits: a flowing or idle connection has no timer.
-    let stalled = tokio::time::sleep(Duration::MAX / 4);
-    tokio::pin!(stalled);
-    let mut armed = false;
-    loop {
-        tokio::select! {
-            biased;
-            _ = connection.as_mut() => break,
-            () = stall.began(), if config.write_timeout.is_some() && !armed => {
-                armed = true;
-                let limit = config.write_timeout.unwrap_or(Duration::MAX);
-                stalled.as_mut().reset(tokio::time::Instant::now() + limit);
-            }
-            // A client that stopped reading: its connection (and anything pipelined
-            // behind the unread response) is dropped, not kept for ever.
-            () = &mut stalled, if armed => {
-                let limit = config.write_timeout.unwrap_or(Duration::MAX);
-                match stall.stalled_for() {
-                    Some(waited) if waited >= limit => break,
-                    Some(waited) => stalled.as_mut().reset(tokio::time::Instant::now() + (limit - waited)),
-                    None => armed = false,
+    let io = Watched { io, stall: stall.clone(), _held: open };
+    let mut task = SocketTask { conn, config, stall, shutdown, gone: false };
+    match task.serve_http(io, app, &builder).await {
+        Served::Resolved => task.watch_upgraded(closed).await,
+        Served::Dropped => {}
+    }
+}
+
+/// What one socket's task watches: its connection, write progress, the server.
+struct SocketTask {
+    conn: Connection,
+    config: Arc<Config>,
+    stall: Stall,
+    shutdown: watch::Receiver<Stage>,
+    /// The server is gone: nothing more will be heard from it.
+    gone: bool,
+}
+
+impl SocketTask {
+    /// Drives hyper's connection until it resolves, or drops it: gracefully closed
+    /// on `destroy` or server shutdown, dropped when no request arrived in time or
+    /// when writes stall.
+    async fn serve_http<I, S, B>(
+        &mut self,
+        io: Watched<I, Open>,
+        app: S,
+        builder: &auto::Builder<TokioExecutor>,
+    ) -> Served
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let config = Arc::clone(&self.config);
+        let conn = self.conn.clone();
+        let service = ConnService { app, conn: conn.clone(), config: Arc::clone(&config) };
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let first_request = tokio::time::sleep(config.header_read_timeout);
+        tokio::pin!(first_request);
+        let mut waiting_for_first = true;
+        // Asked to close (idle, destroy or shutdown): hyper is asked once.
+        let mut closing = false;
+        let idle = tokio::time::sleep(config.idle_timeout.unwrap_or(Duration::MAX / 4));
+        tokio::pin!(idle);
+        let timer = tokio::time::sleep(Duration::MAX / 4);
+        tokio::pin!(timer);
+        let mut writes = Clock::new(config.write_timeout, timer);
+        loop {
+            tokio::select! {
+                biased;
+                _ = connection.as_mut() => return Served::Resolved,
+                // A client that stopped reading: its connection (and anything pipelined
+                // behind the unread response) is dropped, not kept for ever.
+                () = writes.stalled(&self.stall) => return Served::Dropped,
+                // No request in flight since the deadline was set: close gracefully.
+                // Otherwise the deadline moves to a full timeout after the last activity.
+                () = &mut idle, if !closing && config.idle_timeout.is_some() => {
+                    let timeout = config.idle_timeout.unwrap_or_default();
+                    let since = conn.idle_for();
+                    if conn.pending() == 0 && since >= timeout {
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                    } else {
+                        let rest = timeout.saturating_sub(since).max(Duration::from_millis(1));
+                        idle.as_mut().reset(tokio::time::Instant::now() + rest);
+                    }
                 }
-            }
-            // No request in flight since the deadline was set: close gracefully.
-            // Otherwise the deadline moves to a full timeout after the last activity.
-            () = &mut idle, if !closing && config.idle_timeout.is_some() => {
-                let timeout = config.idle_timeout.unwrap_or_default();
-                let since = conn.idle_for();
-                if conn.pending() == 0 && since >= timeout {
+                // `destroy` has ended the live connections on this socket already.
+                () = conn.destroyed(), if !closing => {
                     closing = true;
                     connection.as_mut().graceful_shutdown();
-                } else {
-                    let rest = timeout.saturating_sub(since).max(Duration::from_millis(1));
-                    idle.as_mut().reset(tokio::time::Instant::now() + rest);
                 }
-            }
-            () = conn.destroyed(), if !closing => {
-                closing = true;
-                connection.as_mut().graceful_shutdown();
-            }
-            // An error means the server is gone: shut down all the same.
-            _ = shutdown.changed(), if !closing => {
-                closing = true;
-                connection.as_mut().graceful_shutdown();
-            }
-            // Before hyper knows the protocol it has no timeout of its own, so a
-            // socket that never brings a request is dropped here. Nothing reached
-            // the app yet, so nothing is cut short.
-            () = &mut first_request, if waiting_for_first => {
-                waiting_for_first = false;
-                if conn.message_id().is_none() {
-                    break;
+                stage = next_stage(&mut self.shutdown, &mut self.gone), if !self.gone => match stage {
+                    Stage::Serving => {}
+                    // An SSE stream in flight ends only when its live connection does.
+                    Stage::Closing if !closing => {
+                        closing = true;
+                        conn.end_carried();
+                        connection.as_mut().graceful_shutdown();
+                    }
+                    Stage::Closing => conn.end_carried(),
+                },
+                // Before hyper knows the protocol it has no timeout of its own, so a
+                // socket that never brings a request is dropped here. Nothing reached
+                // the app yet, so nothing is cut short.
+                () = &mut first_request, if waiting_for_first => {
+                    waiting_for_first = false;
+                    if conn.message_id().is_none() {
+                        return Served::Dropped;
+                    }
                 }
             }
         }
     }
-    drop(open);
+
+    /// Watches a socket that hyper handed to an upgrade, until its new owner drops
+    /// it (`closed`; at once when there was no upgrade and hyper dropped it). The
+    /// task cannot drop the socket any more, so it cuts it when writes stall.
+    /// Shutdown ends the chat's live connection on it, which closes the socket with
+    /// a goodbye.
+    async fn watch_upgraded(&mut self, mut closed: oneshot::Receiver<Infallible>) {
+        let timer = tokio::time::sleep(Duration::MAX / 4);
+        tokio::pin!(timer);
+        let mut writes = Clock::new(self.config.write_timeout, timer);
+        let mut cut = false;
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut closed => return,
+                () = writes.stalled(&self.stall), if !cut => {
+                    cut = true;
+                    self.stall.cut();
+                }
+                stage = next_stage(&mut self.shutdown, &mut self.gone), if !self.gone => match stage {
+                    Stage::Serving => {}
+                    Stage::Closing => self.conn.end_carried(),
+                },
+            }
+        }
+    }
 }
 
 /// An open connection: registered while it lives; on drop (the socket closed, or
-/// the task ended any other way) it leaves the registry, the close hooks run, and
-/// then its max-connections permit is released.
+/// the task ended any other way) it leaves the registry, the close hooks run, then
+/// its max-connections permit is released and the socket's task is told.
 struct Open {
     conn: Connection,
     connections: Connections,
     config: Arc<Config>,
     _permit: Option<OwnedSemaphorePermit>,
+    closed: Option<oneshot::Sender<Infallible>>,
 }
 
 impl Open {
@@ -638,7 +745,7 @@ impl Open {
     ) -> Open {
         connections.insert(&conn);
         run_hooks(&config.on_open, &conn);
-        Open { conn, connections, config, _permit: permit }
+        Open { conn, connections, config, _permit: permit, closed: None }
     }
 }
 

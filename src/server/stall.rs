@@ -3,14 +3,20 @@
 //! slot and its buffers for ever. [`Watched`] wraps the socket and records since
 //! when a write has been waiting; the connection's task closes it past
 //! `write_timeout`.
+//!
+//! After an upgrade (a WebSocket) hyper hands the socket, `Watched` and all, to the
+//! upgraded stream's owner, so the connection's task can no longer drop it. It
+//! [cuts](Stall::cut) it instead: from then on every read and write fails, and one
+//! that was waiting is woken to fail, so its owner lets the socket go.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
+use atomic_waker::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Since when the socket's writes have been waiting, shared with the connection's
@@ -24,6 +30,16 @@ pub(super) struct Stall {
     /// Told when a write begins waiting: the connection's task arms its timer only
     /// then, so an idle or flowing connection costs no wake-ups.
     began: Arc<tokio::sync::Notify>,
+    cut: Arc<Cut>,
+}
+
+/// Whether the socket was cut, and who waits on it. A read and a write may wait in
+/// different tasks (a split WebSocket), so each has its own waker.
+#[derive(Default)]
+struct Cut {
+    done: AtomicBool,
+    reader: AtomicWaker,
+    writer: AtomicWaker,
 }
 
 impl Stall {
@@ -32,7 +48,20 @@ impl Stall {
             origin: Instant::now(),
             since: Arc::new(AtomicU64::new(0)),
             began: Arc::new(tokio::sync::Notify::new()),
+            cut: Arc::new(Cut::default()),
         }
+    }
+
+    /// Makes every later read and write on the socket fail, and wakes the ones
+    /// waiting so that they do.
+    pub(super) fn cut(&self) {
+        self.cut.done.store(true, Ordering::Release);
+        self.cut.reader.wake();
+        self.cut.writer.wake();
+    }
+
+    fn is_cut(&self) -> bool {
+        self.cut.done.load(Ordering::Acquire)
     }
 
     /// How long a write has been waiting, if one is.
@@ -70,26 +99,103 @@ impl Stall {
     }
 }
 
-/// A socket whose writes are watched for progress.
-pub(super) struct Watched<I> {
-    pub(super) io: I,
-    pub(super) stall: Stall,
+/// The `write_timeout` clock of one socket's task: armed only while a write waits,
+/// so an idle or flowing connection has no timer.
+pub(super) struct Clock<'a> {
+    limit: Option<Duration>,
+    sleep: Pin<&'a mut tokio::time::Sleep>,
+    armed: bool,
 }
 
-impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+impl<'a> Clock<'a> {
+    /// A clock for writes that may wait `limit` (`None`: for ever); `sleep` is its
+    /// timer, any deadline.
+    pub(super) fn new(limit: Option<Duration>, sleep: Pin<&'a mut tokio::time::Sleep>) -> Clock<'a> {
+        Clock { limit, sleep, armed: false }
+    }
+
+    /// Completes when a write has waited past the limit; never without one. It may
+    /// be dropped and called again (as in a `select!` loop) without losing time.
+    pub(super) async fn stalled(&mut self, stall: &Stall) {
+        let Some(limit) = self.limit else { return std::future::pending().await };
+        loop {
+            if !self.armed {
+                stall.began().await;
+                self.armed = true;
+                self.sleep.as_mut().reset(tokio::time::Instant::now() + limit);
+            }
+            self.sleep.as_mut().await;
+            match stall.stalled_for() {
+                Some(waited) if waited >= limit => return,
+                Some(waited) => self.sleep.as_mut().reset(tokio::time::Instant::now() + (limit - waited)),
+                None => self.armed = false,
+            }
+        }
+    }
+}
+
+/// A socket whose writes are watched for progress, and that can be cut.
+///
+/// `_held` lives exactly as long as the socket: hyper drops it with its connection,
+/// or hands it over to an upgrade and it is dropped with the upgraded stream.
+pub(super) struct Watched<I, H> {
+    pub(super) io: I,
+    pub(super) stall: Stall,
+    pub(super) _held: H,
+}
+
+/// What a read or write on a cut socket returns.
+fn cut_error() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "the server closed this connection")
+}
+
+/// Which way a socket call goes: each way has its own waker for a cut.
+#[derive(Clone, Copy)]
+enum Way {
+    Read,
+    Write,
+}
+
+impl<I, H> Watched<I, H> {
+    /// `polled`, unless the socket is cut (then an error, whatever the inner socket
+    /// did); a call left waiting is woken when the socket is cut. The waker is stored
+    /// before the flag is read, so a cut in between is not missed.
+    fn unless_cut<T>(
+        &self,
+        way: Way,
+        cx: &TaskContext<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_pending() {
+            let cut = &self.stall.cut;
+            match way {
+                Way::Read => cut.reader.register(cx.waker()),
+                Way::Write => cut.writer.register(cx.waker()),
+            }
+        }
+        if self.stall.is_cut() {
+            return Poll::Ready(Err(cut_error()));
+        }
+        polled
+    }
+}
+
+impl<I: AsyncRead + Unpin, H: Unpin> AsyncRead for Watched<I, H> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        self.unless_cut(Way::Read, cx, polled)
     }
 }
 
-impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+impl<I: AsyncWrite + Unpin, H: Unpin> AsyncWrite for Watched<I, H> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.io).poll_write(cx, buf);
-        self.stall.track(polled)
+        let polled = self.stall.track(polled);
+        self.unless_cut(Way::Write, cx, polled)
     }
 
     fn poll_write_vectored(
@@ -98,7 +204,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        self.stall.track(polled)
+        let polled = self.stall.track(polled);
+        self.unless_cut(Way::Write, cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -107,10 +214,12 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
         let polled = Pin::new(&mut self.io).poll_flush(cx);
-        self.stall.track(polled)
+        let polled = self.stall.track(polled);
+        self.unless_cut(Way::Write, cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        let polled = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.unless_cut(Way::Write, cx, polled)
     }
 }

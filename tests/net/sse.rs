@@ -243,3 +243,38 @@ async fn a_room_made_again_under_a_destroyed_ones_name_starts_afresh() {
     assert!(!got.contains("old game") && !got.contains("has been deleted"), "{got}");
     assert!(got.contains("id: game:1\n"), "numbered afresh: {got}");
 }
+
+#[tokio::test]
+async fn graceful_shutdown_ends_the_streams_and_resolves() {
+    let chat = Chat::new().with_rooms(["news"]);
+    // Keep-alive comments every 50 ms: write progress that must not hold shutdown.
+    let sse = SseChat::new(chat.clone()).keep_alive(Duration::from_millis(50));
+    let app = Router::new()
+        .route(
+            "/events",
+            get(move |parts: Parts| async move { sse.respond(&parts).await.map_err(HttpError::from) }),
+        )
+        .layer(ContextLayer::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tower_context::serve(listener, app).with_graceful_shutdown(async {
+        let _ = stopped.await;
+    });
+    let connections = server.connections();
+    let mut task = tokio::spawn(server.into_future());
+    let mut client = Client::open(addr, "/events?room=news", None).await;
+    client.until("retry: 2000\n\n").await;
+    members(&chat, "news", 1).await;
+
+    let _ = stop.send(());
+    // The stream ends (the chunked body's last chunk) and the client leaves its room.
+    client.until("0\r\n\r\n").await;
+    members(&chat, "news", 0).await;
+    tokio::time::timeout(Duration::from_secs(5), &mut task)
+        .await
+        .expect("the server resolved")
+        .unwrap()
+        .unwrap();
+    assert!(connections.is_empty());
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -348,4 +349,114 @@ async fn frame_values_become_words_as_actionhero_writes_them() {
     let answer = next(&mut ann).await;
     assert_eq!(answer["error"], "Error: connection not in this room (null)");
     assert_eq!(answer["data"], json!({"room": null}));
+}
+
+/// A server for the tests below, with a shutdown signal and what its close hooks
+/// saw: the ids of the connections whose sockets closed, in order.
+struct Stoppable {
+    addr: SocketAddr,
+    connections: Connections,
+    closed: tokio::sync::mpsc::UnboundedReceiver<String>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn stoppable(
+    configure: impl FnOnce(tower_context::server::Serve<Router>) -> tower_context::server::Serve<Router>,
+) -> Stoppable {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Connections::new();
+    let socket = WebSocketChat::new(Chat::new()).registry(connections.clone());
+    let app = Router::new().route("/ws", socket.route()).layer(ContextLayer::new());
+    let (closed_tx, closed) = tokio::sync::mpsc::unbounded_channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = configure(tower_context::serve(listener, app))
+        .with_connections(connections.clone())
+        .on_connection_close(move |conn| {
+            let _ = closed_tx.send(conn.id().to_owned());
+        })
+        .with_graceful_shutdown(async {
+            let _ = stopped.await;
+        });
+    let task = tokio::spawn(server.into_future());
+    Stoppable { addr, connections, closed, stop: Some(stop), task }
+}
+
+/// The chat's connection for the one WebSocket open.
+fn live_of(connections: &Connections) -> tower_context::Connection {
+    connections.iter().find(|c| c.kind() == ConnectionKind::WebSocket).expect("the WebSocket")
+}
+
+#[tokio::test]
+async fn an_upgraded_socket_keeps_its_slot_and_its_place_until_it_closes() {
+    let mut server = stoppable(|s| s.max_connections(1)).await;
+    let mut client = connect(server.addr, "").await;
+    assert_eq!(next(&mut client).await["context"], "api");
+
+    // The only slot is the WebSocket's: a newcomer is turned away (the upgraded
+    // socket has no request in flight, yet is not idle).
+    let mut other = TcpStream::connect(server.addr).await.unwrap();
+    other.write_all(b"GET /ws HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), other.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    let http = server.connections.iter().find(|c| c.kind() == ConnectionKind::Http1);
+    let http = http.expect("the socket is registered while its WebSocket is open");
+    assert!(server.closed.try_recv().is_err(), "no close hook ran while the socket is open");
+
+    // Closed by the client: its socket's close hook runs, and the slot is free.
+    client.close(None).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), server.closed.recv()).await.unwrap().unwrap();
+    assert_eq!(closed, http.id());
+    assert!(server.connections.get(http.id()).is_none());
+    let mut again = connect(server.addr, "").await;
+    assert_eq!(next(&mut again).await["context"], "api");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_says_goodbye_to_websockets_and_waits_for_them() {
+    let mut server = stoppable(|s| s).await;
+    let mut client = connect(server.addr, "").await;
+    assert_eq!(next(&mut client).await["context"], "api");
+    let live = live_of(&server.connections);
+
+    let _ = server.stop.take().unwrap().send(());
+    assert_eq!(next(&mut client).await, json!({"message": "Bye!", "context": "api"}));
+    let closed = tokio::time::timeout(Duration::from_secs(5), client.next()).await.unwrap();
+    assert!(
+        matches!(closed, Some(Ok(Frame::Close(Some(ref f)))) if f.code == CloseCode::Normal),
+        "{closed:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), &mut server.task).await.unwrap().unwrap().unwrap();
+    // Resolved only once the socket closed: its close hook ran before.
+    assert!(server.closed.try_recv().is_ok());
+    assert!(live.is_destroyed());
+    assert!(server.connections.is_empty());
+}
+
+#[tokio::test]
+async fn a_websocket_client_that_stops_reading_is_closed_once_writes_stop_progressing() {
+    use tower_context::connection::Message;
+    let mut server = stoppable(|s| s.write_timeout(Duration::from_millis(300))).await;
+    // The client reads its welcome, then nothing more.
+    let mut client = connect(server.addr, "").await;
+    assert_eq!(next(&mut client).await["context"], "api");
+    let live = live_of(&server.connections);
+
+    // Pushed until the socket's buffers are full and the writes stall: then the
+    // WebSocket ends, and with it the socket.
+    let page = "x".repeat(64 * 1024);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while live.send_message(Message::api(json!({ "page": page }))).is_ok() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the stalled WebSocket was ended");
+    // Its socket closed: the close hook ran.
+    tokio::time::timeout(Duration::from_secs(5), server.closed.recv()).await.unwrap().unwrap();
+    assert!(server.connections.is_empty(), "{:?}", server.connections.iter().collect::<Vec<_>>());
+    drop(client);
 }
