@@ -3,6 +3,12 @@
 //! ([`Connections`]), a per-connection request limit, client fingerprints, and
 //! guards against idle and slow clients (feature `server`, on by default).
 //!
+//! Every setting and its default is listed under [`serve`]: the request limit,
+//! `max_connections`, the idle, header-read and write timeouts, and the shutdown
+//! timeout, which bounds how long [graceful shutdown](Serve::with_graceful_shutdown)
+//! waits before it drops the connections still open (chat WebSockets and SSE
+//! streams are ended first, with a goodbye).
+//!
 //! ```no_run
 //! use axum::{Router, routing::get};
 //! use tower_context::{Context, ContextLayer};

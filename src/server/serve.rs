@@ -8,7 +8,8 @@
 //! arrived in time. The registration and the permit travel with the socket: when
 //! hyper hands it over to an upgrade (a WebSocket), the task watches it on until
 //! the upgraded stream drops it. On shutdown, the task ends the live connections
-//! its socket carries (the chat's WebSocket or SSE stream).
+//! its socket carries (the chat's WebSocket or SSE stream), and past the shutdown
+//! timeout it drops the socket, or cuts an upgraded one.
 //!
 //! Between hyper and the app, [`ConnService`] counts each request, refuses it when
 //! the connection is destroyed or over its limit, resolves the client's fingerprint
@@ -59,6 +60,7 @@ use crate::error::HttpError;
 /// | [`max_connections`](Serve::max_connections) | 10 000 open sockets; then the longest idle one makes room, or the newcomer gets 503 |
 /// | [`idle_timeout`](Serve::idle_timeout) | 60 s with no request in flight |
 /// | [`write_timeout`](Serve::write_timeout) | 30 s without write progress (a client that stopped reading) |
+/// | [`shutdown_timeout`](Serve::shutdown_timeout) | 30 s for connections to close on graceful shutdown; then they are dropped |
 /// | [`header_read_timeout`](Serve::header_read_timeout) | 30 s to send a request head |
 /// | [`fingerprint_cookie`](Serve::fingerprint_cookie) | `sessionID` |
 /// | [`fingerprint_max_age`](Serve::fingerprint_max_age) | one hour |
@@ -127,6 +129,7 @@ struct Config {
     idle_timeout: Option<Duration>,
     http2_keep_alive: Option<Duration>,
     write_timeout: Option<Duration>,
+    shutdown_timeout: Option<Duration>,
     fingerprint: FingerprintConfig,
     on_open: Vec<Hook>,
     on_close: Vec<Hook>,
@@ -143,6 +146,7 @@ impl Default for Config {
             idle_timeout: Some(Duration::from_secs(60)),
             http2_keep_alive: Some(Duration::from_secs(20)),
             write_timeout: Some(Duration::from_secs(30)),
+            shutdown_timeout: Some(Duration::from_secs(30)),
             fingerprint: FingerprintConfig::default(),
             on_open: Vec::new(),
             on_close: Vec::new(),
@@ -244,6 +248,16 @@ impl<S> Serve<S> {
         self
     }
 
+    /// How long [graceful shutdown](Self::with_graceful_shutdown) waits for the
+    /// open connections to close (default 30 s; `None` to wait for ever): past it,
+    /// the sockets still open are closed at once, requests in flight and all, and the
+    /// server's future resolves. A socket upgraded to a WebSocket that is not the
+    /// chat's is among them: the server cannot end it any other way.
+    pub fn shutdown_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.shutdown_timeout = timeout.into();
+        self
+    }
+
     /// How often an HTTP/2 connection is pinged (default every 20 s; `None` for
     /// never). A peer that does not answer within the same time is closed: a dead
     /// client does not keep its slot until the kernel gives up on it.
@@ -316,7 +330,9 @@ impl<S> Serve<S> {
     ///
     /// The chat's live connections on the server's sockets are destroyed: a
     /// [WebSocket](crate::chat::ws) client gets its goodbye and a close frame, an
-    /// [SSE](crate::chat::sse) stream ends.
+    /// [SSE](crate::chat::sse) stream ends. Whatever is still open after the
+    /// [shutdown timeout](Self::shutdown_timeout) (30 s by default) is dropped, so
+    /// the future resolves even with a request that never finishes.
     ///
     /// ```no_run
     /// # async fn run(app: axum::Router) -> std::io::Result<()> {
@@ -347,6 +363,7 @@ impl<S> fmt::Debug for Serve<S> {
             .field("simultaneous_requests", &self.config.simultaneous)
             .field("max_connections", &self.config.max_connections)
             .field("header_read_timeout", &self.config.header_read_timeout)
+            .field("shutdown_timeout", &self.config.shutdown_timeout)
             .field("fingerprint_cookie", &self.config.fingerprint.cookie)
             .field("connections", &self.connections.len())
             .field("graceful_shutdown", &self.signal.is_some())
@@ -423,7 +440,18 @@ where
         drop(listener);
         drop(watching);
         shutdown.send_replace(Stage::Closing);
-        shutdown.closed().await;
+        let closed = match config.shutdown_timeout {
+            Some(limit) => tokio::time::timeout(limit, shutdown.closed()).await.is_ok(),
+            None => {
+                shutdown.closed().await;
+                true
+            }
+        };
+        if !closed {
+            // Every task hears this at once and ends without awaiting anything more.
+            shutdown.send_replace(Stage::Dropping);
+            shutdown.closed().await;
+        }
         Ok(())
     }
 }
@@ -548,6 +576,8 @@ enum Stage {
     Serving,
     /// Shutting down: finish what is in flight, end the live connections, close.
     Closing,
+    /// The shutdown timeout ran out: close now, whatever is in flight.
+    Dropping,
 }
 
 /// What the server said when it last spoke; `Closing` when it is gone (its future
@@ -619,8 +649,8 @@ struct SocketTask {
 
 impl SocketTask {
     /// Drives hyper's connection until it resolves, or drops it: gracefully closed
-    /// on `destroy` or server shutdown, dropped when no request arrived in time or
-    /// when writes stall.
+    /// on `destroy` or server shutdown, dropped when no request arrived in time, when
+    /// writes stall, or when the shutdown timeout runs out.
     async fn serve_http<I, S, B>(
         &mut self,
         io: Watched<I, Open>,
@@ -684,6 +714,7 @@ impl SocketTask {
                         connection.as_mut().graceful_shutdown();
                     }
                     Stage::Closing => conn.end_carried(),
+                    Stage::Dropping => return Served::Dropped,
                 },
                 // Before hyper knows the protocol it has no timeout of its own, so a
                 // socket that never brings a request is dropped here. Nothing reached
@@ -700,9 +731,9 @@ impl SocketTask {
 
     /// Watches a socket that hyper handed to an upgrade, until its new owner drops
     /// it (`closed`; at once when there was no upgrade and hyper dropped it). The
-    /// task cannot drop the socket any more, so it cuts it when writes stall.
-    /// Shutdown ends the chat's live connection on it, which closes the socket with
-    /// a goodbye.
+    /// task cannot drop the socket any more, so it cuts it: when writes stall, and
+    /// when the shutdown timeout runs out. Shutdown ends the chat's live connection
+    /// on it, which closes the socket with a goodbye.
     async fn watch_upgraded(&mut self, mut closed: oneshot::Receiver<Infallible>) {
         let timer = tokio::time::sleep(Duration::MAX / 4);
         tokio::pin!(timer);
@@ -719,6 +750,12 @@ impl SocketTask {
                 stage = next_stage(&mut self.shutdown, &mut self.gone), if !self.gone => match stage {
                     Stage::Serving => {}
                     Stage::Closing => self.conn.end_carried(),
+                    // The socket's owner may never poll it again: the server does
+                    // not wait for it.
+                    Stage::Dropping => {
+                        self.stall.cut();
+                        return;
+                    }
                 },
             }
         }

@@ -537,6 +537,21 @@ async fn graceful_shutdown_finishes_requests_in_flight() {
 }
 
 #[tokio::test]
+async fn shutdown_drops_what_is_still_open_when_its_timeout_runs_out() {
+    let mut server = Harness::start(|s| s.shutdown_timeout(Duration::from_millis(200))).await;
+    let mut busy = server.raw().await;
+    busy.send(get_request("/wait", "").as_bytes()).await;
+    server.started().await;
+
+    // The request is never released: past the timeout its socket is dropped, and
+    // the server resolves all the same.
+    let _ = server.stop.take().unwrap().send(());
+    timeout(BOUND, &mut server.task).await.expect("the server resolved").unwrap().unwrap();
+    assert!(busy.closed_by_server().await, "closed without an answer");
+    assert!(server.connections.is_empty());
+}
+
+#[tokio::test]
 async fn app_errors_become_500_and_the_connection_lives_on() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -258,7 +258,8 @@ async fn graceful_shutdown_ends_the_streams_and_resolves() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tower_context::serve(listener, app).with_graceful_shutdown(async {
+    // No shutdown timeout: the streams themselves must end.
+    let server = tower_context::serve(listener, app).shutdown_timeout(None).with_graceful_shutdown(async {
         let _ = stopped.await;
     });
     let connections = server.connections();
