@@ -735,6 +735,7 @@ impl SocketTask {
     /// when the shutdown timeout runs out. Shutdown ends the chat's live connection
     /// on it, which closes the socket with a goodbye.
     async fn watch_upgraded(&mut self, mut closed: oneshot::Receiver<Infallible>) {
+        self.stall.arm_cut();
         let timer = tokio::time::sleep(Duration::MAX / 4);
         tokio::pin!(timer);
         let mut writes = Clock::new(self.config.write_timeout, timer);

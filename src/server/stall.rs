@@ -38,6 +38,10 @@ pub(super) struct Stall {
 #[derive(Default)]
 struct Cut {
     done: AtomicBool,
+    /// Set once the socket is upgraded: only then can it be cut, so only then do
+    /// waiting calls leave their wakers (a locked instruction or two on every read
+    /// that waits, which a plain HTTP connection, dropped rather than cut, is spared).
+    armed: AtomicBool,
     reader: AtomicWaker,
     writer: AtomicWaker,
 }
@@ -52,8 +56,14 @@ impl Stall {
         }
     }
 
+    /// From now on the socket may be [cut](Self::cut): a call that waits leaves its
+    /// waker for it. Called when the socket is handed to an upgrade.
+    pub(super) fn arm_cut(&self) {
+        self.cut.armed.store(true, Ordering::Release);
+    }
+
     /// Makes every later read and write on the socket fail, and wakes the ones
-    /// waiting so that they do.
+    /// waiting (since [`arm_cut`](Self::arm_cut)) so that they do.
     pub(super) fn cut(&self) {
         self.cut.done.store(true, Ordering::Release);
         self.cut.reader.wake();
@@ -158,15 +168,17 @@ enum Way {
 
 impl<I, H> Watched<I, H> {
     /// `polled`, unless the socket is cut (then an error, whatever the inner socket
-    /// did); a call left waiting is woken when the socket is cut. The waker is stored
-    /// before the flag is read, so a cut in between is not missed.
+    /// did); a call left waiting once the cut is armed is woken when the socket is
+    /// cut. The waker is stored before the flag is read, so a cut in between is not
+    /// missed. (A read the upgrade's owner left waiting in the moment before the cut
+    /// was armed is not woken by it: it fails at its next poll, when data comes.)
     fn unless_cut<T>(
         &self,
         way: Way,
         cx: &TaskContext<'_>,
         polled: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
-        if polled.is_pending() {
+        if polled.is_pending() && self.stall.cut.armed.load(Ordering::Acquire) {
             let cut = &self.stall.cut;
             match way {
                 Way::Read => cut.reader.register(cx.waker()),
