@@ -362,7 +362,8 @@ fn start_hooks(
 /// its edits. Copied only when there is something to keep: one of those headers, or
 /// the deferred edits' (`keep`, also once a copy was made for an earlier hook).
 fn head_for_hooks(response: &Response<Body>, keep: bool) -> Option<Box<Response<Body>>> {
-    if !keep && !response.headers().keys().any(kept_on_error) {
+    let headers = response.headers();
+    if !keep && (headers.is_empty() || !headers.keys().any(kept_on_error)) {
         return None;
     }
     let mut head = Response::new(Body::empty());
