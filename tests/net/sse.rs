@@ -17,7 +17,12 @@ use tower_context::chat::sse::SseChat;
 use tower_context::{ContextLayer, HttpError};
 
 async fn start(chat: Chat, keep_replay: usize) -> SocketAddr {
-    let sse = SseChat::new(chat.clone()).keep_alive(Duration::from_millis(200));
+    start_with(chat, keep_replay, |sse| sse).await
+}
+
+/// [`start`], with the stream's settings changed by `tune`.
+async fn start_with(chat: Chat, keep_replay: usize, tune: impl FnOnce(SseChat) -> SseChat) -> SocketAddr {
+    let sse = tune(SseChat::new(chat.clone()).keep_alive(Duration::from_millis(200)));
     chat.keep_replay(keep_replay);
     let app = Router::new()
         .route(
@@ -71,6 +76,18 @@ async fn members(chat: &Chat, room: &str, want: u64) {
     panic!("{room} never had {want} members: {}", chat.room_status(room).await.unwrap());
 }
 
+/// Says `n1` to `n{count}` in `room` while a client that was in it has gone: a
+/// member first, so this node numbers the room's messages.
+async fn said_while_away(chat: &Chat, addr: SocketAddr, room: &str, count: u64) {
+    let first = Client::open(addr, &format!("/events?room={room}"), None).await;
+    members(chat, room, 1).await;
+    for n in 1..=count {
+        chat.broadcast(room, json!(format!("n{n}"))).await.unwrap();
+    }
+    drop(first);
+    members(chat, room, 0).await;
+}
+
 #[tokio::test]
 async fn room_messages_arrive_as_resumable_events() {
     let chat = Chat::new().with_rooms(["news", "sport"]);
@@ -121,14 +138,7 @@ async fn room_messages_arrive_as_resumable_events() {
 async fn a_resume_past_the_replay_buffer_is_announced_not_silent() {
     let chat = Chat::new().with_rooms(["news"]);
     let addr = start(chat.clone(), 2).await;
-    // Someone must be in the room for this node to number its messages.
-    let first = Client::open(addr, "/events?room=news", None).await;
-    members(&chat, "news", 1).await;
-    for n in 1..=4 {
-        chat.broadcast("news", json!(format!("n{n}"))).await.unwrap();
-    }
-    drop(first);
-    members(&chat, "news", 0).await;
+    said_while_away(&chat, addr, "news", 4).await;
     let mut client = Client::open(addr, "/events?room=news", Some("news:1")).await;
     let got = client.until("n4").await;
     let alert = got.find(r#"{"message":"you missed 1 message(s) in news","context":"alert"}"#).expect(&got);
@@ -142,13 +152,7 @@ async fn a_resume_past_the_replay_buffer_is_announced_not_silent() {
 async fn a_room_named_twice_in_last_event_id_is_replayed_once() {
     let chat = Chat::new().with_rooms(["news"]);
     let addr = start(chat.clone(), 256).await;
-    let first = Client::open(addr, "/events?room=news", None).await;
-    members(&chat, "news", 1).await;
-    for n in 1..=3 {
-        chat.broadcast("news", json!(format!("n{n}"))).await.unwrap();
-    }
-    drop(first);
-    members(&chat, "news", 0).await;
+    said_while_away(&chat, addr, "news", 3).await;
     let mut client = Client::open(addr, "/events?room=news", Some("news:1,news:1,news:1")).await;
     let mut got = client.until(r#""message":"n3""#).await;
     members(&chat, "news", 1).await;
@@ -194,16 +198,9 @@ async fn bad_requests_get_clear_errors() {
 async fn a_stream_that_falls_behind_is_told_before_it_ends() {
     use tower_context::connection::{MailboxConfig, Overflow};
     let chat = Chat::new().with_rooms(["news"]);
-    let sse = SseChat::new(chat.clone())
-        .keep_alive(Duration::from_secs(60))
-        .mailbox(MailboxConfig { capacity: 2, overflow: Overflow::Disconnect });
-    let app = Router::new()
-        .route(
-            "/events",
-            get(move |parts: Parts| async move { sse.respond(&parts).await.map_err(HttpError::from) }),
-        )
-        .layer(ContextLayer::new());
-    let addr = crate::serve_app(app).await;
+    let mailbox = MailboxConfig { capacity: 2, overflow: Overflow::Disconnect };
+    let addr =
+        start_with(chat.clone(), 256, |sse| sse.keep_alive(Duration::from_secs(60)).mailbox(mailbox)).await;
     let mut client = Client::open(addr, "/events?room=news", None).await;
     client.until("retry: 2000\n\n").await;
     members(&chat, "news", 1).await;

@@ -21,10 +21,18 @@ use tower_context::{Connections, ContextLayer};
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 async fn start(chat: Chat) -> (SocketAddr, Connections) {
+    start_with(chat, |socket| socket).await
+}
+
+/// [`start`], with the chat's WebSocket settings changed by `tune`.
+async fn start_with(
+    chat: Chat,
+    tune: impl FnOnce(WebSocketChat) -> WebSocketChat,
+) -> (SocketAddr, Connections) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let connections = Connections::new();
-    let socket = WebSocketChat::new(chat).max_frame_size(1024).registry(connections.clone());
+    let socket = tune(WebSocketChat::new(chat).max_frame_size(1024).registry(connections.clone()));
     let app = Router::new().route("/ws", socket.route()).layer(ContextLayer::new());
     let server = tower_context::serve(listener, app).with_connections(connections.clone());
     tokio::spawn(async move { server.await });
@@ -49,6 +57,15 @@ async fn next(client: &mut Client) -> Value {
 
 async fn send(client: &mut Client, frame: &str) {
     client.send(Frame::text(frame)).await.unwrap();
+}
+
+/// Reads the next frame, which must be a close with `code` (and `reason`, if given).
+async fn closed_with(client: &mut Client, code: CloseCode, reason: Option<&str>) {
+    let closed = tokio::time::timeout(Duration::from_secs(10), client.next()).await.unwrap();
+    assert!(
+        matches!(closed, Some(Ok(Frame::Close(Some(ref f)))) if f.code == code && reason.is_none_or(|r| f.reason == r)),
+        "{closed:?}"
+    );
 }
 
 #[tokio::test]
@@ -147,11 +164,7 @@ async fn actionheros_protocol_frame_by_frame() {
     // connection leaves the registry.
     send(&mut ann, r#"{"event":"quit","messageId":12}"#).await;
     assert_eq!(next(&mut ann).await, json!({"message": "Bye!", "context": "api"}));
-    let closed = tokio::time::timeout(Duration::from_secs(5), ann.next()).await.unwrap();
-    assert!(
-        matches!(closed, Some(Ok(Frame::Close(Some(ref f)))) if f.code == CloseCode::Normal),
-        "{closed:?}"
-    );
+    closed_with(&mut ann, CloseCode::Normal, None).await;
     for _ in 0..100 {
         if connections.iter().filter(|c| c.kind() == ConnectionKind::WebSocket).count() == 1 {
             break;
@@ -171,8 +184,7 @@ async fn a_frame_over_the_limit_closes_with_1009_and_others_go_on() {
     next(&mut other).await;
     send(&mut big, &format!(r#"{{"event":"say","room":"defaultRoom","message":"{}"}}"#, "x".repeat(4096)))
         .await;
-    let closed = tokio::time::timeout(Duration::from_secs(5), big.next()).await.unwrap();
-    assert!(matches!(closed, Some(Ok(Frame::Close(Some(ref f)))) if f.code == CloseCode::Size), "{closed:?}");
+    closed_with(&mut big, CloseCode::Size, None).await;
     send(&mut other, r#"{"event":"roomAdd","room":"defaultRoom","messageId":1}"#).await;
     assert_eq!(next(&mut other).await["data"], true);
     assert_eq!(chat.room_status("defaultRoom").await.unwrap()["membersCount"], 1);
@@ -264,25 +276,14 @@ async fn a_client_is_told_when_the_chat_store_is_unreachable() {
     redis.kill();
     let mut client = connect(addr, "").await;
     assert_eq!(next(&mut client).await, json!({"message": "chat store unavailable", "context": "alert"}));
-    let closed = tokio::time::timeout(Duration::from_secs(10), client.next()).await.unwrap();
-    assert!(
-        matches!(closed, Some(Ok(Frame::Close(Some(ref f)))) if f.code == CloseCode::Error && f.reason == "chat store unavailable"),
-        "{closed:?}"
-    );
+    closed_with(&mut client, CloseCode::Error, Some("chat store unavailable")).await;
 }
 
 #[tokio::test]
 async fn a_client_that_falls_behind_is_closed_with_a_reason_not_a_goodbye() {
     use tower_context::connection::{MailboxConfig, Message, Overflow};
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let connections = Connections::new();
-    let socket = WebSocketChat::new(Chat::new())
-        .mailbox(MailboxConfig { capacity: 2, overflow: Overflow::Disconnect })
-        .registry(connections.clone());
-    let app = Router::new().route("/ws", socket.route()).layer(ContextLayer::new());
-    let server = tower_context::serve(listener, app).with_connections(connections.clone());
-    tokio::spawn(async move { server.await });
+    let mailbox = MailboxConfig { capacity: 2, overflow: Overflow::Disconnect };
+    let (addr, connections) = start_with(Chat::new(), |socket| socket.mailbox(mailbox)).await;
     let mut client = connect(addr, "").await;
     assert_eq!(next(&mut client).await["welcome"], "Welcome to the actionhero api");
     let conn = connections.iter().find(|c| c.kind() == ConnectionKind::WebSocket).unwrap();
@@ -294,11 +295,7 @@ async fn a_client_that_falls_behind_is_closed_with_a_reason_not_a_goodbye() {
     assert!(conn.fell_behind());
     assert_eq!(next(&mut client).await["n"], 1);
     assert_eq!(next(&mut client).await["n"], 2);
-    let closed = tokio::time::timeout(Duration::from_secs(5), client.next()).await.unwrap();
-    assert!(
-        matches!(closed, Some(Ok(Frame::Close(Some(ref f)))) if f.code == CloseCode::Policy && f.reason == "mailbox full"),
-        "{closed:?}"
-    );
+    closed_with(&mut client, CloseCode::Policy, Some("mailbox full")).await;
 }
 
 #[tokio::test]
@@ -424,11 +421,7 @@ async fn graceful_shutdown_says_goodbye_to_websockets_and_waits_for_them() {
 
     let _ = server.stop.take().unwrap().send(());
     assert_eq!(next(&mut client).await, json!({"message": "Bye!", "context": "api"}));
-    let closed = tokio::time::timeout(Duration::from_secs(5), client.next()).await.unwrap();
-    assert!(
-        matches!(closed, Some(Ok(Frame::Close(Some(ref f)))) if f.code == CloseCode::Normal),
-        "{closed:?}"
-    );
+    closed_with(&mut client, CloseCode::Normal, None).await;
     tokio::time::timeout(Duration::from_secs(5), &mut server.task).await.unwrap().unwrap().unwrap();
     // Resolved only once the socket closed: its close hook ran before.
     assert!(server.closed.try_recv().is_ok());
