@@ -189,10 +189,10 @@ impl WebSocketChat {
         let (remote, local) = http.map_or((unknown, unknown), |c| (c.remote_addr(), c.local_addr()));
         let conn = Connection::live(ConnectionKind::WebSocket, remote, local, self.mailbox);
         // The socket's connection ends this one when it is destroyed or its server
-        // shuts down: the upgraded socket is closed with a goodbye.
-        if let Some(http) = http {
-            http.carry(&conn);
-        }
+        // shuts down: the upgraded socket is closed with a goodbye. Carried only once
+        // the upgrade happened: one that never does (the client left, an error
+        // replaced the 101) must not leave the socket looking busy.
+        let carrier = http.cloned();
         #[cfg(feature = "server")]
         {
             let given = query.and_then(|q| session_id(q)).and_then(crate::connection::Fingerprint::parse);
@@ -216,7 +216,12 @@ impl WebSocketChat {
             .write_buffer_size(4 * 1024)
             .max_message_size(self.max_frame)
             .max_frame_size(self.max_frame)
-            .on_upgrade(move |socket| async move { this.run(socket, conn).await })
+            .on_upgrade(move |socket| async move {
+                if let Some(http) = carrier {
+                    http.carry(&conn);
+                }
+                this.run(socket, conn).await;
+            })
     }
 
     async fn run(self, mut socket: WebSocket, conn: Connection) {

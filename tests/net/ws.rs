@@ -453,3 +453,54 @@ async fn a_websocket_client_that_stops_reading_is_closed_once_writes_stop_progre
     assert!(server.connections.is_empty(), "{:?}", server.connections.iter().collect::<Vec<_>>());
     drop(client);
 }
+
+#[tokio::test]
+async fn an_upgrade_that_never_happens_leaves_its_socket_free_to_make_room() {
+    // A layer replaces the 101 (as an error would): the WebSocket never opens, and
+    // the socket is an idle keep-alive one like any other.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Connections::new();
+    let socket = WebSocketChat::new(Chat::new()).registry(connections.clone());
+    let refuse_upgrades = axum::middleware::map_response(|mut res: axum::response::Response| async move {
+        if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            res = axum::response::IntoResponse::into_response((
+                http::StatusCode::FORBIDDEN,
+                "no upgrades today",
+            ));
+        }
+        res
+    });
+    let app = Router::new()
+        .route("/ws", socket.route())
+        .layer(refuse_upgrades)
+        .route("/plain", axum::routing::get(|| async { "plain" }))
+        .layer(ContextLayer::new());
+    let server = tower_context::serve(listener, app).with_connections(connections.clone()).max_connections(1);
+    tokio::spawn(async move { server.await });
+
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    first
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nhost: test\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
+              sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    while !String::from_utf8_lossy(&answer).ends_with("no upgrades today") {
+        let mut buf = [0_u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), first.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 403"), "{}", String::from_utf8_lossy(&answer));
+
+    // The only slot is held by that idle socket: it makes room for a newcomer.
+    let mut second = TcpStream::connect(addr).await.unwrap();
+    second.write_all(b"GET /plain HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), second.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("plain"), "{answer}");
+}
