@@ -667,7 +667,8 @@ impl SocketTask {
     {
         let config = Arc::clone(&self.config);
         let conn = self.conn.clone();
-        let service = ConnService { app, conn: conn.clone(), config: Arc::clone(&config) };
+        let service =
+            ConnService { app, conn: conn.clone(), config: Arc::clone(&config), stall: self.stall.clone() };
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(connection);
         let first_request = tokio::time::sleep(config.header_read_timeout);
@@ -735,6 +736,8 @@ impl SocketTask {
     /// when the shutdown timeout runs out. Shutdown ends the chat's live connection
     /// on it, which closes the socket with a goodbye.
     async fn watch_upgraded(&mut self, mut closed: oneshot::Receiver<Infallible>) {
+        // Armed when the request asked for the upgrade; a CONNECT, which asks
+        // without the header, is armed here.
         self.stall.arm_cut();
         let timer = tokio::time::sleep(Duration::MAX / 4);
         tokio::pin!(timer);
@@ -807,6 +810,8 @@ struct ConnService<S> {
     app: S,
     conn: Connection,
     config: Arc<Config>,
+    /// The socket's: a request that asks for an upgrade arms its cut.
+    stall: Stall,
 }
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for ConnService<S>
@@ -842,6 +847,11 @@ where
             );
         };
         let http1 = (request.version() != Version::HTTP_2).then(|| conn.clone());
+        if http1.is_some() && request.headers().contains_key(header::UPGRADE) {
+            // Armed before any 101 goes out, so that a read the upgrade's owner
+            // leaves waiting, however soon, can be woken by a cut.
+            self.stall.arm_cut();
+        }
         request.extensions_mut().insert(conn.clone());
         request.extensions_mut().insert(fingerprint);
         ResponseFuture {

@@ -38,9 +38,10 @@ pub(super) struct Stall {
 #[derive(Default)]
 struct Cut {
     done: AtomicBool,
-    /// Set once the socket is upgraded: only then can it be cut, so only then do
-    /// waiting calls leave their wakers (a locked instruction or two on every read
-    /// that waits, which a plain HTTP connection, dropped rather than cut, is spared).
+    /// Set once a request on the socket asks for an upgrade: only an upgraded socket
+    /// is cut, so only then do waiting calls leave their wakers (a locked
+    /// instruction or two on every read that waits, which a plain HTTP connection,
+    /// dropped rather than cut, is spared).
     armed: AtomicBool,
     reader: AtomicWaker,
     writer: AtomicWaker,
@@ -57,7 +58,7 @@ impl Stall {
     }
 
     /// From now on the socket may be [cut](Self::cut): a call that waits leaves its
-    /// waker for it. Called when the socket is handed to an upgrade.
+    /// waker for it. Called when a request asks for an upgrade.
     pub(super) fn arm_cut(&self) {
         self.cut.armed.store(true, Ordering::Release);
     }
@@ -168,10 +169,9 @@ enum Way {
 
 impl<I, H> Watched<I, H> {
     /// `polled`, unless the socket is cut (then an error, whatever the inner socket
-    /// did); a call left waiting once the cut is armed is woken when the socket is
-    /// cut. The waker is stored before the flag is read, so a cut in between is not
-    /// missed. (A read the upgrade's owner left waiting in the moment before the cut
-    /// was armed is not woken by it: it fails at its next poll, when data comes.)
+    /// did); a call left waiting once the cut is armed (when a request asks for an
+    /// upgrade, before it is answered) is woken when the socket is cut. The waker is
+    /// stored before the flag is read, so a cut in between is not missed.
     fn unless_cut<T>(
         &self,
         way: Way,
