@@ -104,11 +104,9 @@ impl SseChat {
             return Err(err);
         }
         for room in &rooms {
-            if let Err(err) = self.chat.join(conn.id(), room).await {
-                unclaimed.claim();
-                self.chat.destroy(&conn).await;
-                return Err(err);
-            }
+            // On an error `unclaimed` destroys the connection, in a task of its own: a
+            // client that leaves meanwhile cannot cut that short.
+            self.chat.join(conn.id(), room).await?;
         }
         unclaimed.claim();
         // The socket's connection ends the stream when it is destroyed or its server
