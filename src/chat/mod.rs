@@ -494,8 +494,8 @@ impl Chat {
         joined
     }
 
-    /// Records a member in the store, then on this node (subscribing the node to
-    /// the room on the bus when it is the first member here).
+    /// Records a member in the store, then on this node, and has the bus hear the
+    /// room for this node (it subscribes once, for the first member here).
     async fn record_join(&self, conn: &Connection, room: &str) -> Result<(), ChatError> {
         let member =
             Member { id: conn.id().to_owned(), node: self.inner.id.to_string(), joined_at: now_ms() };
@@ -538,6 +538,17 @@ impl Chat {
             }
             let _ = self.inner.rooms.leave(room, conn.id()).await;
             return Err(err);
+        }
+        if conn.is_destroyed() {
+            // Destroyed while the bus subscribed: its `destroy` leaves (or has left)
+            // this room, and if it let the room go before the subscription was made,
+            // the node would hear a room it has no member in. Let it go again.
+            let mut members = write(&self.inner.members);
+            let empty = members.get(room).is_none_or(|local| local.members.is_empty());
+            if empty && self.inner.replay.load(Ordering::Relaxed) == 0 {
+                self.let_go(&mut members, room);
+            }
+            return Err(gone());
         }
         Ok(())
     }
