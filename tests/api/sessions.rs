@@ -404,14 +404,15 @@ async fn a_store_without_its_own_touch_keeps_the_data_when_the_expiry_is_pushed_
     // `Counting` has no `touch`: the trait's default saves the record whole.
     let store = Arc::new(Counting::default());
     let app = app_with(
-        Sessions::shared(store.clone()).expiry(Expiry::idle(Duration::from_millis(400))),
+        Sessions::shared(store.clone()).expiry(Expiry::idle(Duration::from_secs(4))),
         Some(Keys::new(["k"])),
     );
     let mut browser = Browser::default();
     browser.get_page(&app, "/visits").await;
     assert_eq!(store.counts().1, 1);
-    // Past a quarter of the idle time: this read pushes the expiry back.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Past a quarter of the idle time (and far from all of it): this read pushes the
+    // expiry back.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(browser.get_page(&app, "/read").await.2, "1");
     assert_eq!(store.counts().1, 2, "the touch went to the store, as a save");
     assert_eq!(browser.get_page(&app, "/read").await.2, "1", "the data survived the touch");
