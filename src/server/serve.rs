@@ -329,10 +329,10 @@ impl<S> Serve<S> {
     /// server's future resolves.
     ///
     /// The chat's live connections on the server's sockets are destroyed: a
-    /// [WebSocket](crate::chat::ws) client gets its goodbye and a close frame, an
-    /// [SSE](crate::chat::sse) stream ends. Whatever is still open after the
-    /// [shutdown timeout](Self::shutdown_timeout) (30 s by default) is dropped, so
-    /// the future resolves even with a request that never finishes.
+    /// WebSocket client gets its goodbye and a close frame, an SSE stream ends.
+    /// Whatever is still open after the [shutdown timeout](Self::shutdown_timeout)
+    /// (30 s by default) is dropped, so the future resolves even with a request that
+    /// never finishes.
     ///
     /// ```no_run
     /// # async fn run(app: axum::Router) -> std::io::Result<()> {
