@@ -544,8 +544,13 @@ impl Chat {
             // this room, and if it let the room go before the subscription was made,
             // the node would hear a room it has no member in. Let it go again.
             let mut members = write(&self.inner.members);
-            let empty = members.get(room).is_none_or(|local| local.members.is_empty());
-            if empty && self.inner.replay.load(Ordering::Relaxed) == 0 {
+            let kept = match members.get(room) {
+                // Let go already (by the last leave, or as a room destroyed): nothing
+                // here is kept for it, resuming or not.
+                None => false,
+                Some(local) => !local.members.is_empty() || self.inner.replay.load(Ordering::Relaxed) > 0,
+            };
+            if !kept {
                 self.let_go(&mut members, room);
             }
             return Err(gone());

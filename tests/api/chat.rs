@@ -718,3 +718,69 @@ async fn a_join_during_a_first_join_whose_subscription_fails_is_still_heard() {
     assert!(status["members"].get(b.id()).is_some(), "{status}");
     assert_eq!(a.rooms(), Vec::<String>::new());
 }
+
+/// The in-process bus, whose first `watch` waits for the test, recording every
+/// `watch` and `unwatch` in order.
+#[derive(Default)]
+struct HeldBus {
+    inner: LocalBus,
+    gate: Arc<tokio::sync::Notify>,
+    entered: Arc<tokio::sync::Notify>,
+    calls: Arc<Mutex<Vec<&'static str>>>,
+}
+
+impl tower_context::chat::Bus for HeldBus {
+    fn attach(&self, node: tower_context::chat::Node) {
+        self.inner.attach(node);
+    }
+    fn publish(&self, from: &str, room: &str, payload: bytes::Bytes) {
+        self.inner.publish(from, room, payload);
+    }
+    fn call(
+        &self,
+        to: &str,
+        command: tower_context::chat::Command,
+        timeout: Duration,
+    ) -> tower_context::chat::BoxFuture<Result<(), ChatError>> {
+        self.inner.call(to, command, timeout)
+    }
+    fn watch(&self, _node: &str, _room: &str) -> tower_context::chat::BoxFuture<Result<(), ChatError>> {
+        let first = self.calls.lock().unwrap().is_empty();
+        let (gate, entered, calls) = (self.gate.clone(), self.entered.clone(), self.calls.clone());
+        Box::pin(async move {
+            if first {
+                entered.notify_one();
+                gate.notified().await;
+            }
+            // Subscribed once the call returns.
+            calls.lock().unwrap().push("watch");
+            Ok(())
+        })
+    }
+    fn unwatch(&self, _node: &str, _room: &str) {
+        self.calls.lock().unwrap().push("unwatch");
+    }
+}
+
+#[tokio::test]
+async fn a_connection_destroyed_while_its_room_is_subscribed_leaves_the_node_unsubscribed() {
+    let bus = Arc::new(HeldBus::default());
+    let chat = Chat::node("held", bus.clone(), Arc::new(tower_context::chat::MemoryRooms::default()));
+    let chat = with_rooms(&chat, ["r"]).await;
+    let conn = live(ConnectionKind::Test);
+    chat.register(&conn).await.unwrap();
+    let joining = tokio::spawn({
+        let (chat, id) = (chat.clone(), conn.id().to_owned());
+        async move { chat.join(&id, "r").await }
+    });
+    bus.entered.notified().await;
+    // Its destroy leaves the room, the last member here, before the bus has
+    // subscribed for it.
+    chat.destroy(&conn).await;
+    bus.gate.notify_one();
+    let joined = joining.await.unwrap();
+    assert_eq!(joined.unwrap_err().to_string(), format!("connection not found ({})", conn.id()));
+    let calls = bus.calls.lock().unwrap().clone();
+    assert_eq!(calls.last(), Some(&"unwatch"), "the node stops hearing the room: {calls:?}");
+    assert_eq!(chat.room_status("r").await.unwrap()["membersCount"], 0);
+}
