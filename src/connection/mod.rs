@@ -194,6 +194,10 @@ struct Carried {
     /// live connection opened while the server shuts down is not missed.
     ended: bool,
     live: Vec<Connection>,
+    /// A request on the socket was answered with a 101: the socket is a WebSocket
+    /// (or another protocol) from then on, ours or not.
+    #[cfg(feature = "server")]
+    upgraded: bool,
 }
 
 /// Says that a request came over TLS: for a server of your own that terminates TLS
@@ -721,11 +725,20 @@ impl Connection {
         }
     }
 
-    /// Whether this connection carries a live one that is still open: its socket is
-    /// busy even with no request in flight.
+    /// Whether this connection's socket is busy even with no request in flight: it
+    /// was upgraded (from the 101 on, before the WebSocket's own connection exists),
+    /// or carries a live connection that is still open (an SSE stream).
     #[cfg(feature = "server")]
     pub(crate) fn carries_live(&self) -> bool {
-        self.carried().live.iter().any(|c| !c.is_destroyed())
+        let carried = self.carried();
+        carried.upgraded || carried.live.iter().any(|c| !c.is_destroyed())
+    }
+
+    /// A request on this socket was answered with a 101 (see
+    /// [`carries_live`](Self::carries_live)).
+    #[cfg(feature = "server")]
+    pub(crate) fn note_upgraded(&self) {
+        self.carried().upgraded = true;
     }
 
     fn carried(&self) -> MutexGuard<'_, Carried> {

@@ -109,7 +109,8 @@ impl Connections {
                 matches!(c.kind(), ConnectionKind::Unknown | ConnectionKind::Http1 | ConnectionKind::Http2)
             })
             .filter(|c| c.pending() == 0 && !c.is_destroyed())
-            // A socket upgraded to a chat WebSocket has no request in flight, yet is in use.
+            // An upgraded socket (a WebSocket) or one with an SSE stream open has no
+            // request in flight, yet is in use.
             .filter(|c| !c.carries_live())
             .max_by_key(Connection::idle_for);
         let Some(conn) = idle else { return false };

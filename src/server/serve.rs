@@ -937,8 +937,14 @@ where
         {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
-        if this.http1.take().is_some_and(|conn| conn.is_destroyed()) {
-            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        if let Some(conn) = this.http1.take() {
+            if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                // In use from now on, though no request is in flight: never evicted.
+                conn.note_upgraded();
+            }
+            if conn.is_destroyed() {
+                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
         }
         let pending = this.pending.take();
         if !http_body::Body::is_end_stream(response.body()) {

@@ -504,3 +504,30 @@ async fn an_upgrade_that_never_happens_leaves_its_socket_free_to_make_room() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("plain"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_websocket_that_is_not_the_chats_holds_its_slot_too() {
+    // Any 101 makes the socket busy from then on: eviction, which only frees idle
+    // keep-alive sockets, never takes it (destroying it could not close it anyway).
+    use axum::extract::ws::WebSocketUpgrade;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = axum::routing::get(|upgrade: WebSocketUpgrade| async move {
+        upgrade.on_upgrade(|mut socket| async move { while let Some(Ok(_)) = socket.recv().await {} })
+    });
+    let app = Router::new().route("/plain-ws", held).layer(ContextLayer::new());
+    let connections = Connections::new();
+    let server = tower_context::serve(listener, app).with_connections(connections.clone()).max_connections(1);
+    tokio::spawn(async move { server.await });
+    let (mut first, _) = connect_async(format!("ws://{addr}/plain-ws")).await.unwrap();
+
+    let mut other = TcpStream::connect(addr).await.unwrap();
+    other.write_all(b"GET /plain-ws HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), other.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert_eq!(connections.evicted(), 0, "the WebSocket's socket was not taken for idle");
+    assert!(connections.iter().all(|c| !c.is_destroyed()));
+    first.send(Frame::text("still here")).await.unwrap();
+}
