@@ -503,24 +503,23 @@ impl Session {
             // A connection has no response left to carry a new cookie.
             return Err(SessionError::NoResponse);
         }
-        if st.changed {
+        if st.changed || touch {
             if st.id.is_none() {
                 st.id = Some(new_id()?);
             }
             let id = st.id.as_deref().unwrap_or_default();
-            let record = Record::new(std::mem::take(&mut st.data), st.created_at, expires_at);
             // The data goes back into the session even if this future is dropped
-            // while the store works.
-            let kept = Restore { data: &mut st.data, record };
-            sessions.store.save(id, &kept.record).await?;
-            drop(kept);
-        } else if touch {
-            let id = st.id.as_deref().unwrap_or_default();
-            // The data rides along: a store that cannot change an expiry alone (the
-            // trait's default) saves the record whole, and must not save it empty.
+            // while the store works. A touch carries it too: a store that cannot
+            // change an expiry alone (the trait's default) saves the record whole,
+            // and must not save it empty.
             let record = Record::new(std::mem::take(&mut st.data), st.created_at, expires_at);
             let kept = Restore { data: &mut st.data, record };
-            sessions.store.touch(id, &kept.record).await?;
+            let stored = if st.changed {
+                sessions.store.save(id, &kept.record)
+            } else {
+                sessions.store.touch(id, &kept.record)
+            };
+            stored.await?;
             drop(kept);
             st.expires_at = expires_at;
         }
@@ -542,7 +541,6 @@ impl Session {
                 })?;
             }
             st.stored = true;
-            st.expires_at = expires_at;
             st.changed = false;
             st.remove_cookie = false;
         }
