@@ -548,7 +548,7 @@ impl Chat {
                 // Let go already (by the last leave, or as a room destroyed): nothing
                 // here is kept for it, resuming or not.
                 None => false,
-                Some(local) => !local.members.is_empty() || self.inner.replay.load(Ordering::Relaxed) > 0,
+                Some(local) => !local.members.is_empty() || self.resuming(),
             };
             if !kept {
                 self.let_go(&mut members, room);
@@ -598,7 +598,7 @@ impl Chat {
                     // Kept while resuming is on, so the room's sequence goes on and
                     // the node keeps hearing the room: what it keeps for a client
                     // coming back has no hole.
-                    let keep = self.inner.replay.load(Ordering::Relaxed) > 0;
+                    let keep = self.resuming();
                     if empty && !keep {
                         self.let_go(&mut members, room);
                     }
@@ -617,6 +617,12 @@ impl Chat {
         }
         release(held);
         Ok(())
+    }
+
+    /// Whether rooms are kept for clients that resume ([`keep_replay`](Self::keep_replay)):
+    /// then a room this node has no member in is still heard and kept.
+    fn resuming(&self) -> bool {
+        self.inner.replay.load(Ordering::Relaxed) > 0
     }
 
     /// Forgets a room this node has no member in, and stops hearing it. Called with
