@@ -729,13 +729,13 @@ impl Connection {
     /// was upgraded (from the 101 on, before the WebSocket's own connection exists),
     /// or carries a live connection that is still open (an SSE stream).
     #[cfg(feature = "server")]
-    pub(crate) fn carries_live(&self) -> bool {
+    pub(crate) fn in_use(&self) -> bool {
         let carried = self.carried();
         carried.upgraded || carried.live.iter().any(|c| !c.is_destroyed())
     }
 
     /// A request on this socket was answered with a 101 (see
-    /// [`carries_live`](Self::carries_live)).
+    /// [`in_use`](Self::in_use)).
     #[cfg(feature = "server")]
     pub(crate) fn note_upgraded(&self) {
         self.carried().upgraded = true;

@@ -111,7 +111,7 @@ impl Connections {
             .filter(|c| c.pending() == 0 && !c.is_destroyed())
             // An upgraded socket (a WebSocket) or one with an SSE stream open has no
             // request in flight, yet is in use.
-            .filter(|c| !c.carries_live())
+            .filter(|c| !c.in_use())
             .max_by_key(Connection::idle_for);
         let Some(conn) = idle else { return false };
         conn.destroy();
