@@ -607,6 +607,19 @@ impl tower_context::chat::RoomStore for GatedRooms {
     }
 }
 
+/// `chat` with a room `r`, a connection registered on it, and that connection's
+/// join of `r` running in a task of its own.
+async fn joining_r(chat: &Chat) -> (Chat, Connection, tokio::task::JoinHandle<Result<(), ChatError>>) {
+    let chat = with_rooms(chat, ["r"]).await;
+    let conn = live(ConnectionKind::Test);
+    chat.register(&conn).await.unwrap();
+    let joining = tokio::spawn({
+        let (chat, id) = (chat.clone(), conn.id().to_owned());
+        async move { chat.join(&id, "r").await }
+    });
+    (chat, conn, joining)
+}
+
 fn gated_chat() -> (Chat, Arc<GatedRooms>) {
     let rooms = Arc::new(GatedRooms::default());
     let chat = Chat::node("gated", Arc::new(LocalBus::default()), rooms.clone());
@@ -616,13 +629,7 @@ fn gated_chat() -> (Chat, Arc<GatedRooms>) {
 #[tokio::test]
 async fn a_connection_destroyed_while_its_join_is_stored_is_no_member() {
     let (chat, rooms) = gated_chat();
-    let chat = with_rooms(&chat, ["r"]).await;
-    let conn = live(ConnectionKind::Test);
-    chat.register(&conn).await.unwrap();
-    let joining = tokio::spawn({
-        let (chat, id) = (chat.clone(), conn.id().to_owned());
-        async move { chat.join(&id, "r").await }
-    });
+    let (chat, conn, joining) = joining_r(&chat).await;
     rooms.joining.notified().await;
     // The store has the member; the client goes away before the join is done.
     chat.destroy(&conn).await;
@@ -657,17 +664,20 @@ async fn an_sse_request_dropped_while_it_joins_leaves_nothing_behind() {
     assert_eq!(chat.room_status("r").await.unwrap()["membersCount"], 0);
 }
 
-/// The in-process bus, whose first `watch` waits for the test and then fails (a
-/// subscription Redis refused), recording every `watch`.
+/// The in-process bus, whose first `watch` waits for the test (and then fails, a
+/// subscription Redis refused, when `fail_first`), counting every `watch` and
+/// recording the `watch`es that succeed and every `unwatch`, in order.
 #[derive(Default)]
-struct FlakyBus {
+struct HeldBus {
     inner: LocalBus,
+    fail_first: bool,
     gate: Arc<tokio::sync::Notify>,
     entered: Arc<tokio::sync::Notify>,
     watches: AtomicUsize,
+    calls: Arc<Mutex<Vec<&'static str>>>,
 }
 
-impl tower_context::chat::Bus for FlakyBus {
+impl tower_context::chat::Bus for HeldBus {
     fn attach(&self, node: tower_context::chat::Node) {
         self.inner.attach(node);
     }
@@ -683,21 +693,30 @@ impl tower_context::chat::Bus for FlakyBus {
         self.inner.call(to, command, timeout)
     }
     fn watch(&self, _node: &str, _room: &str) -> tower_context::chat::BoxFuture<Result<(), ChatError>> {
-        if self.watches.fetch_add(1, Ordering::SeqCst) > 0 {
-            return Box::pin(std::future::ready(Ok(())));
-        }
-        let (gate, entered) = (self.gate.clone(), self.entered.clone());
+        let first = self.watches.fetch_add(1, Ordering::SeqCst) == 0;
+        let fails = first && self.fail_first;
+        let (gate, entered, calls) = (self.gate.clone(), self.entered.clone(), self.calls.clone());
         Box::pin(async move {
-            entered.notify_one();
-            gate.notified().await;
-            Err(ChatError::Store("subscribe refused".into()))
+            if first {
+                entered.notify_one();
+                gate.notified().await;
+            }
+            if fails {
+                return Err(ChatError::Store("subscribe refused".into()));
+            }
+            // Subscribed once the call returns.
+            calls.lock().unwrap().push("watch");
+            Ok(())
         })
+    }
+    fn unwatch(&self, _node: &str, _room: &str) {
+        self.calls.lock().unwrap().push("unwatch");
     }
 }
 
 #[tokio::test]
 async fn a_join_during_a_first_join_whose_subscription_fails_is_still_heard() {
-    let bus = Arc::new(FlakyBus::default());
+    let bus = Arc::new(HeldBus { fail_first: true, ..HeldBus::default() });
     let chat = Chat::node("flaky", bus.clone(), Arc::new(tower_context::chat::MemoryRooms::default()));
     let chat = with_rooms(&chat, ["r"]).await;
     let (a, b) = (live(ConnectionKind::Test), live(ConnectionKind::Test));
@@ -719,60 +738,11 @@ async fn a_join_during_a_first_join_whose_subscription_fails_is_still_heard() {
     assert_eq!(a.rooms(), Vec::<String>::new());
 }
 
-/// The in-process bus, whose first `watch` waits for the test, recording every
-/// `watch` and `unwatch` in order.
-#[derive(Default)]
-struct HeldBus {
-    inner: LocalBus,
-    gate: Arc<tokio::sync::Notify>,
-    entered: Arc<tokio::sync::Notify>,
-    calls: Arc<Mutex<Vec<&'static str>>>,
-}
-
-impl tower_context::chat::Bus for HeldBus {
-    fn attach(&self, node: tower_context::chat::Node) {
-        self.inner.attach(node);
-    }
-    fn publish(&self, from: &str, room: &str, payload: bytes::Bytes) {
-        self.inner.publish(from, room, payload);
-    }
-    fn call(
-        &self,
-        to: &str,
-        command: tower_context::chat::Command,
-        timeout: Duration,
-    ) -> tower_context::chat::BoxFuture<Result<(), ChatError>> {
-        self.inner.call(to, command, timeout)
-    }
-    fn watch(&self, _node: &str, _room: &str) -> tower_context::chat::BoxFuture<Result<(), ChatError>> {
-        let first = self.calls.lock().unwrap().is_empty();
-        let (gate, entered, calls) = (self.gate.clone(), self.entered.clone(), self.calls.clone());
-        Box::pin(async move {
-            if first {
-                entered.notify_one();
-                gate.notified().await;
-            }
-            // Subscribed once the call returns.
-            calls.lock().unwrap().push("watch");
-            Ok(())
-        })
-    }
-    fn unwatch(&self, _node: &str, _room: &str) {
-        self.calls.lock().unwrap().push("unwatch");
-    }
-}
-
 #[tokio::test]
 async fn a_connection_destroyed_while_its_room_is_subscribed_leaves_the_node_unsubscribed() {
     let bus = Arc::new(HeldBus::default());
     let chat = Chat::node("held", bus.clone(), Arc::new(tower_context::chat::MemoryRooms::default()));
-    let chat = with_rooms(&chat, ["r"]).await;
-    let conn = live(ConnectionKind::Test);
-    chat.register(&conn).await.unwrap();
-    let joining = tokio::spawn({
-        let (chat, id) = (chat.clone(), conn.id().to_owned());
-        async move { chat.join(&id, "r").await }
-    });
+    let (chat, conn, joining) = joining_r(&chat).await;
     bus.entered.notified().await;
     // Its destroy leaves the room, the last member here, before the bus has
     // subscribed for it.
