@@ -25,6 +25,9 @@ pub(crate) struct Listeners {
     /// in `queued` for that dispatch to deliver them.
     pub(super) dispatching: bool,
     pub(super) queued: Vec<HttpError>,
+    /// The request completed while the error listeners were out: completion took
+    /// everything else, and the dispatch releases them when it ends.
+    pub(super) released: bool,
 }
 
 /// How a request completed: see [`Context::done`].

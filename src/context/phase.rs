@@ -64,7 +64,8 @@
 //!    released by that delivery. (Tests in `tests/soak/leaks.rs`:
 //!    `contexts_are_released_on_every_path`,
 //!    `registrations_after_the_client_left_mid_handler_are_not_kept`,
-//!    `error_listeners_busy_when_the_request_completes_deliver_everything_then_go`.)
+//!    `error_listeners_busy_when_the_request_completes_deliver_everything_then_go`;
+//!    here, `a_dispatch_ending_between_completion_s_claim_and_its_lock_leaves_the_listeners`.)
 
 use std::mem;
 use std::pin::pin;
@@ -741,23 +742,7 @@ impl Phase {
     /// listeners, or `None` when the queue is empty and the listeners are back (first,
     /// then any added while they ran).
     pub(crate) fn next_error_dispatch(&self, listeners: &mut Vec<ErrorListener>) -> Option<HttpError> {
-        let mut shared = self.lock();
-        let completed = outcome_of(self.flags()).is_some();
-        let registered = listeners_of(&mut shared);
-        if registered.queued.is_empty() && completed {
-            // The request completed while these ran, and released everything else:
-            // the listeners are not put back (the caller drops them, outside the
-            // lock), and nothing is kept for the request any more.
-            shared.listeners = None;
-            return None;
-        }
-        if registered.queued.is_empty() {
-            listeners.append(&mut registered.error);
-            registered.error = mem::take(listeners);
-            registered.dispatching = false;
-            return None;
-        }
-        Some(registered.queued.remove(0))
+        next_error_dispatch(&mut self.lock(), listeners)
     }
 
     /// Claims the outcome (invariant 1) and takes out everything kept for the
@@ -799,6 +784,7 @@ impl Phase {
             // (`next_error_dispatch`); the rest goes now.
             Some(registered) if registered.dispatching => {
                 registered.queued.extend(error.take());
+                registered.released = true;
                 Some(Box::new(Listeners {
                     end: mem::take(&mut registered.end),
                     finish: mem::take(&mut registered.finish),
@@ -836,6 +822,27 @@ impl Phase {
     }
 }
 
+/// [`Phase::next_error_dispatch`], under the lock.
+fn next_error_dispatch(shared: &mut Shared, listeners: &mut Vec<ErrorListener>) -> Option<HttpError> {
+    let registered = shared.listeners.get_or_insert_with(Box::default);
+    if !registered.queued.is_empty() {
+        return Some(registered.queued.remove(0));
+    }
+    if registered.released {
+        // The request completed while these ran, and completion took everything
+        // else: the listeners are not put back (the caller drops them, outside the
+        // lock), and nothing is kept for the request any more. Completion is asked,
+        // not the flags: between its claim of the outcome and its taking of the
+        // listeners, the listeners must still be there for it to call.
+        shared.listeners = None;
+        return None;
+    }
+    listeners.append(&mut registered.error);
+    registered.error = mem::take(listeners);
+    registered.dispatching = false;
+    None
+}
+
 fn listeners_of<'a>(shared: &'a mut MutexGuard<'_, Shared>) -> &'a mut Listeners {
     shared.listeners.get_or_insert_with(Box::default)
 }
@@ -848,5 +855,37 @@ fn outcome_of(flags: u32) -> Option<Outcome> {
         Some(Outcome::Closed)
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Completion claims the outcome, then takes the listeners under the lock. An
+    /// error dispatch ending in between must leave them for it: the Finish listener
+    /// is still called, and the error listeners are released with the rest.
+    #[test]
+    fn a_dispatch_ending_between_completion_s_claim_and_its_lock_leaves_the_listeners() {
+        let phase = Phase::new();
+        phase.add_error_listener(Box::new(|_| {}));
+        assert!(phase.add_outcome_listener(Outcome::Finished, Box::new(|_| {})).is_none());
+        let mut out = phase.begin_error_dispatch(&HttpError::new(500)).expect("the listeners go out");
+        std::thread::scope(|scope| {
+            let shared = phase.lock();
+            let completing = scope.spawn(|| phase.complete(Outcome::Finished));
+            // Completion has claimed the outcome and now waits for the lock.
+            while !phase.is_finished() {
+                std::thread::yield_now();
+            }
+            let mut shared = shared;
+            assert!(next_error_dispatch(&mut shared, &mut out).is_none());
+            drop(shared);
+            let released = completing.join().unwrap().expect("completion releases the listeners");
+            let listeners = released.listeners.expect("the listeners are completion's to call");
+            assert_eq!(listeners.finish.len(), 1, "the Finish listener is called");
+            assert_eq!(listeners.error.len(), 1, "the error listener is released with the rest");
+        });
+        assert!(out.is_empty(), "the dispatched listeners were put back for completion");
     }
 }
