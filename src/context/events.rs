@@ -86,6 +86,11 @@ impl Context {
 
     /// Waits until the request completes: Finished or Closed.
     ///
+    /// It resolves once the outcome is decided, the moment [`outcome`](Self::outcome)
+    /// stops being `None`. The Finish or Close listeners run on the thread that
+    /// completed the request, and may still be running then: to act after them, act
+    /// in a listener.
+    ///
     /// ```
     /// # use tower_context::{Context, Outcome};
     /// # fn f(ctx: Context) {
@@ -113,10 +118,7 @@ impl Context {
     /// error raised meanwhile (by another thread, or a listener) is delivered after
     /// this one, by this call.
     pub(crate) fn emit_error_event(&self, err: &HttpError) {
-        #[cfg(feature = "tracing")]
-        if !err.is_exposed() || err.status().is_server_error() {
-            tracing::error!(request_id = self.id(), error = ?err, "request error");
-        }
+        self.log_error(err);
         let Some(mut listeners) = self.phase().begin_error_dispatch(err) else { return };
         let mut next = None;
         loop {
@@ -135,9 +137,25 @@ impl Context {
     /// error policy hear of it.
     pub(crate) fn report_error(&self, err: &HttpError) {
         self.emit_error_event(err);
+        self.tell_policy(err);
+    }
+
+    /// Logs an error the request met (under the `tracing` feature): the unexposed
+    /// and the 5xx ones.
+    fn log_error(&self, err: &HttpError) {
+        #[cfg(feature = "tracing")]
+        if !err.is_exposed() || err.status().is_server_error() {
+            tracing::error!(request_id = self.id(), error = ?err, "request error");
+        }
+        #[cfg(not(feature = "tracing"))]
+        let _ = err;
+    }
+
+    /// The app's error policy hears of an error that can no longer change the
+    /// response: the hook is told, its answer cannot apply. This can run inside a
+    /// body's poll or drop, so a panic in the hook stops here.
+    fn tell_policy(&self, err: &HttpError) {
         if let Some(policy) = &self.config().handle_error {
-            // The response is gone: the hook is told, its answer cannot apply. This can
-            // run inside a body's poll or drop, so a panic in the hook stops here.
             call_quietly(|| drop(policy(err.clone(), self)));
         }
     }
@@ -145,15 +163,21 @@ impl Context {
     /// Fires Finish or Close, once, and releases everything that could keep the
     /// request alive.
     pub(crate) fn complete(&self, outcome: Outcome) {
-        let Some(released) = self.phase().complete(outcome) else { return };
-        if let Some(listeners) = released.listeners {
-            let Listeners { end, finish, close, error: mut error_listeners, .. } = *listeners;
-            if let Some(error) = &released.error {
-                // An error that arrived when nothing could render it any more.
-                for listener in &mut error_listeners {
+        let Some(mut released) = self.phase().complete(outcome) else { return };
+        if let Some(error) = &released.error {
+            // An error that arrived when nothing could render it any more (the
+            // request closed before the layer took it): reported, as any late one.
+            // Listeners out being called deliver it themselves; these are the rest.
+            self.log_error(error);
+            if let Some(listeners) = &mut released.listeners {
+                for listener in &mut listeners.error {
                     call_quietly(|| listener(error));
                 }
             }
+            self.tell_policy(error);
+        }
+        if let Some(listeners) = released.listeners {
+            let Listeners { end, finish, close, error, .. } = *listeners;
             let fire = match outcome {
                 Outcome::Finished => finish,
                 Outcome::Closed => close,
@@ -163,7 +187,7 @@ impl Context {
             }
             // User closures are dropped here, outside the lock: their drop code may
             // call back into the context.
-            drop((end, error_listeners));
+            drop((end, error));
         }
         drop((released.error, released.rest));
         if released.state {

@@ -43,7 +43,8 @@
 //!    while an `end` is accepted. Both decide under the lock, so one of them sees the
 //!    other. An error found later by the layer (an inner `Err`, a panic) meets an
 //!    accepted `end` in [`Phase::take_signal`] or [`Phase::enter_error_path`], and the
-//!    ended response wins; the error is reported, never dropped.
+//!    ended response wins; the error is reported, never dropped. An `end` accepted
+//!    before the hooks started goes through them, whichever of the two meets it.
 //!    (Tests: `an_accepted_end_wins_over_a_later_emitted_error`,
 //!    `an_emitted_error_wins_over_an_end_made_while_it_is_being_handled`,
 //!    `an_accepted_end_wins_over_a_later_panic_or_failing_hook`,
@@ -195,6 +196,10 @@ pub(crate) enum ErrorPath {
     Entered(Vec<Edit>),
     /// An `end` was accepted first and its response not sent yet: it goes out.
     Ended(Response<Body>),
+    /// As `Ended`, and accepted before the hooks started (after the layer last
+    /// looked): the hooks run on it, as when the layer sees it first. Only when
+    /// the caller asked with `before_hooks`.
+    EndedBeforeHooks(Response<Body>),
 }
 
 /// What is left to do once the response is marked as gone.
@@ -217,7 +222,8 @@ pub(crate) type Leftovers = (Vec<AbortHandle>, Hooks, Option<Box<Response<Body>>
 /// What completion takes out, to call and drop outside the lock.
 pub(crate) struct Released {
     pub(crate) listeners: Option<Box<Listeners>>,
-    /// An error that arrived when nothing could render it any more.
+    /// An error that arrived when nothing could render it any more: to report (the
+    /// listeners out being called, if any, deliver it themselves).
     pub(crate) error: Option<HttpError>,
     /// Everything else that was kept: dropped by the caller.
     pub(crate) rest: Leftovers,
@@ -645,13 +651,20 @@ impl Phase {
     /// Takes the error path: marked under the lock (so no `end` can be accepted
     /// after it), the request's tasks aborted, the deferred edits returned. Unless an
     /// accepted `end` is still waiting: its response is returned instead and the path
-    /// is left untaken (invariant 4).
-    pub(crate) fn enter_error_path(&self, sole: bool) -> ErrorPath {
+    /// is left untaken (invariant 4). `before_hooks`: the caller met its error before
+    /// the hooks, and runs them on such a response if they have not started
+    /// ([`ErrorPath::EndedBeforeHooks`]; `start_hooks` marks them started then).
+    pub(crate) fn enter_error_path(&self, sole: bool, before_hooks: bool) -> ErrorPath {
         let mut shared = self.lock();
         if let Some(ended) = shared.ended.take() {
             // An error cannot be pending beside it (each refuses the other): nothing
-            // is left to signal. No hook can be added from here on: none would run.
+            // is left to signal.
             let spent = if shared.error.is_none() { flag::SIGNAL } else { 0 };
+            if before_hooks && !self.has(flag::HOOKS_STARTED) {
+                self.change(sole, 0, spent);
+                return ErrorPath::EndedBeforeHooks(*ended);
+            }
+            // No hook can be added from here on: none would run.
             self.change(sole, flag::HOOKS_STARTED, spent);
             return ErrorPath::Ended(*ended);
         }
@@ -777,19 +790,18 @@ impl Phase {
             return None;
         }
         let mut shared = self.lock();
-        let mut error = shared.error.take();
+        let error = shared.error.take();
         let listeners = match shared.listeners.as_mut() {
             // The Error listeners are out being called: they deliver what is queued
-            // (this error too) and are released by that dispatch when it ends
-            // (`next_error_dispatch`); the rest goes now.
+            // (this error too) and are released by that dispatch when it ends, with
+            // those added meanwhile (`next_error_dispatch`); the rest goes now.
             Some(registered) if registered.dispatching => {
-                registered.queued.extend(error.take());
+                registered.queued.extend(error.clone());
                 registered.released = true;
                 Some(Box::new(Listeners {
                     end: mem::take(&mut registered.end),
                     finish: mem::take(&mut registered.finish),
                     close: mem::take(&mut registered.close),
-                    error: mem::take(&mut registered.error),
                     ..Listeners::default()
                 }))
             }
@@ -825,6 +837,9 @@ impl Phase {
 /// [`Phase::next_error_dispatch`], under the lock.
 fn next_error_dispatch(shared: &mut Shared, listeners: &mut Vec<ErrorListener>) -> Option<HttpError> {
     let registered = shared.listeners.get_or_insert_with(Box::default);
+    // Listeners added while these ran join them: they hear every error delivered
+    // from now on (those queued meanwhile too), after the ones added before them.
+    listeners.append(&mut registered.error);
     if !registered.queued.is_empty() {
         return Some(registered.queued.remove(0));
     }
@@ -837,7 +852,6 @@ fn next_error_dispatch(shared: &mut Shared, listeners: &mut Vec<ErrorListener>) 
         shared.listeners = None;
         return None;
     }
-    listeners.append(&mut registered.error);
     registered.error = mem::take(listeners);
     registered.dispatching = false;
     None
@@ -887,5 +901,32 @@ mod tests {
             assert_eq!(listeners.error.len(), 1, "the error listener is released with the rest");
         });
         assert!(out.is_empty(), "the dispatched listeners were put back for completion");
+    }
+
+    /// A listener added while the listeners are out being called hears the errors
+    /// queued behind the one being delivered; once the request completes, the
+    /// delivery releases it with the others.
+    #[test]
+    fn a_listener_added_during_a_delivery_hears_the_errors_queued_behind_it() {
+        let phase = Phase::new();
+        phase.add_error_listener(Box::new(|_| {}));
+        let mut out = phase.begin_error_dispatch(&HttpError::new(500)).expect("the listeners go out");
+        phase.add_error_listener(Box::new(|_| {}));
+        assert!(phase.begin_error_dispatch(&HttpError::new(501)).is_none(), "queued for the delivery");
+        let next = phase.next_error_dispatch(&mut out).expect("the queued error is next");
+        assert_eq!(next.status(), 501);
+        assert_eq!(out.len(), 2, "the listener added meanwhile hears it");
+        // The request completes while they deliver a third error.
+        assert!(phase.begin_error_dispatch(&HttpError::new(502)).is_none());
+        phase.add_error_listener(Box::new(|_| {}));
+        let released = phase.complete(Outcome::Finished).expect("the listeners are released");
+        assert!(
+            released.listeners.expect("end, finish, close").error.is_empty(),
+            "the delivery keeps its own"
+        );
+        assert_eq!(phase.next_error_dispatch(&mut out).map(|e| e.status().as_u16()), Some(502));
+        assert_eq!(out.len(), 3);
+        assert!(phase.next_error_dispatch(&mut out).is_none(), "nothing is left to deliver");
+        assert!(phase.lock().listeners.is_none(), "the delivery let the listeners go");
     }
 }

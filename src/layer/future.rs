@@ -15,7 +15,7 @@ use pin_project_lite::pin_project;
 
 use super::body::ResponseBody;
 use super::completion::Completion;
-use super::respond::{fail, first_frame_failed, respond, send_ended, send_head};
+use super::respond::{self, fail, first_frame_failed, respond, send_ended, send_head};
 use crate::body::{Body, BoxError};
 use crate::context::{
     Claim, Context, Hook, Hooks, Signal, Started, apply_edits, errors_are_logged, invalid_status,
@@ -267,7 +267,20 @@ where
             ctx.report_error(&err);
             Step::Hooks(ended)
         }
-        None => Step::Ready(fail(ctx, err, None)),
+        None => fail_before_hooks(ctx, err, None),
+    }
+}
+
+/// The error path for an error met before the hooks: an `end` accepted since the
+/// layer last looked still goes to the hooks ([`respond::fail_before_hooks`]).
+fn fail_before_hooks<B>(ctx: &Context, err: HttpError, prior: Option<Response<Body>>) -> Step<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    match respond::fail_before_hooks(ctx, err, prior) {
+        respond::Failed::Sent(sent) => Step::Ready(sent),
+        respond::Failed::ToHooks(ended) => Step::Hooks(ended),
     }
 }
 
@@ -296,10 +309,10 @@ where
             drop(response);
             Step::Hooks(ended)
         }
-        (None, Some(Thrown(err))) => Step::Ready(fail(ctx, err, Some(response.map(Body::new)))),
+        (None, Some(Thrown(err))) => fail_before_hooks(ctx, err, Some(response.map(Body::new))),
         (None, None) if !is_valid_status(response.status()) => {
             let err = invalid_status(response.status());
-            Step::Ready(fail(ctx, err, Some(response.map(Body::new))))
+            fail_before_hooks(ctx, err, Some(response.map(Body::new)))
         }
         (None, None) => untouched(ctx, response, out),
     }

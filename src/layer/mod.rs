@@ -422,4 +422,39 @@ mod tests {
                 .await
         );
     }
+
+    /// The inner service failed, and the layer looked for a signal just before an
+    /// `end` from another thread was accepted: on the error path it meets that
+    /// `end`, which was accepted before the hooks, so it goes to them, as when the
+    /// layer sees it first; the error is reported. (The window is a few instructions
+    /// wide: this takes the layer's step on its own, at the moment after it.)
+    #[tokio::test]
+    async fn an_end_accepted_just_after_the_layer_looked_still_goes_to_the_hooks() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut svc = ContextLayer::new().layer(service_fn(move |req: Request<()>| {
+            tx.send(req.extensions().get::<Context>().cloned().expect("a context")).unwrap();
+            std::future::pending::<Result<Response<Empty<Bytes>>, Infallible>>()
+        }));
+        let future = svc.ready().await.unwrap().call(Request::new(()));
+        let ctx = rx.recv().unwrap();
+        let reported = Arc::new(AtomicUsize::new(0));
+        let r = reported.clone();
+        ctx.on_error(move |_| {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        ctx.after(|res| async move { Ok(res) }).unwrap();
+        assert!(ctx.end(Response::new(Body::from("ended"))).is_first());
+
+        let respond::Failed::ToHooks(ended) =
+            respond::fail_before_hooks::<Empty<Bytes>>(&ctx, HttpError::new(500), None)
+        else {
+            panic!("the ended response goes to the hooks, not out");
+        };
+        assert_eq!(http_body_util::BodyExt::collect(ended.into_body()).await.unwrap().to_bytes(), "ended");
+        assert_eq!(reported.load(Ordering::SeqCst), 1, "the error is reported");
+        assert!(!ctx.is_ended(), "nothing has left yet");
+        assert!(ctx.after(|res| async move { Ok(res) }).is_ok(), "the hooks have not started");
+        drop(future);
+    }
 }

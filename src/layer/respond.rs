@@ -108,10 +108,50 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let (mut failure, mut prior) = (failure.into(), prior);
+    match fail_at(ctx, failure.into(), prior, false) {
+        Failed::Sent(sent) => sent,
+        // Not asked for the hooks, the error path never hands an `end` back to run
+        // them; were it to, the response goes as any other ended one.
+        Failed::ToHooks(ended) => send_ended(ctx, ended),
+    }
+}
+
+/// Where the error path came out: see [`fail_before_hooks`].
+pub(super) enum Failed<B> {
+    /// The response leaves the layer.
+    Sent(Sent<B>),
+    /// An `end` accepted before the hooks: they run on its response.
+    ToHooks(Response<Body>),
+}
+
+/// [`fail`] for an error met before the hooks started (the inner service's `Err`,
+/// panic or thrown error): an `end` accepted since the layer last looked comes back
+/// for the hooks to run on (the error is reported), as they do when the layer sees
+/// that `end` first.
+pub(super) fn fail_before_hooks<B>(ctx: &Context, err: HttpError, prior: Option<Response<Body>>) -> Failed<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    fail_at(ctx, Failure::New(err), prior, true)
+}
+
+fn fail_at<B>(ctx: &Context, failure: Failure, prior: Option<Response<Body>>, before_hooks: bool) -> Failed<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let (mut failure, mut prior) = (failure, prior);
     let edits = loop {
-        match ctx.phase().enter_error_path(ctx.is_sole()) {
+        match ctx.phase().enter_error_path(ctx.is_sole(), before_hooks) {
             ErrorPath::Entered(edits) => break edits,
+            ErrorPath::EndedBeforeHooks(ended) => {
+                drop(prior);
+                if let Failure::New(err) = &failure {
+                    ctx.report_error(err);
+                }
+                return Failed::ToHooks(ended);
+            }
             ErrorPath::Ended(ended) => {
                 // An `end` accepted before this error came to light wins over it, as
                 // it does when the layer sees the end first: its response goes out,
@@ -121,7 +161,7 @@ where
                     ctx.report_error(err);
                 }
                 match leave(ctx, ended.map(ResponseBody::replaced)) {
-                    Leaving::Sent(sent) => return sent,
+                    Leaving::Sent(sent) => return Failed::Sent(sent),
                     // The ended response carries an error of its own: that one goes
                     // down the path, now taken (the ended response is spent).
                     Leaving::Failed(err, carrier) => (failure, prior) = (Failure::New(err), Some(carrier)),
@@ -142,7 +182,7 @@ where
     let late_error = ctx.phase().leave_on_error_path(ctx.is_sole());
     let mut response = response.map(ResponseBody::replaced);
     send_head(ctx, &mut response, late_error);
-    response
+    Failed::Sent(response)
 }
 
 /// Error fires, then the app's error policy decides what goes out. An error raised

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, StreamBody};
-use tower::{Layer, ServiceExt, service_fn};
+use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_context::body::Body;
 use tower_context::{
     BoxError, Context, ContextLayer, ErrorAction, ErrorFormat, HttpError, ensure, ensure_eq, http_error,
@@ -308,6 +308,40 @@ async fn the_app_error_hook_can_render_replace_respond_or_swallow() {
     let res = layer.layer(failing(404)).oneshot(get()).await.unwrap();
     assert_eq!(res.status(), 202);
     assert_eq!(body_string(res).await, "");
+}
+
+/// An error emitted while the handler runs, whose client goes away before the layer
+/// could take it: nothing renders it, so it is reported as any late error is, to
+/// the Error listeners and to the app's policy, once each; and Close fires.
+#[tokio::test]
+async fn an_error_pending_when_the_client_leaves_is_reported_to_listeners_and_policy() {
+    let told = Arc::new(Mutex::new(Vec::new()));
+    let t = told.clone();
+    let layer = ContextLayer::new().handle_error(move |err, _| {
+        t.lock().unwrap().push(format!("policy {}", err.status().as_u16()));
+        ErrorAction::Render(err)
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut svc = layer.layer(service_fn(move |req: Request<Empty<Bytes>>| {
+        tx.send(ctx_of(&req)).unwrap();
+        std::future::pending::<Result<Response<Body>, Infallible>>()
+    }));
+    let mut future = svc.ready().await.unwrap().call(Request::get("/").body(Empty::new()).unwrap());
+    // Polled once: the handler waits.
+    tokio::select! {
+        biased;
+        _ = &mut future => panic!("the handler never answers"),
+        _ = std::future::ready(()) => {}
+    }
+    let ctx = rx.recv().unwrap();
+    let t = told.clone();
+    ctx.on_error(move |err| t.lock().unwrap().push(format!("listener {}", err.status().as_u16())));
+    let t = told.clone();
+    ctx.on_close(move |_| t.lock().unwrap().push("close".to_owned()));
+    ctx.emit_error(HttpError::new(503));
+    drop(future);
+    assert_eq!(*told.lock().unwrap(), ["listener 503", "policy 503", "close"]);
+    assert!(ctx.is_closed());
 }
 
 #[tokio::test]
