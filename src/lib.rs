@@ -225,6 +225,8 @@ pub use proxy::TrustProxy;
 pub use request::{HeaderExt, RequestHeadExt};
 #[cfg(feature = "server")]
 pub use server::{Connections, serve};
+#[cfg(all(feature = "test-util", feature = "sessions"))]
+pub use test_util::advance_sessions_clock;
 #[cfg(feature = "test-util")]
 pub use test_util::live_contexts;
 

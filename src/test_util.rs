@@ -1,5 +1,6 @@
-//! Live contexts counted, for leak tests and the soak run (feature `test-util`; not
-//! for production: it counts on every request).
+//! Live contexts counted, for leak tests and the soak run, and a sessions clock a
+//! test can move (feature `test-util`; not for production: it counts on every
+//! request).
 
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -57,4 +58,25 @@ pub fn live_contexts() -> usize {
     let total: isize = counters.iter().map(|counter| counter.load(Ordering::Acquire)).sum::<isize>()
         + EXITED.load(Ordering::Acquire);
     usize::try_from(total).unwrap_or(0)
+}
+
+#[cfg(feature = "sessions")]
+thread_local! {
+    /// How far this thread's sessions clock runs ahead of the system's, in ms.
+    static SESSIONS_CLOCK_AHEAD_MS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Moves the sessions' clock forward on this thread: expiry tests wait without
+/// sleeping, so a slow machine cannot make a young session look old. Only this
+/// thread's sessions see it (a `#[tokio::test]` runs its app on its own thread).
+#[cfg(feature = "sessions")]
+#[doc(hidden)]
+pub fn advance_sessions_clock(by: std::time::Duration) {
+    let by = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+    SESSIONS_CLOCK_AHEAD_MS.with(|ahead| ahead.set(ahead.get().saturating_add(by)));
+}
+
+#[cfg(feature = "sessions")]
+pub(crate) fn sessions_clock_ahead_ms() -> u64 {
+    SESSIONS_CLOCK_AHEAD_MS.try_with(std::cell::Cell::get).unwrap_or(0)
 }

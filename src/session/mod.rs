@@ -84,11 +84,15 @@ use crate::context::{Context, WeakContext};
 use crate::cookies::{Cookie, CookieError, Cookies, SameSite};
 use crate::error::HttpError;
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch (under `test-util`, plus what this thread's
+/// tests moved the clock by: `advance_sessions_clock`).
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
+    let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    #[cfg(feature = "test-util")]
+    let now = now.saturating_add(crate::test_util::sessions_clock_ahead_ms());
+    now
 }
 
 fn ms(duration: Duration) -> u64 {

@@ -12,7 +12,7 @@ use axum::routing::get;
 use http::{HeaderMap, Request, StatusCode, header};
 use tower::ServiceExt;
 use tower_context::session::{BoxFuture, Expiry, MemoryStore, Record, SessionError, SessionStore, Sessions};
-use tower_context::{Context, ContextLayer, HttpError, Keys};
+use tower_context::{Context, ContextLayer, HttpError, Keys, advance_sessions_clock};
 
 /// A memory store that counts what it is asked and can be made to fail.
 #[derive(Default)]
@@ -277,32 +277,42 @@ async fn flush_ends_the_session_and_removes_the_cookie() {
     assert_eq!(browser.get_page(&app, "/read").await.2, "none");
 }
 
+/// Expiry is tested on the sessions' clock, moved forward by the test on its own
+/// thread, in steps of seconds: a slow machine cannot make a young session look old,
+/// and the real time that passes between two steps is far inside the margins.
 #[tokio::test]
 async fn sessions_expire_when_idle_and_when_old() {
+    let later = |s| advance_sessions_clock(Duration::from_secs(s));
     let idle = app_with(
-        Sessions::new(MemoryStore::new()).expiry(Expiry::idle(Duration::from_millis(400))),
+        Sessions::new(MemoryStore::new()).expiry(Expiry::idle(Duration::from_secs(60))),
         Some(Keys::new(["k"])),
     );
     let mut browser = Browser::default();
     browser.get_page(&idle, "/visits").await;
     // Read (not changed) past a quarter of the idle time: the expiry is pushed back.
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    later(40);
     assert_eq!(browser.get_page(&idle, "/read").await.2, "1");
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    later(40);
     assert_eq!(browser.get_page(&idle, "/read").await.2, "1", "kept alive by the last read");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    later(10);
+    assert_eq!(browser.get_page(&idle, "/read").await.2, "1", "a read within a quarter");
+    // That read was not written: the expiry still counts from the one before it
+    // (at 80 s: it ends at 140 s).
+    later(55);
     assert_eq!(browser.get_page(&idle, "/read").await.2, "none", "idle too long");
 
     let absolute = app_with(
-        Sessions::memory().expiry(Expiry::absolute(Duration::from_millis(300))),
+        Sessions::memory().expiry(Expiry::absolute(Duration::from_millis(59_500))),
         Some(Keys::new(["k"])),
     );
     let mut browser = Browser::default();
     let (_, set, _) = browser.get_page(&absolute, "/visits").await;
-    assert!(set[0].ends_with("; Max-Age=1"), "the cookie lasts as long, in whole seconds up: {}", set[0]);
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(set[0].ends_with("; Max-Age=60"), "the cookie lasts as long, in whole seconds up: {}", set[0]);
+    later(30);
     assert_eq!(browser.get_page(&absolute, "/visits").await.2, "2", "still young, and used");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    later(25);
+    assert_eq!(browser.get_page(&absolute, "/read").await.2, "2", "used, but not made younger");
+    later(10);
     assert_eq!(browser.get_page(&absolute, "/read").await.2, "none", "too old, however used");
 }
 

@@ -254,12 +254,15 @@ async fn connect(addr: SocketAddr) -> Result<Sender, String> {
 
 /// A kept-alive HTTP/1.1 client going round the routes until `deadline`.
 async fn well_behaved(addr: SocketAddr, start: usize, deadline: Instant, seen: Arc<Seen>) {
-    let mut sender = None;
+    let mut sender: Option<Sender> = None;
     let mut i = start;
     while Instant::now() < deadline {
         let (path, status) = ROUTES[i % ROUTES.len()];
         i += 1;
-        let mut s: Sender = match sender.take() {
+        // A kept-alive connection the server has closed as idle (this task was not
+        // scheduled for the server's idle timeout) is not reused: a client opens a
+        // new one, as any real one does.
+        let mut s: Sender = match sender.take().filter(|s: &Sender| !s.is_closed()) {
             Some(s) => s,
             None => match connect(addr).await {
                 Ok(s) => s,
@@ -272,7 +275,19 @@ async fn well_behaved(addr: SocketAddr, start: usize, deadline: Instant, seen: A
         };
         let req = Request::get(path).header("host", "soak").body(Empty::new()).expect("a valid request");
         let outcome = tokio::time::timeout(BOUND, async {
-            let res = s.send_request(req).await.map_err(|e| format!("send: {e}"))?;
+            let res = match s.try_send_request(req).await {
+                Ok(res) => res,
+                // Closed before the request could be written (the close had not
+                // reached this client when it looked above): the server never saw
+                // it, so it goes again on a new connection, once.
+                Err(mut unsent) => match unsent.take_message() {
+                    Some(req) => {
+                        s = connect(addr).await?;
+                        s.send_request(req).await.map_err(|e| format!("send again: {e}"))?
+                    }
+                    None => return Err(format!("send: {}", unsent.error())),
+                },
+            };
             let got = res.status();
             let body = res.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
             Ok::<_, String>((got, body))
