@@ -64,6 +64,20 @@ impl Client {
         let at = self.read.find(text).unwrap() + text.len();
         self.read.drain(..at).collect()
     }
+
+    /// Reads the next event, skipping comments: a keep-alive comes every 200 ms
+    /// of quiet, so one may well arrive before the event awaited.
+    async fn event(&mut self) -> String {
+        loop {
+            let chunk = self.until("\n\n").await;
+            // The stream's text follows the chunked encoding's framing (its lines
+            // end in CRLF; the stream's lines in LF only).
+            let text = chunk.rsplit("\r\n").next().unwrap_or_default();
+            if !text.trim_end_matches('\n').lines().all(|line| line.starts_with(':')) {
+                return chunk;
+            }
+        }
+    }
 }
 
 async fn members(chat: &Chat, room: &str, want: u64) {
@@ -98,14 +112,14 @@ async fn room_messages_arrive_as_resumable_events() {
     assert!(head.contains("content-type: text/event-stream"), "{head}");
     members(&chat, "news", 1).await;
     chat.broadcast("news", json!("first")).await.unwrap();
-    let got = client.until("\n\n").await;
+    let got = client.event().await;
     assert!(got.contains("id: news:1\n"), "{got}");
     assert!(
         got.contains(r#"data: {"message":"first","room":"news","from":"0","context":"user","sentAt":"#),
         "{got}"
     );
     chat.broadcast("sport", json!("goal")).await.unwrap();
-    let got = client.until("\n\n").await;
+    let got = client.event().await;
     assert!(got.contains("id: news:1,sport:1\n"), "{got}");
     // Idle: a keep-alive comment.
     client.until(": keep-alive\n\n").await;
