@@ -179,7 +179,10 @@ async fn a_node_that_dies_without_goodbye_has_its_members_swept_within_two_lease
     use futures_util::StreamExt;
 
     let Some(server) = RedisServer::start() else { return };
-    let lease = Duration::from_millis(1000);
+    // The call to the dead node must time out before its lease lapses, at least
+    // two thirds of a lease after it died: a lease of 2 s leaves that 300 ms call
+    // over a second to spare on a machine that stalls.
+    let lease = Duration::from_millis(2000);
     let mut nodes = Vec::new();
     for id in ["a", "b", "c"] {
         let chat = builder(&server.url(), id).lease(lease).rpc_timeout(Duration::from_millis(300));
