@@ -47,16 +47,27 @@ impl<B> ResponseBody<B> {
         ResponseBody { kind: EitherBody::Own { body }, completion: None }
     }
 
-    /// Hands the request's completion to this body, which fires Finish or Close.
-    pub(crate) fn watch(&mut self, mut completion: Completion)
-    where
-        B: http_body::Body<Data = Bytes>,
-        B::Error: Into<BoxError>,
-    {
-        let (hint, at_end) =
-            (http_body::Body::size_hint(&self.kind), http_body::Body::is_end_stream(&self.kind));
-        completion.expect(if at_end { Some(0) } else { hint.exact() });
+    /// Hands the request's completion to this body, which fires Finish or Close;
+    /// `expected`: how many bytes it is to send, when known
+    /// ([`expected_length`](Self::expected_length)).
+    pub(crate) fn watch(&mut self, mut completion: Completion, expected: Option<u64>) {
+        completion.expect(expected);
         self.completion = Some(completion);
+    }
+}
+
+impl<B> ResponseBody<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    /// How many bytes this body is to send: 0 at its end, else its exact size, else
+    /// what the response's `Content-Length` declares.
+    pub(crate) fn expected_length(&self, headers: &http::HeaderMap) -> Option<u64> {
+        if http_body::Body::is_end_stream(&self.kind) {
+            return Some(0);
+        }
+        http_body::Body::size_hint(&self.kind).exact().or_else(|| declared_length(headers))
     }
 }
 
@@ -108,7 +119,7 @@ where
         match polled {
             None => {
                 if let Some(completion) = this.completion.take() {
-                    completion.finish();
+                    completion.end();
                 }
                 Poll::Ready(None)
             }
@@ -121,7 +132,7 @@ where
                     if (end || frame.is_trailers())
                         && let Some(completion) = this.completion.take()
                     {
-                        completion.finish();
+                        completion.end();
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -141,5 +152,56 @@ where
 
     fn size_hint(&self) -> SizeHint {
         http_body::Body::size_hint(&self.kind)
+    }
+}
+
+/// The length a `Content-Length` header gives the body, which a server frames it by
+/// (HTTP/1 sends that many bytes and no more; HTTP/2 checks it), unless a
+/// `Transfer-Encoding` says otherwise. `None` when absent or not a plain number.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    if headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return None;
+    }
+    let mut values = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let value = values.next()?;
+    if values.next().is_some_and(|other| other != value) {
+        return None;
+    }
+    let text = value.to_str().ok()?;
+    // Digits only: `u64::from_str` would take a leading `+`.
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderMap;
+    use http::header::{CONTENT_LENGTH, HeaderValue, TRANSFER_ENCODING};
+
+    use super::declared_length;
+
+    fn headers(pairs: &[(http::HeaderName, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(name.clone(), HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn a_declared_length_is_a_plain_number_the_server_frames_by() {
+        assert_eq!(declared_length(&headers(&[(CONTENT_LENGTH, "10")])), Some(10));
+        assert_eq!(declared_length(&headers(&[(CONTENT_LENGTH, "10"), (CONTENT_LENGTH, "10")])), Some(10));
+        assert_eq!(declared_length(&headers(&[])), None);
+        for odd in ["+10", "-1", "", " 10", "1e3", "18446744073709551616"] {
+            assert_eq!(declared_length(&headers(&[(CONTENT_LENGTH, odd)])), None, "{odd:?}");
+        }
+        assert_eq!(declared_length(&headers(&[(CONTENT_LENGTH, "10"), (CONTENT_LENGTH, "11")])), None);
+        assert_eq!(
+            declared_length(&headers(&[(CONTENT_LENGTH, "10"), (TRANSFER_ENCODING, "chunked")])),
+            None
+        );
     }
 }

@@ -41,8 +41,24 @@ impl Completion {
         self.sent = self.sent.saturating_add(bytes);
     }
 
+    /// The body sent all it said it would: a server that frames the body by that
+    /// length stops there (sending no more even when the body has more).
     pub(crate) fn sent_all(&self) -> bool {
-        self.expected == Some(self.sent)
+        self.expected.is_some_and(|expected| self.sent >= expected)
+    }
+
+    /// The body says it is at its end: Finish, unless it sent less than it said it
+    /// would (its exact size, or its `Content-Length`). The client then gets a cut
+    /// response (HTTP/1 servers close the connection), so that is an error: Error,
+    /// then Close.
+    pub(crate) fn end(self) {
+        match self.expected {
+            Some(expected) if self.sent < expected => {
+                let short = ShortBody { sent: self.sent, expected };
+                self.fail(&BoxError::from(short));
+            }
+            _ => self.finish(),
+        }
     }
 
     fn fire(mut self, outcome: Outcome) {
@@ -110,3 +126,18 @@ impl std::fmt::Display for BodyError {
 }
 
 impl std::error::Error for BodyError {}
+
+/// A body that ended before the length it declared.
+#[derive(Debug)]
+struct ShortBody {
+    sent: u64,
+    expected: u64,
+}
+
+impl std::fmt::Display for ShortBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ended after {} of the {} bytes it declared", self.sent, self.expected)
+    }
+}
+
+impl std::error::Error for ShortBody {}

@@ -151,7 +151,10 @@ where
         // The context goes now rather than riding along with the body.
         completion.release();
     } else {
-        response.body_mut().watch(completion);
+        // The length the server frames the body by: its exact size, or a
+        // `Content-Length` set by hand (or by a file service, on a streamed body).
+        let expected = response.body().expected_length(response.headers());
+        response.body_mut().watch(completion, expected);
     }
 }
 

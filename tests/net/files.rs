@@ -745,3 +745,89 @@ mod socket {
         assert_eq!(answer["error"], "Error: verb not found or not allowed (file)");
     }
 }
+
+/// What a file request's lifecycle said: its events, and the errors it met.
+type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Serves `send_file(path)` with the request's events written to a log; with
+/// `cut_to`, the file is cut to that length once opened, before it is read out (a
+/// file that shrinks while it is being sent).
+async fn watched_files(root: &Path, cut_to: Option<u64>) -> (SocketAddr, Log) {
+    let log = Log::default();
+    let (l, root_) = (log.clone(), root.to_path_buf());
+    let handler = move |ctx: Context, UrlPath(path): UrlPath<String>| {
+        let (l, root) = (l.clone(), root_.clone());
+        async move {
+            for (name, on) in [("end", 0), ("finish", 1), ("close", 2)] {
+                let l = l.clone();
+                let push = move |_: &Context| l.lock().unwrap().push(name.to_owned());
+                match on {
+                    0 => ctx.on_end(push),
+                    1 => ctx.on_finish(push),
+                    _ => ctx.on_close(push),
+                }
+            }
+            let l = l.clone();
+            ctx.on_error(move |err| l.lock().unwrap().push(format!("error {}", err.status().as_u16())));
+            let response = ctx.send_file(path.clone()).await;
+            if let Some(len) = cut_to {
+                std::fs::OpenOptions::new().write(true).open(root.join(&path)).unwrap().set_len(len).unwrap();
+            }
+            response
+        }
+    };
+    let app = Router::new()
+        .route("/{*path}", get(handler))
+        .layer(ContextLayer::new().public_files(PublicFiles::new([root])));
+    (crate::serve_app(app).await, log)
+}
+
+/// Waits until the log holds `n` entries.
+async fn logged(log: &Log, n: usize) -> Vec<String> {
+    for _ in 0..500 {
+        if log.lock().unwrap().len() >= n {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    log.lock().unwrap().clone()
+}
+
+/// A file sent whole, or a range of it, finishes the request: the server stops
+/// reading the file at its `Content-Length`, before the body could say it is at its
+/// end, and that is a complete response all the same.
+#[tokio::test]
+async fn a_file_sent_whole_or_in_part_finishes_the_request() {
+    let tree = Tree::new();
+    let (addr, log) = watched_files(&tree.first, None).await;
+    for (target, headers, status) in [
+        ("/a.txt", &[][..], 200),
+        ("/big.bin", &[("range", "bytes=10-19")][..], 206),
+        ("/nothing.txt", &[][..], 200),
+    ] {
+        let answer = get_with(addr, target, headers).await;
+        assert_eq!(answer.status, status, "{target}");
+        assert_eq!(logged(&log, 2).await, ["end", "finish"], "{target}");
+        log.lock().unwrap().clear();
+    }
+}
+
+/// A file cut short while it is sent cannot be sent whole: the client gets a cut
+/// response, and the request meets an error and closes; it does not finish.
+#[tokio::test]
+async fn a_file_that_shrinks_while_it_is_sent_is_an_error_and_closes() {
+    let tree = Tree::new();
+    let (addr, log) = watched_files(&tree.first, Some(4)).await;
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let request = Request::get("/big.bin").header("host", "test").body(Empty::<Bytes>::new()).unwrap();
+    match sender.send_request(request).await {
+        Ok(response) => {
+            assert_eq!(response.headers()["content-length"], "1048576");
+            assert!(response.into_body().collect().await.is_err(), "the body is cut");
+        }
+        Err(err) => assert!(err.is_incomplete_message() || err.is_closed(), "{err}"),
+    }
+    assert_eq!(logged(&log, 3).await, ["end", "error 500", "close"]);
+}
