@@ -54,17 +54,22 @@ impl FingerprintConfig {
     /// jar reads: a header of tens of thousands of pairs costs no more than a
     /// browser's largest.
     fn read_cookie(&self, headers: &HeaderMap) -> Option<Fingerprint> {
-        let name = self.cookie.as_str();
+        let name = self.cookie.as_bytes();
+        // On bytes, as the jar reads pairs: one pair that is not UTF-8 (a cookie of
+        // another app on the domain, say) hides no other; and only well-formed pairs
+        // count towards the limit, as in the jar.
         let value = headers
             .get_all(header::COOKIE)
             .iter()
-            .filter_map(|line| line.to_str().ok())
-            .flat_map(|line| line.split(';'))
+            .flat_map(|line| line.as_bytes().split(|b| *b == b';'))
+            .filter_map(|pair| {
+                let eq = pair.iter().position(|b| *b == b'=')?;
+                let (key, value) = (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii());
+                (!key.is_empty()).then_some((key, value))
+            })
             .take(crate::cookies::MAX_PAIRS)
-            .find_map(|pair| {
-                let (key, value) = pair.split_once('=')?;
-                (key.trim() == name).then(|| value.trim())
-            })?;
+            .find_map(|(key, value)| (key == name).then_some(value))?;
+        let value = std::str::from_utf8(value).ok()?;
         Fingerprint::parse(value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value))
     }
 
@@ -180,6 +185,29 @@ mod tests {
             "xsessionID=ffffffffffffffffffff; sessionID = \"0123456789abcdef0123\"",
         )]));
         assert_eq!(r.fingerprint.as_str(), "0123456789abcdef0123");
+    }
+
+    /// A pair that is not UTF-8 elsewhere in the header (another app's cookie)
+    /// hides nothing: the fingerprint is read, and no new one is set over it.
+    #[test]
+    fn a_pair_outside_utf8_hides_no_other() {
+        let config = FingerprintConfig::default();
+        for line in [
+            &b"sessionID=0123456789abcdef0123; pref=caf\xC3\xA9; x=\xFF"[..],
+            b"x=\xFF; sessionID=0123456789abcdef0123",
+        ] {
+            let mut map = HeaderMap::new();
+            map.append(header::COOKIE, HeaderValue::from_bytes(line).unwrap());
+            let r = config.resolve(&map);
+            assert_eq!(r.fingerprint.as_str(), "0123456789abcdef0123", "{line:?}");
+            assert!(r.set_cookie.is_none());
+        }
+        // Segments that are not pairs do not count towards the pairs read.
+        let empty = format!("{}sessionID=0123456789abcdef0123", ";".repeat(1000));
+        assert_eq!(
+            config.resolve(&headers(&[("cookie", &empty)])).fingerprint.as_str(),
+            "0123456789abcdef0123"
+        );
     }
 
     #[test]

@@ -483,6 +483,16 @@ async fn a_new_client_gets_a_random_fingerprint_cookie() {
     let response = back.response().await.unwrap();
     assert!(response.header("set-cookie").is_none());
     assert_eq!(response.json()["fingerprint"], value.as_str());
+    // Beside a cookie that is not UTF-8 (another app's, on the same domain): the
+    // same, and no new cookie over it (under sessions, that would log the user out).
+    let mut request =
+        get_request("/", &format!("cookie: sessionID={value}; pref=caf\u{e9}\r\n")).into_bytes();
+    let at = request.windows(2).position(|w| w == "\u{e9}".as_bytes()).unwrap();
+    request.splice(at..at + 2, [0xE9]);
+    back.send(&request).await;
+    let response = back.response().await.unwrap();
+    assert!(response.header("set-cookie").is_none());
+    assert_eq!(response.json()["fingerprint"], value.as_str());
 }
 
 #[tokio::test]
