@@ -41,8 +41,9 @@
 //!      `Cache-Control: no-cache` skips this step and gets the file. Actionhero
 //!      reads `If-Modified-Since` first; the RFC's order, kept here, lets an entity
 //!      tag decide when both are sent.
-//!   3. `Range` on a `GET` (one range in bytes; a request for several gets the
-//!      whole file, `200`, and a unit other than `bytes` is ignored):
+//!   3. `Range` on a `GET` (one range in bytes; a request for several, or a `Range`
+//!      sent on more than one line, gets the whole file, `200`, and a unit other
+//!      than `bytes` is ignored):
 //!      `206 Partial Content` with `Content-Range`, or `416 Range Not Satisfiable`
 //!      with `Content-Range: bytes */LENGTH` when it lies outside the file or does
 //!      not parse. A suffix longer than the file (`bytes=-5000` of 100 bytes) is

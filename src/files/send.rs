@@ -207,9 +207,14 @@ fn file_request(ctx: &Context, ranged: Ranged, variants: Codings) -> Request<()>
 
 /// The request's range if it is in bytes, its unit written as tower-http reads it:
 /// range units are case-insensitive (RFC 9110 §14.1), and `Bytes=0-4` is bytes 0-4.
-/// `None` for any other unit (ignored: the whole file).
+/// `None` for any other unit, and for `Range` sent on more than one line (the
+/// lines come joined, `bytes=0-1, bytes=4-5`; `Range` is not a list): ignored, the
+/// whole file, as for several ranges on one line.
 fn in_bytes(range: &HeaderValue) -> Option<HeaderValue> {
     let (unit, set) = range.as_bytes().split_at_checked(6)?;
+    if set.contains(&b'=') {
+        return None;
+    }
     if unit == b"bytes=" {
         return Some(range.clone());
     }

@@ -296,6 +296,10 @@ async fn ranges_get_206_and_ranges_outside_the_file_416() {
     // Several ranges: the whole file (no multipart answers), never a 416.
     let several = get_with(addr, "/static/a.txt", &[("range", "bytes=0-1,4-5")]).await;
     assert_eq!((several.status, several.text()), (StatusCode::OK, "the first root's a.txt\n"));
+    // `Range` on two lines is not a list: ignored, as several ranges are.
+    let two_lines = get_with(addr, "/static/a.txt", &[("range", "bytes=0-1"), ("range", "bytes=4-5")]).await;
+    assert_eq!((two_lines.status, two_lines.text()), (StatusCode::OK, "the first root's a.txt\n"));
+    assert!(two_lines.headers.get("content-range").is_none());
     // A unit other than bytes is not understood: ignored (RFC 9110 §14.2), the whole file.
     let lines = get_with(addr, "/static/big.bin", &[("range", "lines=1-2")]).await;
     assert_eq!((lines.status, lines.header("content-length")), (StatusCode::OK, "1048576"));
