@@ -84,6 +84,15 @@
 //!   attributes (Koa does the same for `name.sig`); set it again with your own
 //!   attributes in the same response if it needs them: the last set wins.
 //! - `Max-Age` is sent as `Max-Age` (Koa turns it into `Expires`); removals send both.
+//! - A `SameSite=None` or `Partitioned` cookie is always sent `Secure` (browsers drop
+//!   it otherwise), so setting one over plain HTTP is
+//!   [`CookieError::SecureOverHttp`] unless the layer allows secure cookies there.
+//!   Koa writes such a cookie as given.
+//! - A removal keeps the given `SameSite`, `Partitioned` and `Secure` (a browser
+//!   deletes a partitioned or cross-site cookie only with a removal that has them),
+//!   as Koa's `set(name, null, options)` does.
+//! - A `name.sig` sent empty is cleared, as any that does not match; Node's
+//!   `cookies` leaves an empty one alone.
 //!
 //! As in Koa, values are sent and read as they are, neither percent-encoded nor
 //! decoded (only a signed or private value in the cookie crate's format that fails as
@@ -611,7 +620,18 @@ impl Cookies {
             removal.set_domain(domain.to_owned());
         }
         removal.set_http_only(true);
-        removal.set_secure(self.inner.secure);
+        // The attributes a browser keys or filters the cookie by, as given: a
+        // partitioned cookie is deleted only by a partitioned removal, and one a
+        // cross-site frame set (`SameSite=None`) only by one it is sent in.
+        if let Some(same_site) = given.same_site() {
+            removal.set_same_site(same_site);
+        }
+        let partitioned = given.partitioned() == Some(true);
+        if partitioned {
+            removal.set_partitioned(true);
+        }
+        let needs_secure = given.same_site() == Some(SameSite::None) || partitioned;
+        removal.set_secure(given.secure().unwrap_or(self.inner.secure || needs_secure) || partitioned);
         removal.set_max_age(time::Duration::ZERO);
         removal.set_expires(time::OffsetDateTime::UNIX_EPOCH);
         Ok(removal)

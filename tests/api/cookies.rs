@@ -334,6 +334,34 @@ async fn same_site_max_age_expires_domain() {
     );
 }
 
+/// A removal keeps the attributes a browser keys or filters the cookie by: a
+/// partitioned cookie is deleted only by a partitioned removal, a cross-site one
+/// only by one sent cross-site (`SameSite=None`), and a `Secure` one set over plain
+/// HTTP (allowed by the layer) only by a removal marked `Secure` too.
+#[tokio::test]
+async fn a_removal_keeps_same_site_partitioned_and_secure_as_given() {
+    async fn handler(ctx: Context) -> Result<&'static str, HttpError> {
+        ctx.cookies().remove_signed(Cookie::build("embed").same_site(SameSite::None).partitioned(true))?;
+        ctx.cookies().remove(Cookie::build("__Host-sid").secure(true))?;
+        ctx.cookies().remove(Cookie::build("lax").same_site(SameSite::Lax))?;
+        Ok("ok")
+    }
+    let (_, lines) = call(ContextLayer::new(), handler, over_tls("https://example.com/")).await;
+    assert_eq!(
+        lines,
+        [
+            format!("embed=; HttpOnly; SameSite=None; Partitioned; Secure; Path=/; {GONE}"),
+            format!("embed.sig=; HttpOnly; SameSite=None; Partitioned; Secure; Path=/; {GONE}"),
+            format!("__Host-sid=; HttpOnly; Secure; Path=/; {GONE}"),
+            format!("lax=; HttpOnly; SameSite=Lax; Secure; Path=/; {GONE}"),
+        ]
+    );
+    let layer = ContextLayer::new().allow_secure_cookies_over_http(true);
+    let (_, lines) = call(layer, handler, request("/", None)).await;
+    assert_eq!(lines[2], format!("__Host-sid=; HttpOnly; Secure; Path=/; {GONE}"));
+    assert_eq!(lines[3], format!("lax=; HttpOnly; SameSite=Lax; Path=/; {GONE}"));
+}
+
 // 3. Keys and rotation, in the cookie crate's format.
 
 async fn remember(ctx: Context) -> Result<String, HttpError> {
