@@ -193,7 +193,7 @@ impl<S> Serve<S> {
     /// slow-loris client that drips its headers is disconnected too, and an idle
     /// keep-alive connection is closed. On HTTP/2 it only bounds the first request.
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
-        self.config.header_read_timeout = timeout.max(Duration::from_millis(1));
+        self.config.header_read_timeout = bounded(timeout);
         self
     }
 
@@ -233,7 +233,7 @@ impl<S> Serve<S> {
     /// connections are also bounded by the [header read
     /// timeout](Self::header_read_timeout).
     pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.config.idle_timeout = timeout.into().map(|t| t.max(Duration::from_millis(1)));
+        self.config.idle_timeout = timeout.into().map(bounded);
         self
     }
 
@@ -244,7 +244,7 @@ impl<S> Serve<S> {
     /// upgraded to a WebSocket is watched the same way: a write to it that makes no
     /// progress fails, and the WebSocket ends.
     pub fn write_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.config.write_timeout = timeout.into().map(|t| t.max(Duration::from_millis(1)));
+        self.config.write_timeout = timeout.into().map(bounded);
         self
     }
 
@@ -254,7 +254,7 @@ impl<S> Serve<S> {
     /// server's future resolves. A socket upgraded to a WebSocket that is not the
     /// chat's is among them: the server cannot end it any other way.
     pub fn shutdown_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.config.shutdown_timeout = timeout.into();
+        self.config.shutdown_timeout = timeout.into().map(bounded);
         self
     }
 
@@ -262,7 +262,7 @@ impl<S> Serve<S> {
     /// never). A peer that does not answer within the same time is closed: a dead
     /// client does not keep its slot until the kernel gives up on it.
     pub fn http2_keep_alive(mut self, every: impl Into<Option<Duration>>) -> Self {
-        self.config.http2_keep_alive = every.into().map(|t| t.max(Duration::from_millis(1)));
+        self.config.http2_keep_alive = every.into().map(bounded);
         self
     }
 
@@ -697,8 +697,11 @@ impl SocketTask {
                         closing = true;
                         connection.as_mut().graceful_shutdown();
                     } else {
-                        let rest = timeout.saturating_sub(since).max(Duration::from_millis(1));
-                        idle.as_mut().reset(tokio::time::Instant::now() + rest);
+                        // A request in flight (a stream, a long poll) holds the socket
+                        // however long it runs: look again a whole timeout later, not
+                        // at once (its start is no activity that moves the deadline).
+                        let rest = if conn.pending() > 0 { timeout } else { timeout.saturating_sub(since) };
+                        idle.as_mut().reset(tokio::time::Instant::now() + rest.max(Duration::from_millis(1)));
                     }
                 }
                 // `destroy` has ended the live connections on this socket already.
@@ -1014,4 +1017,13 @@ where
     fn size_hint(&self) -> SizeHint {
         http_body::Body::size_hint(&self.kind)
     }
+}
+
+/// A timeout or period as the server keeps it: at least 1 ms, and at most a century,
+/// so that adding it to a clock reading cannot overflow (hyper adds them to
+/// `Instant::now()`, which panics past its range: `Duration::MAX` would end every
+/// connection's task).
+fn bounded(duration: Duration) -> Duration {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+    duration.clamp(Duration::from_millis(1), CENTURY)
 }

@@ -64,6 +64,29 @@ async fn boom() -> &'static str {
     panic!("handler panicked on purpose")
 }
 
+/// Polls of `/endless`'s body, whose answer is never ready: hyper polls the body of
+/// a response in flight each time the connection's task wakes.
+static ENDLESS_POLLS: AtomicUsize = AtomicUsize::new(0);
+
+struct Endless;
+
+impl http_body::Body for Endless {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        ENDLESS_POLLS.fetch_add(1, Ordering::SeqCst);
+        std::task::Poll::Pending
+    }
+}
+
+async fn endless() -> axum::response::Response {
+    axum::response::Response::new(axum::body::Body::new(Endless))
+}
+
 struct Harness {
     addr: SocketAddr,
     connections: Connections,
@@ -83,6 +106,7 @@ impl Harness {
             .route("/wait", get(wait))
             .route("/destroy", get(destroy))
             .route("/panic", get(boom))
+            .route("/endless", get(endless))
             .with_state(gate);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -968,4 +992,43 @@ async fn the_session_id_is_the_fingerprint_and_a_websocket_shares_the_session() 
     session.save().await.unwrap();
     raw.send(get_request("/visits", &format!("cookie: {cookie}\r\n")).as_bytes()).await;
     assert_eq!(raw.response().await.unwrap().body, "42", "what the socket saved, HTTP sees");
+}
+
+/// A response in flight (a stream, a long poll) longer than the idle timeout keeps
+/// its socket, and the idle timer looks again a whole timeout later: it does not
+/// wake the connection every millisecond until the response ends.
+#[tokio::test]
+async fn a_response_in_flight_past_the_idle_timeout_does_not_wake_its_connection_each_millisecond() {
+    let harness = Harness::start(|s| s.idle_timeout(Duration::from_millis(100))).await;
+    let mut client = harness.raw().await;
+    client.send(get_request("/endless", "").as_bytes()).await;
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        let read = timeout(BOUND, client.stream.read_line(&mut head)).await.expect("the head").unwrap();
+        assert!(read > 0, "{head}");
+    }
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let before = ENDLESS_POLLS.load(Ordering::SeqCst);
+    // Ten idle timeouts: the timer fires about ten times, each a wake of the task.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let polls = ENDLESS_POLLS.load(Ordering::SeqCst) - before;
+    assert!(polls < 100, "the body was polled {polls} times in ten idle timeouts");
+    assert_eq!(harness.connections.len(), 1, "the socket is kept while its response is in flight");
+}
+
+/// Timeouts of `Duration::MAX` (what "never" looks like) are kept to a century:
+/// hyper adds them to the clock, which would panic in every connection's task.
+#[tokio::test]
+async fn timeouts_of_duration_max_serve_as_never() {
+    let harness = Harness::start(|s| {
+        s.header_read_timeout(Duration::MAX)
+            .write_timeout(Duration::MAX)
+            .idle_timeout(Duration::MAX)
+            .http2_keep_alive(Duration::MAX)
+            .shutdown_timeout(Duration::MAX)
+    })
+    .await;
+    assert_eq!(harness.raw().await.get("/").await.status, 200);
+    let mut h2 = harness.h2().await;
+    assert_eq!(h2_get(&mut h2, "/").await.unwrap().0, 200);
 }
