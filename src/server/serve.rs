@@ -558,9 +558,22 @@ where
     #[cfg(feature = "tls")]
     if let Some(acceptor) = &config.tls {
         // The handshake is bounded like a request head: a client that starts one and
-        // stalls is dropped. Nothing is registered until it succeeds.
+        // stalls is dropped, as it is when the server shuts down meanwhile (nothing
+        // reached the app yet). Nothing is registered until it succeeds.
+        let (mut shutdown, mut gone) = (shutdown, false);
         let handshake = tokio::time::timeout(config.header_read_timeout, acceptor.accept(stream));
-        let Ok(Ok(stream)) = handshake.await else { return };
+        tokio::pin!(handshake);
+        let stream = loop {
+            tokio::select! {
+                done = &mut handshake => match done {
+                    Ok(Ok(stream)) => break stream,
+                    _ => return,
+                },
+                stage = next_stage(&mut shutdown, &mut gone), if !gone => if stage != Stage::Serving {
+                    return;
+                },
+            }
+        };
         let conn = Connection::new_tls(remote_addr, local_addr);
         let open = Open::new(conn.clone(), connections, Arc::clone(&config), permit);
         return drive(stream, conn, open, app, config, builder, shutdown).await;

@@ -178,6 +178,36 @@ async fn a_failed_handshake_is_dropped_and_the_server_goes_on() {
     assert!(reply.ends_with("https secure=true tls-connection=true"), "{reply}");
 }
 
+/// A handshake under way when the server shuts down does not hold the shutdown up
+/// (it is bounded by the header timeout, a minute here): nothing reached the app,
+/// so the socket is dropped and the server's future resolves.
+#[tokio::test]
+async fn a_handshake_under_way_does_not_hold_up_a_shutdown() {
+    let (server, client) = configs();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tower_context::serve(listener, app())
+        .header_read_timeout(Duration::from_secs(60))
+        .tls(server)
+        .with_graceful_shutdown(async {
+            let _ = stopped.await;
+        });
+    let serving = tokio::spawn(server.into_future());
+    // Served first, so the server is accepting; then a client that starts no
+    // handshake, given a moment to be accepted.
+    let reply = exchange(tls_stream(addr, &client).await, GET).await;
+    assert!(reply.ends_with("https secure=true tls-connection=true"), "{reply}");
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(30), serving).await;
+    assert!(matches!(ended, Ok(Ok(Ok(())))), "the server's future resolved: {ended:?}");
+    let mut buf = [0_u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the silent client was dropped: {read:?}");
+}
+
 #[tokio::test]
 async fn a_server_of_ones_own_says_tls_with_the_marker() {
     // Behind any other TLS acceptor: the `Tls` marker in the request's extensions
