@@ -46,7 +46,10 @@
 //! - **Two requests of one client at once** each load the session, change their
 //!   copy and save it whole: the one saved last wins, and the other's changes are
 //!   lost. Keep what must add up from concurrent requests (counters, carts edited in
-//!   two tabs) in your database, not in the session.
+//!   two tabs) in your database, not in the session. But an ended session stays
+//!   ended: a request that read it before another ended it (a logout) only updates
+//!   the store ([`SessionStore::update`]), finds nothing, and removes the cookie
+//!   too; it never makes the session again.
 //! - **A request that fails** (the handler's `Err`, a panic, a failing hook) does
 //!   not save: the error path runs no after-hooks. If a change must stay even then
 //!   (a count of failed logins), call [`Session::save`] before returning the error.
@@ -518,14 +521,26 @@ impl Session {
             // and must not save it empty.
             let record = Record::new(std::mem::take(&mut st.data), st.created_at, expires_at);
             let kept = Restore { data: &mut st.data, record };
-            let stored = if st.changed {
-                sessions.store.save(id, &kept.record)
-            } else {
-                sessions.store.touch(id, &kept.record)
+            // A session read from the store is only updated, never made again: if
+            // another request ended it meanwhile (a logout), this one must not bring
+            // it back.
+            let still_kept = match (st.changed, st.stored) {
+                (true, true) => sessions.store.update(id, &kept.record).await?,
+                (true, false) => sessions.store.save(id, &kept.record).await.map(|()| true)?,
+                (false, _) => sessions.store.touch(id, &kept.record).await.map(|()| true)?,
             };
-            stored.await?;
             drop(kept);
-            st.expires_at = expires_at;
+            if still_kept {
+                st.expires_at = expires_at;
+            } else {
+                // Ended by another request: so it is for this one too, and its cookie
+                // goes (again).
+                st.data.clear();
+                st.id = None;
+                st.stored = false;
+                st.changed = false;
+                st.remove_cookie = true;
+            }
         }
         // A cycled or flushed id's record goes only once the new one is saved, and the
         // cookie is set only after both: a login or logout the store cannot record

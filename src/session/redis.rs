@@ -105,6 +105,20 @@ impl SessionStore for RedisStore {
         })
     }
 
+    /// `SET … XX`: in one step, only while the key is there.
+    fn update<'a>(&'a self, id: &'a str, record: &'a Record) -> BoxFuture<'a, Result<bool, SessionError>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(self.key(id)).arg(encode(record)).arg("XX");
+            if let Some(at) = record.expires_at {
+                cmd.arg("PXAT").arg(at.max(1));
+            }
+            let set: Option<String> = cmd.query_async(&mut conn).await.map_err(store_error)?;
+            Ok(set.is_some())
+        })
+    }
+
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), SessionError>> {
         let mut conn = self.conn.clone();
         Box::pin(async move {

@@ -55,13 +55,28 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Forgets `id` (nothing to forget is not an error).
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), SessionError>>;
 
+    /// Replaces the record kept under `id` only while one is kept there, and says
+    /// whether one was: `Ok(false)`, nothing kept, when another request ended the
+    /// session meanwhile (a logout), which a request that read it before must not
+    /// undo. The default loads, then saves, which leaves a moment between the two:
+    /// a store that can do both in one step (Redis: `SET … XX`) should.
+    fn update<'a>(&'a self, id: &'a str, record: &'a Record) -> BoxFuture<'a, Result<bool, SessionError>> {
+        Box::pin(async move {
+            if self.load(id).await?.is_none() {
+                return Ok(false);
+            }
+            self.save(id, record).await.map(|()| true)
+        })
+    }
+
     /// Pushes `id`'s expiry to `record.expires_at`, leaving its data alone (a session
-    /// read but not changed, whose idle expiry is due). `record` holds the data as this
-    /// request read it, so the default, which saves `record` whole, keeps the data;
-    /// but it can undo a save another request made meanwhile: a store that can change
-    /// an expiry alone should.
+    /// read but not changed, whose idle expiry is due), and only while it is kept (a
+    /// session ended meanwhile stays ended). `record` holds the data as this request
+    /// read it, so the default, which [`update`](Self::update)s with `record` whole,
+    /// keeps the data; but it can undo a save another request made meanwhile: a
+    /// store that can change an expiry alone should.
     fn touch<'a>(&'a self, id: &'a str, record: &'a Record) -> BoxFuture<'a, Result<(), SessionError>> {
-        self.save(id, record)
+        Box::pin(async move { self.update(id, record).await.map(drop) })
     }
 }
 
@@ -129,6 +144,18 @@ impl SessionStore for MemoryStore {
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), SessionError>> {
         self.lock().remove(id);
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn update<'a>(&'a self, id: &'a str, record: &'a Record) -> BoxFuture<'a, Result<bool, SessionError>> {
+        let now = now_ms();
+        let updated = match self.lock().get_mut(id).filter(|kept| !kept.is_expired(now)) {
+            Some(kept) => {
+                kept.clone_from(record);
+                true
+            }
+            None => false,
+        };
+        Box::pin(std::future::ready(Ok(updated)))
     }
 
     fn touch<'a>(&'a self, id: &'a str, record: &'a Record) -> BoxFuture<'a, Result<(), SessionError>> {

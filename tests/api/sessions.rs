@@ -63,6 +63,18 @@ impl SessionStore for Counting {
         })
     }
 
+    /// Counted as a save: one round trip, as in a store that updates in one step.
+    fn update<'a>(&'a self, id: &'a str, record: &'a Record) -> BoxFuture<'a, Result<bool, SessionError>> {
+        self.saves.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            self.check()?;
+            if self.failing_saves.load(Ordering::SeqCst) {
+                return Err(SessionError::Store("save refused".into()));
+            }
+            self.inner.update(id, record).await
+        })
+    }
+
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), SessionError>> {
         self.deletes.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
@@ -465,6 +477,48 @@ async fn pushing_an_idle_expiry_back_never_undoes_another_requests_save() {
     assert_eq!(record.data["visits"], 2, "the writer's save stands");
 }
 
+/// A request that read the session before a logout and writes it after does not
+/// bring the session back: the store is only updated, never made again, and its
+/// response removes the cookie too. (With a stolen id, one slow request would
+/// otherwise outlive the victim's logout.)
+#[tokio::test]
+async fn a_request_that_read_the_session_before_a_logout_does_not_bring_it_back() {
+    let store = Arc::new(MemoryStore::new());
+    let (started_tx, mut started) = tokio::sync::mpsc::channel::<()>(1);
+    let (out_tx, out) = tokio::sync::mpsc::channel::<()>(1);
+    let out = Arc::new(tokio::sync::Mutex::new(out));
+    let slow_write = get(move |ctx: Context| {
+        let (started_tx, out) = (started_tx.clone(), out.clone());
+        async move {
+            let visits = ctx.session().get::<u64>("visits").await?.unwrap_or(0);
+            started_tx.send(()).await.unwrap();
+            out.lock().await.recv().await;
+            ctx.session().insert("visits", visits + 100).await?;
+            Ok::<_, HttpError>("written")
+        }
+    });
+    let app = Router::new()
+        .route("/visits", get(visits))
+        .route("/read", get(read))
+        .route("/logout", get(logout))
+        .route("/slow-write", slow_write)
+        .layer(ContextLayer::new().keys(Keys::new(["k"])).sessions(Sessions::shared(store.clone())));
+    let mut browser = Browser::default();
+    browser.get_page(&app, "/visits").await;
+    let id = browser.get("sessionID").unwrap().to_owned();
+    let (mut slow, app_s) = (browser.clone(), app.clone());
+    let writing = tokio::spawn(async move { slow.get_page(&app_s, "/slow-write").await });
+    started.recv().await.unwrap();
+    let mut victim = browser.clone();
+    assert_eq!(victim.get_page(&app, "/logout").await.2, "out");
+    out_tx.send(()).await.unwrap();
+    let (_, set, body) = writing.await.unwrap();
+    assert_eq!(body, "written");
+    assert!(store.load(&id).await.unwrap().is_none(), "the ended session stays ended");
+    assert!(set.iter().any(|line| line.starts_with("sessionID=;")), "{set:?}");
+    assert_eq!(browser.get_page(&app, "/read").await.2, "none", "the old cookie opens nothing");
+}
+
 #[tokio::test]
 async fn two_requests_of_one_client_at_once_the_last_save_wins() {
     let store = Arc::new(MemoryStore::new());
@@ -576,4 +630,11 @@ async fn redis_sessions_are_shared_by_instances_and_expire_in_redis() {
     assert!((50_000..=60_000).contains(&ttl), "Redis drops it with the session: {ttl} ms");
     browser.get_page(&two, "/logout").await;
     assert_eq!(server.command(&format!("EXISTS tower-context:session:{id}")).trim(), ":0");
+    // An update of an ended session does not make it again (`SET … XX`).
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let record = Record::new(serde_json::Map::new(), 1, None);
+    assert!(!store.update(&id, &record).await.unwrap());
+    assert_eq!(server.command(&format!("EXISTS tower-context:session:{id}")).trim(), ":0");
+    store.save(&id, &record).await.unwrap();
+    assert!(store.update(&id, &record).await.unwrap());
 }
