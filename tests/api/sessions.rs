@@ -423,7 +423,7 @@ async fn a_login_the_store_cannot_save_fails_whole() {
 
 #[tokio::test]
 async fn a_store_without_its_own_touch_keeps_the_data_when_the_expiry_is_pushed_back() {
-    // `Counting` has no `touch`: the trait's default saves the record whole.
+    // `Counting` has no `touch`: the trait's default updates the record whole.
     let store = Arc::new(Counting::default());
     let app = app_with(
         Sessions::shared(store.clone()).expiry(Expiry::idle(Duration::from_secs(4))),
@@ -434,7 +434,7 @@ async fn a_store_without_its_own_touch_keeps_the_data_when_the_expiry_is_pushed_
     assert_eq!(store.counts().1, 1);
     // Past a quarter of the idle time (and far from all of it): this read pushes the
     // expiry back.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    advance_sessions_clock(Duration::from_millis(1100));
     assert_eq!(browser.get_page(&app, "/read").await.2, "1");
     assert_eq!(store.counts().1, 2, "the touch went to the store, as a save");
     assert_eq!(browser.get_page(&app, "/read").await.2, "1", "the data survived the touch");
@@ -458,13 +458,13 @@ async fn pushing_an_idle_expiry_back_never_undoes_another_requests_save() {
     let app = Router::new().route("/visits", get(visits)).route("/slow-read", slow_read).layer(
         ContextLayer::new()
             .keys(Keys::new(["k"]))
-            .sessions(Sessions::shared(store.clone()).expiry(Expiry::idle(Duration::from_millis(800)))),
+            .sessions(Sessions::shared(store.clone()).expiry(Expiry::idle(Duration::from_secs(800)))),
     );
     let mut browser = Browser::default();
     browser.get_page(&app, "/visits").await;
     let id = browser.get("sessionID").unwrap().to_owned();
     // Past a quarter of the idle time, so the read will push the expiry back.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    advance_sessions_clock(Duration::from_secs(300));
     let (mut reader, mut writer) = (browser.clone(), browser.clone());
     let (app_r, app_w) = (app.clone(), app.clone());
     let reading = tokio::spawn(async move { reader.get_page(&app_r, "/slow-read").await });
