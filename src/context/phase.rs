@@ -751,9 +751,10 @@ impl Phase {
         Some(mem::take(&mut registered.error))
     }
 
-    /// Ends one round of delivery: the next queued error to deliver with the same
-    /// listeners, or `None` when the queue is empty and the listeners are back (first,
-    /// then any added while they ran).
+    /// Ends one round of delivery: the next queued error to deliver, the listeners
+    /// added meanwhile joined to `listeners` first; or `None` when the queue is empty,
+    /// and the listeners are put back (or, when the request completed meanwhile, left
+    /// to the caller to drop).
     pub(crate) fn next_error_dispatch(&self, listeners: &mut Vec<ErrorListener>) -> Option<HttpError> {
         next_error_dispatch(&mut self.lock(), listeners)
     }

@@ -20,8 +20,10 @@ pin_project! {
     ///
     /// It is the inner service's body, untouched, unless a hook, `end` or an error
     /// replaced it with a [`Body`]. It reports the end of the response to the
-    /// [`Context`](crate::Context): Finish after the last frame, Close if it is
-    /// dropped before that, Error (then Close) if the body itself fails.
+    /// [`Context`](crate::Context): Finish after the last frame (or once it has sent
+    /// the length its `Content-Length` declares, where the server stops), Close if
+    /// it is dropped before that, Error (then Close) if the body itself fails or
+    /// ends short of the length it declared.
     pub struct ResponseBody<B> {
         #[pin]
         kind: EitherBody<B>,
@@ -156,8 +158,8 @@ where
 }
 
 /// The length a `Content-Length` header gives the body, which a server frames it by
-/// (HTTP/1 sends that many bytes and no more; HTTP/2 checks it), unless a
-/// `Transfer-Encoding` says otherwise. `None` when absent or not a plain number.
+/// (hyper's HTTP/1 sends that many bytes and no more, and drops the body there),
+/// unless a `Transfer-Encoding` says otherwise. `None` when absent or not a plain number.
 fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
     if headers.contains_key(http::header::TRANSFER_ENCODING) {
         return None;

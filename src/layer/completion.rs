@@ -30,9 +30,10 @@ impl Completion {
         &mut self.ctx
     }
 
-    /// The body's exact length, when known (0 for a body already at its end): a body
-    /// that sent that much is complete even if the server drops it without polling
-    /// it to the end (hyper does so after an exact Content-Length, and for HEAD).
+    /// The body's length, when known: 0 for a body already at its end, else its
+    /// exact size, else its `Content-Length`. A body that sent that much is complete
+    /// even if the server drops it without polling it to the end (hyper does so at
+    /// the end of a `Content-Length`, and for HEAD).
     pub(crate) fn expect(&mut self, exact: Option<u64>) {
         self.expected = exact;
     }

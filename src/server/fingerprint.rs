@@ -55,9 +55,10 @@ impl FingerprintConfig {
     /// browser's largest.
     fn read_cookie(&self, headers: &HeaderMap) -> Option<Fingerprint> {
         let name = self.cookie.as_bytes();
-        // On bytes, as the jar reads pairs: one pair that is not UTF-8 (a cookie of
-        // another app on the domain, say) hides no other; and only well-formed pairs
-        // count towards the limit, as in the jar.
+        // On bytes, pair by pair: one pair that is not UTF-8 (a cookie of another app
+        // on the domain, say) hides no other; and only pairs with a name and an `=`
+        // count towards the limit. (The jar also leaves out pairs that are not UTF-8:
+        // the two can differ only at the limit.)
         let value = headers
             .get_all(header::COOKIE)
             .iter()

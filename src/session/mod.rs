@@ -47,9 +47,10 @@
 //!   copy and save it whole: the one saved last wins, and the other's changes are
 //!   lost. Keep what must add up from concurrent requests (counters, carts edited in
 //!   two tabs) in your database, not in the session. But an ended session stays
-//!   ended: a request that read it before another ended it (a logout) only updates
-//!   the store ([`SessionStore::update`]), finds nothing, and removes the cookie
-//!   too; it never makes the session again.
+//!   ended: a request that read it before another ended it (a logout, or a login
+//!   that cycled the id) only updates the store ([`SessionStore::update`]), finds
+//!   nothing, and drops its changes; it never makes the session again, and leaves
+//!   the cookie to what the other request sent.
 //! - **A request that fails** (the handler's `Err`, a panic, a failing hook) does
 //!   not save: the error path runs no after-hooks. If a change must stay even then
 //!   (a count of failed logins), call [`Session::save`] before returning the error.
@@ -533,13 +534,16 @@ impl Session {
             if still_kept {
                 st.expires_at = expires_at;
             } else {
-                // Ended by another request: so it is for this one too, and its cookie
-                // goes (again).
+                // Ended by another request (a logout, or a login that cycled the
+                // id): so it is for this one too. Its cookie is left alone: the
+                // request that ended the session has sent what the client keeps
+                // now (a removal, or the new id).
                 st.data.clear();
                 st.id = None;
                 st.stored = false;
                 st.changed = false;
-                st.remove_cookie = true;
+                st.created_at = now;
+                st.expires_at = None;
             }
         }
         // A cycled or flushed id's record goes only once the new one is saved, and the

@@ -62,7 +62,8 @@ pub trait SessionStore: Send + Sync + 'static {
     /// a store that can do both in one step (Redis: `SET … XX`) should.
     fn update<'a>(&'a self, id: &'a str, record: &'a Record) -> BoxFuture<'a, Result<bool, SessionError>> {
         Box::pin(async move {
-            if self.load(id).await?.is_none() {
+            let kept = self.load(id).await?;
+            if kept.is_none_or(|kept| kept.is_expired(now_ms())) {
                 return Ok(false);
             }
             self.save(id, record).await.map(|()| true)

@@ -478,9 +478,10 @@ async fn pushing_an_idle_expiry_back_never_undoes_another_requests_save() {
 }
 
 /// A request that read the session before a logout and writes it after does not
-/// bring the session back: the store is only updated, never made again, and its
-/// response removes the cookie too. (With a stolen id, one slow request would
-/// otherwise outlive the victim's logout.)
+/// bring the session back: the store is only updated, never made again, and the
+/// cookie is left to what the logout sent. (With a stolen id, one slow request
+/// would otherwise outlive the victim's logout.) Nor does it undo a login that
+/// cycled the id meanwhile: its response leaves the new cookie alone.
 #[tokio::test]
 async fn a_request_that_read_the_session_before_a_logout_does_not_bring_it_back() {
     let store = Arc::new(MemoryStore::new());
@@ -500,6 +501,7 @@ async fn a_request_that_read_the_session_before_a_logout_does_not_bring_it_back(
     let app = Router::new()
         .route("/visits", get(visits))
         .route("/read", get(read))
+        .route("/login", get(login))
         .route("/logout", get(logout))
         .route("/slow-write", slow_write)
         .layer(ContextLayer::new().keys(Keys::new(["k"])).sessions(Sessions::shared(store.clone())));
@@ -515,8 +517,23 @@ async fn a_request_that_read_the_session_before_a_logout_does_not_bring_it_back(
     let (_, set, body) = writing.await.unwrap();
     assert_eq!(body, "written");
     assert!(store.load(&id).await.unwrap().is_none(), "the ended session stays ended");
-    assert!(set.iter().any(|line| line.starts_with("sessionID=;")), "{set:?}");
+    assert!(set.iter().all(|line| !line.starts_with("sessionID")), "{set:?}");
     assert_eq!(browser.get_page(&app, "/read").await.2, "none", "the old cookie opens nothing");
+
+    // A login meanwhile (a new id): the slow request's response sends no cookie
+    // over the new one, and the new session holds.
+    let mut user = Browser::default();
+    user.get_page(&app, "/visits").await;
+    let (mut slow, app_s) = (user.clone(), app.clone());
+    let writing = tokio::spawn(async move { slow.get_page(&app_s, "/slow-write").await });
+    started.recv().await.unwrap();
+    assert_eq!(user.get_page(&app, "/login").await.2, "in");
+    let new_id = user.get("sessionID").unwrap().to_owned();
+    out_tx.send(()).await.unwrap();
+    let (_, set, _) = writing.await.unwrap();
+    assert!(set.iter().all(|line| !line.starts_with("sessionID")), "{set:?}");
+    assert!(store.load(&new_id).await.unwrap().is_some(), "the new session holds");
+    assert_eq!(user.get_page(&app, "/read").await.2, "1", "with the data the login carried");
 }
 
 #[tokio::test]
