@@ -34,6 +34,15 @@ impl Counting {
         Ok(())
     }
 
+    /// A save (or an update) is counted, and refused when saves are set to fail.
+    fn saving(&self) -> Result<(), SessionError> {
+        self.check()?;
+        if self.failing_saves.load(Ordering::SeqCst) {
+            return Err(SessionError::Store("save refused".into()));
+        }
+        Ok(())
+    }
+
     fn counts(&self) -> (usize, usize, usize) {
         (
             self.loads.load(Ordering::SeqCst),
@@ -55,10 +64,7 @@ impl SessionStore for Counting {
     fn save<'a>(&'a self, id: &'a str, record: &'a Record) -> BoxFuture<'a, Result<(), SessionError>> {
         self.saves.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
-            self.check()?;
-            if self.failing_saves.load(Ordering::SeqCst) {
-                return Err(SessionError::Store("save refused".into()));
-            }
+            self.saving()?;
             self.inner.save(id, record).await
         })
     }
@@ -67,10 +73,7 @@ impl SessionStore for Counting {
     fn update<'a>(&'a self, id: &'a str, record: &'a Record) -> BoxFuture<'a, Result<bool, SessionError>> {
         self.saves.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
-            self.check()?;
-            if self.failing_saves.load(Ordering::SeqCst) {
-                return Err(SessionError::Store("save refused".into()));
-            }
+            self.saving()?;
             self.inner.update(id, record).await
         })
     }
