@@ -837,7 +837,7 @@ impl Phase {
 
 /// [`Phase::next_error_dispatch`], under the lock.
 fn next_error_dispatch(shared: &mut Shared, listeners: &mut Vec<ErrorListener>) -> Option<HttpError> {
-    let registered = shared.listeners.get_or_insert_with(Box::default);
+    let registered = listeners_of(shared);
     // Listeners added while these ran join them: they hear every error delivered
     // from now on (those queued meanwhile too), after the ones added before them.
     listeners.append(&mut registered.error);
@@ -858,7 +858,7 @@ fn next_error_dispatch(shared: &mut Shared, listeners: &mut Vec<ErrorListener>) 
     None
 }
 
-fn listeners_of<'a>(shared: &'a mut MutexGuard<'_, Shared>) -> &'a mut Listeners {
+fn listeners_of(shared: &mut Shared) -> &mut Listeners {
     shared.listeners.get_or_insert_with(Box::default)
 }
 

@@ -311,6 +311,19 @@ struct State {
     remove_cookie: bool,
 }
 
+impl State {
+    /// Forgets the session this request had (flushed, or ended by another request):
+    /// a value inserted afterwards starts a new session, with a new id, made `now`.
+    fn start_afresh(&mut self, now: u64) {
+        self.id = None;
+        self.stored = false;
+        self.data.clear();
+        self.created_at = now;
+        self.expires_at = None;
+        self.changed = false;
+    }
+}
+
 /// A new session id: 128 bits from the operating system's random source, as 32 hex
 /// digits. Its failure (practically unheard of) is an error, never a weaker id.
 fn new_id() -> Result<String, SessionError> {
@@ -465,10 +478,7 @@ impl Session {
             state.stale = state.id.take();
             state.remove_cookie = true;
         }
-        state.id = None;
-        state.data.clear();
-        state.created_at = now_ms();
-        state.changed = false;
+        state.start_afresh(now_ms());
         Ok(())
     }
 
@@ -538,12 +548,7 @@ impl Session {
                 // id): so it is for this one too. Its cookie is left alone: the
                 // request that ended the session has sent what the client keeps
                 // now (a removal, or the new id).
-                st.data.clear();
-                st.id = None;
-                st.stored = false;
-                st.changed = false;
-                st.created_at = now;
-                st.expires_at = None;
+                st.start_afresh(now);
             }
         }
         // A cycled or flushed id's record goes only once the new one is saved, and the
